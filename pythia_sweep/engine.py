@@ -1,0 +1,233 @@
+"""One checkpoint end to end, no Ray: fetch, load, run every condition, score, return a small record.
+
+The record is plain JSON-able data (no tensors): the sweep ships it from a worker to the driver, the
+driver logs it to MLflow, the report reads it back. A checkpoint that cannot be fetched or loaded is a
+record too, with status "failed" and the error text, so a sweep goes on past it.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from pythia_sweep.checkpoints import (
+    Checkpoint,
+    FetchedCheckpoint,
+    fetch,
+    not_published_message,
+    published_revisions,
+    step_of,
+)
+from pythia_sweep.config import SweepConfig
+from pythia_sweep.errors import ConfigError, RevisionNotPublished
+from pythia_sweep.evaluation import Condition, evaluate, make_conditions
+from pythia_sweep.patching import attention_layout, validate_heads
+from pythia_sweep.prompts import make_prompts
+from pythia_sweep.scoring import null_position, paired_difference_interval, summarize_condition
+
+
+def pick_device(choice: str) -> torch.device:
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device", choice, "cpu or auto: this machine has no CUDA device")
+    return torch.device(choice)
+
+
+def pick_dtype(choice: str, device: torch.device) -> torch.dtype:
+    if choice == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if device.type == "cpu" and choice != "float32":
+        raise ConfigError("dtype", choice, "float32 or auto on CPU (half precision is for GPUs)")
+    return getattr(torch, choice)
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: object
+    device: torch.device
+    dtype: torch.dtype
+
+
+def load_model(path: str, device: torch.device, dtype: torch.dtype) -> LoadedModel:
+    """Tokenizer and causal LM from a fetched snapshot folder, in eval mode on `device`."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval()
+    return LoadedModel(model, tokenizer, device, dtype)
+
+
+def base_record(config: SweepConfig, revision: str) -> dict:
+    return {
+        "model": config.model,
+        "revision": revision,
+        "step": step_of(revision),
+        "sweep_id": config.sweep_id,
+        "status": "failed",
+        "error": None,
+        "commit": None,
+        "weight_sha256": {},
+        "weights_digest": None,
+        "timings": {},
+    }
+
+
+def run_checkpoint(
+    config: SweepConfig,
+    revision: str,
+    *,
+    published: list[Checkpoint] | None = None,
+    cache_dir: str | None = None,
+    fetched: FetchedCheckpoint | None = None,
+) -> dict:
+    """Measure one revision; returns a full record, or a failure record naming what went wrong.
+
+    `published` (the repo's revisions) is looked up when not given; `fetched` skips the download when a
+    worker has prefetched it. Invalid settings (layer or heads out of range) raise instead: they are the
+    sweep's error, not this checkpoint's.
+    """
+    record = base_record(config, revision)
+    t0 = time.perf_counter()
+    try:
+        if fetched is None:
+            if published is None:
+                published = published_revisions(config.model, cache_dir)
+            if revision not in {c.revision for c in published}:
+                raise RevisionNotPublished(not_published_message(config.model, revision, published))
+            fetched = fetch(config.model, revision, cache_dir)
+        record.update(commit=fetched.commit, weight_sha256=fetched.weight_sha256, weights_digest=fetched.weights_digest)
+        t1 = time.perf_counter()
+        device = pick_device(config.device)
+        loaded = load_model(fetched.path, device, pick_dtype(config.dtype, device))
+        t2 = time.perf_counter()
+    except ConfigError:
+        raise
+    except Exception as error:  # noqa: BLE001 - a checkpoint's failure is data, the sweep goes on
+        record["error"] = f"{type(error).__name__}: {error}"
+        record["timings"] = {"fetch_s": time.perf_counter() - t0}
+        return record
+    record["timings"] = {"fetch_s": t1 - t0, "load_s": t2 - t1}
+    record.update(measure(config, loaded))
+    record["timings"]["compute_s"] = time.perf_counter() - t2
+    return record
+
+
+def measure(config: SweepConfig, loaded: LoadedModel) -> dict:
+    """Run every condition on a loaded model; the measured part of a record (status "ok")."""
+    layout = attention_layout(loaded.model, config.layer)
+    validate_heads(config.even_heads, layout.n_heads, "even_heads")
+    validate_heads(config.odd_heads, layout.n_heads, "odd_heads")
+    prompts = make_prompts(config.preset, config.trials)
+    conditions = make_conditions(config, layout.n_heads)
+    rows = evaluate(
+        loaded.model, loaded.tokenizer, layout, prompts, conditions, config.methods,
+        max_new_tokens=config.max_new_tokens, batch_size=config.batch_size,
+    )  # fmt: skip
+    summary = summarize(config, conditions, rows)
+    return {
+        "status": "ok",
+        "settings": {
+            "layer": config.layer,
+            "n_heads": layout.n_heads,
+            "module": layout.module_path,
+            "preset": config.preset,
+            "n_prompts": len(prompts),
+            "methods": config.methods,
+            "max_new_tokens": config.max_new_tokens,
+            "device": str(loaded.device),
+            "dtype": str(loaded.dtype).removeprefix("torch."),
+        },
+        **summary,
+        "responses": rows,
+    }
+
+
+def summarize(config: SweepConfig, conditions: list[Condition], rows: list[dict]) -> dict:
+    """Per-condition statistics, specialization strength per method, and the null control."""
+    by_condition: dict[str, list[dict]] = {}
+    for row in rows:
+        by_condition.setdefault(row["condition"], []).append(row)
+    stats = {}
+    for i, cond in enumerate(conditions):
+        got = by_condition[cond.name]
+        stats[cond.name] = {
+            "heads": list(cond.heads),
+            "prompt": cond.prompt,
+            "method": cond.method,
+            **summarize_condition(
+                [r["success"] for r in got], [r["logprob_diff"] for r in got], [r["weight"] for r in got],
+                config.bootstrap_resamples, config.seed + i,
+            ),
+        }  # fmt: skip
+    strength = {}
+    primary = next(iter(config.methods))
+    for label in config.methods:
+        prefix = "" if label == primary else f"{label}/"
+        even, odd = by_condition[prefix + "even"], by_condition[prefix + "odd"]
+        success_ci = paired_difference_interval(
+            [r["success"] for r in even], [r["success"] for r in odd], config.bootstrap_resamples, config.seed
+        )
+        logprob_ci = paired_difference_interval(
+            [r["logprob_diff"] for r in even], [r["logprob_diff"] for r in odd], config.bootstrap_resamples, config.seed
+        )
+        strength[label] = {
+            "strength": stats[prefix + "even"]["success_rate"] - stats[prefix + "odd"]["success_rate"],
+            "strength_ci": list(success_ci) if success_ci else None,
+            "logprob_strength": stats[prefix + "even"]["logprob_diff"] - stats[prefix + "odd"]["logprob_diff"],
+            "logprob_strength_ci": list(logprob_ci) if logprob_ci else None,
+        }
+    null_names = [c.name for c in conditions if c.name.startswith("null")]
+    null = {}
+    if null_names:
+        rates = [stats[n]["success_rate"] for n in null_names]
+        diffs = [stats[n]["logprob_diff"] for n in null_names]
+        null = {
+            "k": len(null_names),
+            "success_rates": rates,
+            "logprob_diffs": diffs,
+            "success_q05": float(np.quantile(rates, 0.05)),
+            "success_q95": float(np.quantile(rates, 0.95)),
+            "logprob_q05": float(np.quantile(diffs, 0.05)),
+            "logprob_q95": float(np.quantile(diffs, 0.95)),
+            **{
+                f"{group}_{metric}": null_position(stats[group][key], values)
+                for group in ("even", "odd")
+                for metric, key, values in (("success", "success_rate", rates), ("logprob", "logprob_diff", diffs))
+            },
+        }
+    return {"conditions": stats, "strength": strength, "null": null}
+
+
+def flat_metrics(record: dict) -> dict[str, float]:
+    """Every number of an ok record as MLflow-style metrics: 'even/success_rate', 'strength', ..."""
+    metrics: dict[str, float] = {}
+    primary = next(iter(record["strength"]))
+    for label, s in record["strength"].items():
+        prefix = "" if label == primary else f"{label}/"
+        metrics[prefix + "strength"] = s["strength"]
+        metrics[prefix + "logprob_strength"] = s["logprob_strength"]
+        for key in ("strength_ci", "logprob_strength_ci"):
+            if s[key]:
+                metrics[f"{prefix}{key}_low"], metrics[f"{prefix}{key}_high"] = s[key]
+    for name, c in record["conditions"].items():
+        metrics[f"{name}/success_rate"] = c["success_rate"]
+        metrics[f"{name}/success_ci_low"], metrics[f"{name}/success_ci_high"] = c["success_ci"]
+        metrics[f"{name}/logprob_diff"] = c["logprob_diff"]
+        if c["logprob_diff_ci"]:
+            metrics[f"{name}/logprob_diff_ci_low"], metrics[f"{name}/logprob_diff_ci_high"] = c["logprob_diff_ci"]
+    for key, value in record.get("null", {}).items():
+        if isinstance(value, float):
+            metrics[f"null/{key}"] = value
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                if v is not None:
+                    metrics[f"null/{key}_{k}"] = v
+    for key, value in record.get("timings", {}).items():
+        metrics[f"time/{key}"] = value
+    return {k: float(v) for k, v in metrics.items()}

@@ -1,0 +1,29 @@
+"""The project's own error types: every refusal names the field, the value seen and what is allowed."""
+
+
+class PythiaSweepError(Exception):
+    """Base class: anything the user can fix by changing their input or environment."""
+
+
+class ConfigError(PythiaSweepError, ValueError):
+    """A configuration field has a value that is not allowed."""
+
+    def __init__(self, field: str, value: object, allowed: str):
+        self.field, self.value, self.allowed = field, value, allowed
+        super().__init__(f"{field}={value!r} is not valid: {allowed}")
+
+
+class RevisionNotPublished(PythiaSweepError, LookupError):
+    """A checkpoint revision the model repo does not publish."""
+
+
+class HubUnreachable(PythiaSweepError, ConnectionError):
+    """The Hugging Face Hub cannot be reached and the local cache cannot answer instead."""
+
+
+class UnsupportedModel(PythiaSweepError, TypeError):
+    """A model whose architecture has no known attention-output projection."""
+
+
+class CorruptCheckpoint(PythiaSweepError, OSError):
+    """A weight file whose content does not match the hash the Hub published for it."""

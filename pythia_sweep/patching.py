@@ -1,0 +1,232 @@
+"""How heads are patched: activation patching of chosen attention heads, from a clean run into a buggy run.
+
+Two runs of the same model: the *clean* prompt (which the model answers correctly) and the *buggy* prompt
+(where it falls for "9.11 > 9.8"). We record one layer's per-head attention outputs on the clean run and,
+on the buggy run, overwrite the chosen heads' outputs with them at aligned positions (see prompts.py for
+the alignment). Everything else in the buggy run is left alone.
+
+Which activation is replaced (the `site`):
+  head             the INPUT of the attention output projection (GPT-NeoX `attention.dense`, Llama
+                   `self_attn.o_proj`): shape (B, T, H*D), head h in columns [h*D, (h+1)*D). These are
+                   the true per-head outputs, before the projection mixes them. Default.
+  post-projection  the same column slices of the projection's OUTPUT (B, T, d_model), where heads are
+                   already mixed: what the upstream code did, kept to reproduce it.
+
+When it is replaced (`patch_during`): at the prompt positions during prefill only, letting decoding run
+free (`prompt`, default); or also at every decoding step, where with a KV cache each new token receives
+the clean activation of the position aligned with the chunk's first position (`every-step`, upstream).
+
+The metric's sign: log p(correct | prompt) - log p(buggy | prompt) > 0 means the model prefers the right
+answer; a patch that repairs the bug moves it up from the unpatched buggy baseline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from pythia_sweep.errors import ConfigError, UnsupportedModel
+from pythia_sweep.prompts import align_positions
+
+# model_type -> the module whose input is the concatenation of per-head attention outputs.
+OUTPUT_PROJECTION = {
+    "gpt_neox": "gpt_neox.layers.{layer}.attention.dense",
+    "llama": "model.layers.{layer}.self_attn.o_proj",
+    "olmo": "model.layers.{layer}.self_attn.o_proj",
+    "olmo2": "model.layers.{layer}.self_attn.o_proj",
+    "mistral": "model.layers.{layer}.self_attn.o_proj",
+    "qwen2": "model.layers.{layer}.self_attn.o_proj",
+}
+SITES = ("head", "post-projection")
+
+
+@dataclass(frozen=True)
+class AttentionLayout:
+    module_path: str  # Hugging Face path of the output projection at the patched layer
+    n_layers: int
+    n_heads: int
+    head_dim: int
+
+
+def attention_layout(model: torch.nn.Module, layer: int) -> AttentionLayout:
+    """Where layer `layer`'s per-head outputs live in this model, or a clear refusal."""
+    config = model.config
+    model_type = getattr(config, "model_type", type(model).__name__)
+    if model_type not in OUTPUT_PROJECTION:
+        raise UnsupportedModel(
+            f"model type {model_type!r} has no known attention output projection "
+            f"(supported: {', '.join(sorted(OUTPUT_PROJECTION))})"
+        )
+    n_layers = config.num_hidden_layers
+    if not 0 <= layer < n_layers:
+        raise ConfigError("layer", layer, f"a layer index in 0..{n_layers - 1} ({model_type} has {n_layers} layers)")
+    n_heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // n_heads
+    path = OUTPUT_PROJECTION[model_type].format(layer=layer)
+    projection = model.get_submodule(path)
+    if projection.in_features != n_heads * head_dim:
+        raise UnsupportedModel(f"{path} takes {projection.in_features} inputs, not n_heads*head_dim={n_heads * head_dim}")
+    return AttentionLayout(path, n_layers, n_heads, head_dim)
+
+
+def validate_heads(heads: Sequence[int], n_heads: int, field: str = "heads") -> tuple[int, ...]:
+    heads = tuple(heads)
+    if not heads:
+        raise ConfigError(field, list(heads), "a non-empty list of head indices")
+    bad = [h for h in heads if not isinstance(h, int) or isinstance(h, bool) or not 0 <= h < n_heads]
+    if bad:
+        raise ConfigError(field, list(heads), f"head indices in 0..{n_heads - 1}")
+    if len(set(heads)) != len(heads):
+        raise ConfigError(field, list(heads), "head indices without repeats")
+    return heads
+
+
+def head_columns(heads: Sequence[int], head_dim: int) -> torch.Tensor:
+    """Column indices of the given heads in a (..., H*D) activation, head-major."""
+    if not heads:
+        return torch.zeros(0, dtype=torch.long)
+    return torch.cat([torch.arange(h * head_dim, (h + 1) * head_dim) for h in heads])
+
+
+@dataclass
+class PatchPlan:
+    """What the hook writes. At prefill: `values` where `mask`; at each later call (a decoding step, or
+    nothing without generation): `step_values` where `step_mask` at the chunk's first position."""
+
+    values: torch.Tensor  # (B, T, C) replacement activations
+    mask: torch.Tensor  # (B, T, C) bool: which entries to replace
+    step_values: torch.Tensor | None = None  # (B, C) for every-step patching, else None
+    step_mask: torch.Tensor | None = None  # (B, C) bool
+
+
+class _PatchHook:
+    """Replaces masked entries of the site activation; the first call is the prefill, later ones decode."""
+
+    def __init__(self, plan: PatchPlan):
+        self.plan, self.calls = plan, 0
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, T, C)
+        plan, first = self.plan, self.calls == 0
+        self.calls += 1
+        if first:
+            if x.shape != plan.mask.shape:
+                raise RuntimeError(f"patch plan shaped {tuple(plan.mask.shape)} met an activation {tuple(x.shape)}")
+            return torch.where(plan.mask, plan.values.to(x.dtype), x)
+        if plan.step_mask is None:
+            return x
+        x = x.clone()
+        x[:, 0] = torch.where(plan.step_mask, plan.step_values.to(x.dtype), x[:, 0])  # (B, C)
+        return x
+
+
+@contextlib.contextmanager
+def patched(model: torch.nn.Module, layout: AttentionLayout, site: str, plan: PatchPlan) -> Iterator[None]:
+    """Patch the site for the duration of the block; the hook is removed on exit, also on error."""
+    module = model.get_submodule(layout.module_path)
+    hook = _PatchHook(plan)
+    if site == "head":
+        handle = module.register_forward_pre_hook(lambda _m, args: (hook.apply(args[0]), *args[1:]))
+    elif site == "post-projection":
+        handle = module.register_forward_hook(lambda _m, _args, out: hook.apply(out))
+    else:
+        raise ConfigError("site", site, f"one of {', '.join(SITES)}")
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+@contextlib.contextmanager
+def captured(model: torch.nn.Module, layout: AttentionLayout, site: str) -> Iterator[list[torch.Tensor]]:
+    """Record the site activation of every forward call in the block (a list of (B, T, C) tensors)."""
+    module = model.get_submodule(layout.module_path)
+    seen: list[torch.Tensor] = []
+    if site == "head":
+        handle = module.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach()))
+    elif site == "post-projection":
+        handle = module.register_forward_hook(lambda _m, _args, out: seen.append(out.detach()))
+    else:
+        raise ConfigError("site", site, f"one of {', '.join(SITES)}")
+    try:
+        yield seen
+    finally:
+        handle.remove()
+
+
+def fill_plan(
+    plan: PatchPlan,
+    row: int,
+    source: torch.Tensor,
+    positions: Sequence[tuple[int, int]],
+    columns: torch.Tensor,
+    offset: int = 0,
+    every_step: bool = False,
+    extra_positions: Sequence[int] = (),
+) -> None:
+    """Write one row of a plan: clean `source` (Tc, C) at aligned (buggy, clean) positions, heads' columns.
+
+    `offset` shifts buggy positions (left padding). With `every_step`, the clean activation aligned with
+    buggy position 0 is also written at each decoding step and at `extra_positions` (teacher-forced
+    answer tokens, which stand in for decoding steps).
+    """
+    if not len(positions) or not len(columns):
+        return
+    device = plan.mask.device
+    columns = columns.to(device)
+    buggy_pos = torch.tensor([b for b, _ in positions], device=device) + offset
+    clean_pos = torch.tensor([c for _, c in positions], device=device)
+    source = source.to(device)
+    plan.mask[row, buggy_pos[:, None], columns[None, :]] = True
+    plan.values[row, buggy_pos[:, None], columns[None, :]] = source[clean_pos[:, None], columns[None, :]].to(
+        plan.values.dtype
+    )
+    if every_step:
+        first = [c for b, c in positions if b == 0]
+        if first:
+            step = source[first[0], columns]  # (len(columns),)
+            if plan.step_mask is not None:
+                plan.step_mask[row, columns] = True
+                plan.step_values[row, columns] = step.to(plan.step_values.dtype)
+            for p in extra_positions:
+                plan.mask[row, p, columns] = True
+                plan.values[row, p, columns] = step.to(plan.values.dtype)
+
+
+def empty_plan(batch: int, length: int, width: int, dtype: torch.dtype, device, every_step: bool = False) -> PatchPlan:
+    plan = PatchPlan(
+        values=torch.zeros(batch, length, width, dtype=dtype, device=device),
+        mask=torch.zeros(batch, length, width, dtype=torch.bool, device=device),
+    )
+    if every_step:
+        plan.step_values = torch.zeros(batch, width, dtype=dtype, device=device)
+        plan.step_mask = torch.zeros(batch, width, dtype=torch.bool, device=device)
+    return plan
+
+
+@torch.inference_mode()
+def patched_logits(
+    model,
+    tokenizer,
+    clean: str,
+    buggy: str,
+    layer: int,
+    heads: Sequence[int],
+    site: str = "head",
+    align: str = "shared-text",
+) -> torch.Tensor:
+    """Logits (vocab,) at the buggy prompt's last position with `heads` of `layer` patched from `clean`."""
+    layout = attention_layout(model, layer)
+    heads = validate_heads(heads, layout.n_heads)
+    device = next(model.parameters()).device
+    clean_ids = tokenizer(clean, add_special_tokens=False, return_tensors="pt")["input_ids"].to(device)  # (1, Tc)
+    buggy_ids = tokenizer(buggy, add_special_tokens=False, return_tensors="pt")["input_ids"].to(device)  # (1, Tb)
+    with captured(model, layout, site) as seen:
+        model(clean_ids)
+    source = seen[0][0]  # (Tc, C)
+    plan = empty_plan(1, buggy_ids.shape[1], source.shape[-1], source.dtype, device)
+    fill_plan(plan, 0, source, align_positions(tokenizer, clean, buggy, align), head_columns(heads, layout.head_dim))
+    with patched(model, layout, site, plan):
+        return model(buggy_ids).logits[0, -1].float()  # (V,)

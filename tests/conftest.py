@@ -1,0 +1,80 @@
+"""Offline fixtures: tiny random-weight GPT-NeoX and Llama models published as step* revisions in a
+temporary Hugging Face cache in the Hub's own layout, so the real snapshot_download/from_pretrained run."""
+
+import os
+import tempfile
+
+# Hugging Face reads these at import time: set them before anything imports huggingface_hub.
+_CACHE_ROOT = tempfile.mkdtemp(prefix="pythia-sweep-tests-")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HUB_CACHE"] = os.path.join(_CACHE_ROOT, "hub")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ["MLFLOW_TRACKING_URI"] = ""  # tests pass their own stores explicitly
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+NEOX_REPO = "tiny-test/neox"
+LLAMA_REPO = "tiny-test/llama"
+STEPS = (0, 1, 2, 4, 1000)
+
+
+def _tokenizer():
+    from pythia_sweep.demo_family import build_tokenizer, corpus
+
+    return build_tokenizer(corpus(1500, seed=1), vocab_size=200)
+
+
+def _neox(vocab, seed):
+    from transformers import GPTNeoXForCausalLM
+
+    from pythia_sweep.demo_family import tiny_neox_config
+
+    torch.manual_seed(seed)
+    cfg = tiny_neox_config(vocab, hidden_size=48, num_hidden_layers=8, intermediate_size=96)
+    return GPTNeoXForCausalLM(cfg).eval()
+
+
+def _llama(vocab, seed):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=vocab, hidden_size=48, num_hidden_layers=4, num_attention_heads=12, num_key_value_heads=4,
+        intermediate_size=96, max_position_embeddings=128, bos_token_id=0, eos_token_id=0,
+    )
+    return LlamaForCausalLM(cfg).eval()
+
+
+@pytest.fixture(scope="session")
+def hub_cache():
+    """Publish the tiny families once per session; returns the cache folder."""
+    from pythia_sweep.hub_cache import save_revision
+
+    cache = os.environ["HF_HUB_CACHE"]
+    tok = _tokenizer()
+    with tempfile.TemporaryDirectory() as work:
+        for i, step in enumerate(STEPS):
+            save_revision(_neox(len(tok), seed=i), tok, cache, NEOX_REPO, f"step{step}", os.path.join(work, "n"))
+        # step4 republished with step2's weights: a duplicate, as some public Pythia branches are
+        save_revision(_neox(len(tok), seed=2), tok, cache, NEOX_REPO + "-dup", "step2", os.path.join(work, "d"))
+        save_revision(_neox(len(tok), seed=2), tok, cache, NEOX_REPO + "-dup", "step4", os.path.join(work, "d2"))
+        for i, step in enumerate(STEPS[:2]):
+            save_revision(_llama(len(tok), seed=i), tok, cache, LLAMA_REPO, f"step{step}", os.path.join(work, "l"))
+    return cache
+
+
+@pytest.fixture(scope="session")
+def neox(hub_cache):
+    from pythia_sweep.checkpoints import fetch
+    from pythia_sweep.engine import load_model
+
+    return load_model(fetch(NEOX_REPO, "step1000").path, torch.device("cpu"), torch.float32)
+
+
+@pytest.fixture(scope="session")
+def llama(hub_cache):
+    from pythia_sweep.checkpoints import fetch
+    from pythia_sweep.engine import load_model
+
+    return load_model(fetch(LLAMA_REPO, "step1").path, torch.device("cpu"), torch.float32)

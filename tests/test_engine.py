@@ -1,0 +1,95 @@
+"""One checkpoint end to end on the cached tiny revisions, and the checkpoint sources."""
+
+import pytest
+import torch
+
+from pythia_sweep.checkpoints import SEED_SCHEDULE, fetch, published_revisions, resolve_schedule
+from pythia_sweep.config import SweepConfig
+from pythia_sweep.engine import run_checkpoint
+from pythia_sweep.evaluation import Condition, evaluate
+from pythia_sweep.patching import attention_layout
+from pythia_sweep.prompts import make_prompts
+
+from conftest import NEOX_REPO
+
+FAST = dict(model=NEOX_REPO, null_subsets=3, max_new_tokens=4, bootstrap_resamples=200)
+
+
+def test_published_revisions_come_from_the_cache_refs(hub_cache):
+    revs = published_revisions(NEOX_REPO)
+    assert [c.revision for c in revs] == ["step0", "step1", "step2", "step4", "step1000"]
+    assert [c.step for c in revs] == [0, 1, 2, 4, 1000]
+
+
+def test_schedules(hub_cache):
+    published = published_revisions(NEOX_REPO)
+    seed = resolve_schedule(NEOX_REPO, "seed", published)
+    assert [c.revision for c in seed] == list(SEED_SCHEDULE)  # literally, unpublished ones included
+    assert [c.revision for c in resolve_schedule(NEOX_REPO, "log", published)] == ["step1000"]
+    assert len(resolve_schedule(NEOX_REPO, "all", published)) == 5
+    explicit = resolve_schedule(NEOX_REPO, ("step4", "step0"), published)
+    assert [c.revision for c in explicit] == ["step0", "step4"]
+
+
+def test_pythia_log_schedule_on_the_real_branch_list():
+    from pythia_sweep.checkpoints import Checkpoint
+
+    steps = [0] + [2**i for i in range(10)] + list(range(1000, 143001, 1000))
+    published = [Checkpoint(f"step{s}", s) for s in steps]
+    assert len(published) == 154
+    log = [c.revision for c in resolve_schedule("EleutherAI/pythia-160m", "log", published)]
+    assert log == [f"step{1000 * 2**i}" for i in range(8)] + ["step143000"]
+
+
+def test_fetch_records_commit_and_weight_hashes(hub_cache):
+    a, b = fetch(NEOX_REPO, "step0"), fetch(NEOX_REPO, "step1")
+    assert len(a.commit) == 40 and a.commit != b.commit
+    assert list(a.weight_sha256) == ["model.safetensors"] and len(a.weight_sha256["model.safetensors"]) == 64
+    assert a.weights_digest != b.weights_digest
+    d2, d4 = fetch(NEOX_REPO + "-dup", "step2"), fetch(NEOX_REPO + "-dup", "step4")
+    assert d2.weights_digest == d4.weights_digest and d2.commit != d4.commit
+
+
+def test_missing_revision_names_it_and_the_published_range(hub_cache):
+    record = run_checkpoint(SweepConfig(**FAST), "step256000")
+    assert record["status"] == "failed"
+    assert "'step256000' does not exist for tiny-test/neox" in record["error"]
+    assert "step0" in record["error"] and "step1000" in record["error"]
+
+
+def test_full_record_and_bit_identical_rerun(hub_cache):
+    config = SweepConfig(**FAST, preset="seed")
+    first = run_checkpoint(config, "step1000")
+    assert first["status"] == "ok", first["error"]
+    assert first["commit"] and first["weight_sha256"]
+    assert set(first["timings"]) == {"fetch_s", "load_s", "compute_s"}
+    even = first["conditions"]["even"]
+    assert even["n_trials"] == 15 and even["n_prompts"] == 1  # 15 identical greedy trials, computed once
+    assert {"baseline", "clean", "even", "odd", "all", "head00", "head11", "null00"} <= set(first["conditions"])
+    assert first["strength"]["per-head"]["strength"] == even["success_rate"] - first["conditions"]["odd"]["success_rate"]
+    assert len(first["responses"]) == len(first["conditions"])  # one distinct row per condition
+    second = run_checkpoint(config, "step1000")
+    for record in (first, second):
+        record.pop("timings")
+    assert first == second
+
+
+def test_both_methods_side_by_side(hub_cache):
+    record = run_checkpoint(SweepConfig(**FAST, preset="seed", method="both", single_heads=False), "step1")
+    assert set(record["strength"]) == {"per-head", "upstream"}
+    assert {"upstream/even", "upstream/odd"} <= set(record["conditions"])
+
+
+@pytest.mark.parametrize("site, patch_during", [("head", "prompt"), ("post-projection", "every-step")])
+def test_batched_rows_match_one_prompt_at_a_time(neox, site, patch_during):
+    """Padding is handled: each row's results do not depend on what else is in its batch."""
+    layout = attention_layout(neox.model, 6)
+    prompts = make_prompts("robust")[:6]
+    conditions = [Condition("baseline", (), "buggy", "m"), Condition("even", (0, 2, 4, 6, 8, 10), "buggy", "m")]
+    methods = {"m": {"site": site, "align": "shared-text" if patch_during == "prompt" else "prefix", "patch_during": patch_during}}
+    kw = dict(max_new_tokens=5)
+    batched = evaluate(neox.model, neox.tokenizer, layout, prompts, conditions, methods, batch_size=64, **kw)
+    single = evaluate(neox.model, neox.tokenizer, layout, prompts, conditions, methods, batch_size=1, **kw)
+    for a, b in zip(batched, single):
+        assert a["response"] == b["response"]
+        assert a["logprob_diff"] == pytest.approx(b["logprob_diff"], abs=1e-3)
