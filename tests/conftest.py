@@ -10,6 +10,9 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_CACHE"] = os.path.join(_CACHE_ROOT, "hub")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ["MLFLOW_TRACKING_URI"] = ""  # tests pass their own stores explicitly
+# Ray: no token auth for the local test clusters, and resolve "this node" to loopback, never another address.
+os.environ["RAY_AUTH_MODE"] = "disabled"
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

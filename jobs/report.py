@@ -1,0 +1,34 @@
+"""Build the emergence report of a sweep (finished or partial) from MLflow.
+
+    python -m jobs.report                      # the latest sweep
+    python -m jobs.report --sweep <run id or name>
+    make report SWEEP=<run id or name>
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs.report", description=__doc__.split("\n")[0])
+    parser.add_argument("--sweep", help="parent run id or run name of the sweep (default: the latest sweep)")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db)")
+    parser.add_argument("--reports-dir", default="reports", help="where reports are written (default: reports/)")
+    args = parser.parse_args(argv)
+    from pythia_sweep.errors import PythiaSweepError
+    from pythia_sweep.report import build_report
+
+    try:
+        report = build_report(args.sweep, tracking_uri=args.tracking_uri, reports_dir=args.reports_dir)
+    except PythiaSweepError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(report.verdict)
+    print(f"report: {report.html_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

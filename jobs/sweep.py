@@ -1,0 +1,65 @@
+"""Sweep every checkpoint of a model family, record it in MLflow, and write the emergence report.
+
+    python -m jobs.sweep jobs/configs/pythia160m-log.toml
+    python -m jobs.sweep jobs/configs/demo.toml --checkpoints step0,step512,step1500
+    ray job submit --address http://127.0.0.1:8265 --working-dir . -- python -m jobs.sweep jobs/configs/demo.toml
+
+Rerunning the same command resumes: checkpoints already recorded are skipped, failed ones retried.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m jobs.sweep", description=__doc__.split("\n")[0])
+    parser.add_argument("config", help="run config (TOML), e.g. jobs/configs/pythia160m-log.toml")
+    parser.add_argument("--model", help="override: Hub repo id, e.g. EleutherAI/pythia-410m")
+    parser.add_argument("--checkpoints", help="override: schedule (seed, log, all) or comma-separated revisions")
+    parser.add_argument("--layer", type=int, help="override: layer whose heads are patched")
+    parser.add_argument("--preset", help="override: prompt set (seed or robust)")
+    parser.add_argument("--method", help="override: per-head, upstream, or both")
+    parser.add_argument("--workers", type=int, help="override: number of Ray workers")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db)")
+    parser.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    parser.add_argument("--no-report", action="store_true", help="skip writing the emergence report")
+    parser.add_argument("--reports-dir", default="reports", help="where reports are written (default: reports/)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from pythia_sweep.config import SCHEDULES, load_config
+    from pythia_sweep.errors import PythiaSweepError
+
+    checkpoints = args.checkpoints
+    if checkpoints and checkpoints not in SCHEDULES:
+        checkpoints = [c.strip() for c in checkpoints.split(",") if c.strip()]
+    try:
+        config = load_config(
+            args.config, model=args.model, checkpoints=checkpoints, layer=args.layer, preset=args.preset,
+            method=args.method, workers=args.workers,
+        )  # fmt: skip
+        from pythia_sweep.sweep import run_sweep
+
+        result = run_sweep(config, tracking_uri=args.tracking_uri, ray_address=args.address)
+        print(
+            f"sweep {result.parent_run_id}: {len(result.recorded)} checkpoints recorded "
+            f"({len(result.failed)} failed), {len(result.skipped)} already done; store {result.tracking_uri}"
+        )
+        if not args.no_report:
+            from pythia_sweep.report import build_report
+
+            report = build_report(result.parent_run_id, tracking_uri=result.tracking_uri, reports_dir=args.reports_dir)
+            print(report.verdict)
+            print(f"report: {report.html_path}")
+    except PythiaSweepError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,234 @@
+"""How the sweep is scheduled: a Ray driver hands checkpoints to long-lived workers and records results.
+
+The checkpoint is the unit of scheduling and of failure. Each worker is an actor holding one GPU (or one
+CPU slot where the cluster has no GPUs), reused across checkpoints; while it measures one checkpoint it
+prefetches the weights of the next one it has been given. The driver submits one checkpoint per worker,
+drains results with `ray.wait` in completion order and records each in MLflow as it arrives, so a driver
+that dies later loses nothing already finished. A worker process that dies is restarted by Ray and its
+checkpoint retried; recording is idempotent, so a retried checkpoint still has exactly one result.
+Restarts are the driver's, not Ray's: a worker lost with its node is replaced only where resources remain,
+so its checkpoints move to the surviving workers instead of waiting for a node that is gone.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import ray
+from ray.exceptions import RayActorError, RayTaskError
+from tqdm import tqdm
+
+from pythia_sweep.checkpoints import Checkpoint, fetch, not_published_message, published_revisions, resolve_schedule
+from pythia_sweep.config import SweepConfig
+from pythia_sweep.engine import base_record, flat_metrics, run_checkpoint
+from pythia_sweep.errors import PythiaSweepError
+from pythia_sweep.tracking import Tracker
+
+FORWARDED_ENV = (
+    "HF_HUB_OFFLINE", "HF_HUB_CACHE", "HF_HOME", "HF_TOKEN", "HF_ENDPOINT", "TOKENIZERS_PARALLELISM",
+    "PYTHIA_SWEEP_KILL_ONCE_DIR",
+)  # fmt: skip
+MAX_ATTEMPTS = 3  # a checkpoint whose worker dies this many times (beyond Ray's own retries) is recorded failed
+
+
+@ray.remote(max_restarts=0, max_task_retries=0)  # the driver restarts workers where resources allow
+class CheckpointWorker:
+    """Measures checkpoints one after another, prefetching the next one's weights in a background thread."""
+
+    def __init__(self, config: dict, published: list[Checkpoint]):
+        from pythia_sweep.config import config_from_dict
+
+        self.config = config_from_dict(config)
+        self.published = published
+        self.available = {c.revision for c in published}
+        self.downloads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
+        self.prefetched: dict[str, Future] = {}
+
+    def _prefetch(self, revision: str | None) -> None:
+        if revision and revision in self.available and revision not in self.prefetched:
+            self.prefetched[revision] = self.downloads.submit(fetch, self.config.model, revision)
+
+    def run(self, revision: str, next_revision: str | None) -> dict:
+        self._prefetch(revision)
+        self._prefetch(next_revision)  # downloads while this checkpoint computes
+        waited = time.perf_counter()
+        future = self.prefetched.pop(revision, None)
+        try:
+            fetched = future.result() if future else None
+        except Exception:  # noqa: BLE001 - fetch again inside run_checkpoint, which records the error
+            fetched = None
+        waited = time.perf_counter() - waited
+        _fault_point(revision)
+        record = run_checkpoint(self.config, revision, published=self.published, fetched=fetched)
+        record["timings"]["wait_for_weights_s"] = waited
+        record["worker"] = {"host": socket.gethostname(), "pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()}
+        return record
+
+
+def _fault_point(revision: str) -> None:
+    """Fault injection for the reliability tests: with PYTHIA_SWEEP_KILL_ONCE_DIR set, the worker process
+    dies abruptly in the middle of each checkpoint the first time it meets it (a marker file remembers)."""
+    folder = os.environ.get("PYTHIA_SWEEP_KILL_ONCE_DIR")
+    if folder:
+        marker = Path(folder) / revision
+        if not marker.exists():
+            marker.touch()
+            os._exit(1)
+
+
+@dataclass
+class SweepResult:
+    parent_run_id: str
+    tracking_uri: str
+    recorded: list[str]  # revisions recorded by this invocation
+    skipped: list[str]  # revisions already recorded ok before it (resume)
+    failed: list[str]
+
+
+def worker_count(config: SweepConfig, n_checkpoints: int) -> tuple[int, dict]:
+    """How many workers, and the resources each holds: one GPU each where there are GPUs, else a CPU."""
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    if gpus:
+        n, resources = config.workers or gpus, {"num_gpus": 1, "num_cpus": 1}
+    else:
+        n, resources = config.workers or min(2, cpus), {"num_cpus": 1}
+    return max(1, min(n, n_checkpoints)), resources
+
+
+def connect_ray(address: str | None = None) -> None:
+    """Join the cluster named by `address`/RAY_ADDRESS, or start a local one bound to loopback."""
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        ray.init(
+            address="local", num_cpus=max(2, os.cpu_count() or 1), include_dashboard=False, _node_ip_address="127.0.0.1",
+            object_store_memory=256 * 1024 * 1024, log_to_driver=True,
+        )  # fmt: skip
+
+
+def run_sweep(
+    config: SweepConfig,
+    *,
+    tracking_uri: str | None = None,
+    ray_address: str | None = None,
+    progress: bool = True,
+) -> SweepResult:
+    """Measure every checkpoint of `config`'s schedule and record each in MLflow as it finishes.
+
+    Rerunning the same config resumes its sweep: checkpoints recorded ok are skipped, failed ones retried.
+    """
+    tracker = Tracker(tracking_uri)
+    published = published_revisions(config.model)  # fails fast, with a clear message, without Hub access
+    schedule = resolve_schedule(config.model, config.checkpoints, published)
+    parent = tracker.start_sweep(config)  # fails fast if the store is unusable
+    done = tracker.recorded_ok(parent)
+    skipped = [c.revision for c in schedule if c.revision in done]
+    available = {c.revision for c in published}
+    result = SweepResult(parent, tracker.uri, [], skipped, [])
+
+    def record(rec: dict) -> None:
+        metrics = flat_metrics(rec) if rec["status"] == "ok" else {}
+        if tracker.record_checkpoint(parent, rec, metrics) is not None:
+            result.recorded.append(rec["revision"])
+            if rec["status"] != "ok":
+                result.failed.append(rec["revision"])
+
+    for c in schedule:  # unpublished revisions need no worker: their failure record is known now
+        if c.revision not in done and c.revision not in available:
+            rec = base_record(config, c.revision)
+            rec["error"] = f"RevisionNotPublished: {not_published_message(config.model, c.revision, published)}"
+            record(rec)
+    queue = deque(c.revision for c in schedule if c.revision not in done and c.revision in available)
+    status = "FAILED"
+    bar = tqdm(total=len(queue), desc="checkpoints", unit="ckpt", disable=not progress or not queue)
+    try:
+        if queue:
+            connect_ray(ray_address)
+            n_workers, resources = worker_count(config, len(queue))
+            env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+            options = CheckpointWorker.options(**resources, runtime_env={"env_vars": env})
+            resource = "GPU" if "num_gpus" in resources else "CPU"
+            _drain(config, lambda: options.remote(config.to_dict(), published), n_workers, resource, queue, record, bar)
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        print(f"\nInterrupted. Finished checkpoints are saved; run the same command again to resume sweep {parent}.")
+        raise
+    finally:
+        bar.close()
+        tracker.finish_sweep(parent, status)
+    return result
+
+
+def _drain(config: SweepConfig, make_worker, n_workers: int, resource: str, queue: deque, record, bar: tqdm) -> None:
+    """Keep every worker busy with one checkpoint (plus one reserved to prefetch) until the queue is empty."""
+    workers = {slot: make_worker() for slot in range(n_workers)}
+    reserved: dict[int, str | None] = {}
+    in_flight: dict = {}
+    attempts: dict[str, int] = {}
+    failed = 0
+
+    def assign(slot: int) -> None:
+        current = reserved.pop(slot, None) or (queue.popleft() if queue else None)
+        if current is None:
+            return
+        reserved[slot] = queue.popleft() if queue else None
+        in_flight[workers[slot].run.remote(current, reserved[slot])] = (slot, current)
+
+    for slot in workers:
+        assign(slot)
+    while in_flight:
+        waiting = len(queue) + sum(r is not None for r in reserved.values())
+        bar.set_postfix(workers=len(workers), running=len(in_flight), failed=failed, queued=waiting)
+        ready, _ = ray.wait(list(in_flight), num_returns=1)
+        slot, revision = in_flight.pop(ready[0])
+        try:
+            rec = ray.get(ready[0])
+        except RayActorError as error:  # the worker process or its node died mid-checkpoint
+            attempts[revision] = attempts.get(revision, 0) + 1
+            pending = reserved.pop(slot, None)
+            if pending:
+                queue.appendleft(pending)
+            if attempts[revision] < MAX_ATTEMPTS:
+                queue.appendleft(revision)
+            else:
+                rec = base_record(config, revision)
+                rec["error"] = f"worker died {MAX_ATTEMPTS} times on this checkpoint: {error}"
+                record(rec)
+                failed += 1
+                bar.update(1)
+            del workers[slot]
+            if not workers or _resource_free(resource):
+                workers[slot] = make_worker()
+            idle = [s for s in workers if s not in {v[0] for v in in_flight.values()}]
+            for s in idle:
+                assign(s)
+            continue
+        except RayTaskError as error:
+            if isinstance(error.cause, PythiaSweepError):
+                raise error.cause from None  # a setting wrong for every checkpoint (layer, heads): stop
+            raise
+        record(rec)
+        failed += rec["status"] != "ok"
+        bar.update(1)
+        assign(slot)
+
+
+def _resource_free(resource: str, wait_s: float = 5.0) -> bool:
+    """Whether one more worker fits now (giving a just-died worker's slot a moment to be released)."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if ray.available_resources().get(resource, 0) >= 1:
+            return True
+        time.sleep(0.25)
+    return False

@@ -1,0 +1,98 @@
+"""The sweep on local Ray over the cached tiny family: MLflow layout, failures, resume, worker and node loss."""
+
+import os
+import threading
+import time
+
+import pytest
+import ray
+
+from pythia_sweep.config import SweepConfig
+from pythia_sweep.sweep import run_sweep
+from pythia_sweep.tracking import Tracker
+
+from conftest import NEOX_REPO
+
+pytestmark = pytest.mark.slow
+FAST = dict(model=NEOX_REPO, preset="seed", null_subsets=2, max_new_tokens=4, bootstrap_resamples=200, single_heads=False)
+
+
+@pytest.fixture
+def local_ray():
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", object_store_memory=100 * 2**20)
+    yield
+    ray.shutdown()
+
+
+def child_runs(tracker, parent):
+    return tracker.checkpoint_runs(parent)
+
+
+def test_sweep_records_one_child_per_checkpoint_and_resumes(hub_cache, tmp_path, local_ray):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    config = SweepConfig(**FAST, checkpoints=("step0", "step1", "step4", "step1000", "step256000"))
+    result = run_sweep(config, tracking_uri=uri, progress=False)
+    tracker = Tracker(uri)
+    runs = child_runs(tracker, result.parent_run_id)
+    by_rev = {r.data.tags["revision"]: r for r in runs}
+    assert sorted(by_rev) == ["step0", "step1", "step1000", "step256000", "step4"] and len(runs) == 5
+    assert by_rev["step256000"].data.tags["checkpoint_status"] == "failed"
+    assert "does not exist" in by_rev["step256000"].data.tags["error"]
+    ok = by_rev["step1000"]
+    assert ok.info.status == "FINISHED" and ok.data.tags["commit"] and ok.data.params["sha256/model.safetensors"]
+    assert {"strength", "even/success_rate", "even/success_ci_low", "odd/logprob_diff", "time/load_s"} <= set(ok.data.metrics)
+    history = tracker.client.get_metric_history(result.parent_run_id, "strength")
+    assert sorted(m.step for m in history) == [0, 1, 4, 1000]
+    parent = tracker.client.get_run(result.parent_run_id)
+    assert parent.info.status == "FINISHED" and parent.data.params["layer"] == "6"
+
+    again = run_sweep(config, tracking_uri=uri, progress=False)  # resume: only the failed one is retried
+    assert again.parent_run_id == result.parent_run_id
+    assert sorted(again.skipped) == ["step0", "step1", "step1000", "step4"]
+    assert again.recorded == ["step256000"]
+    assert len(child_runs(tracker, result.parent_run_id)) == 5
+
+
+def test_worker_killed_mid_checkpoint_yields_exactly_one_result(hub_cache, tmp_path, local_ray, monkeypatch):
+    monkeypatch.setenv("PYTHIA_SWEEP_KILL_ONCE_DIR", str(tmp_path / "kills"))
+    (tmp_path / "kills").mkdir()
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    config = SweepConfig(**FAST, checkpoints=("step0", "step1", "step2"))
+    result = run_sweep(config, tracking_uri=uri, progress=False)
+    assert sorted(os.listdir(tmp_path / "kills")) == ["step0", "step1", "step2"]  # every one was killed once
+    runs = child_runs(Tracker(uri), result.parent_run_id)
+    assert sorted(r.data.tags["revision"] for r in runs) == ["step0", "step1", "step2"]
+    assert all(r.data.tags["checkpoint_status"] == "ok" for r in runs)
+
+
+def test_node_removed_mid_sweep_moves_its_checkpoints(hub_cache, tmp_path):
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "node_ip_address": "127.0.0.1", "include_dashboard": False})
+    doomed = cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
+    ray.init(address=cluster.address)
+    try:
+        uri = f"sqlite:///{tmp_path}/mlflow.db"
+        config = SweepConfig(**FAST, checkpoints=("step0", "step1", "step2", "step4", "step1000"), workers=2)
+        tracker = Tracker(uri)
+
+        def remove_when_first_recorded():
+            deadline = time.time() + 120
+            while time.time() < deadline:
+                experiments = [e.experiment_id for e in tracker.client.search_experiments()]
+                if experiments and tracker.client.search_runs(experiments, "tags.kind = 'checkpoint'"):
+                    cluster.remove_node(doomed)
+                    return
+                time.sleep(0.2)
+
+        killer = threading.Thread(target=remove_when_first_recorded)
+        killer.start()
+        result = run_sweep(config, tracking_uri=uri, progress=False)
+        killer.join()
+        assert doomed not in cluster.worker_nodes
+        runs = child_runs(tracker, result.parent_run_id)
+        assert sorted(r.data.tags["revision"] for r in runs) == ["step0", "step1", "step1000", "step2", "step4"]
+        assert all(r.data.tags["checkpoint_status"] == "ok" for r in runs)
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
