@@ -61,7 +61,10 @@ class Tracker:
                 if found.lifecycle_stage == "deleted":
                     self.client.restore_experiment(found.experiment_id)
                 return found.experiment_id
-            return self.client.create_experiment(name, artifact_location=self.artifact_root())
+            # The experiment kind tag opens the UI on its model-training view (runs, charts, compare).
+            return self.client.create_experiment(
+                name, artifact_location=self.artifact_root(), tags={"mlflow.experimentKind": "custom_model_development"}
+            )
         except Exception as error:  # noqa: BLE001 - any store failure is reported the same clear way
             raise TrackingStoreError(f"tracking store {self.uri} cannot be used: {type(error).__name__}: {error}") from error
 

@@ -1,0 +1,140 @@
+"""The report and the MLflow UI, looked at in a real browser (Debian's chromium, headless)."""
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import polars as pl
+import pytest
+import ray
+
+from pythia_sweep.config import SweepConfig
+from pythia_sweep.report import build_report, compare_sweeps
+from pythia_sweep.sweep import run_sweep
+from pythia_sweep.tracking import Tracker
+
+from conftest import NEOX_REPO
+
+pytestmark = pytest.mark.slow
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--disable-quic"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def swept(hub_cache, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("report")
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    config = SweepConfig(model=NEOX_REPO, checkpoints="all", preset="seed", method="both", null_subsets=4,
+                         max_new_tokens=4, bootstrap_resamples=200)  # fmt: skip
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", object_store_memory=100 * 2**20)
+    try:
+        result = run_sweep(config, tracking_uri=uri, progress=False)
+    finally:
+        ray.shutdown()
+    report = build_report(result.parent_run_id, tracking_uri=uri, reports_dir=tmp / "reports")
+    return uri, result, report, tmp
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Debian's chromium is required (apt-get install chromium; .ci/run installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        yield b
+        b.close()
+
+
+def test_report_outputs(swept):
+    uri, result, report, _ = swept
+    assert {p.name for p in report.folder.iterdir()} == {"results.parquet", "summary.json", "report.html"}
+    frame = pl.read_parquet(report.folder / "results.parquet")
+    assert frame["revision"].to_list() == ["step0", "step1", "step2", "step4", "step1000"]
+    summary = json.loads((report.folder / "summary.json").read_text())
+    assert summary["final_step"] == 1000 and summary["verdict"] == report.verdict
+    tracker = Tracker(uri)
+    parent = tracker.client.get_run(result.parent_run_id)
+    assert "final_strength" in parent.data.metrics and parent.data.tags["verdict"]
+    artifacts = {a.path for a in tracker.client.list_artifacts(result.parent_run_id, "report")}
+    assert "report/report.html" in artifacts
+
+
+def test_report_page_draws_its_plots_offline(swept, browser):
+    _, _, report, tmp = swept
+    page = browser.new_page(viewport={"width": 1280, "height": 2400})
+    errors = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("request", lambda r: errors.append(f"network request: {r.url}") if not r.url.startswith(("file:", "data:", "blob:")) else None)
+    page.goto(report.html_path.as_uri())
+    page.wait_for_selector(".plot-container .main-svg", timeout=30000)
+    assert page.locator(".js-plotly-plot").count() >= 3  # strength, rates, heatmap (detail only with emergence)
+    assert page.locator(".scatterlayer .trace").count() >= 6  # lines were really drawn
+    assert page.locator(".heatmaplayer image, .heatmaplayer .hm").count() >= 1
+    assert report.verdict[:40] in page.inner_text(".verdict")
+    shot = tmp / "report.png"
+    page.screenshot(path=str(shot), full_page=True)
+    from PIL import Image
+
+    image = Image.open(shot).convert("L")
+    lo, hi = image.getextrema()
+    assert hi - lo > 100 and len(image.getcolors(1 << 16) or []) > 50  # not a blank page
+    assert errors == []
+
+
+def test_compare_page_overlays_sweeps(swept, browser):
+    uri, result, _, tmp = swept
+    out = compare_sweeps([result.parent_run_id, result.parent_run_id], tracking_uri=uri, out=tmp / "compare.html")
+    page = browser.new_page()
+    page.goto(out.as_uri())
+    page.wait_for_selector(".main-svg", timeout=30000)
+    assert page.locator(".scatterlayer .trace").count() == 4  # two sweeps x (per-head, upstream)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_mlflow_ui_lists_parent_and_child_runs(swept, browser):
+    uri, result, _, _ = swept
+    port = free_port()
+    mlflow = Path(sys.executable).parent / "mlflow"
+    server = subprocess.Popen([str(mlflow), "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/health", timeout=2)
+                break
+            except OSError:
+                if time.time() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(0.5)
+        tracker = Tracker(uri)
+        parent = tracker.client.get_run(result.parent_run_id)
+        exp = parent.info.experiment_id
+        body = json.dumps({"experiment_ids": [exp], "max_results": 100}).encode()
+        req = urllib.request.Request(f"{base}/api/2.0/mlflow/runs/search", data=body, headers={"Content-Type": "application/json"})
+        runs = json.load(urllib.request.urlopen(req, timeout=10))["runs"]
+        names = {r["info"]["run_name"] for r in runs}
+        assert {parent.info.run_name, "step0", "step1000"} <= names and len(runs) == 6
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{base}/#/experiments/{exp}/runs")
+        page.wait_for_selector(f"text={parent.info.run_name}", timeout=60000)
+        assert "5 matching runs" not in page.inner_text("body") and "6 matching runs" in page.inner_text("body")
+        page.locator("[role=row]", has_text=parent.info.run_name).locator("button").first.click()  # expand the sweep
+        page.wait_for_selector("text=step1000", timeout=30000)  # its child runs are listed under it
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
