@@ -42,9 +42,12 @@ def main(argv=None) -> int:
             args.config, model=args.model, checkpoints=checkpoints, layer=args.layer, preset=args.preset,
             method=args.method, workers=args.workers,
         )  # fmt: skip
+        from pythia_sweep.checkpoints import published_revisions
+
+        published = published_revisions(config.model)  # before the heavy imports: no Hub, stop at once
         from pythia_sweep.sweep import run_sweep
 
-        result = run_sweep(config, tracking_uri=args.tracking_uri, ray_address=args.address)
+        result = run_sweep(config, tracking_uri=args.tracking_uri, ray_address=args.address, published=published)
         print(
             f"sweep {result.parent_run_id}: {len(result.recorded)} checkpoints recorded "
             f"({len(result.failed)} failed), {len(result.skipped)} already done; store {result.tracking_uri}"

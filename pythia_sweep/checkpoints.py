@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx2
 from huggingface_hub import HfApi, is_offline_mode, scan_cache_dir, snapshot_download
 from huggingface_hub.errors import (
     CorruptedCacheException,
@@ -59,7 +60,7 @@ def published_revisions(repo_id: str, cache_dir: str | Path | None = None) -> li
             names = [b.name for b in HfApi().list_repo_refs(repo_id).branches]
         except RepositoryNotFoundError as error:
             raise RevisionNotPublished(f"model repo {repo_id!r} does not exist on the Hugging Face Hub") from error
-        except (OSError, OfflineModeIsEnabled) as error:  # httpx connection errors are OSErrors
+        except (httpx2.TransportError, OSError, OfflineModeIsEnabled) as error:  # DNS, refused, timeout
             raise HubUnreachable(
                 f"cannot reach the Hugging Face Hub to list the revisions of {repo_id!r} "
                 f"({type(error).__name__}: {error}). Without Hub access run `make demo` (offline demo family), "

@@ -122,13 +122,15 @@ def run_sweep(
     tracking_uri: str | None = None,
     ray_address: str | None = None,
     progress: bool = True,
+    published: list[Checkpoint] | None = None,
 ) -> SweepResult:
     """Measure every checkpoint of `config`'s schedule and record each in MLflow as it finishes.
 
     Rerunning the same config resumes its sweep: checkpoints recorded ok are skipped, failed ones retried.
     """
+    if published is None:
+        published = published_revisions(config.model)  # fails fast, with a clear message, without Hub access
     tracker = Tracker(tracking_uri)
-    published = published_revisions(config.model)  # fails fast, with a clear message, without Hub access
     schedule = resolve_schedule(config.model, config.checkpoints, published)
     parent = tracker.start_sweep(config)  # fails fast if the store is unusable
     done = tracker.recorded_ok(parent)
