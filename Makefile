@@ -12,8 +12,9 @@ LAYER ?= 6
 PRESET ?= robust
 CONFIG ?= jobs/configs/pythia160m-log.toml
 SWEEP ?=
+METRIC ?= strength
 
-.PHONY: setup test demo sweep report ui bench clean
+.PHONY: setup test demo sweep report refine ui clean
 
 setup: $(VENV)/.installed
 
@@ -35,6 +36,9 @@ sweep: setup
 
 report: setup
 	HF_HUB_OFFLINE=1 $(PY) -m jobs.report $(if $(SWEEP),--sweep $(SWEEP))
+
+refine: setup
+	$(if $(findstring demo,$(CONFIG)),HF_HUB_OFFLINE=1 HF_HUB_CACHE=$(HF_CACHE)) $(PY) -m jobs.refine $(CONFIG) --metric $(METRIC)
 
 ui: setup
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --host 127.0.0.1 --port 5000

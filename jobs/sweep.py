@@ -61,6 +61,9 @@ def main(argv=None) -> int:
     except PythiaSweepError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: the sweep is marked KILLED; run the same command again to resume it", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -24,7 +24,7 @@ from huggingface_hub.errors import (
 
 from pythia_sweep.errors import CorruptCheckpoint, HubUnreachable, RevisionNotPublished
 
-STEP_BRANCH = re.compile(r"^step(\d+)$")
+STEP_BRANCH = re.compile(r"^step(\d+)(?:-tokens\d+[KMBT]?)?$")  # Pythia "step1000"; OLMo "step1000-tokens4B"
 SEED_SCHEDULE = (  # the methodology's eleven revisions, literally (three of them do not exist for Pythia)
     "step1000", "step2000", "step4000", "step8000", "step16000", "step32000",
     "step64000", "step128000", "step256000", "step512000", "step1000000",
@@ -95,21 +95,21 @@ def resolve_schedule(repo_id: str, schedule: str | tuple[str, ...], published: l
     if not published:
         raise RevisionNotPublished(f"model {repo_id} publishes no step* revisions")
     final = published[-1].step
-    available = {c.step for c in published}
     if schedule == "seed":
         names = list(SEED_SCHEDULE)
     elif schedule == "log":  # the methodology's doubling from step1000, kept to what exists, plus the final step
+        by_step = {c.step: c.revision for c in published}
         steps, s = [], 1000
         while s < final:
-            if s in available:
+            if s in by_step:
                 steps.append(s)
             s *= 2
-        names = [f"step{s}" for s in steps] + [f"step{final}"]
+        names = [by_step[s] for s in steps] + [by_step[final]]
     elif schedule == "all":
         names = [c.revision for c in published]
     else:
         names = list(schedule)
-    checkpoints = [Checkpoint(n, step_of(n)) for n in dict.fromkeys(names)]
+    checkpoints = [Checkpoint(n, step_of(n)) for n in dict.fromkeys(names)]  # unpublished names kept, in order
     return sorted(checkpoints, key=lambda c: (c.step is None, c.step or 0, c.revision))
 
 

@@ -110,8 +110,9 @@ class SweepConfig:
 
     @property
     def sweep_id(self) -> str:
-        """A short hash of every field that changes a result (not workers, batch size or the label)."""
-        fields = {k: v for k, v in self.to_dict().items() if k not in ("workers", "batch_size", "name")}
+        """A short hash of every field that changes a checkpoint's result. Not the schedule: sweeps of one
+        setting share their records, so a denser schedule (or `refine`) reuses what is already measured."""
+        fields = {k: v for k, v in self.to_dict().items() if k not in ("checkpoints", "workers", "batch_size", "name")}
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
     @property
@@ -150,7 +151,7 @@ def config_from_dict(values: dict[str, Any]) -> SweepConfig:
         raise ConfigError("config", values, "a table of settings")
     unknown = sorted(set(values) - FIELDS)
     if unknown:
-        raise ConfigError(unknown[0], values[unknown[0]], f"a known setting ({', '.join(sorted(FIELDS))})")
+        raise ConfigError("setting", unknown[0], f"a known setting ({', '.join(sorted(FIELDS))})")
     try:
         return SweepConfig(**values)
     except ConfigError:

@@ -23,7 +23,9 @@ from pythia_sweep.prompts import TEMPLATES
 
 DEMO_REPO = "pythia-sweep-demo/tiny-neox"
 EOS = "<|endoftext|>"
-DEMO_STEPS = (0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, 1500)  # Pythia-like: doubling, then sparser
+# Pythia-like: doubling to 512, then regular; denser than the demo sweep visits (the demo config takes the
+# doubling ones), so `refine` has published revisions to bisect over, as it has for Pythia.
+DEMO_STEPS = tuple(sorted({0, *(2**i for i in range(10)), *range(128, 513, 32), 1000, 1500}))
 
 
 def random_decimal_pair(rng: random.Random) -> tuple[str, str, bool]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import urllib.request
 from pathlib import Path
 
 from mlflow.entities import Metric, Param, RunTag
@@ -47,7 +48,20 @@ class Tracker:
             )
         if self.uri.startswith("sqlite:///"):
             Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        self.client = MlflowClient(tracking_uri=self.uri)
+        if self.uri.startswith(("http://", "https://")):
+            self._check_server()
+        try:  # open (or create) the store now: a broken one is refused before any checkpoint runs
+            self.client = MlflowClient(tracking_uri=self.uri)
+            self.client.search_experiments(max_results=1)
+        except Exception as error:  # noqa: BLE001 - corrupt, locked, unwritable: one clear message
+            raise TrackingStoreError(f"tracking store {self.uri} cannot be used: {type(error).__name__}: {error}") from error
+
+    def _check_server(self) -> None:
+        """Ask a tracking server for its health at once, instead of retrying for minutes mid-sweep."""
+        try:
+            urllib.request.urlopen(f"{self.uri.rstrip('/')}/health", timeout=5)
+        except (OSError, ValueError) as error:
+            raise TrackingStoreError(f"tracking server {self.uri} cannot be reached: {error}") from error
 
     def artifact_root(self) -> str | None:
         if self.uri.startswith("sqlite:///"):  # artifacts beside the database, under mlruns/
@@ -72,12 +86,8 @@ class Tracker:
     def start_sweep(self, config: SweepConfig) -> str:
         """The parent run of this config's sweep: the existing one (resumed) or a new one."""
         exp = self.experiment_id(experiment_name(config.model, config.layer))
-        existing = self.client.search_runs(
-            [exp], filter_string=f"tags.sweep_id = '{config.sweep_id}' and tags.kind = 'sweep'",
-            order_by=["attributes.start_time DESC"], max_results=1,
-        )  # fmt: skip
-        if existing:
-            run_id = existing[0].info.run_id
+        run_id = self.existing_sweep(config)
+        if run_id:
             self.client.update_run(run_id, status="RUNNING")
             self.client.set_tag(run_id, "resumed_at", time.strftime("%Y-%m-%d %H:%M:%S"))
             return run_id
@@ -90,6 +100,15 @@ class Tracker:
         self.client.log_batch(run.info.run_id, params=params)
         self.client.log_dict(run.info.run_id, config.to_dict(), "config.json")
         return run.info.run_id
+
+    def existing_sweep(self, config: SweepConfig) -> str | None:
+        """The parent run of an earlier sweep with the same settings (same `sweep_id`), if any."""
+        exp = self.experiment_id(experiment_name(config.model, config.layer))
+        runs = self.client.search_runs(
+            [exp], filter_string=f"tags.sweep_id = '{config.sweep_id}' and tags.kind = 'sweep'",
+            order_by=["attributes.start_time DESC"], max_results=1,
+        )  # fmt: skip
+        return runs[0].info.run_id if runs else None
 
     def finish_sweep(self, parent: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(parent, status=status)
@@ -127,6 +146,14 @@ class Tracker:
             "weights_digest": record.get("weights_digest") or "",
             "sweep_id": record["sweep_id"],
         }
+        twins = sorted(
+            r.data.tags["revision"] for r in self.checkpoint_runs(parent)
+            if record.get("weights_digest") and r.data.tags.get("weights_digest") == record["weights_digest"]
+            and r.data.tags.get("revision") != revision
+        )  # fmt: skip
+        if twins:  # identical weight files: a public checkpoint served under two names
+            tags["duplicate_of"] = ",".join(twins)
+            record["duplicate_of"] = twins
         run = self.client.create_run(exp, run_name=revision, tags=tags)
         run_id = run.info.run_id
         now = int(time.time() * 1000)

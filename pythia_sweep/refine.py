@@ -1,0 +1,80 @@
+"""Pinpoint the step: bisect over published revisions between the last checkpoint below the emergence
+threshold and the first above it, until two neighbouring published revisions bracket the change.
+
+A sweep on a doubling schedule leaves gaps of up to tens of thousands of steps; Pythia publishes a
+revision every 1000 steps, so bisection reaches a 1000-step bracket in log2(gap / 1000) extra fetches
+instead of sweeping every revision in the gap. The sweep's own records are reused as known points.
+Where specialization rises and falls again, there is no single step: refine says so and brackets the
+first rise only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from pythia_sweep import analysis
+from pythia_sweep.checkpoints import Checkpoint
+
+
+def metric_value(record: dict, metric: str) -> float:
+    """A record's value of `metric`: "strength" (the primary method's) or "<condition>/<success_rate|logprob_diff>"."""
+    if metric == "strength":
+        return next(iter(record["strength"].values()))["strength"]
+    condition, _, key = metric.partition("/")
+    if condition not in record["conditions"] or key not in ("success_rate", "logprob_diff"):
+        raise ValueError(f"metric={metric!r}: use strength or <condition>/success_rate or <condition>/logprob_diff")
+    return record["conditions"][condition][key]
+
+
+@dataclass
+class Bracket:
+    below: str | None  # the last published revision below the threshold
+    above: str | None  # the first published revision above it
+    fetched: list[str] = field(default_factory=list)  # revisions measured by the bisection
+    gap: int = 0  # published revisions strictly between the sweep's bracketing checkpoints
+    monotonic: bool = True
+    events: list[dict] = field(default_factory=list)
+    note: str = ""
+
+
+def bisect_emergence(
+    published: Sequence[Checkpoint],
+    known: dict[str, float],
+    measure: Callable[[str], float],
+    threshold: float = analysis.STRONG,
+) -> Bracket:
+    """Narrow the first crossing of `threshold` to two neighbouring published revisions.
+
+    `known` maps revisions already measured (the sweep) to their strength; `measure` measures one more.
+    """
+    order = [c.revision for c in published]
+    points = sorted((order.index(r), s) for r, s in known.items() if r in order)
+    steps = [published[i].step for i, _ in points]
+    values = [s for _, s in points]
+    events = analysis.crossing_events(steps, values, threshold)
+    monotonic = not any(e["event"] == "disappear" for e in events)
+    first = analysis.emergence_index(values, threshold)
+    if first is None:
+        return Bracket(None, None, events=events, monotonic=monotonic, note="no known checkpoint is above the threshold: nothing to bracket")
+    hi = points[first][0]
+    if first == 0:
+        return Bracket(None, order[hi], events=events, monotonic=monotonic, note="already above the threshold at the earliest swept checkpoint")
+    lo = points[first - 1][0]
+    bracket = Bracket(order[lo], order[hi], gap=hi - lo - 1, events=events, monotonic=monotonic)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        strength = measure(order[mid])
+        bracket.fetched.append(order[mid])
+        if strength > threshold:
+            hi = mid
+        else:
+            lo = mid
+    bracket.below, bracket.above = order[lo], order[hi]
+    if not monotonic:
+        bracket.note = (
+            "specialization rises and falls again ("
+            + ", ".join(f"{e['event']} at step {e['step']}" for e in events)
+            + "): there is no single emergence step; this brackets the first rise only"
+        )
+    return bracket

@@ -1,0 +1,68 @@
+"""The config: valid values pass, anything else is refused by the project's own error, naming the field."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pythia_sweep.config import FIELDS, SweepConfig, config_from_dict, load_config
+from pythia_sweep.errors import ConfigError
+
+
+def test_defaults_are_the_pythia_question():
+    c = SweepConfig()
+    assert (c.model, c.layer, c.even_heads, c.odd_heads) == ("EleutherAI/pythia-160m", 6, (0, 2, 4, 6, 8, 10), (1, 3, 5, 7, 9, 11))
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"layer": -1}, "layer=-1 is not valid: an integer >= 0"),
+        ({"layer": "6"}, "layer='6' is not valid: an integer >= 0"),
+        ({"even_heads": []}, "even_heads=() is not valid: a non-empty list"),
+        ({"odd_heads": [1, 1]}, "without repeats"),
+        ({"checkpoints": "weekly"}, "checkpoints='weekly' is not valid: one of ('seed', 'log', 'all')"),
+        ({"preset": "huge"}, "preset='huge' is not valid: one of seed, robust"),
+        ({"model": "pythia"}, "a Hub repo id of the form 'org/name'"),
+        ({"single_heads": 1}, "single_heads=1 is not valid: a bool"),
+        ({"colour": "blue"}, "setting='colour' is not valid: a known setting"),
+    ],
+)
+def test_bad_values_name_the_field_the_value_and_what_is_allowed(values, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        config_from_dict(values)
+
+
+def test_toml_file_and_overrides(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('model = "EleutherAI/pythia-70m"\ncheckpoints = ["step1000", "step2000"]\nlayer = 3\n')
+    c = load_config(path, layer=4)
+    assert (c.model, c.checkpoints, c.layer) == ("EleutherAI/pythia-70m", ("step1000", "step2000"), 4)
+    path.write_text("layer = [")
+    with pytest.raises(ConfigError, match="valid TOML"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="an existing TOML file"):
+        load_config(tmp_path / "missing.toml")
+
+
+def test_sweep_id_ignores_schedule_and_resources_but_not_method():
+    base = SweepConfig()
+    assert base.sweep_id == base.replace(checkpoints="all", workers=8, batch_size=7, name="x").sweep_id
+    assert base.sweep_id != base.replace(site="post-projection").sweep_id
+
+
+values = st.one_of(st.none(), st.booleans(), st.integers(-3, 200), st.floats(allow_nan=True), st.text(max_size=12),
+                   st.lists(st.integers(-2, 14), max_size=8), st.lists(st.text(max_size=8), max_size=4),
+                   st.dictionaries(st.text(max_size=4), st.integers(), max_size=2))  # fmt: skip
+keys = st.one_of(st.sampled_from(sorted(FIELDS)), st.text(max_size=10))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(keys, values, max_size=6))
+def test_config_loader_only_returns_valid_configs_or_raises_its_own_error(data):
+    try:
+        config = config_from_dict(data)
+    except ConfigError as error:
+        assert error.field and str(error).startswith(f"{error.field}=")
+        return
+    assert isinstance(config, SweepConfig)
+    assert config_from_dict(config.to_dict()) == config  # what it accepted round-trips

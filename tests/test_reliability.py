@@ -1,0 +1,139 @@
+"""Faults a long sweep meets: corrupt weights, unusable stores, a driver killed or interrupted."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import ray
+
+from pythia_sweep.config import SweepConfig
+from pythia_sweep.engine import run_checkpoint
+from pythia_sweep.hub_cache import repo_folder, save_revision
+from pythia_sweep.sweep import run_sweep
+from pythia_sweep.tracking import Tracker, TrackingStoreError
+
+from conftest import NEOX_REPO
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = dict(model=NEOX_REPO, preset="seed", null_subsets=2, max_new_tokens=4, bootstrap_resamples=200, single_heads=False)
+
+
+def test_corrupt_weight_file_is_a_failed_record_naming_revision_and_file(neox, hub_cache, tmp_path):
+    save_revision(neox.model, neox.tokenizer, hub_cache, "tiny-test/corrupt", "step7", tmp_path)
+    blob = (repo_folder(hub_cache, "tiny-test/corrupt") / "snapshots").glob("*/model.safetensors").__next__().resolve()
+    blob.write_bytes(blob.read_bytes()[:1000])  # a truncated download
+    record = run_checkpoint(SweepConfig(**{**FAST, "model": "tiny-test/corrupt"}), "step7")
+    assert record["status"] == "failed"
+    assert "CorruptCheckpoint" in record["error"] and "model.safetensors" in record["error"] and "'step7'" in record["error"]
+
+
+@pytest.mark.parametrize(
+    "make_uri, why",
+    [
+        (lambda tmp: "mlruns/mlflow.db", "is not a tracking URI"),
+        (lambda tmp: f"http://127.0.0.1:{_closed_port()}", "cannot be reached"),
+        (lambda tmp: _corrupt_db(tmp), "cannot be used"),
+        (lambda tmp: _locked_db(tmp), "cannot be used"),
+    ],
+)
+def test_unusable_store_refuses_before_any_checkpoint(hub_cache, tmp_path, make_uri, why):
+    uri = make_uri(tmp_path)
+    with pytest.raises(TrackingStoreError, match=why) as error:
+        run_sweep(SweepConfig(**FAST, checkpoints=("step0",)), tracking_uri=uri, progress=False)
+    assert uri in str(error.value)
+    assert not ray.is_initialized()  # no worker, no checkpoint ran
+
+
+def _closed_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _corrupt_db(tmp):
+    (tmp / "mlflow.db").write_bytes(b"this is not a database" * 100)
+    return f"sqlite:///{tmp}/mlflow.db"
+
+
+def _locked_db(tmp):
+    Tracker(f"sqlite:///{tmp}/mlflow.db").experiment_id("warm-up")  # a valid store ...
+    lock = sqlite3.connect(tmp / "mlflow.db", timeout=0)
+    lock.execute("BEGIN EXCLUSIVE")  # ... held exclusively by another process
+    _locked_db.handle = lock
+    return f"sqlite:///{tmp}/mlflow.db"
+
+
+def _driver(config_path, store, hub_cache):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": hub_cache, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "jobs.sweep", str(config_path), "--no-report", "--tracking-uri", store, "--workers", "1"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+
+
+def _wait_for_first_record(store, proc, timeout=240):
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            t = Tracker(store)
+            exps = [e.experiment_id for e in t.client.search_experiments()]
+            if exps and t.client.search_runs(exps, "tags.kind = 'checkpoint'"):
+                return
+        except Exception:  # noqa: BLE001 - the store may not exist yet
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"no checkpoint recorded in time: {proc.poll()} {proc.stderr.read() if proc.poll() is not None else ''}")
+
+
+REVISIONS = ["step0", "step1", "step2", "step4", "step1000"]
+
+
+def _config_file(tmp_path):
+    path = tmp_path / "sweep.toml"
+    path.write_text(
+        f'model = "{NEOX_REPO}"\ncheckpoints = {REVISIONS!r}\npreset = "robust"\nsingle_heads = true\n'
+        "null_subsets = 10\nmax_new_tokens = 8\nbootstrap_resamples = 200\n".replace("'", '"')
+    )
+    return path
+
+
+@pytest.mark.slow
+def test_driver_killed_then_rerun_keeps_finished_work_without_duplicates(hub_cache, tmp_path):
+    store, config = f"sqlite:///{tmp_path}/mlflow.db", _config_file(tmp_path)
+    proc = _driver(config, store, hub_cache)
+    _wait_for_first_record(store, proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    tracker = Tracker(store)
+    parent = tracker.find_sweep()
+    before = {r.data.tags["revision"] for r in tracker.checkpoint_runs(parent)}
+    assert 1 <= len(before) < len(REVISIONS)
+    assert tracker.client.get_run(parent).info.status == "RUNNING"  # the killed driver could not close it
+
+    again = _driver(config, store, hub_cache)
+    out, err = again.communicate(timeout=400)
+    assert again.returncode == 0, err[-3000:]
+    runs = tracker.checkpoint_runs(parent)
+    assert sorted(r.data.tags["revision"] for r in runs) == sorted(REVISIONS)  # each exactly once
+    assert tracker.client.get_run(parent).info.status == "FINISHED"
+    assert tracker.find_sweep() == parent and "already done" in out
+
+
+@pytest.mark.slow
+def test_ctrl_c_marks_the_sweep_killed_and_says_how_to_resume(hub_cache, tmp_path):
+    store, config = f"sqlite:///{tmp_path}/mlflow.db", _config_file(tmp_path)
+    proc = _driver(config, store, hub_cache)
+    _wait_for_first_record(store, proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert "run the same command again to resume" in err
+    tracker = Tracker(store)
+    assert tracker.client.get_run(tracker.find_sweep()).info.status == "KILLED"
