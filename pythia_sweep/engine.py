@@ -148,6 +148,35 @@ def measure(config: SweepConfig, loaded: LoadedModel) -> dict:
     }
 
 
+def scan_layers(config: SweepConfig, loaded: LoadedModel, layers: list[int] | None = None) -> list[dict]:
+    """Every head of every layer patched alone: rows of (layer, head, success rate, mean log-prob diff).
+
+    One batched evaluation per layer (its 12 single-head conditions share the batches); the buggy
+    baseline is measured once, in the first layer's batch, and repeated as head -1 of each layer.
+    """
+    prompts = make_prompts(config.preset, config.trials)
+    method = {"scan": next(iter(config.methods.values()))}
+    n_layers = loaded.model.config.num_hidden_layers
+    rows = []
+    for layer in layers if layers is not None else range(n_layers):
+        layout = attention_layout(loaded.model, layer)
+        conditions = [Condition(f"head{h:02d}", (h,), "buggy", "scan") for h in range(layout.n_heads)]
+        if not rows:
+            conditions.insert(0, Condition("baseline", (), "buggy", "scan"))
+        results = evaluate(
+            loaded.model, loaded.tokenizer, layout, prompts, conditions, method,
+            max_new_tokens=config.max_new_tokens, batch_size=config.batch_size,
+        )  # fmt: skip
+        for cond in conditions:
+            got = [r for r in results if r["condition"] == cond.name]
+            rows.append({
+                "layer": layer, "head": cond.heads[0] if cond.heads else -1,
+                "success_rate": float(np.mean([r["success"] for r in got])),
+                "logprob_diff": float(np.mean([r["logprob_diff"] for r in got])),
+            })  # fmt: skip
+    return rows
+
+
 def summarize(config: SweepConfig, conditions: list[Condition], rows: list[dict]) -> dict:
     """Per-condition statistics, specialization strength per method, and the null control."""
     by_condition: dict[str, list[dict]] = {}

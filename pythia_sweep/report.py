@@ -138,8 +138,14 @@ def verdict(summary: dict, frame: pl.DataFrame) -> str:
     """A short plain-language answer, with the caveats that matter."""
     point = summary["emergence_point"]
     parts = []
+    q = summary["quality"]
+    caveats = []
+    if q["failed_revisions"]:
+        caveats.append(f"{len(q['failed_revisions'])} revisions failed: " + ", ".join(f["revision"] for f in q["failed_revisions"]) + ".")
+    if q["duplicate_revisions"]:
+        caveats.append("Identical weights: " + "; ".join(" = ".join(g) for g in q["duplicate_revisions"]) + " (left out).")
     if summary["usable_checkpoints"] == 0:
-        return "No usable checkpoint: every revision failed or was a duplicate; nothing can be said."
+        return " ".join(["No usable checkpoint: every revision failed or was a duplicate; nothing can be said.", *caveats])
     if point:
         parts.append(
             f"Even-head specialization emerges at {point['revision']} (step {point['step']:,}, "
@@ -157,17 +163,12 @@ def verdict(summary: dict, frame: pl.DataFrame) -> str:
         parts.append("At the final checkpoint the even heads stand out of the random-subset null (p <= 0.05).")
     elif "null_q05" in frame.columns and frame["null_q05"].is_not_null().any():
         parts.append("At the final checkpoint the even heads do not stand out of the random-subset null.")
-    q = summary["quality"]
     if q["intervals_too_wide"]:
         parts.append(
             f"Intervals are too wide to call it at {len(q['intervals_too_wide'])} of {summary['usable_checkpoints']} "
             "checkpoints (strength interval wider than 0.5 or missing: too few distinct prompts)."
         )
-    if q["failed_revisions"]:
-        parts.append(f"{len(q['failed_revisions'])} revisions failed: " + ", ".join(f["revision"] for f in q["failed_revisions"]) + ".")
-    if q["duplicate_revisions"]:
-        parts.append("Identical weights: " + "; ".join(" = ".join(g) for g in q["duplicate_revisions"]) + " (left out).")
-    return " ".join(parts)
+    return " ".join(parts + caveats)
 
 
 # -- figures ---------------------------------------------------------------------------------------------
@@ -418,3 +419,23 @@ def compare_sweeps(sweeps: list[str], *, tracking_uri: str | None = None, out: s
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render_html("Sweeps compared", ", ".join(sweeps), f"{len(sweeps)} sweeps overlaid.", [fig], []))
     return out.resolve()
+
+
+def scan_page(rows: list[dict], title: str, stem: Path) -> Path:
+    """The layer x head scan as a heatmap page (and a parquet of its rows)."""
+    frame = pl.DataFrame(rows)
+    baseline = frame.filter(pl.col("head") == -1)["logprob_diff"][0]
+    heads = frame.filter(pl.col("head") >= 0).with_columns((pl.col("logprob_diff") - baseline).alias("delta"))
+    layers = sorted(heads["layer"].unique().to_list())
+    n_heads = heads["head"].max() + 1
+    z = [[heads.filter((pl.col("layer") == layer) & (pl.col("head") == h))["delta"][0] for h in range(n_heads)] for layer in layers]
+    lim = max(abs(v) for row in z for v in row) or 1.0
+    fig = go.Figure(go.Heatmap(z=z, x=[f"head {h}" for h in range(n_heads)], y=[f"layer {layer}" for layer in layers],
+                               colorscale="RdBu", zmid=0, zmin=-lim, zmax=lim, colorbar={"title": "Δ log-prob<br>vs baseline"}))  # fmt: skip
+    fig.update_layout(title=f"Each head patched alone: {title}", template="plotly_white", height=120 + 40 * len(layers))
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    heads.write_parquet(stem.with_suffix(".parquet"))
+    path = stem.with_suffix(".html")
+    path.write_text(render_html(f"Layer x head scan: {title}", f"buggy baseline log-prob difference {baseline:+.3f}",
+                                "Blue: the head moves the answer toward the correct one; red: toward the buggy one.", [fig], []))  # fmt: skip
+    return path.resolve()

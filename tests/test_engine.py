@@ -93,3 +93,14 @@ def test_batched_rows_match_one_prompt_at_a_time(neox, site, patch_during):
     for a, b in zip(batched, single):
         assert a["response"] == b["response"]
         assert a["logprob_diff"] == pytest.approx(b["logprob_diff"], abs=1e-3)
+
+
+def test_layer_by_head_scan(neox, tmp_path):
+    from pythia_sweep.engine import scan_layers
+    from pythia_sweep.report import scan_page
+
+    rows = scan_layers(SweepConfig(**FAST, preset="seed"), neox, layers=[5, 6])
+    assert len(rows) == 1 + 2 * 12 and rows[0]["head"] == -1
+    assert {(r["layer"], r["head"]) for r in rows[1:]} == {(layer, h) for layer in (5, 6) for h in range(12)}
+    assert len({round(r["logprob_diff"], 6) for r in rows[1:]}) > 1  # heads differ
+    assert scan_page(rows, "tiny", tmp_path / "scan").exists()
