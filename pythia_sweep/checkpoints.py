@@ -8,13 +8,16 @@ reports them as unpublished (with the published range) rather than quietly repla
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx2
 from huggingface_hub import HfApi, is_offline_mode, scan_cache_dir, snapshot_download
+from huggingface_hub.constants import HF_HUB_CACHE
 from huggingface_hub.errors import (
     CorruptedCacheException,
     OfflineModeIsEnabled,
@@ -22,7 +25,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from pythia_sweep.errors import CorruptCheckpoint, HubUnreachable, RevisionNotPublished
+from pythia_sweep.errors import CorruptCheckpoint, DiskFull, HubUnreachable, RevisionNotPublished
 
 STEP_BRANCH = re.compile(r"^step(\d+)(?:-tokens\d+[KMBT]?)?$")  # Pythia "step1000"; OLMo "step1000-tokens4B"
 SEED_SCHEDULE = (  # the methodology's eleven revisions, literally (three of them do not exist for Pythia)
@@ -128,11 +131,28 @@ def fetch(repo_id: str, revision: str, cache_dir: str | Path | None = None) -> F
     Weight files are hashed here; a file whose sha256 differs from the Hub's LFS hash (the blob's name in
     the cache) is a corrupt download and raises `CorruptCheckpoint` naming the revision and the file.
     """
-    patterns = CONFIG_FILES + TOKENIZER_FILES + _weight_patterns(repo_id, revision, cache_dir)
     try:
-        folder = Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=patterns))
+        return _fetch_and_hash(repo_id, revision, cache_dir, force=False)
+    except CorruptCheckpoint:
+        if is_offline_mode():
+            raise
+        return _fetch_and_hash(repo_id, revision, cache_dir, force=True)  # one re-fetch, then give up
+
+
+def _fetch_and_hash(repo_id: str, revision: str, cache_dir: str | Path | None, force: bool) -> FetchedCheckpoint:
+    weight_patterns, needed = _weight_patterns(repo_id, revision, cache_dir)
+    patterns = CONFIG_FILES + TOKENIZER_FILES + weight_patterns
+    target = Path(cache_dir or HF_HUB_CACHE)
+    check_free_space(needed, target, f"revision {revision!r} of {repo_id}")
+    try:
+        folder = Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=patterns, force_download=force))
     except RevisionNotFoundError as error:
         raise RevisionNotPublished(f"revision {revision!r} does not exist for {repo_id}") from error
+    except OSError as error:
+        if error.errno == errno.ENOSPC:
+            raise DiskFull(f"the disk holding {target} filled while fetching revision {revision!r} of {repo_id} "
+                           f"({needed / 1e9:.2f} GB needed); free space or set HF_HUB_CACHE elsewhere") from error  # fmt: skip
+        raise
     weights = sorted(p for p in folder.iterdir() if p.name.endswith((".safetensors", ".bin")))
     safetensors = [p for p in weights if p.name.endswith(".safetensors")]
     weights = safetensors or weights
@@ -152,19 +172,34 @@ def fetch(repo_id: str, revision: str, cache_dir: str | Path | None = None) -> F
     return FetchedCheckpoint(revision, str(folder), folder.name, hashes, combined)
 
 
-def _weight_patterns(repo_id: str, revision: str, cache_dir: str | Path | None) -> list[str]:
-    """Safetensors when the revision has them, else .bin: asked of the Hub without downloading (dry run)."""
+def _weight_patterns(repo_id: str, revision: str, cache_dir: str | Path | None) -> tuple[list[str], int]:
+    """Safetensors when the revision has them, else .bin, and the bytes still to download: asked of the
+    Hub without downloading (dry run). Offline, the cache holds what it holds and nothing is downloaded."""
     if is_offline_mode():
-        return SAFETENSORS_FILES + BIN_FILES  # the cache holds what it holds; fetch() prefers safetensors
+        return SAFETENSORS_FILES + BIN_FILES, 0
     try:
-        listing = snapshot_download(
-            repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=SAFETENSORS_FILES, dry_run=True
-        )
+        for patterns in (SAFETENSORS_FILES, BIN_FILES):
+            listing = snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=patterns, dry_run=True)
+            if listing:
+                return patterns, sum(f.file_size or 0 for f in listing if f.will_download)
     except RevisionNotFoundError as error:
         raise RevisionNotPublished(f"revision {revision!r} does not exist for {repo_id}") from error
     except Exception:  # noqa: BLE001 - listing is an optimisation; the real download reports real errors
-        return SAFETENSORS_FILES + BIN_FILES
-    return SAFETENSORS_FILES if listing else BIN_FILES
+        pass
+    return SAFETENSORS_FILES + BIN_FILES, 0
+
+
+def check_free_space(needed: int, folder: Path, what: str, margin: float = 1.05) -> None:
+    """Refuse a download that cannot fit, saying how much space it needs and where."""
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if needed * margin > free:
+        raise DiskFull(
+            f"fetching {what} needs {needed / 1e9:.2f} GB in {folder}, but only {free / 1e9:.2f} GB is free; "
+            "free space or point HF_HUB_CACHE at a larger disk"
+        )
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:

@@ -12,6 +12,9 @@ class ConfigError(PythiaSweepError, ValueError):
         self.field, self.value, self.allowed = field, value, allowed
         super().__init__(f"{field}={value!r} is not valid: {allowed}")
 
+    def __reduce__(self):  # pickled across Ray processes with its fields, not its message
+        return (type(self), (self.field, self.value, self.allowed))
+
 
 class RevisionNotPublished(PythiaSweepError, LookupError):
     """A checkpoint revision the model repo does not publish."""
@@ -27,3 +30,7 @@ class UnsupportedModel(PythiaSweepError, TypeError):
 
 class CorruptCheckpoint(PythiaSweepError, OSError):
     """A weight file whose content does not match the hash the Hub published for it."""
+
+
+class DiskFull(PythiaSweepError, OSError):
+    """Not enough disk space for a checkpoint's weights."""

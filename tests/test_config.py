@@ -66,3 +66,10 @@ def test_config_loader_only_returns_valid_configs_or_raises_its_own_error(data):
         return
     assert isinstance(config, SweepConfig)
     assert config_from_dict(config.to_dict()) == config  # what it accepted round-trips
+
+
+def test_config_error_survives_pickling_across_processes():
+    import pickle
+
+    error = pickle.loads(pickle.dumps(ConfigError("layer", 9, "a layer index in 0..7")))
+    assert (error.field, error.value, str(error)) == ("layer", 9, "layer=9 is not valid: a layer index in 0..7")

@@ -5,6 +5,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -38,7 +39,11 @@ def test_ray_job_submit_runs_the_sweep_entry_point(hub_cache, tmp_path):
                   "--runtime-env-json", json.dumps(runtime_env), "--",
                   "python", "-m", "jobs.sweep", "jobs/configs/demo.toml", "--model", NEOX_REPO,
                   "--checkpoints", "step0,step1", "--preset", "seed", "--no-report"]  # fmt: skip
-        done = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=400, cwd=REPO)
+        for _ in range(12):  # the head's job agent can take a while to come up on a busy machine
+            done = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=400, cwd=REPO)
+            if "No available agent to submit job" not in done.stderr + done.stdout:
+                break
+            time.sleep(5)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         assert "succeeded" in done.stdout and "2 checkpoints recorded" in done.stdout
         tracker = Tracker(store)

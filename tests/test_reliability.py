@@ -137,3 +137,36 @@ def test_ctrl_c_marks_the_sweep_killed_and_says_how_to_resume(hub_cache, tmp_pat
     assert "run the same command again to resume" in err
     tracker = Tracker(store)
     assert tracker.client.get_run(tracker.find_sweep()).info.status == "KILLED"
+
+
+def test_disk_without_room_is_refused_naming_size_and_place(tmp_path):
+    from pythia_sweep.checkpoints import check_free_space
+    from pythia_sweep.errors import DiskFull
+
+    check_free_space(1000, tmp_path / "hub", "revision 'step1'")  # fits: no error
+    with pytest.raises(DiskFull, match=r"revision 'step1' needs 1000000000.00 GB in .*/hub, but only .* GB is free"):
+        check_free_space(10**18, tmp_path / "hub", "revision 'step1'")
+
+
+def test_model_repo_that_does_not_exist_is_one_clear_line(hub_cache):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": hub_cache}
+    done = subprocess.run([sys.executable, "-m", "jobs.sweep", "jobs/configs/demo.toml", "--model", "nobody/no-such-model"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "model 'nobody/no-such-model' has no revisions" in done.stderr
+
+
+@pytest.mark.slow
+def test_layer_out_of_range_stops_the_sweep_and_leaves_no_active_run(hub_cache, tmp_path):
+    from pythia_sweep.errors import ConfigError
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", object_store_memory=100 * 2**20)
+    try:
+        with pytest.raises(ConfigError, match=r"layer=9 is not valid: a layer index in 0\.\.7"):
+            run_sweep(SweepConfig(**FAST, layer=9, checkpoints=("step0", "step1")), tracking_uri=uri, progress=False)
+    finally:
+        ray.shutdown()
+    tracker = Tracker(uri)
+    assert tracker.client.get_run(tracker.find_sweep()).info.status == "FAILED"
+    assert tracker.checkpoint_runs(tracker.find_sweep()) == []  # no checkpoint recorded a half result
