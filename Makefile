@@ -14,7 +14,7 @@ CONFIG ?= jobs/configs/pythia160m-log.toml
 SWEEP ?=
 METRIC ?= strength
 
-.PHONY: setup test demo sweep report refine ui clean
+.PHONY: setup test demo sweep report refine ui bench clean
 
 setup: $(VENV)/.installed
 
@@ -39,6 +39,9 @@ report: setup
 
 refine: setup
 	$(if $(findstring demo,$(CONFIG)),HF_HUB_OFFLINE=1 HF_HUB_CACHE=$(HF_CACHE)) $(PY) -m jobs.refine $(CONFIG) --metric $(METRIC)
+
+bench: setup
+	RAY_AUTH_MODE=disabled $(PY) -m jobs.bench --checkpoints $(or $(N),4)
 
 ui: setup
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --host 127.0.0.1 --port 5000

@@ -8,8 +8,8 @@ record too, with status "failed" and the error text, so a sweep goes on past it.
 from __future__ import annotations
 
 import time
-import traceback
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -63,6 +63,50 @@ def load_model(path: str, device: torch.device, dtype: torch.dtype) -> LoadedMod
     return LoadedModel(model, tokenizer, device, dtype)
 
 
+class ModelCache:
+    """One model skeleton per worker: a revision whose config matches the loaded one gets its weights
+    copied in place (safetensors straight into the existing tensors) instead of a fresh from_pretrained."""
+
+    def __init__(self):
+        self.loaded: LoadedModel | None = None
+        self.key: tuple | None = None
+
+    def load(self, path: str, device: torch.device, dtype: torch.dtype) -> LoadedModel:
+        folder = Path(path)
+        key = ((folder / "config.json").read_bytes(), _read_if_exists(folder / "tokenizer.json"), device, dtype)
+        if self.loaded is not None and key == self.key and _load_weights_in_place(self.loaded.model, folder):
+            return self.loaded
+        self.loaded, self.key = None, None  # free the old model before loading the new one
+        self.loaded, self.key = load_model(path, device, dtype), key
+        return self.loaded
+
+
+def _read_if_exists(path: Path) -> bytes | None:
+    return path.read_bytes() if path.exists() else None
+
+
+def _load_weights_in_place(model: torch.nn.Module, folder: Path) -> bool:
+    """Copy a snapshot's safetensors into `model`; False (nothing changed) unless the keys match exactly."""
+    from safetensors.torch import load_file
+
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        return False
+    target = model.state_dict()
+    state = {}
+    for f in files:
+        for name, tensor in load_file(f).items():
+            if name not in target and name == "embed_out.weight" and "lm_head.weight" in target:
+                name = "lm_head.weight"  # Pythia's original name for the output head
+            state[name] = tensor
+    if set(state) != set(target) or any(state[k].shape != target[k].shape for k in state):
+        return False
+    with torch.no_grad():
+        for name, tensor in state.items():
+            target[name].copy_(tensor)
+    return True
+
+
 def base_record(config: SweepConfig, revision: str) -> dict:
     return {
         "model": config.model,
@@ -85,11 +129,12 @@ def run_checkpoint(
     published: list[Checkpoint] | None = None,
     cache_dir: str | None = None,
     fetched: FetchedCheckpoint | None = None,
+    models: ModelCache | None = None,
 ) -> dict:
     """Measure one revision; returns a full record, or a failure record naming what went wrong.
 
     `published` (the repo's revisions) is looked up when not given; `fetched` skips the download when a
-    worker has prefetched it. Invalid settings (layer or heads out of range) raise instead: they are the
+    worker has prefetched it; `models` lets a worker reuse its model skeleton across revisions. Invalid settings (layer or heads out of range) raise instead: they are the
     sweep's error, not this checkpoint's.
     """
     record = base_record(config, revision)
@@ -104,7 +149,8 @@ def run_checkpoint(
         record.update(commit=fetched.commit, weight_sha256=fetched.weight_sha256, weights_digest=fetched.weights_digest)
         t1 = time.perf_counter()
         device = pick_device(config.device)
-        loaded = load_model(fetched.path, device, pick_dtype(config.dtype, device))
+        dtype = pick_dtype(config.dtype, device)
+        loaded = models.load(fetched.path, device, dtype) if models else load_model(fetched.path, device, dtype)
         t2 = time.perf_counter()
     except ConfigError:
         raise

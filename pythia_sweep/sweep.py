@@ -13,6 +13,7 @@ so its checkpoints move to the surviving workers instead of waiting for a node t
 from __future__ import annotations
 
 import os
+import resource
 import socket
 import time
 from collections import deque
@@ -26,7 +27,7 @@ from tqdm import tqdm
 
 from pythia_sweep.checkpoints import Checkpoint, fetch, not_published_message, published_revisions, resolve_schedule
 from pythia_sweep.config import SweepConfig
-from pythia_sweep.engine import base_record, flat_metrics, run_checkpoint
+from pythia_sweep.engine import ModelCache, base_record, flat_metrics, run_checkpoint
 from pythia_sweep.errors import PythiaSweepError
 from pythia_sweep.tracking import Tracker
 
@@ -49,6 +50,7 @@ class CheckpointWorker:
         self.available = {c.revision for c in published}
         self.downloads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
         self.prefetched: dict[str, Future] = {}
+        self.models = ModelCache()  # the model skeleton, reused across this worker's checkpoints
 
     def _prefetch(self, revision: str | None) -> None:
         if revision and revision in self.available and revision not in self.prefetched:
@@ -65,9 +67,12 @@ class CheckpointWorker:
             fetched = None
         waited = time.perf_counter() - waited
         _fault_point(revision)
-        record = run_checkpoint(self.config, revision, published=self.published, fetched=fetched)
+        record = run_checkpoint(self.config, revision, published=self.published, fetched=fetched, models=self.models)
         record["timings"]["wait_for_weights_s"] = waited
-        record["worker"] = {"host": socket.gethostname(), "pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()}
+        record["worker"] = {
+            "host": socket.gethostname(), "pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }  # fmt: skip
         return record
 
 
@@ -89,6 +94,7 @@ class SweepResult:
     recorded: list[str]  # revisions recorded by this invocation
     skipped: list[str]  # revisions already recorded ok before it (resume)
     failed: list[str]
+    log_s: float = 0.0  # driver time spent writing to MLflow
 
 
 def worker_count(config: SweepConfig, n_checkpoints: int) -> tuple[int, dict]:
@@ -139,8 +145,11 @@ def run_sweep(
     result = SweepResult(parent, tracker.uri, [], skipped, [])
 
     def record(rec: dict) -> None:
+        start = time.perf_counter()
         metrics = flat_metrics(rec) if rec["status"] == "ok" else {}
-        if tracker.record_checkpoint(parent, rec, metrics) is not None:
+        written = tracker.record_checkpoint(parent, rec, metrics)
+        result.log_s += time.perf_counter() - start
+        if written is not None:
             result.recorded.append(rec["revision"])
             if rec["status"] != "ok":
                 result.failed.append(rec["revision"])

@@ -104,3 +104,19 @@ def test_layer_by_head_scan(neox, tmp_path):
     assert {(r["layer"], r["head"]) for r in rows[1:]} == {(layer, h) for layer in (5, 6) for h in range(12)}
     assert len({round(r["logprob_diff"], 6) for r in rows[1:]}) > 1  # heads differ
     assert scan_page(rows, "tiny", tmp_path / "scan").exists()
+
+
+def test_model_skeleton_is_reused_and_weights_loaded_in_place(hub_cache):
+    from pythia_sweep.engine import ModelCache, load_model
+
+    cache = ModelCache()
+    first = cache.load(fetch(NEOX_REPO, "step0").path, torch.device("cpu"), torch.float32)
+    second = cache.load(fetch(NEOX_REPO, "step1").path, torch.device("cpu"), torch.float32)
+    assert second.model is first.model  # the same skeleton ...
+    fresh = load_model(fetch(NEOX_REPO, "step1").path, torch.device("cpu"), torch.float32)
+    for (name, a), (_, b) in zip(second.model.state_dict().items(), fresh.model.state_dict().items()):
+        assert torch.equal(a, b), name  # ... now holding exactly step1's weights
+    config = SweepConfig(**FAST, preset="seed", single_heads=False)
+    assert run_checkpoint(config, "step1", models=cache)["conditions"] == run_checkpoint(config, "step1")["conditions"]
+    llama = cache.load(fetch("tiny-test/llama", "step0").path, torch.device("cpu"), torch.float32)
+    assert llama.model is not first.model  # another config: a fresh load
