@@ -29,6 +29,9 @@ os.environ.setdefault("HF_HUB_CACHE", str((BENCH_DIR / "hf").resolve()))
 
 import torch  # noqa: E402
 
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+DTYPE = torch.float16 if DEVICE.type == "cuda" else torch.float32  # as the project picks with dtype="auto"
+
 PYTHIA_160M = dict(  # EleutherAI/pythia-160m's config.json
     vocab_size=50304, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
     max_position_embeddings=2048, rotary_pct=0.25, rotary_emb_base=10000, use_parallel_residual=True,
@@ -76,13 +79,13 @@ def direct_way(repo: str, revisions: list[str]) -> list[float]:
     for revision in revisions:
         start = time.perf_counter()
         path = snapshot_download(repo, revision=revision)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPE).to(DEVICE).eval()
         tokenizer = AutoTokenizer.from_pretrained(path)
         dense = model.gpt_neox.layers[6].attention.dense
         saved = {}
         handle = dense.register_forward_hook(lambda m, a, out: saved.__setitem__("clean", out.detach()))
         with torch.no_grad():
-            model(**tokenizer(clean, return_tensors="pt"))
+            model(**tokenizer(clean, return_tensors="pt").to(DEVICE))
         handle.remove()
         head = model.config.hidden_size // model.config.num_attention_heads
         for heads in ([], [0, 2, 4, 6, 8, 10], [1, 3, 5, 7, 9, 11]):
@@ -95,7 +98,7 @@ def direct_way(repo: str, revisions: list[str]) -> list[float]:
                     return out
 
                 handle = dense.register_forward_hook(patch)
-                inputs = tokenizer(buggy, return_tensors="pt")
+                inputs = tokenizer(buggy, return_tensors="pt").to(DEVICE)
                 with torch.no_grad():
                     out = model.generate(**inputs, max_new_tokens=20, do_sample=False, pad_token_id=0)
                 handle.remove()
@@ -117,13 +120,15 @@ def floor(repo: str, revisions: list[str]) -> list[float]:
     for revision in revisions:
         start = time.perf_counter()
         path = snapshot_download(repo, revision=revision)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPE).to(DEVICE).eval()
         tokenizer = AutoTokenizer.from_pretrained(path)
         (pair,) = make_prompts("seed")
         rows = [pair.buggy, pair.clean, pair.buggy, pair.buggy]  # baseline, clean, even, odd
-        ids, mask = _pad([tokenizer(t)["input_ids"] for t in rows], 0, left=False, device="cpu")
+        ids, mask = _pad([tokenizer(t)["input_ids"] for t in rows], 0, left=False, device=DEVICE)
         with torch.no_grad():
             model(input_ids=ids, attention_mask=mask)
+        if DEVICE.type == "cuda":
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
         del model
     return times
@@ -168,7 +173,7 @@ def main(argv=None) -> int:
     if args.checkpoints < 2:
         parser.error("--checkpoints must be at least 2 (warm throughput needs two)")
     shape, repo = (TINY, "pythia-sweep-bench/tiny") if args.smoke else (PYTHIA_160M, "pythia-sweep-bench/pythia-160m-shaped")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = DEVICE.type
     print(f"making {args.checkpoints} checkpoints shaped like {'a tiny model' if args.smoke else 'Pythia-160M'} ...", flush=True)
     revisions = make_checkpoints(repo, args.checkpoints, shape)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
