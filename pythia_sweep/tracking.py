@@ -15,7 +15,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from pythia_sweep.config import SweepConfig, config_from_dict
