@@ -42,8 +42,11 @@ def timeline(records: list[dict], final_step: int | None = None) -> pl.DataFrame
     duplicates = {rev: group for group in analysis.duplicate_groups([r["revision"] for r in records], digests) for rev in group}
     last = final_step or max((r["step"] for r in records if r.get("step") is not None), default=None)
     for r in records:
-        methods = list((r.get("strength") or {}).keys())
-        primary = methods[0] if methods else "per-head"
+        strengths = r.get("strength") or {}
+        primary = next(iter(strengths), "per-head")
+        main = strengths.get(primary, {})
+        upstream = strengths.get("upstream", {}) if primary != "upstream" else {}  # the second method, if run
+        main_ci, upstream_ci = main.get("strength_ci") or [None, None], upstream.get("strength_ci") or [None, None]
         row = {
             "revision": r["revision"],
             "step": r.get("step"),
@@ -54,13 +57,13 @@ def timeline(records: list[dict], final_step: int | None = None) -> pl.DataFrame
             "weights_digest": r.get("weights_digest"),
             "duplicate_of": ", ".join(x for x in duplicates.get(r["revision"], []) if x != r["revision"]) or None,
             "n_prompts": _get(r, "conditions", "even", "n_prompts"),
-            "strength": _get(r, "strength", primary, "strength"),
-            "strength_ci_low": _get(r, "strength", primary, "strength_ci", default=[None, None])[0],
-            "strength_ci_high": _get(r, "strength", primary, "strength_ci", default=[None, None])[1],
-            "logprob_strength": _get(r, "strength", primary, "logprob_strength"),
-            "upstream_strength": _get(r, "strength", "upstream", "strength") if primary != "upstream" else None,
-            "upstream_strength_ci_low": _get(r, "strength", "upstream", "strength_ci", default=[None, None])[0] if primary != "upstream" else None,
-            "upstream_strength_ci_high": _get(r, "strength", "upstream", "strength_ci", default=[None, None])[1] if primary != "upstream" else None,
+            "strength": main.get("strength"),
+            "strength_ci_low": main_ci[0],
+            "strength_ci_high": main_ci[1],
+            "logprob_strength": main.get("logprob_strength"),
+            "upstream_strength": upstream.get("strength"),
+            "upstream_strength_ci_low": upstream_ci[0],
+            "upstream_strength_ci_high": upstream_ci[1],
             "null_q05": _get(r, "null", "success_q05"),
             "null_q95": _get(r, "null", "success_q95"),
             "null_logprob_q05": _get(r, "null", "logprob_q05"),

@@ -50,6 +50,7 @@ class Tracker:
             Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         if self.uri.startswith(("http://", "https://")):
             self._check_server()
+        self._experiments: dict[str, str] = {}  # parent run id -> experiment id
         try:  # open (or create) the store now: a broken one is refused before any checkpoint runs
             self.client = MlflowClient(tracking_uri=self.uri)
             self.client.search_experiments(max_results=1)
@@ -113,11 +114,15 @@ class Tracker:
     def finish_sweep(self, parent: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(parent, status=status)
 
+    def _experiment_of(self, parent: str) -> str:
+        if parent not in self._experiments:
+            self._experiments[parent] = self.client.get_run(parent).info.experiment_id
+        return self._experiments[parent]
+
     def checkpoint_runs(self, parent: str) -> list:
         """Child runs of a sweep (all statuses), newest first."""
-        exp = self.client.get_run(parent).info.experiment_id
         return self.client.search_runs(
-            [exp], filter_string=f"tags.mlflow.parentRunId = '{parent}'",
+            [self._experiment_of(parent)], filter_string=f"tags.mlflow.parentRunId = '{parent}'",
             order_by=["attributes.start_time DESC"], max_results=5000,
         )  # fmt: skip
 
@@ -132,10 +137,10 @@ class Tracker:
         checkpoint has exactly one result in the sweep.
         """
         revision = record["revision"]
-        previous = [r for r in self.checkpoint_runs(parent) if r.data.tags.get("revision") == revision]
+        siblings = self.checkpoint_runs(parent)  # one listing serves the idempotency and duplicate checks
+        previous = [r for r in siblings if r.data.tags.get("revision") == revision]
         if any(r.data.tags.get("checkpoint_status") == "ok" for r in previous):
             return None
-        exp = self.client.get_run(parent).info.experiment_id
         tags = {
             "mlflow.parentRunId": parent,
             "kind": "checkpoint",
@@ -146,21 +151,21 @@ class Tracker:
             "weights_digest": record.get("weights_digest") or "",
             "sweep_id": record["sweep_id"],
         }
+        if record.get("error"):
+            tags["error"] = record["error"][:5000]
         twins = sorted(
-            r.data.tags["revision"] for r in self.checkpoint_runs(parent)
+            r.data.tags["revision"] for r in siblings
             if record.get("weights_digest") and r.data.tags.get("weights_digest") == record["weights_digest"]
             and r.data.tags.get("revision") != revision
         )  # fmt: skip
         if twins:  # identical weight files: a public checkpoint served under two names
             tags["duplicate_of"] = ",".join(twins)
             record["duplicate_of"] = twins
-        run = self.client.create_run(exp, run_name=revision, tags=tags)
+        run = self.client.create_run(self._experiment_of(parent), run_name=revision, tags=tags)
         run_id = run.info.run_id
         now = int(time.time() * 1000)
         params = [Param("revision", revision), Param("step", str(record["step"])), Param("commit", record.get("commit") or "")]
         params += [Param(f"sha256/{name}", digest) for name, digest in record.get("weight_sha256", {}).items()]
-        if record.get("error"):
-            self.client.set_tag(run_id, "error", record["error"][:5000])
         items = list(metrics.items())
         for start in range(0, max(len(items), 1), 900):  # log_batch takes at most 1000 metrics
             self.client.log_batch(
