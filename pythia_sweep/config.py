@@ -45,7 +45,7 @@ class SweepConfig:
     single_heads: bool = True  # also patch each head of the layer alone (the report's heatmap)
     null_subsets: int = 20  # random head subsets of the even set's size per checkpoint (the null control)
     max_new_tokens: int = 20  # greedy generation length
-    batch_size: int = 64  # rows per forward/generate call
+    batch_size: int = 0  # rows per batch; 0 = sized to the device's free memory (engine.rows_per_batch)
     bootstrap_resamples: int = 2000  # resamples for bootstrap intervals
     seed: int = 0  # seeds the null subsets and the bootstrap: a rerun reproduces every number
     device: str = "auto"  # "auto" picks cuda when present, else cpu
@@ -92,7 +92,7 @@ class SweepConfig:
         _check_int("trials", self.trials, minimum=1)
         _check_int("null_subsets", self.null_subsets, minimum=0)
         _check_int("max_new_tokens", self.max_new_tokens, minimum=1)
-        _check_int("batch_size", self.batch_size, minimum=1)
+        _check_int("batch_size", self.batch_size, minimum=0)
         _check_int("bootstrap_resamples", self.bootstrap_resamples, minimum=100)
         _check_int("seed", self.seed, minimum=0)
         _check_int("workers", self.workers, minimum=0)

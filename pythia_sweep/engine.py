@@ -7,6 +7,7 @@ record too, with status "failed" and the error text, so a sweep goes on past it.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,37 @@ def pick_dtype(choice: str, device: torch.device) -> torch.dtype:
     if device.type == "cpu" and choice != "float32":
         raise ConfigError("dtype", choice, "float32 or auto on CPU (half precision is for GPUs)")
     return getattr(torch, choice)
+
+
+AUTO_BATCH_CAP = {"cuda": 2048, "cpu": 64}  # beyond these, bigger batches bought nothing where measured
+MEMORY_BUDGET = 0.5  # of the free memory; the rest is for the allocator and the model's temporaries
+
+
+def rows_per_batch(model_config, dtype: torch.dtype, tokens_per_row: int, free_bytes: int, cap: int) -> int:
+    """How many rows (condition x prompt) one batch can hold in half of `free_bytes`.
+
+    A row's peak: its KV cache three times over (the prompt and its new tokens, plus the two answer
+    branches copied from the prompt), its widest prefill activations, and the float32 logits and
+    log-probabilities of its answer branches (2 branches x up to 4 tokens x vocab).
+    """
+    elt = torch.empty((), dtype=dtype).element_size()
+    hidden, layers = model_config.hidden_size, model_config.num_hidden_layers
+    heads = model_config.num_attention_heads
+    kv_width = getattr(model_config, "num_key_value_heads", None) or heads
+    head_dim = getattr(model_config, "head_dim", None) or hidden // heads
+    intermediate = getattr(model_config, "intermediate_size", None) or 4 * hidden
+    kv_cache = 3 * 2 * layers * kv_width * head_dim * tokens_per_row * elt
+    activations = tokens_per_row * (4 * hidden + 2 * intermediate) * elt
+    logits = 2 * 2 * 4 * model_config.vocab_size * 4
+    per_row = kv_cache + activations + logits
+    return max(1, min(cap, int(free_bytes * MEMORY_BUDGET) // per_row))
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes free on the device now: the GPU's own count, or the host's available pages on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 @dataclass
@@ -171,9 +203,10 @@ def measure(config: SweepConfig, loaded: LoadedModel) -> dict:
     validate_heads(config.odd_heads, layout.n_heads, "odd_heads")
     prompts = make_prompts(config.preset, config.trials)
     conditions = make_conditions(config, layout.n_heads)
+    batch_size = batch_size_for(config, loaded, prompts)
     rows = evaluate(
         loaded.model, loaded.tokenizer, layout, prompts, conditions, config.methods,
-        max_new_tokens=config.max_new_tokens, batch_size=config.batch_size,
+        max_new_tokens=config.max_new_tokens, batch_size=batch_size,
     )  # fmt: skip
     summary = summarize(config, conditions, rows)
     return {
@@ -186,12 +219,23 @@ def measure(config: SweepConfig, loaded: LoadedModel) -> dict:
             "n_prompts": len(prompts),
             "methods": config.methods,
             "max_new_tokens": config.max_new_tokens,
+            "batch_size": batch_size,
             "device": str(loaded.device),
             "dtype": str(loaded.dtype).removeprefix("torch."),
         },
         **summary,
         "responses": rows,
     }
+
+
+def batch_size_for(config: SweepConfig, loaded: LoadedModel, prompts) -> int:
+    """The configured batch size, or (0 = auto) as many rows as fit the device's free memory now."""
+    if config.batch_size:
+        return config.batch_size
+    longest = max(len(loaded.tokenizer(text)["input_ids"]) for p in prompts for text in (p.clean, p.buggy))
+    tokens = longest + max(config.max_new_tokens, 4)  # 4: the longest answer continuation allowed for
+    cap = AUTO_BATCH_CAP.get(loaded.device.type, AUTO_BATCH_CAP["cpu"])
+    return rows_per_batch(loaded.model.config, loaded.dtype, tokens, free_memory(loaded.device), cap)
 
 
 def scan_layers(config: SweepConfig, loaded: LoadedModel, layers: list[int] | None = None) -> list[dict]:
@@ -211,7 +255,7 @@ def scan_layers(config: SweepConfig, loaded: LoadedModel, layers: list[int] | No
             conditions.insert(0, Condition("baseline", (), "buggy", "scan"))
         results = evaluate(
             loaded.model, loaded.tokenizer, layout, prompts, conditions, method,
-            max_new_tokens=config.max_new_tokens, batch_size=config.batch_size,
+            max_new_tokens=config.max_new_tokens, batch_size=batch_size_for(config, loaded, prompts),
         )  # fmt: skip
         for cond in conditions:
             got = [r for r in results if r["condition"] == cond.name]

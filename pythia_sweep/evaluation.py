@@ -2,23 +2,27 @@
 
 Per checkpoint and prompt: baseline (buggy prompt, no patch), clean (clean prompt, no patch), even heads,
 odd heads, all heads, each single head, and K random head subsets the size of the even set (the null
-control). Each (condition, prompt) is one row. Rows are batched: one teacher-forced forward pass scores
-both answers' log-probabilities, one greedy `generate` call per batch produces the responses. The clean
-prompts' activations are computed once per prompt and shared by every condition that patches from them.
+control). Each (condition, prompt) is one row. Rows are batched, and each batch runs its patched prompts
+once: that prefill's KV cache is shared by the teacher-forced scoring of both answers and by greedy
+decoding (a small loop that mirrors `generate`), so no prompt is run twice. The clean prompts'
+activations are computed once per prompt, stopping at the patched layer, and shared by every condition.
 """
 
 from __future__ import annotations
 
+import copy
 import random
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from transformers import DynamicCache
 
 from pythia_sweep.patching import (
     AttentionLayout,
-    captured,
+    PatchPlan,
+    capture,
     empty_plan,
     fill_plan,
     head_columns,
@@ -97,6 +101,7 @@ def evaluate(
     """One result row per (condition, prompt): response, success, and log-prob of each answer."""
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    eos_ids = _eos_ids(model)
     ids = {(p.id, side): _encode(tokenizer, getattr(p, side)) for p in prompts for side in ("clean", "buggy")}
     answers = {
         (p.id, side, kind): _answer_ids(tokenizer, getattr(p, side), ids[(p.id, side)], getattr(p, kind))
@@ -126,52 +131,34 @@ def evaluate(
         method = methods[label]
         every_step = method["patch_during"] == "every-step"
 
-        def fill(plan, r, cond, pair, offset, extra=()):
+        def fill(plan, r, cond, pair, offset):
             if cond.heads:
                 fill_plan(
                     plan, r, sources[method["site"]][pair.id], alignments[(pair.id, method["align"])],
-                    columns[cond.heads], offset=offset, every_step=every_step, extra_positions=extra,
+                    columns[cond.heads], offset=offset, every_step=every_step,
                 )  # fmt: skip
 
-        # 1. Teacher-forced log-probabilities of both answers (right padding: positions stay natural).
-        items = [(cond, pair, kind) for cond, pair in group for kind in ("correct", "wrong")]
-        for start in range(0, len(items), batch_size):
-            chunk = items[start : start + batch_size]
-            seqs, prompt_lens = [], []
-            for cond, pair, kind in chunk:
-                prompt_ids = ids[(pair.id, cond.prompt)]
-                seqs.append(prompt_ids + answers[(pair.id, cond.prompt, kind)])
-                prompt_lens.append(len(prompt_ids))
-            input_ids, attention = _pad(seqs, pad_id, left=False, device=device)  # (B, T)
-            plan = empty_plan(len(chunk), input_ids.shape[1], layout.n_heads * layout.head_dim, model.dtype, device)
-            for r, (cond, pair, _) in enumerate(chunk):
-                fill(plan, r, cond, pair, 0, extra=range(prompt_lens[r], len(seqs[r])))
-            with patched(model, layout, method["site"], plan):
-                logits = model(input_ids=input_ids, attention_mask=attention).logits  # (B, T, V)
-            for r, (cond, pair, kind) in enumerate(chunk):
-                n, targets = prompt_lens[r], seqs[r][prompt_lens[r] :]
-                logp = torch.log_softmax(logits[r, n - 1 : len(seqs[r]) - 1].float(), dim=-1)  # (A, V)
-                total = logp[torch.arange(len(targets)), torch.tensor(targets, device=device)].sum().item()
-                results.setdefault((cond.name, pair.id), {})[f"logprob_{kind}"] = total
-
-        # 2. Greedy generation (left padding; generate derives positions from the attention mask).
         for start in range(0, len(group), batch_size):
             chunk = group[start : start + batch_size]
             seqs = [ids[(pair.id, cond.prompt)] for cond, pair in chunk]
-            input_ids, attention = _pad(seqs, pad_id, left=True, device=device)  # (B, T)
-            width = input_ids.shape[1]
+            width = max(len(s) for s in seqs)
             plan = empty_plan(len(chunk), width, layout.n_heads * layout.head_dim, model.dtype, device, every_step)
             for r, (cond, pair) in enumerate(chunk):
-                fill(plan, r, cond, pair, width - len(seqs[r]))
-            with patched(model, layout, method["site"], plan):
-                out = model.generate(
-                    input_ids=input_ids, attention_mask=attention, max_new_tokens=max_new_tokens,
-                    do_sample=False, num_beams=1, pad_token_id=pad_id,
-                )  # (B, T + new)  # fmt: skip
+                fill(plan, r, cond, pair, width - len(seqs[r]))  # left padding shifts the buggy positions
+            continuations = [
+                [answers[(pair.id, cond.prompt, kind)] for kind in ("correct", "wrong")] for cond, pair in chunk
+            ]
+            logprobs, new_tokens = score_and_generate(
+                model, layout, method["site"], plan, seqs, continuations, max_new_tokens, pad_id, eos_ids
+            )
             for r, (cond, pair) in enumerate(chunk):
-                response = tokenizer.decode(out[r, width:], skip_special_tokens=True)
-                results[(cond.name, pair.id)]["response"] = response
-                results[(cond.name, pair.id)]["success"] = check_bug_fixed(response, pair.correct, pair.wrong)
+                response = tokenizer.decode(new_tokens[r], skip_special_tokens=True)
+                results[(cond.name, pair.id)] = {
+                    "logprob_correct": logprobs[r][0],
+                    "logprob_wrong": logprobs[r][1],
+                    "response": response,
+                    "success": check_bug_fixed(response, pair.correct, pair.wrong),
+                }
 
     table = []
     for cond, pair in rows:
@@ -191,16 +178,101 @@ def evaluate(
     return table
 
 
+def score_and_generate(
+    model,
+    layout: AttentionLayout,
+    site: str,
+    plan: PatchPlan,
+    prompts: list[list[int]],
+    continuations: list[list[list[int]]],
+    max_new_tokens: int,
+    pad_id: int,
+    eos_ids: torch.Tensor,
+) -> tuple[list[list[float]], list[list[int]]]:
+    """Per row: the summed log-probability of each of its continuations, and its greedy new tokens.
+
+    The patched prompt is run once: its KV cache is shared by the teacher-forced continuations (a copy,
+    one branch per continuation, with the step patch) and by greedy decoding. Decoding follows
+    `generate(do_sample=False)`: positions from the attention mask, a row that emits EOS is padded from
+    then on, and decoding ends once every row has.
+    """
+    input_ids, attention = _pad(prompts, pad_id, left=True, device=eos_ids.device)  # (B, T)
+    positions = (attention.cumsum(-1) - 1).masked_fill(attention == 0, 0)  # (B, T), as generate makes them
+    cache = DynamicCache(config=model.config)
+    with patched(model, layout, site, plan):  # first call: the prompt patch; later calls: the step patch
+        first = model(
+            input_ids=input_ids, attention_mask=attention, position_ids=positions, past_key_values=cache,
+            use_cache=True, logits_to_keep=1,
+        ).logits[:, -1].float()  # (B, V)  # fmt: skip
+        branches = copy.deepcopy(cache) if any(len(c) > 1 for row in continuations for c in row) else None
+        new_tokens = _greedy(model, cache, first, attention, max_new_tokens, pad_id, eos_ids)
+    logprobs = _continuation_logprobs(model, layout, site, plan, branches, first, attention, continuations, pad_id)
+    return logprobs, new_tokens
+
+
+def _greedy(model, cache, logits, attention, max_new_tokens, pad_id, eos_ids) -> list[list[int]]:
+    """Greedy tokens (B, <= max_new_tokens) continuing the prompts in `cache`; `logits` (B, V) is the prefill's."""
+    batch = attention.shape[0]
+    next_position = attention.sum(-1, keepdim=True)  # (B, 1): the first new token's position
+    unfinished = torch.ones(batch, dtype=torch.bool, device=attention.device)
+    ones = torch.ones((batch, 1), dtype=attention.dtype, device=attention.device)
+    steps = []
+    for step in range(max_new_tokens):
+        token = torch.where(unfinished, logits.argmax(-1), pad_id)  # (B,)
+        steps.append(token)
+        unfinished &= ~torch.isin(token, eos_ids)
+        if step == max_new_tokens - 1 or not unfinished.any():
+            break
+        attention = torch.cat([attention, ones], dim=-1)  # (B, T + step + 1)
+        logits = model(
+            input_ids=token[:, None], attention_mask=attention, position_ids=next_position + step,
+            past_key_values=cache, use_cache=True,
+        ).logits[:, -1].float()  # (B, V)  # fmt: skip
+    return torch.stack(steps, dim=1).tolist() if steps else [[] for _ in range(batch)]
+
+
+def _continuation_logprobs(model, layout, site, plan, cache, logits, attention, continuations, pad_id) -> list[list[float]]:
+    """Summed log-probs of each row's K continuations: the first token from the prefill's `logits` (B, V),
+    the rest from one forward of every (row, continuation) branch over a copy of the prompt's cache."""
+    first = torch.log_softmax(logits, dim=-1)  # (B, V)
+    totals = [[first[r, c[0]].item() for c in row] for r, row in enumerate(continuations)]
+    if cache is None:  # every continuation is one token long
+        return totals
+    k = len(continuations[0])
+    inputs = [c[:-1] for row in continuations for c in row]  # token j-1 predicts token j
+    input_ids, mask = _pad(inputs, pad_id, left=False, device=attention.device)  # (B*K, L), right padding
+    cache.batch_repeat_interleave(k)
+    attention = torch.cat([attention.repeat_interleave(k, dim=0), mask], dim=-1)  # (B*K, T + L)
+    positions = attention[:, : -mask.shape[1]].sum(-1, keepdim=True) + torch.arange(mask.shape[1], device=mask.device)
+    with patched(model, layout, site, plan.steps_only(k)):
+        logp = torch.log_softmax(
+            model(input_ids=input_ids, attention_mask=attention, position_ids=positions, past_key_values=cache).logits.float(),
+            dim=-1,
+        )  # (B*K, L, V)  # fmt: skip
+    for i, row in enumerate(continuations):
+        for j, c in enumerate(row):
+            rest = torch.tensor(c[1:], device=logp.device)
+            totals[i][j] += logp[i * k + j, torch.arange(len(rest), device=logp.device), rest].sum().item()
+    return totals
+
+
+def _eos_ids(model) -> torch.Tensor:
+    """The token ids that end generation, as `generate` reads them from the generation config."""
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+    return torch.tensor(eos, dtype=torch.long, device=next(model.parameters()).device)
+
+
 def _clean_activations(model, layout, site, prompts, ids, pad_id, batch_size, device) -> dict[str, torch.Tensor]:
+    """Clean-prompt activations at the site, (Tc, C) per prompt id; the forward stops at the site's layer."""
     acts = {}
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start : start + batch_size]
         seqs = [ids[(p.id, "clean")] for p in chunk]
         input_ids, attention = _pad(seqs, pad_id, left=False, device=device)
-        with captured(model, layout, site) as seen:
-            model(input_ids=input_ids, attention_mask=attention)
+        seen = capture(model, layout, site, input_ids=input_ids, attention_mask=attention)  # (B, Tc, C)
         for r, p in enumerate(chunk):
-            acts[p.id] = seen[0][r, : len(seqs[r])]  # (Tc, C)
+            acts[p.id] = seen[r, : len(seqs[r])]  # (Tc, C)
     return acts
 
 

@@ -93,13 +93,19 @@ def head_columns(heads: Sequence[int], head_dim: int) -> torch.Tensor:
 
 @dataclass
 class PatchPlan:
-    """What the hook writes. At prefill: `values` where `mask`; at each later call (a decoding step, or
-    nothing without generation): `step_values` where `step_mask` at the chunk's first position."""
+    """What the hook writes. On the first call (the prefill): `values` where `mask`. On every later call
+    (decoding steps, teacher-forced answer tokens), or on the first when there is no `mask`: `step_values`
+    where `step_mask`, at every position of the call (nothing when there is no step patch)."""
 
-    values: torch.Tensor  # (B, T, C) replacement activations
-    mask: torch.Tensor  # (B, T, C) bool: which entries to replace
+    values: torch.Tensor | None  # (B, T, C) replacement activations
+    mask: torch.Tensor | None  # (B, T, C) bool: which entries to replace
     step_values: torch.Tensor | None = None  # (B, C) for every-step patching, else None
     step_mask: torch.Tensor | None = None  # (B, C) bool
+
+    def steps_only(self, repeats: int = 1) -> PatchPlan:
+        """The step patch alone, each row repeated `repeats` times (rows that branch into continuations)."""
+        repeat = lambda t: None if t is None else t.repeat_interleave(repeats, dim=0)  # noqa: E731
+        return PatchPlan(None, None, repeat(self.step_values), repeat(self.step_mask))
 
 
 class _PatchHook:
@@ -111,15 +117,15 @@ class _PatchHook:
     def apply(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, T, C)
         plan, first = self.plan, self.calls == 0
         self.calls += 1
-        if first:
+        if first and plan.mask is not None:
             if x.shape != plan.mask.shape:
                 raise RuntimeError(f"patch plan shaped {tuple(plan.mask.shape)} met an activation {tuple(x.shape)}")
             return torch.where(plan.mask, plan.values.to(x.dtype), x)
         if plan.step_mask is None:
             return x
-        x = x.clone()
-        x[:, 0] = torch.where(plan.step_mask, plan.step_values.to(x.dtype), x[:, 0])  # (B, C)
-        return x
+        if x.shape[0] != plan.step_mask.shape[0]:
+            raise RuntimeError(f"step patch for {plan.step_mask.shape[0]} rows met an activation {tuple(x.shape)}")
+        return torch.where(plan.step_mask[:, None, :], plan.step_values[:, None, :].to(x.dtype), x)  # (B, T, C)
 
 
 @contextlib.contextmanager
@@ -139,21 +145,42 @@ def patched(model: torch.nn.Module, layout: AttentionLayout, site: str, plan: Pa
         handle.remove()
 
 
+class _SiteReached(Exception):
+    """Raised by a capture hook to end a forward pass whose later layers nobody needs."""
+
+
 @contextlib.contextmanager
-def captured(model: torch.nn.Module, layout: AttentionLayout, site: str) -> Iterator[list[torch.Tensor]]:
-    """Record the site activation of every forward call in the block (a list of (B, T, C) tensors)."""
+def captured(model: torch.nn.Module, layout: AttentionLayout, site: str, stop: bool = False) -> Iterator[list[torch.Tensor]]:
+    """Record the site activation of every forward call in the block (a list of (B, T, C) tensors).
+    With `stop`, the forward pass ends at the site (see `capture`)."""
     module = model.get_submodule(layout.module_path)
     seen: list[torch.Tensor] = []
+
+    def keep(x: torch.Tensor) -> None:
+        seen.append(x.detach())
+        if stop:
+            raise _SiteReached
+
     if site == "head":
-        handle = module.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach()))
+        handle = module.register_forward_pre_hook(lambda _m, args: keep(args[0]))
     elif site == "post-projection":
-        handle = module.register_forward_hook(lambda _m, _args, out: seen.append(out.detach()))
+        handle = module.register_forward_hook(lambda _m, _args, out: keep(out))
     else:
         raise ConfigError("site", site, f"one of {', '.join(SITES)}")
     try:
         yield seen
     finally:
         handle.remove()
+
+
+def capture(model: torch.nn.Module, layout: AttentionLayout, site: str, **inputs) -> torch.Tensor:
+    """The site activation (B, T, C) for `inputs`, running the model only as far as the site's layer."""
+    with captured(model, layout, site, stop=True) as seen:
+        try:
+            model(**inputs, use_cache=False)
+        except _SiteReached:
+            pass
+    return seen[0]
 
 
 def fill_plan(
@@ -164,13 +191,12 @@ def fill_plan(
     columns: torch.Tensor,
     offset: int = 0,
     every_step: bool = False,
-    extra_positions: Sequence[int] = (),
 ) -> None:
     """Write one row of a plan: clean `source` (Tc, C) at aligned (buggy, clean) positions, heads' columns.
 
     `offset` shifts buggy positions (left padding). With `every_step`, the clean activation aligned with
-    buggy position 0 is also written at each decoding step and at `extra_positions` (teacher-forced
-    answer tokens, which stand in for decoding steps).
+    buggy position 0 is also the step patch: written at each decoding step and each teacher-forced answer
+    token.
     """
     if not len(positions) or not len(columns):
         return
@@ -190,9 +216,6 @@ def fill_plan(
             if plan.step_mask is not None:
                 plan.step_mask[row, columns] = True
                 plan.step_values[row, columns] = step.to(plan.step_values.dtype)
-            for p in extra_positions:
-                plan.mask[row, p, columns] = True
-                plan.values[row, p, columns] = step.to(plan.values.dtype)
 
 
 def empty_plan(batch: int, length: int, width: int, dtype: torch.dtype, device, every_step: bool = False) -> PatchPlan:
@@ -223,9 +246,7 @@ def patched_logits(
     device = next(model.parameters()).device
     clean_ids = tokenizer(clean, add_special_tokens=False, return_tensors="pt")["input_ids"].to(device)  # (1, Tc)
     buggy_ids = tokenizer(buggy, add_special_tokens=False, return_tensors="pt")["input_ids"].to(device)  # (1, Tb)
-    with captured(model, layout, site) as seen:
-        model(clean_ids)
-    source = seen[0][0]  # (Tc, C)
+    source = capture(model, layout, site, input_ids=clean_ids)[0]  # (Tc, C)
     plan = empty_plan(1, buggy_ids.shape[1], source.shape[-1], source.dtype, device)
     fill_plan(plan, 0, source, align_positions(tokenizer, clean, buggy, align), head_columns(heads, layout.head_dim))
     with patched(model, layout, site, plan):

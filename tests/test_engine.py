@@ -95,6 +95,56 @@ def test_batched_rows_match_one_prompt_at_a_time(neox, site, patch_during):
         assert a["logprob_diff"] == pytest.approx(b["logprob_diff"], abs=1e-3)
 
 
+def _plain_way(loaded, layout, pair, cond, method, max_new_tokens):
+    """One row the straightforward way: unpadded forwards and `generate`, no shared prefill."""
+    from pythia_sweep.patching import capture, empty_plan, fill_plan, head_columns, patched
+    from pythia_sweep.prompts import align_positions
+
+    model, tok = loaded.model, loaded.tokenizer
+    encode = lambda text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    site, every_step = method["site"], method["patch_during"] == "every-step"
+    source = capture(model, layout, site, input_ids=torch.tensor([encode(pair.clean)]))[0]
+    prompt = encode(pair.buggy)
+
+    def plan_for(length):
+        plan = empty_plan(1, length, layout.n_heads * layout.head_dim, torch.float32, "cpu", every_step)
+        positions = align_positions(tok, pair.clean, pair.buggy, method["align"])
+        fill_plan(plan, 0, source, positions, head_columns(cond.heads, layout.head_dim), every_step=every_step)
+        if every_step:  # teacher-forced answer tokens stand where decoding steps would be
+            plan.mask[0, len(prompt) :] = plan.step_mask[0]
+            plan.values[0, len(prompt) :] = plan.step_values[0]
+        return plan
+
+    logprob = {}
+    for kind in ("correct", "wrong"):
+        seq = encode(f"{pair.buggy} {getattr(pair, kind)}")
+        with torch.no_grad(), patched(model, layout, site, plan_for(len(seq))):
+            logp = torch.log_softmax(model(torch.tensor([seq])).logits[0].float(), -1)
+        logprob[kind] = sum(logp[i - 1, seq[i]].item() for i in range(len(prompt), len(seq)))
+    with torch.no_grad(), patched(model, layout, site, plan_for(len(prompt))):
+        out = model.generate(torch.tensor([prompt]), max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=0)
+    return tok.decode(out[0, len(prompt) :], skip_special_tokens=True), logprob["correct"] - logprob["wrong"]
+
+
+@pytest.mark.parametrize("family", ["neox", "llama"])
+@pytest.mark.parametrize("site, patch_during", [("head", "prompt"), ("post-projection", "every-step")])
+def test_shared_prefill_matches_the_plain_way(request, family, site, patch_during):
+    """One prefill shared by scoring and a hand-rolled greedy loop gives what separate teacher-forced
+    forwards and `generate` give, row by row."""
+    loaded = request.getfixturevalue(family)
+    layout = attention_layout(loaded.model, 2)
+    prompts = make_prompts("robust")[:4]
+    conditions = [Condition("baseline", (), "buggy", "m"), Condition("even", (0, 2, 4, 6, 8, 10), "buggy", "m")]
+    method = {"site": site, "align": "shared-text" if patch_during == "prompt" else "prefix", "patch_during": patch_during}
+    rows = evaluate(loaded.model, loaded.tokenizer, layout, prompts, conditions, {"m": method}, max_new_tokens=6, batch_size=64)
+    by_row = {(r["condition"], r["prompt_id"]): r for r in rows}
+    for cond in conditions:
+        for pair in prompts:
+            response, diff = _plain_way(loaded, layout, pair, cond, method, 6)
+            assert by_row[(cond.name, pair.id)]["response"] == response
+            assert by_row[(cond.name, pair.id)]["logprob_diff"] == pytest.approx(diff, abs=1e-4)
+
+
 def test_layer_by_head_scan(neox, tmp_path):
     from pythia_sweep.engine import scan_layers
     from pythia_sweep.report import scan_page
@@ -120,3 +170,28 @@ def test_model_skeleton_is_reused_and_weights_loaded_in_place(hub_cache):
     assert run_checkpoint(config, "step1", models=cache)["conditions"] == run_checkpoint(config, "step1")["conditions"]
     llama = cache.load(fetch("tiny-test/llama", "step0").path, torch.device("cpu"), torch.float32)
     assert llama.model is not first.model  # another config: a fresh load
+
+
+def test_batch_size_follows_free_memory_and_model_size():
+    from transformers import GPTNeoXConfig
+
+    from pythia_sweep.engine import rows_per_batch
+
+    pythia_160m = GPTNeoXConfig(vocab_size=50304, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
+    pythia_1b = GPTNeoXConfig(vocab_size=50304, hidden_size=2048, num_hidden_layers=16, num_attention_heads=8, intermediate_size=8192)
+    rows = lambda cfg, free, dtype=torch.float16, cap=10**9: rows_per_batch(cfg, dtype, 45, free, cap)  # noqa: E731
+    one_gib = rows(pythia_160m, 1 << 30)
+    assert 20 < one_gib < 500
+    assert rows(pythia_160m, 8 << 30) in range(8 * one_gib - 8, 8 * one_gib + 9)  # linear in free memory
+    assert rows(pythia_1b, 8 << 30) < rows(pythia_160m, 8 << 30)  # a bigger model fits fewer rows
+    assert rows(pythia_160m, 8 << 30, torch.float32) < rows(pythia_160m, 8 << 30)  # so does a wider dtype
+    assert rows(pythia_160m, 0) == 1 and rows(pythia_160m, 1 << 40, cap=64) == 64
+
+
+def test_auto_batch_size_is_resolved_and_recorded(hub_cache):
+    auto = run_checkpoint(SweepConfig(**FAST, preset="seed", single_heads=False), "step1")
+    fixed = run_checkpoint(SweepConfig(**FAST, preset="seed", single_heads=False, batch_size=2), "step1")
+    assert auto["settings"]["batch_size"] >= 1 and fixed["settings"]["batch_size"] == 2
+    for name, stats in auto["conditions"].items():  # batching never changes a result
+        assert stats["success_rate"] == fixed["conditions"][name]["success_rate"]
+        assert stats["logprob_diff"] == pytest.approx(fixed["conditions"][name]["logprob_diff"], abs=1e-4)
