@@ -17,10 +17,13 @@ from pathlib import Path
 
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
+from tqdm import tqdm
 
 from pythia_sweep.config import SweepConfig, config_from_dict
 from pythia_sweep.errors import PythiaSweepError
 
+# One bar per downloaded file is noise when a report reads hundreds of small records; ours counts records.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 DEFAULT_STORE = "mlruns/mlflow.db"
 PARENT_METRICS = ("strength", "logprob_strength", "baseline/", "clean/", "even/", "odd/", "all/", "upstream/", "null/success_q")
 
@@ -210,7 +213,7 @@ class Tracker:
     def load_records(self, parent: str) -> list[dict]:
         """Every checkpoint record of a sweep (one per revision), ordered by training step."""
         records = {}
-        for run in self.checkpoint_runs(parent):
+        for run in tqdm(self.checkpoint_runs(parent), desc="reading records", unit="run", leave=False):
             revision = run.data.tags.get("revision")
             if revision in records:
                 continue

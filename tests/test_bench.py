@@ -19,7 +19,19 @@ def test_bench_smoke_prints_the_table_with_the_three_targets(tmp_path):
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(out.read_text())
-    assert set(results["per_checkpoint_s"]) == {"direct", "seed", "seed_warm", "robust", "floor"}
-    assert all(v > 0 for v in results["per_checkpoint_s"].values())
-    assert len(results["targets"]) == 3 and "targets:" in done.stdout and "| direct |" in done.stdout
+    per = results["per_checkpoint_s"]
+    assert set(per) == {"direct", "seed", "seed_warm", "robust", "floor", "gen_floor", "robust_floor"}
+    assert all(v > 0 for v in per.values())
+    assert per["gen_floor"] > per["floor"]  # 19 more forward steps than the floor's one
+    assert len(results["targets"]) == 3 and set(results["bounds"]) == set(results["targets"])
+    assert "targets:" in done.stdout and "| direct |" in done.stdout and "start-up (once)" in done.stdout
+    assert results["seed"]["startup"] >= 0 and results["seed"]["workers"] >= 1
     assert results["seed"]["failed"] == [] and results["robust"]["failed"] == []
+
+
+def test_break_even_counts_checkpoints_until_start_up_is_paid_for():
+    from jobs.bench import break_even
+
+    assert break_even(direct=20.0, startup=10.0, warm=1.0) == 10  # (10 + 10 * 1) / 10 = 2.0 = 20 / 10
+    assert break_even(direct=20.0, startup=0.0, warm=1.0) == 1
+    assert break_even(direct=20.0, startup=10.0, warm=2.5) is None  # never: the warm cost alone is too high
