@@ -196,7 +196,7 @@ def score_and_generate(
     `generate(do_sample=False)`: positions from the attention mask, a row that emits EOS is padded from
     then on, and decoding ends once every row has.
     """
-    input_ids, attention = _pad(prompts, pad_id, left=True, device=eos_ids.device)  # (B, T)
+    input_ids, attention = _pad(prompts, pad_id, left=True, device=next(model.parameters()).device)  # (B, T)
     positions = (attention.cumsum(-1) - 1).masked_fill(attention == 0, 0)  # (B, T), as generate makes them
     cache = DynamicCache(config=model.config)
     with patched(model, layout, site, plan):  # first call: the prompt patch; later calls: the step patch
