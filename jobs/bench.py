@@ -260,11 +260,11 @@ def table(r: dict) -> str:
     p = r["per_checkpoint_s"]
     lines = [
         f"machine: {r['machine']}; {r['checkpoints']} checkpoints ({r['shape']})",
-        "| approach | s / checkpoint | vs direct | vs floor |",
+        "| approach | s / checkpoint | speed-up vs direct | vs floor |",
         "|---|---|---|---|",
     ]
     for name in ("direct", "seed", "seed_warm", "robust", "floor", "gen_floor", "robust_floor"):
-        lines.append(f"| {name} | {p[name]:.2f} | {p['direct'] / p[name]:.1f}x faster | {p[name] / p['floor']:.2f}x |")
+        lines.append(f"| {name} | {p[name]:.2f} | {p['direct'] / p[name]:.2f}x | {p[name] / p['floor']:.2f}x |")
     lines += ["", "| stage (mean s / checkpoint) | start-up (once) | fetch | load | compute | waiting for weights | log | workers | peak RSS / worker |", "|---|---|---|---|---|---|---|---|---|"]
     for name in ("seed", "robust"):
         s, x = r[name]["stages"], r[name]
