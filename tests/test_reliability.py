@@ -49,6 +49,24 @@ def test_unusable_store_refuses_before_any_checkpoint(hub_cache, tmp_path, make_
     assert not ray.is_initialized()  # no worker, no checkpoint ran
 
 
+def test_ray_that_cannot_start_leaves_no_running_sweep(hub_cache, tmp_path, monkeypatch):
+    """The store opens while Ray starts; when Ray fails, the parent run is closed FAILED, not left RUNNING."""
+    import pythia_sweep.sweep as sweep
+
+    def no_cluster(address=None):
+        raise ConnectionError("no Ray cluster at 127.0.0.1:1")
+
+    monkeypatch.setattr(sweep, "connect_ray", no_cluster)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    config = SweepConfig(**FAST, checkpoints=("step0",))
+    with pytest.raises(ConnectionError, match="no Ray cluster"):
+        run_sweep(config, tracking_uri=uri, progress=False)
+    tracker = Tracker(uri)
+    parent = tracker.existing_sweep(config)
+    assert parent and tracker.client.get_run(parent).info.status == "FAILED"
+    assert not ray.is_initialized()
+
+
 def _closed_port():
     import socket
 
