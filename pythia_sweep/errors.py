@@ -25,7 +25,8 @@ class HubUnreachable(PythiaSweepError, ConnectionError):
 
 
 class UnsupportedModel(PythiaSweepError, TypeError):
-    """A model whose architecture has no known attention-output projection."""
+    """A model whose architecture has no known attention-output projection, or whose generation config
+    asks for more than plain greedy decoding."""
 
 
 class CorruptCheckpoint(PythiaSweepError, OSError):

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from transformers import DynamicCache
 
+from pythia_sweep.errors import UnsupportedModel
 from pythia_sweep.patching import (
     AttentionLayout,
     PatchPlan,
@@ -100,6 +101,7 @@ def evaluate(
 ) -> list[dict]:
     """One result row per (condition, prompt): response, success, and log-prob of each answer."""
     device = next(model.parameters()).device
+    check_plain_greedy(model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     eos_ids = _eos_ids(model)
     ids = {(p.id, side): _encode(tokenizer, getattr(p, side)) for p in prompts for side in ("clean", "buggy")}
@@ -254,6 +256,27 @@ def _continuation_logprobs(model, layout, site, plan, cache, logits, attention, 
             rest = torch.tensor(c[1:], device=logp.device)
             totals[i][j] += logp[i * k + j, torch.arange(len(rest), device=logp.device), rest].sum().item()
     return totals
+
+
+# Generation-config fields with which `generate(do_sample=False)` would no longer be plain greedy, and
+# the values that leave it plain. The greedy loop here implements plain greedy only.
+GREEDY_AS_IS = {
+    "repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "bad_words_ids": None, "suppress_tokens": None,
+    "begin_suppress_tokens": None, "forced_bos_token_id": None, "forced_eos_token_id": None, "min_length": 0,
+    "min_new_tokens": None, "sequence_bias": None,
+}  # fmt: skip
+
+
+def check_plain_greedy(model) -> None:
+    """Refuse a model whose generation config would make `generate` differ from the greedy loop here."""
+    config = getattr(model, "generation_config", None)
+    for field, plain in GREEDY_AS_IS.items():
+        value = getattr(config, field, None)
+        if value is not None and value != plain:
+            raise UnsupportedModel(
+                f"generation_config.{field}={value!r}: the sweep decodes plain greedy, which needs "
+                f"{field}={plain!r}; set it on the model's generation config to measure this model"
+            )
 
 
 def _eos_ids(model) -> torch.Tensor:

@@ -145,6 +145,21 @@ def test_shared_prefill_matches_the_plain_way(request, family, site, patch_durin
             assert by_row[(cond.name, pair.id)]["logprob_diff"] == pytest.approx(diff, abs=1e-4)
 
 
+def test_generation_config_beyond_plain_greedy_is_refused_by_name(neox):
+    from pythia_sweep.errors import UnsupportedModel
+
+    layout = attention_layout(neox.model, 2)
+    args = (neox.model, neox.tokenizer, layout, make_prompts("seed"), [Condition("baseline", (), "buggy", "m")],
+            {"m": {"site": "head", "align": "shared-text", "patch_during": "prompt"}})  # fmt: skip
+    neox.model.generation_config.repetition_penalty = 1.3
+    try:
+        with pytest.raises(UnsupportedModel, match=r"generation_config.repetition_penalty=1.3: .* needs repetition_penalty=1.0"):
+            evaluate(*args, max_new_tokens=2, batch_size=4)
+    finally:
+        neox.model.generation_config.repetition_penalty = 1.0
+    assert len(evaluate(*args, max_new_tokens=2, batch_size=4)) == 1
+
+
 def test_layer_by_head_scan(neox, tmp_path):
     from pythia_sweep.engine import scan_layers
     from pythia_sweep.report import scan_page
