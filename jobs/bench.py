@@ -134,13 +134,13 @@ def direct_way(repo: str, revisions: list[str]) -> list[float]:
     return times
 
 
-def _rows(preset: str, **settings) -> list[str]:
+def _rows(preset: str, n_heads: int, **settings) -> list[str]:
     """The prompt text of every distinct row (condition x prompt) the project runs for a preset."""
     from pythia_sweep.config import SweepConfig
     from pythia_sweep.evaluation import make_conditions
     from pythia_sweep.prompts import make_prompts
 
-    conditions = make_conditions(SweepConfig(preset=preset, method="per-head", **settings), 12)
+    conditions = make_conditions(SweepConfig(preset=preset, method="per-head", **settings), n_heads)
     return [getattr(pair, c.prompt) for c in conditions for pair in make_prompts(preset)]
 
 
@@ -233,12 +233,13 @@ def main(argv=None) -> int:
     robust = project(repo, revisions, store, reports, preset="robust", single_heads=True, null_subsets=20)
     print("floors ...", flush=True)
     mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
-    seed_rows = _rows("seed", single_heads=False, null_subsets=0)
+    heads = shape["num_attention_heads"]
+    seed_rows = _rows("seed", heads, single_heads=False, null_subsets=0)
     per = {
         "direct": mean(direct), "seed": seed["per_checkpoint"], "seed_warm": seed["warm_per_checkpoint"],
         "robust": robust["per_checkpoint"], "floor": mean(floor(repo, revisions, seed_rows)),
         "gen_floor": mean(floor(repo, revisions, seed_rows, new_tokens=20)),
-        "robust_floor": mean(floor(repo, revisions, _rows("robust", single_heads=True, null_subsets=20))),
+        "robust_floor": mean(floor(repo, revisions, _rows("robust", heads, single_heads=True, null_subsets=20))),
     }  # fmt: skip
     n = break_even(per["direct"], seed["startup"], per["seed_warm"])
     results = {

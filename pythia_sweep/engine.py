@@ -250,6 +250,7 @@ def scan_layers(config: SweepConfig, loaded: LoadedModel, layers: list[int] | No
     prompts = make_prompts(config.preset, config.trials)
     method = {"scan": next(iter(config.methods.values()))}
     n_layers = loaded.model.config.num_hidden_layers
+    batch_size = batch_size_for(config, loaded, prompts)  # once: the same prompts at every layer
     rows = []
     for layer in layers if layers is not None else range(n_layers):
         layout = attention_layout(loaded.model, layer)
@@ -258,7 +259,7 @@ def scan_layers(config: SweepConfig, loaded: LoadedModel, layers: list[int] | No
             conditions.insert(0, Condition("baseline", (), "buggy", "scan"))
         results = evaluate(
             loaded.model, loaded.tokenizer, layout, prompts, conditions, method,
-            max_new_tokens=config.max_new_tokens, batch_size=batch_size_for(config, loaded, prompts),
+            max_new_tokens=config.max_new_tokens, batch_size=batch_size,
         )  # fmt: skip
         for cond in conditions:
             got = [r for r in results if r["condition"] == cond.name]

@@ -155,29 +155,18 @@ def evaluate(
             )
             for r, (cond, pair) in enumerate(chunk):
                 response = tokenizer.decode(new_tokens[r], skip_special_tokens=True)
+                correct, wrong = logprobs[r]
                 results[(cond.name, pair.id)] = {
-                    "logprob_correct": logprobs[r][0],
-                    "logprob_wrong": logprobs[r][1],
+                    "condition": cond.name,
+                    "prompt_id": pair.id,
+                    "weight": pair.weight,
                     "response": response,
                     "success": check_bug_fixed(response, pair.correct, pair.wrong),
+                    "logprob_correct": correct,
+                    "logprob_wrong": wrong,
+                    "logprob_diff": correct - wrong,
                 }
-
-    table = []
-    for cond, pair in rows:
-        res = results[(cond.name, pair.id)]
-        table.append(
-            {
-                "condition": cond.name,
-                "prompt_id": pair.id,
-                "weight": pair.weight,
-                "response": res["response"],
-                "success": res["success"],
-                "logprob_correct": res["logprob_correct"],
-                "logprob_wrong": res["logprob_wrong"],
-                "logprob_diff": res["logprob_correct"] - res["logprob_wrong"],
-            }
-        )
-    return table
+    return [results[(cond.name, pair.id)] for cond, pair in rows]  # in (condition, prompt) order
 
 
 def score_and_generate(
@@ -230,7 +219,7 @@ def _greedy(model, cache, logits, attention, max_new_tokens, pad_id, eos_ids) ->
             input_ids=token[:, None], attention_mask=attention, position_ids=next_position + step,
             past_key_values=cache, use_cache=True,
         ).logits[:, -1].float()  # (B, V)  # fmt: skip
-    return torch.stack(steps, dim=1).tolist() if steps else [[] for _ in range(batch)]
+    return torch.stack(steps, dim=1).tolist()  # max_new_tokens >= 1: at least one step
 
 
 def _continuation_logprobs(model, layout, site, plan, cache, logits, attention, continuations, pad_id) -> list[list[float]]:
