@@ -6,13 +6,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 HF_CACHE := $(CURDIR)/.cache/hf/hub
 
-MODEL ?= EleutherAI/pythia-160m
-CHECKPOINTS ?= log
-LAYER ?= 6
-PRESET ?= robust
+# Empty overrides leave the config's own values: `make sweep CONFIG=jobs/configs/pythia410m-log.toml` sweeps 410m.
 CONFIG ?= jobs/configs/pythia160m-log.toml
+MODEL ?=
+TASK ?=
+CHECKPOINTS ?=
+LAYER ?=
 SWEEP ?=
-METRIC ?= strength
+METRIC ?=
 
 .PHONY: setup test demo sweep report refine ui bench clean
 
@@ -25,20 +26,27 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
+# What the tests need beyond the venv: local Ray clusters without token auth, every address resolved to
+# loopback; and Debian's chromium for the browser tests (installed where this user can, else one line).
 test: setup
-	$(PY) -m pytest
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null); } || \
+	  command -v chromium >/dev/null 2>&1 || { echo "make test needs Debian's chromium for the browser tests: sudo apt-get install chromium"; exit 2; }
+	RAY_AUTH_MODE=disabled RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 $(PY) -m pytest
 
 demo: setup
 	HF_HUB_OFFLINE=1 HF_HUB_CACHE=$(HF_CACHE) $(PY) -m jobs.demo
 
 sweep: setup
-	$(PY) -m jobs.sweep $(CONFIG) --model $(MODEL) --checkpoints $(CHECKPOINTS) --layer $(LAYER) --preset $(PRESET)
+	$(PY) -m jobs.sweep $(CONFIG) $(if $(MODEL),--model $(MODEL)) $(if $(TASK),--task $(TASK)) \
+	  $(if $(CHECKPOINTS),--checkpoints $(CHECKPOINTS)) $(if $(LAYER),--layer $(LAYER))
 
 report: setup
 	HF_HUB_OFFLINE=1 $(PY) -m jobs.report $(if $(SWEEP),--sweep $(SWEEP))
 
 refine: setup
-	$(if $(findstring demo,$(CONFIG)),HF_HUB_OFFLINE=1 HF_HUB_CACHE=$(HF_CACHE)) $(PY) -m jobs.refine $(CONFIG) --metric $(METRIC)
+	$(if $(findstring demo,$(CONFIG)),HF_HUB_OFFLINE=1 HF_HUB_CACHE=$(HF_CACHE)) $(PY) -m jobs.refine $(CONFIG) \
+	  $(if $(METRIC),--metric $(METRIC)) $(if $(TASK),--task $(TASK))
 
 bench: setup
 	RAY_AUTH_MODE=disabled $(PY) -m jobs.bench --checkpoints $(or $(N),4)

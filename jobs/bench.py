@@ -7,13 +7,13 @@ The checkpoints have Pythia-160M's config and size on disk (float16 safetensors,
 published as step* revisions of a local Hugging Face cache under bench/ (git-ignored). Measured, per checkpoint:
   direct   per checkpoint from_pretrained, then each of 3 conditions x 15 trials its own generate call
            (20 new tokens) with an upstream-style hook: the methodology, written plainly
-  seed     the project's full sweep (Ray, MLflow, report) with the seed preset, per-head method only
-  robust   the same with the robust preset plus single-head and 20-subset null conditions
+  seed     the project's full sweep (Ray, MLflow, report) with the decimal-seed task, per-head method only
+  robust   the same with the decimal-robust task plus single-head and 20-subset null conditions
   floor    loading the weights plus one batched forward pass over the distinct conditions and prompts
 and two lower bounds that say how far each target can be reached at all on this machine:
   gen_floor     the floor plus the 19 further greedy steps (KV cache, no patch, a bare loop) that any
                 way of producing 20 new tokens must run: what seed_warm can at best approach
-  robust_floor  loading plus one forward over the robust preset's distinct rows, no generation at all:
+  robust_floor  loading plus one forward over the decimal-robust task's distinct rows, no generation at all:
                 what the robust sweep can at best approach
 The project's wall time splits into a start-up paid once per sweep (Ray, worker processes, the first
 model load, the MLflow store, the report) and a warm cost per checkpoint; the table gives both, and the
@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 BENCH_DIR = Path("bench")
+SEED_TASK, ROBUST_TASK = "tasks/decimal-seed.toml", "tasks/decimal-robust.toml"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_CACHE", str((BENCH_DIR / "hf").resolve()))
 
@@ -75,8 +76,8 @@ def make_checkpoints(repo: str, n: int, shape: dict) -> list[str]:
     """N revisions with the given config and random weights, saved in float16 in the Hub's layout."""
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-    from pythia_sweep.demo_family import build_tokenizer, corpus
-    from pythia_sweep.hub_cache import repo_folder, save_revision
+    from pythia_sweep.testing.demo_family import build_tokenizer, corpus
+    from pythia_sweep.testing.hub_cache import repo_folder, save_revision
 
     revisions = [f"step{1000 * (i + 1)}" for i in range(n)]
     cache = os.environ["HF_HUB_CACHE"]
@@ -98,23 +99,26 @@ def direct_way(repo: str, revisions: list[str]) -> list[float]:
     from huggingface_hub import snapshot_download
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from pythia_sweep.scoring import check_bug_fixed
+    from pythia_sweep.tasks import load_task
 
-    clean, buggy = "Which is bigger: 9.8 or 9.11?", "Q: Which is bigger: 9.8 or 9.11?\nA:"
+    task = load_task(SEED_TASK)  # the methodology's pair and its success check, from the task file
+    (pair,) = task.pairs()
+    clean, buggy = pair.clean, pair.corrupted
     times = []
     for revision in revisions:
         start = time.perf_counter()
         path = snapshot_download(repo, revision=revision)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPE).to(DEVICE).eval()
         tokenizer = AutoTokenizer.from_pretrained(path)
-        dense = model.gpt_neox.layers[6].attention.dense
+        groups = task.resolve_groups(model.config.num_hidden_layers, model.config.num_attention_heads)
+        dense = model.gpt_neox.layers[task.layer].attention.dense
         saved = {}
         handle = dense.register_forward_hook(lambda m, a, out: saved.__setitem__("clean", out.detach()))
         with torch.no_grad():
             model(**tokenizer(clean, return_tensors="pt").to(DEVICE))
         handle.remove()
         head = model.config.hidden_size // model.config.num_attention_heads
-        for heads in ([], [0, 2, 4, 6, 8, 10], [1, 3, 5, 7, 9, 11]):
+        for heads in ([], *([h for _, h in g] for g in groups.values())):
             for _ in range(15):
 
                 def patch(m, a, out, heads=heads):
@@ -128,20 +132,21 @@ def direct_way(repo: str, revisions: list[str]) -> list[float]:
                 with torch.no_grad():
                     out = model.generate(**inputs, max_new_tokens=20, do_sample=False, pad_token_id=0)
                 handle.remove()
-                check_bug_fixed(tokenizer.decode(out[0, inputs["input_ids"].shape[1] :]))
+                task.success(tokenizer.decode(out[0, inputs["input_ids"].shape[1] :]), pair.correct, pair.wrong)
         times.append(time.perf_counter() - start)
         del model
     return times
 
 
-def _rows(preset: str, n_heads: int, **settings) -> list[str]:
-    """The prompt text of every distinct row (condition x prompt) the project runs for a preset."""
-    from pythia_sweep.config import SweepConfig
+def _rows(task_file: str, shape: dict, **settings) -> list[str]:
+    """The prompt text of every distinct row (condition x prompt) the project runs for a task."""
     from pythia_sweep.evaluation import make_conditions
-    from pythia_sweep.prompts import make_prompts
+    from pythia_sweep.tasks import load_task
 
-    conditions = make_conditions(SweepConfig(preset=preset, method="per-head", **settings), n_heads)
-    return [getattr(pair, c.prompt) for c in conditions for pair in make_prompts(preset)]
+    task = load_task(task_file)
+    groups = task.resolve_groups(shape["num_hidden_layers"], shape["num_attention_heads"])
+    conditions = make_conditions(groups, ["per-head"], shape["num_attention_heads"], seed=0, **settings)
+    return [getattr(pair, c.prompt) for c in conditions for pair in task.pairs()]
 
 
 def floor(repo: str, revisions: list[str], rows: list[str], new_tokens: int = 1, batch: int = 64) -> list[float]:
@@ -181,7 +186,7 @@ def project(repo: str, revisions: list[str], store: str, reports: Path, **settin
     from pythia_sweep.config import SweepConfig
     from pythia_sweep.report import build_report
     from pythia_sweep.sweep import run_sweep
-    from pythia_sweep.tracking import Tracker
+    from pythia_sweep.tracking import SweepReader
 
     config = SweepConfig(model=repo, checkpoints=tuple(revisions), method="per-head", **settings)
     start = time.perf_counter()
@@ -189,7 +194,7 @@ def project(repo: str, revisions: list[str], store: str, reports: Path, **settin
     build_report(result.parent_run_id, tracking_uri=store, reports_dir=reports)
     wall = time.perf_counter() - start
     ray.shutdown()
-    tracker = Tracker(store)
+    tracker = SweepReader(store)
     runs = sorted(tracker.checkpoint_runs(result.parent_run_id), key=lambda r: r.info.start_time)
     arrivals = [r.info.start_time / 1000 for r in runs]
     records = tracker.load_records(result.parent_run_id)
@@ -228,18 +233,17 @@ def main(argv=None) -> int:
     print("direct way ...", flush=True)
     direct = direct_way(repo, revisions)
     print("project, seed preset ...", flush=True)
-    seed = project(repo, revisions, store, reports, preset="seed", single_heads=False, null_subsets=0)
+    seed = project(repo, revisions, store, reports, task=SEED_TASK, single_heads=False, null_subsets=0)
     print("project, robust preset + per-head + null ...", flush=True)
-    robust = project(repo, revisions, store, reports, preset="robust", single_heads=True, null_subsets=20)
+    robust = project(repo, revisions, store, reports, task=ROBUST_TASK, single_heads=True, null_subsets=20)
     print("floors ...", flush=True)
     mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
-    heads = shape["num_attention_heads"]
-    seed_rows = _rows("seed", heads, single_heads=False, null_subsets=0)
+    seed_rows = _rows(SEED_TASK, shape, single_heads=False, null_count=0)
     per = {
         "direct": mean(direct), "seed": seed["per_checkpoint"], "seed_warm": seed["warm_per_checkpoint"],
         "robust": robust["per_checkpoint"], "floor": mean(floor(repo, revisions, seed_rows)),
         "gen_floor": mean(floor(repo, revisions, seed_rows, new_tokens=20)),
-        "robust_floor": mean(floor(repo, revisions, _rows("robust", heads, single_heads=True, null_subsets=20))),
+        "robust_floor": mean(floor(repo, revisions, _rows(ROBUST_TASK, shape, single_heads=True, null_count=20))),
     }  # fmt: skip
     n = break_even(per["direct"], seed["startup"], per["seed_warm"])
     results = {

@@ -15,7 +15,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_CACHE", str(Path(".cache/hf/hub").resolve()))
 
 from jobs import sweep  # noqa: E402
-from pythia_sweep.demo_family import family_exists, train_family  # noqa: E402
+from pythia_sweep.testing.demo_family import family_exists, train_family  # noqa: E402
 
 
 def main(argv=None) -> int:

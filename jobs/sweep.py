@@ -1,7 +1,8 @@
 """Sweep every checkpoint of a model family, record it in MLflow, and write the emergence report.
 
     python -m jobs.sweep jobs/configs/pythia160m-log.toml
-    python -m jobs.sweep jobs/configs/demo.toml --checkpoints step0,step512,step1500
+    python -m jobs.sweep jobs/configs/pythia160m-log.toml --task tasks/ioi.toml
+    HF_HUB_OFFLINE=1 HF_HUB_CACHE=.cache/hf/hub python -m jobs.sweep jobs/configs/demo.toml --checkpoints step0,step512,step1500
     ray job submit --address http://127.0.0.1:8265 --working-dir . -- python -m jobs.sweep jobs/configs/demo.toml
 
 Rerunning the same command resumes: checkpoints already recorded are skipped, failed ones retried.
@@ -14,12 +15,12 @@ import sys
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m jobs.sweep", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m jobs.sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config", help="run config (TOML), e.g. jobs/configs/pythia160m-log.toml")
     parser.add_argument("--model", help="override: Hub repo id, e.g. EleutherAI/pythia-410m")
     parser.add_argument("--checkpoints", help="override: schedule (seed, log, all) or comma-separated revisions")
-    parser.add_argument("--layer", type=int, help="override: layer whose heads are patched")
-    parser.add_argument("--preset", help="override: prompt set (seed or robust)")
+    parser.add_argument("--task", help="override: task file (prompts, answers, head groups, contrasts), e.g. tasks/ioi.toml")
+    parser.add_argument("--layer", type=int, help="override: layer of the task's groups written without one")
     parser.add_argument("--method", help="override: per-head, upstream, or both")
     parser.add_argument("--workers", type=int, help="override: number of Ray workers")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db)")
@@ -39,15 +40,17 @@ def main(argv=None) -> int:
         checkpoints = [c.strip() for c in checkpoints.split(",") if c.strip()]
     try:
         config = load_config(
-            args.config, model=args.model, checkpoints=checkpoints, layer=args.layer, preset=args.preset,
+            args.config, model=args.model, checkpoints=checkpoints, layer=args.layer, task=args.task,
             method=args.method, workers=args.workers,
         )  # fmt: skip
         from pythia_sweep.checkpoints import published_revisions
+        from pythia_sweep.tasks import load_task
 
+        task = load_task(config.task)  # a malformed task file: one line, before anything starts
         published = published_revisions(config.model)  # before the heavy imports: no Hub, stop at once
         from pythia_sweep.sweep import run_sweep
 
-        result = run_sweep(config, tracking_uri=args.tracking_uri, ray_address=args.address, published=published)
+        result = run_sweep(config, task, tracking_uri=args.tracking_uri, ray_address=args.address, published=published)
         print(
             f"sweep {result.parent_run_id}: {len(result.recorded)} checkpoints recorded "
             f"({len(result.failed)} failed), {len(result.skipped)} already done; store {result.tracking_uri}"

@@ -1,8 +1,9 @@
-"""The methodology's analysis plan, as small pure functions over a strength timeline.
+"""The methodology's analysis plan, as small pure functions over a headline timeline.
 
-Strength = even success rate - odd success rate, one value per checkpoint ordered by training step.
-Thresholds, emergence point and emergence types are the methodology's; training fractions use the
-model's real last step (143000 for Pythia), not the 1,000,000 the methodology assumed.
+The headline is the task's first contrast (e.g. strength = one group's success rate - another's), one
+value per checkpoint ordered by training step. Thresholds default to the methodology's (0.5 / 0.3 / 0.1);
+a task sets its own per contrast. Training fractions use the model's real last step (143000 for Pythia),
+not the 1,000,000 the methodology assumed.
 """
 
 from __future__ import annotations
@@ -10,17 +11,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 STRONG, MODERATE, WEAK = 0.5, 0.3, 0.1
-HYPOTHESES = {
-    "early": "H1: early emergence suggests an architectural bias toward even/odd specialization",
-    "mid": "H3: mid emergence suggests specialization driven by capability development",
-    "late": "H2: late emergence suggests a complex learned optimization toward specialization",
-}
+LEVELS = (STRONG, MODERATE, WEAK)
 
 
-def strength_class(strength: float) -> str:
-    """strong / moderate / weak / none by |strength| (> 0.5 / 0.3 / 0.1)."""
-    s = abs(strength)
-    return "strong" if s > STRONG else "moderate" if s > MODERATE else "weak" if s > WEAK else "none"
+def strength_class(value: float, levels: Sequence[float] = LEVELS) -> str:
+    """strong / moderate / weak / none by |value| (above levels[0] / [1] / [2]); "none" is "below weak"."""
+    s = abs(value)
+    return "strong" if s > levels[0] else "moderate" if s > levels[1] else "weak" if s > levels[2] else "none"
 
 
 def emergence_index(strengths: Sequence[float], threshold: float = STRONG) -> int | None:
@@ -35,22 +32,22 @@ def emergence_type(fraction: float | None) -> str:
     return "early" if fraction < 0.25 else "mid" if fraction < 0.75 else "late"
 
 
-def hypothesis(kind: str) -> str:
-    return HYPOTHESES.get(kind, "no clear emergence: specialization never passes the strong threshold")
+def hypothesis(kind: str, hypotheses: dict[str, str]) -> str:
+    return hypotheses.get(kind, "no clear emergence: the headline never passes the strong threshold")
 
 
-def rise_shape(strengths: Sequence[float], sudden_share: float = 0.5) -> dict:
+def rise_shape(strengths: Sequence[float], sudden_share: float = 0.5, weak: float = WEAK) -> dict:
     """Gradual vs sudden: the largest jump between neighbouring checkpoints against the whole rise.
 
     The rise is max(strength) - the first value; a single step carrying at least `sudden_share` of it
-    is "sudden". No rise at all (never above the first value by more than WEAK) is "flat".
+    is "sudden". No rise at all (never above the first value by more than `weak`) is "flat".
     """
     if len(strengths) < 2:
         return {"shape": "flat", "largest_jump": 0.0, "rise": 0.0, "jump_index": None}
     rise = max(strengths) - strengths[0]
     jumps = [b - a for a, b in zip(strengths, strengths[1:])]
     j = max(range(len(jumps)), key=lambda i: jumps[i])
-    if rise <= WEAK:
+    if rise <= weak:
         shape = "flat"
     else:
         shape = "sudden" if jumps[j] >= sudden_share * rise else "gradual"

@@ -116,6 +116,17 @@ def resolve_schedule(repo_id: str, schedule: str | tuple[str, ...], published: l
     return sorted(checkpoints, key=lambda c: (c.step is None, c.step or 0, c.revision))
 
 
+def fetch_metadata(repo_id: str, revision: str, cache_dir: str | Path | None = None) -> str:
+    """A revision's config and tokenizer files alone (kilobytes, no weights): enough to check a task and its
+    head groups against the model before anything heavy starts. Returns the snapshot folder."""
+    try:
+        return snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=CONFIG_FILES + TOKENIZER_FILES)
+    except RevisionNotFoundError as error:
+        raise RevisionNotPublished(f"revision {revision!r} does not exist for {repo_id}") from error
+    except (httpx2.TransportError, OSError) as error:
+        raise HubUnreachable(f"cannot fetch the config of {repo_id}@{revision} ({type(error).__name__}: {error})") from error
+
+
 @dataclass(frozen=True)
 class FetchedCheckpoint:
     revision: str

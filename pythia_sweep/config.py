@@ -1,12 +1,16 @@
-"""What one sweep measures: a frozen, validated record of every choice that changes a number.
+"""How one sweep measures: a frozen, validated record of every choice that changes a number.
 
-A sweep's identity (`SweepConfig.sweep_id`) is a hash of the fields that change results, so rerunning
-the same config resumes the same sweep, and any change that would alter a number starts a new one.
+What is asked (prompts, answers, head groups, contrasts) is the task file the config names (tasks.py);
+how it is measured (model, checkpoints, patching method, controls) is here. A sweep's identity
+(`sweep_id`) hashes the fields that change results together with the task's content, so rerunning the same
+config resumes the same sweep, and any change that would alter a number, the task file's included, starts
+a new one.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import tomllib
@@ -17,7 +21,6 @@ from typing import Any
 from pythia_sweep.errors import ConfigError
 
 SCHEDULES = ("seed", "log", "all")
-PRESETS = ("seed", "robust")
 SITES = ("head", "post-projection")
 ALIGNMENTS = ("shared-text", "suffix", "prefix")
 PATCH_DURING = ("prompt", "every-step")
@@ -33,17 +36,14 @@ UPSTREAM_METHOD = {"site": "post-projection", "align": "prefix", "patch_during":
 class SweepConfig:
     model: str = "EleutherAI/pythia-160m"  # Hub repo id whose step* branches are the checkpoints
     checkpoints: str | tuple[str, ...] = "log"  # a schedule name (seed/log/all) or explicit revisions
-    layer: int = 6  # the layer whose attention heads are patched (0-based)
-    even_heads: tuple[int, ...] = (0, 2, 4, 6, 8, 10)  # the head set the finding says repairs the bug
-    odd_heads: tuple[int, ...] = (1, 3, 5, 7, 9, 11)  # the head set the finding says does not
-    preset: str = "robust"  # prompt set: "seed" (one pair x 15 trials, as written) or "robust" (many pairs)
-    trials: int = 15  # trials per condition in the seed preset (identical greedy trials, computed once)
+    task: str = "tasks/decimal-robust.toml"  # the task file: prompts, answers, success rule, head groups, contrasts
+    layer: int | None = None  # moves the task's groups written without a layer (None: the task's own `layer`)
     site: str = "head"  # "head": input of the output projection, per head; "post-projection": upstream slices
-    align: str = "shared-text"  # how positions of clean and buggy prompts of different lengths correspond
+    align: str | None = None  # clean/corrupted position alignment (None: the task's own `align`)
     patch_during: str = "prompt"  # "prompt": patch at prefill only; "every-step": also each decoding step
     method: str = "per-head"  # "per-head" (site/align/patch_during above), "upstream", or "both" side by side
     single_heads: bool = True  # also patch each head of the layer alone (the report's heatmap)
-    null_subsets: int = 20  # random head subsets of the even set's size per checkpoint (the null control)
+    null_subsets: int = 20  # random head sets of the first group's size per checkpoint (the null control)
     max_new_tokens: int = 20  # greedy generation length
     batch_size: int = 0  # rows per batch; 0 = sized to the device's free memory (engine.rows_per_batch)
     bootstrap_resamples: int = 2000  # resamples for bootstrap intervals
@@ -51,7 +51,7 @@ class SweepConfig:
     device: str = "auto"  # "auto" picks cuda when present, else cpu
     dtype: str = "auto"  # "auto": float32 on CPU, float16 on GPU
     workers: int = 0  # Ray workers; 0 = one per GPU, or up to two CPU workers without GPUs
-    name: str = ""  # a human label for the sweep (MLflow run name); defaults to model/layer/preset
+    name: str = ""  # a human label for the sweep (MLflow run name); defaults to model-task-method
 
     def __post_init__(self) -> None:
         _check_type("model", self.model, str)
@@ -69,27 +69,19 @@ class SweepConfig:
                 raise ConfigError("checkpoints", self.checkpoints, "revisions without repeats")
         else:
             raise ConfigError("checkpoints", self.checkpoints, f"one of {SCHEDULES} or a list of revisions")
-        _check_int("layer", self.layer, minimum=0)
-        for name in ("even_heads", "odd_heads"):
-            heads = getattr(self, name)
-            if isinstance(heads, list):
-                heads = tuple(heads)
-                object.__setattr__(self, name, heads)
-            if not isinstance(heads, tuple) or not heads:
-                raise ConfigError(name, heads, "a non-empty list of head indices")
-            for h in heads:
-                _check_int(name, h, minimum=0)
-            if len(set(heads)) != len(heads):
-                raise ConfigError(name, heads, "head indices without repeats")
-        _check_choice("preset", self.preset, PRESETS)
+        _check_type("task", self.task, str)
+        if not self.task.endswith(".toml"):
+            raise ConfigError("task", self.task, "a task file path ending in .toml (see tasks/)")
+        if self.layer is not None:
+            _check_int("layer", self.layer, minimum=0)
         _check_choice("site", self.site, SITES)
-        _check_choice("align", self.align, ALIGNMENTS)
+        if self.align is not None:
+            _check_choice("align", self.align, ALIGNMENTS)
         _check_choice("patch_during", self.patch_during, PATCH_DURING)
         _check_choice("method", self.method, METHODS)
         _check_choice("device", self.device, DEVICES)
         _check_choice("dtype", self.dtype, DTYPES)
         _check_type("single_heads", self.single_heads, bool)
-        _check_int("trials", self.trials, minimum=1)
         _check_int("null_subsets", self.null_subsets, minimum=0)
         _check_int("max_new_tokens", self.max_new_tokens, minimum=1)
         _check_int("batch_size", self.batch_size, minimum=0)
@@ -98,26 +90,27 @@ class SweepConfig:
         _check_int("workers", self.workers, minimum=0)
         _check_type("name", self.name, str)
 
-    @property
-    def methods(self) -> dict[str, dict[str, str]]:
-        """The measuring methods this sweep runs, by label: site, alignment and generation-time patching."""
-        per_head = {"site": self.site, "align": self.align, "patch_during": self.patch_during}
+    def methods(self, task_align: str = "shared-text") -> dict[str, dict[str, str]]:
+        """The measuring methods this sweep runs, by label: site, alignment and generation-time patching.
+        The first is the primary method; the alignment defaults to the task's."""
+        per_head = {"site": self.site, "align": self.align or task_align, "patch_during": self.patch_during}
         if self.method == "per-head":
             return {"per-head": per_head}
         if self.method == "upstream":
             return {"upstream": dict(UPSTREAM_METHOD)}
         return {"per-head": per_head, "upstream": dict(UPSTREAM_METHOD)}
 
-    @property
-    def sweep_id(self) -> str:
-        """A short hash of every field that changes a checkpoint's result. Not the schedule: sweeps of one
-        setting share their records, so a denser schedule (or `refine`) reuses what is already measured."""
-        fields = {k: v for k, v in self.to_dict().items() if k not in ("checkpoints", "workers", "batch_size", "name")}
+    def sweep_id(self, task_digest: str) -> str:
+        """A short hash of every field that changes a checkpoint's result, and of the task's content. Not the
+        schedule: sweeps of one setting share their records, so a denser schedule (or `refine`) reuses what is
+        already measured. Not the task file's path: the same task moved is the same sweep."""
+        ignored = ("checkpoints", "workers", "batch_size", "name", "task")
+        fields = {k: v for k, v in self.to_dict().items() if k not in ignored} | {"task_digest": task_digest}
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
-    @property
-    def label(self) -> str:
-        return self.name or f"{self.model.split('/')[-1]}-L{self.layer}-{self.preset}-{self.method}"
+    def label(self, task_name: str) -> str:
+        layer = "" if self.layer is None else f"-L{self.layer}"
+        return self.name or f"{self.model.split('/')[-1]}-{task_name}{layer}-{self.method}"
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -143,15 +136,27 @@ def _check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
 
 
 FIELDS = {f.name for f in dataclasses.fields(SweepConfig)}
+MOVED_TO_TASK = {  # settings that moved into task files: say where they went
+    "preset": 'task = "tasks/decimal-robust.toml" (or decimal-seed.toml): prompt sets are task files now',
+    "trials": "weight = N on a prompt pair of the task file",
+}
+MOVED_HEADS = "a [groups] table in the task file (name = { heads = [0, 2, 4] }): head groups are task data now"
 
 
 def config_from_dict(values: dict[str, Any]) -> SweepConfig:
-    """Build a config from plain data (a TOML table, CLI overrides): unknown keys are refused by name."""
+    """Build a config from plain data (a TOML table, CLI overrides): unknown keys are refused by name,
+    with the closest known one suggested."""
     if not isinstance(values, dict):
         raise ConfigError("config", values, "a table of settings")
-    unknown = sorted(set(values) - FIELDS)
+    unknown = sorted(set(values) - FIELDS, key=str)
     if unknown:
-        raise ConfigError("setting", unknown[0], f"a known setting ({', '.join(sorted(FIELDS))})")
+        key = unknown[0]
+        moved = MOVED_TO_TASK.get(key) or (MOVED_HEADS if str(key).endswith("_heads") else None)
+        if moved:
+            raise ConfigError("setting", key, f"no longer a run setting; use {moved}")
+        close = difflib.get_close_matches(str(key), sorted(FIELDS), n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise ConfigError("setting", key, f"{hint}a known setting ({', '.join(sorted(FIELDS))})")
     try:
         return SweepConfig(**values)
     except ConfigError:

@@ -1,4 +1,4 @@
-"""One checkpoint end to end, no Ray: fetch, load, run every condition, score, return a small record.
+"""One checkpoint end to end, no Ray: fetch, load, run every condition of a task, score, return a small record.
 
 The record is plain JSON-able data (no tensors): the sweep ships it from a worker to the driver, the
 driver logs it to MLflow, the report reads it back. A checkpoint that cannot be fetched or loaded is a
@@ -12,7 +12,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from pythia_sweep.checkpoints import (
@@ -25,10 +24,10 @@ from pythia_sweep.checkpoints import (
 )
 from pythia_sweep.config import SweepConfig
 from pythia_sweep.errors import ConfigError, RevisionNotPublished
-from pythia_sweep.evaluation import Condition, evaluate, make_conditions
-from pythia_sweep.patching import attention_layout, validate_heads
-from pythia_sweep.prompts import make_prompts
-from pythia_sweep.scoring import null_position, paired_difference_interval, summarize_condition
+from pythia_sweep.evaluation import Condition, evaluate, head_name, make_conditions
+from pythia_sweep.patching import attention_layout
+from pythia_sweep.scoring import summarize_record
+from pythia_sweep.tasks import Task, TokenizedPair, load_task
 
 
 def pick_device(choice: str) -> torch.device:
@@ -142,12 +141,36 @@ def _load_weights_in_place(model: torch.nn.Module, folder: Path) -> bool:
     return True
 
 
-def base_record(config: SweepConfig, revision: str) -> dict:
+def preflight(config: SweepConfig, task: Task, metadata_path: str) -> None:
+    """Check the task and the patching choices against a model's config and tokenizer (no weights loaded):
+    the architecture is supported, every group's layers and heads exist, every answer tokenizes as the task
+    says. Raises the error a sweep would otherwise meet on its first checkpoint, before Ray starts and
+    before any run is created."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from pythia_sweep.patching import OUTPUT_PROJECTION
+    from pythia_sweep.errors import UnsupportedModel
+
+    model_config = AutoConfig.from_pretrained(metadata_path)
+    if model_config.model_type not in OUTPUT_PROJECTION:
+        raise UnsupportedModel(
+            f"model type {model_config.model_type!r} has no known attention output projection "
+            f"(supported: {', '.join(sorted(OUTPUT_PROJECTION))})"
+        )
+    n_layers, n_heads = model_config.num_hidden_layers, model_config.num_attention_heads
+    if config.layer is not None and not 0 <= config.layer < n_layers:
+        raise ConfigError("layer", config.layer, f"a layer index in 0..{n_layers - 1} ({config.model} has {n_layers} layers)")
+    task.resolve_groups(n_layers, n_heads, config.layer)
+    task.tokenize(AutoTokenizer.from_pretrained(metadata_path), {m["align"] for m in config.methods(task.align).values()})
+
+
+def base_record(config: SweepConfig, task: Task, revision: str) -> dict:
     return {
         "model": config.model,
         "revision": revision,
         "step": step_of(revision),
-        "sweep_id": config.sweep_id,
+        "sweep_id": config.sweep_id(task.digest),
+        "task": task.describe(),
         "status": "failed",
         "error": None,
         "commit": None,
@@ -161,18 +184,22 @@ def run_checkpoint(
     config: SweepConfig,
     revision: str,
     *,
+    task: Task | None = None,
     published: list[Checkpoint] | None = None,
     cache_dir: str | None = None,
     fetched: FetchedCheckpoint | None = None,
     models: ModelCache | None = None,
 ) -> dict:
-    """Measure one revision; returns a full record, or a failure record naming what went wrong.
+    """Measure one revision on the task (default: the config's task file); returns a full record, or a
+    failure record naming what went wrong.
 
     `published` (the repo's revisions) is looked up when not given; `fetched` skips the download when a
-    worker has prefetched it; `models` lets a worker reuse its model skeleton across revisions. Invalid settings (layer or heads out of range) raise instead: they are the
-    sweep's error, not this checkpoint's.
+    worker has prefetched it; `models` lets a worker reuse its model skeleton across revisions. Invalid
+    settings (a group's layer or head out of range, a task the tokenizer cannot take) raise instead: they
+    are the sweep's error, not this checkpoint's.
     """
-    record = base_record(config, revision)
+    task = task or load_task(config.task)
+    record = base_record(config, task, revision)
     t0 = time.perf_counter()
     try:
         if fetched is None:
@@ -194,33 +221,35 @@ def run_checkpoint(
         record["timings"] = {"fetch_s": time.perf_counter() - t0}
         return record
     record["timings"] = {"fetch_s": t1 - t0, "load_s": t2 - t1}
-    record.update(measure(config, loaded))
+    record.update(measure(config, task, loaded))
     record["timings"]["compute_s"] = time.perf_counter() - t2
     return record
 
 
-def measure(config: SweepConfig, loaded: LoadedModel) -> dict:
-    """Run every condition on a loaded model; the measured part of a record (status "ok")."""
-    layout = attention_layout(loaded.model, config.layer)
-    validate_heads(config.even_heads, layout.n_heads, "even_heads")
-    validate_heads(config.odd_heads, layout.n_heads, "odd_heads")
-    prompts = make_prompts(config.preset, config.trials)
-    conditions = make_conditions(config, layout.n_heads)
-    batch_size = batch_size_for(config, loaded, prompts)
+def measure(config: SweepConfig, task: Task, loaded: LoadedModel) -> dict:
+    """Run every condition of the task on a loaded model; the measured part of a record (status "ok")."""
+    layout = attention_layout(loaded.model)
+    groups = task.resolve_groups(layout.n_layers, layout.n_heads, config.layer)
+    methods = config.methods(task.align)
+    pairs = task.tokenize(loaded.tokenizer, {m["align"] for m in methods.values()})
+    conditions = make_conditions(
+        groups, list(methods), layout.n_heads, single_heads=config.single_heads, null_count=config.null_subsets, seed=config.seed
+    )
+    batch_size = batch_size_for(config, loaded, pairs)
     rows = evaluate(
-        loaded.model, loaded.tokenizer, layout, prompts, conditions, config.methods,
+        loaded.model, loaded.tokenizer, layout, pairs, conditions, methods, task.success,
         max_new_tokens=config.max_new_tokens, batch_size=batch_size,
     )  # fmt: skip
-    summary = summarize(config, conditions, rows)
+    summary = summarize_record(conditions, task.contrasts, rows, config.bootstrap_resamples, config.seed)
     return {
         "status": "ok",
         "settings": {
-            "layer": config.layer,
+            "groups": {name: [list(h) for h in heads] for name, heads in groups.items()},
+            "n_layers": layout.n_layers,
             "n_heads": layout.n_heads,
-            "module": layout.module_path,
-            "preset": config.preset,
-            "n_prompts": len(prompts),
-            "methods": config.methods,
+            "module": layout.module_template,
+            "n_prompts": len(pairs),
+            "methods": methods,
             "max_new_tokens": config.max_new_tokens,
             "batch_size": batch_size,
             "device": str(loaded.device),
@@ -231,126 +260,42 @@ def measure(config: SweepConfig, loaded: LoadedModel) -> dict:
     }
 
 
-def batch_size_for(config: SweepConfig, loaded: LoadedModel, prompts) -> int:
+def batch_size_for(config: SweepConfig, loaded: LoadedModel, pairs: list[TokenizedPair]) -> int:
     """The configured batch size, or (0 = auto) as many rows as fit the device's free memory now."""
     if config.batch_size:
         return config.batch_size
-    longest = max(len(loaded.tokenizer(text)["input_ids"]) for p in prompts for text in (p.clean, p.buggy))
-    tokens = longest + max(config.max_new_tokens, 4)  # 4: the longest answer continuation allowed for
+    longest = max(len(ids) for tp in pairs for ids in tp.ids.values())
+    answer = max(len(a) for tp in pairs for side in tp.answers.values() for a in side)
+    tokens = longest + max(config.max_new_tokens, answer)
     cap = AUTO_BATCH_CAP.get(loaded.device.type, AUTO_BATCH_CAP["cpu"])
     return rows_per_batch(loaded.model.config, loaded.dtype, tokens, free_memory(loaded.device), cap)
 
 
-def scan_layers(config: SweepConfig, loaded: LoadedModel, layers: list[int] | None = None) -> list[dict]:
+def scan_layers(config: SweepConfig, task: Task, loaded: LoadedModel, layers: list[int] | None = None) -> list[dict]:
     """Every head of every layer patched alone: rows of (layer, head, success rate, mean log-prob diff).
 
-    One batched evaluation per layer (its 12 single-head conditions share the batches); the buggy
+    One batched evaluation per layer (its single-head conditions share the batches); the corrupted
     baseline is measured once, in the first layer's batch, and repeated as head -1 of each layer.
     """
-    prompts = make_prompts(config.preset, config.trials)
-    method = {"scan": next(iter(config.methods.values()))}
-    n_layers = loaded.model.config.num_hidden_layers
-    batch_size = batch_size_for(config, loaded, prompts)  # once: the same prompts at every layer
+    layout = attention_layout(loaded.model)
+    label, method = next(iter(config.methods(task.align).items()))
+    pairs = task.tokenize(loaded.tokenizer, {method["align"]})
+    batch_size = batch_size_for(config, loaded, pairs)  # once: the same prompts at every layer
     rows = []
-    for layer in layers if layers is not None else range(n_layers):
-        layout = attention_layout(loaded.model, layer)
-        conditions = [Condition(f"head{h:02d}", (h,), "buggy", "scan") for h in range(layout.n_heads)]
+    for layer in layers if layers is not None else range(layout.n_layers):
+        attention_layout(loaded.model, layer)  # refuses a layer out of range, by name
+        conditions = [Condition(head_name(layer, h), ((layer, h),), "corrupted", label, "head") for h in range(layout.n_heads)]
         if not rows:
-            conditions.insert(0, Condition("baseline", (), "buggy", "scan"))
+            conditions.insert(0, Condition("baseline", (), "corrupted", label, "baseline"))
         results = evaluate(
-            loaded.model, loaded.tokenizer, layout, prompts, conditions, method,
+            loaded.model, loaded.tokenizer, layout, pairs, conditions, {label: method}, task.success,
             max_new_tokens=config.max_new_tokens, batch_size=batch_size,
         )  # fmt: skip
         for cond in conditions:
             got = [r for r in results if r["condition"] == cond.name]
             rows.append({
-                "layer": layer, "head": cond.heads[0] if cond.heads else -1,
-                "success_rate": float(np.mean([r["success"] for r in got])),
-                "logprob_diff": float(np.mean([r["logprob_diff"] for r in got])),
+                "layer": layer, "head": cond.heads[0][1] if cond.heads else -1,
+                "success_rate": sum(r["success"] for r in got) / len(got),
+                "logprob_diff": sum(r["logprob_diff"] for r in got) / len(got),
             })  # fmt: skip
     return rows
-
-
-def summarize(config: SweepConfig, conditions: list[Condition], rows: list[dict]) -> dict:
-    """Per-condition statistics, specialization strength per method, and the null control."""
-    by_condition: dict[str, list[dict]] = {}
-    for row in rows:
-        by_condition.setdefault(row["condition"], []).append(row)
-    stats = {}
-    for i, cond in enumerate(conditions):
-        got = by_condition[cond.name]
-        stats[cond.name] = {
-            "heads": list(cond.heads),
-            "prompt": cond.prompt,
-            "method": cond.method,
-            **summarize_condition(
-                [r["success"] for r in got], [r["logprob_diff"] for r in got], [r["weight"] for r in got],
-                config.bootstrap_resamples, config.seed + i,
-            ),
-        }  # fmt: skip
-    strength = {}
-    primary = next(iter(config.methods))
-    for label in config.methods:
-        prefix = "" if label == primary else f"{label}/"
-        even, odd = by_condition[prefix + "even"], by_condition[prefix + "odd"]
-        success_ci = paired_difference_interval(
-            [r["success"] for r in even], [r["success"] for r in odd], config.bootstrap_resamples, config.seed
-        )
-        logprob_ci = paired_difference_interval(
-            [r["logprob_diff"] for r in even], [r["logprob_diff"] for r in odd], config.bootstrap_resamples, config.seed
-        )
-        strength[label] = {
-            "strength": stats[prefix + "even"]["success_rate"] - stats[prefix + "odd"]["success_rate"],
-            "strength_ci": list(success_ci) if success_ci else None,
-            "logprob_strength": stats[prefix + "even"]["logprob_diff"] - stats[prefix + "odd"]["logprob_diff"],
-            "logprob_strength_ci": list(logprob_ci) if logprob_ci else None,
-        }
-    null_names = [c.name for c in conditions if c.name.startswith("null")]
-    null = {}
-    if null_names:
-        rates = [stats[n]["success_rate"] for n in null_names]
-        diffs = [stats[n]["logprob_diff"] for n in null_names]
-        null = {
-            "k": len(null_names),
-            "success_rates": rates,
-            "logprob_diffs": diffs,
-            "success_q05": float(np.quantile(rates, 0.05)),
-            "success_q95": float(np.quantile(rates, 0.95)),
-            "logprob_q05": float(np.quantile(diffs, 0.05)),
-            "logprob_q95": float(np.quantile(diffs, 0.95)),
-            **{
-                f"{group}_{metric}": null_position(stats[group][key], values)
-                for group in ("even", "odd")
-                for metric, key, values in (("success", "success_rate", rates), ("logprob", "logprob_diff", diffs))
-            },
-        }
-    return {"conditions": stats, "strength": strength, "null": null}
-
-
-def flat_metrics(record: dict) -> dict[str, float]:
-    """Every number of an ok record as MLflow-style metrics: 'even/success_rate', 'strength', ..."""
-    metrics: dict[str, float] = {}
-    primary = next(iter(record["strength"]))
-    for label, s in record["strength"].items():
-        prefix = "" if label == primary else f"{label}/"
-        metrics[prefix + "strength"] = s["strength"]
-        metrics[prefix + "logprob_strength"] = s["logprob_strength"]
-        for key in ("strength_ci", "logprob_strength_ci"):
-            if s[key]:
-                metrics[f"{prefix}{key}_low"], metrics[f"{prefix}{key}_high"] = s[key]
-    for name, c in record["conditions"].items():
-        metrics[f"{name}/success_rate"] = c["success_rate"]
-        metrics[f"{name}/success_ci_low"], metrics[f"{name}/success_ci_high"] = c["success_ci"]
-        metrics[f"{name}/logprob_diff"] = c["logprob_diff"]
-        if c["logprob_diff_ci"]:
-            metrics[f"{name}/logprob_diff_ci_low"], metrics[f"{name}/logprob_diff_ci_high"] = c["logprob_diff_ci"]
-    for key, value in record.get("null", {}).items():
-        if isinstance(value, float):
-            metrics[f"null/{key}"] = value
-        elif isinstance(value, dict):
-            for k, v in value.items():
-                if v is not None:
-                    metrics[f"null/{key}_{k}"] = v
-    for key, value in record.get("timings", {}).items():
-        metrics[f"time/{key}"] = value
-    return {k: float(v) for k, v in metrics.items()}

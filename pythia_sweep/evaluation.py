@@ -1,22 +1,25 @@
 """The conditions of one checkpoint, run as batched forward and generate calls.
 
-Per checkpoint and prompt: baseline (buggy prompt, no patch), clean (clean prompt, no patch), even heads,
-odd heads, all heads, each single head, and K random head subsets the size of the even set (the null
-control). Each (condition, prompt) is one row. Rows are batched, and each batch runs its patched prompts
-once: that prefill's KV cache is shared by the teacher-forced scoring of both answers and by greedy
-decoding (a small loop that mirrors `generate`), so no prompt is run twice. The clean prompts'
-activations are computed once per prompt, stopping at the patched layer, and shared by every condition.
+Per checkpoint and prompt pair: baseline (corrupted prompt, no patch), clean (clean prompt, no patch), each
+of the task's head groups, all heads of every layer the groups touch, each single head of those layers, and
+K random head sets the size of the first group (the null control). Each (condition, prompt) is one row.
+Rows are batched, and each batch runs its patched prompts once: that prefill's KV cache is shared by the
+teacher-forced scoring of every answer and by greedy decoding (a small loop that mirrors `generate`), so no
+prompt is run twice. The clean prompts' activations are computed once per prompt, stopping at the deepest
+patched layer, and shared by every condition.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import random
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+from scipy.special import logsumexp
 from transformers import DynamicCache
 
 from pythia_sweep.errors import UnsupportedModel
@@ -29,62 +32,65 @@ from pythia_sweep.patching import (
     head_columns,
     patched,
 )
-from pythia_sweep.prompts import PromptPair, align_positions
-from pythia_sweep.scoring import check_bug_fixed
+from pythia_sweep.tasks import TokenizedPair
+
+Head = tuple[int, int]  # (layer, head)
 
 
 @dataclass(frozen=True)
 class Condition:
-    name: str  # "baseline", "clean", "even", "odd", "all", "head03", "null07"; "upstream/even" for a 2nd method
-    heads: tuple[int, ...]  # patched heads; () = no patch
-    prompt: str  # which prompt is run: "buggy" or "clean"
+    name: str  # a group's name, "baseline", "clean", "all", "L06H03", "null07"; "upstream/<name>" for a 2nd method
+    heads: tuple[Head, ...]  # patched (layer, head) pairs; () = no patch
+    prompt: str  # which prompt is run: "corrupted" or "clean"
     method: str  # label of the measuring method (site/align/patch_during), see SweepConfig.methods
+    kind: str  # "baseline", "clean", "group", "all", "head" or "null": what the condition is for
+
+    def by_layer(self) -> dict[int, tuple[int, ...]]:
+        layers: dict[int, list[int]] = defaultdict(list)
+        for layer, head in self.heads:
+            layers[layer].append(head)
+        return {layer: tuple(heads) for layer, heads in sorted(layers.items())}
 
 
-def null_subsets(n_heads: int, size: int, count: int, seed: int, exclude: Sequence[tuple[int, ...]] = ()) -> list[tuple[int, ...]]:
-    """`count` distinct random head subsets of `size` (seeded: the same subsets at every checkpoint)."""
+def head_name(layer: int, head: int) -> str:
+    return f"L{layer:02d}H{head:02d}"
+
+
+def null_subsets(candidates: Sequence[Head], size: int, count: int, seed: int, exclude: Sequence[Sequence[Head]] = ()) -> list[tuple[Head, ...]]:
+    """`count` distinct random sets of `size` heads from `candidates`, none equal to an excluded set
+    (seeded: the same sets at every checkpoint)."""
     rng = random.Random(seed)
-    seen = {tuple(sorted(s)) for s in exclude}
-    subsets: list[tuple[int, ...]] = []
+    index = {h: i for i, h in enumerate(candidates)}
+    seen = {tuple(sorted(index[h] for h in s)) for s in exclude if all(h in index for h in s)}
+    subsets: list[tuple[Head, ...]] = []
     attempts = 0
-    while len(subsets) < count and attempts < 100 * count:
+    while len(subsets) < count and attempts < 100 * count and size <= len(candidates):
         attempts += 1
-        subset = tuple(sorted(rng.sample(range(n_heads), size)))
-        if subset not in seen:
-            seen.add(subset)
-            subsets.append(subset)
+        chosen = tuple(sorted(rng.sample(range(len(candidates)), size)))
+        if chosen not in seen:
+            seen.add(chosen)
+            subsets.append(tuple(candidates[i] for i in chosen))
     return subsets
 
 
-def make_conditions(config, n_heads: int) -> list[Condition]:
-    methods = list(config.methods)
+def make_conditions(
+    groups: dict[str, tuple[Head, ...]], methods: Sequence[str], n_heads: int, *, single_heads: bool, null_count: int, seed: int
+) -> list[Condition]:
+    """Every condition of a checkpoint, in a fixed order (which also seeds each one's bootstrap)."""
     primary = methods[0]
-    conditions = [Condition("baseline", (), "buggy", primary), Condition("clean", (), "clean", primary)]
+    layers = sorted({layer for heads in groups.values() for layer, _ in heads})
+    every_head = tuple((layer, h) for layer in layers for h in range(n_heads))
+    conditions = [Condition("baseline", (), "corrupted", primary, "baseline"), Condition("clean", (), "clean", primary, "clean")]
     for label in methods:
         prefix = "" if label == primary else f"{label}/"
-        conditions += [
-            Condition(prefix + "even", tuple(config.even_heads), "buggy", label),
-            Condition(prefix + "odd", tuple(config.odd_heads), "buggy", label),
-            Condition(prefix + "all", tuple(range(n_heads)), "buggy", label),
-        ]
-    if config.single_heads:
-        conditions += [Condition(f"head{h:02d}", (h,), "buggy", primary) for h in range(n_heads)]
-    exclude = (tuple(config.even_heads), tuple(config.odd_heads))
-    for i, subset in enumerate(null_subsets(n_heads, len(config.even_heads), config.null_subsets, config.seed, exclude)):
-        conditions.append(Condition(f"null{i:02d}", subset, "buggy", primary))
+        conditions += [Condition(prefix + name, heads, "corrupted", label, "group") for name, heads in groups.items()]
+        conditions.append(Condition(prefix + "all", every_head, "corrupted", label, "all"))
+    if single_heads:
+        conditions += [Condition(head_name(*h), (h,), "corrupted", primary, "head") for h in every_head]
+    size = len(next(iter(groups.values())))
+    for i, subset in enumerate(null_subsets(every_head, size, null_count, seed, list(groups.values()))):
+        conditions.append(Condition(f"null{i:02d}", subset, "corrupted", primary, "null"))
     return conditions
-
-
-def _encode(tokenizer, text: str) -> list[int]:
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-
-def _answer_ids(tokenizer, prompt: str, prompt_ids: list[int], answer: str) -> list[int]:
-    """Tokens of " <answer>" continuing the prompt, checked to extend the prompt's own tokens."""
-    full = _encode(tokenizer, f"{prompt} {answer}")
-    if full[: len(prompt_ids)] != prompt_ids or len(full) == len(prompt_ids):
-        raise ValueError(f"answer {answer!r} does not tokenize as a continuation of prompt {prompt!r}")
-    return full[len(prompt_ids) :]
 
 
 @torch.inference_mode()
@@ -92,38 +98,33 @@ def evaluate(
     model,
     tokenizer,
     layout: AttentionLayout,
-    prompts: Sequence[PromptPair],
+    pairs: Sequence[TokenizedPair],
     conditions: Sequence[Condition],
     methods: dict[str, dict[str, str]],
+    success: Callable[[str, Sequence[str], Sequence[str]], bool],
     *,
     max_new_tokens: int,
     batch_size: int,
 ) -> list[dict]:
-    """One result row per (condition, prompt): response, success, and log-prob of each answer."""
+    """One result row per (condition, prompt): response, success, and the answers' log-probabilities.
+
+    `pairs` carry their token ids and, per alignment mode in `methods`, their aligned positions.
+    """
     device = next(model.parameters()).device
     check_plain_greedy(model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     eos_ids = _eos_ids(model)
-    ids = {(p.id, side): _encode(tokenizer, getattr(p, side)) for p in prompts for side in ("clean", "buggy")}
-    answers = {
-        (p.id, side, kind): _answer_ids(tokenizer, getattr(p, side), ids[(p.id, side)], getattr(p, kind))
-        for p in prompts
-        for side in ("clean", "buggy")
-        for kind in ("correct", "wrong")
-    }
-    patched_methods = {c.method for c in conditions if c.heads}
-    sources = {  # site -> prompt id -> clean activation (Tc, C), computed once per prompt
-        site: _clean_activations(model, layout, site, prompts, ids, pad_id, batch_size, device)
-        for site in {methods[m]["site"] for m in patched_methods}
-    }
-    alignments = {
-        (p.id, align): align_positions(tokenizer, p.clean, p.buggy, align)
-        for p in prompts
-        for align in {methods[m]["align"] for m in patched_methods}
-    }
-    columns = {c.heads: head_columns(c.heads, layout.head_dim) for c in conditions}
+    by_id = {tp.pair.id: tp for tp in pairs}
+    layers_by_site: dict[str, set[int]] = defaultdict(set)
+    for c in conditions:
+        layers_by_site[methods[c.method]["site"]].update(layer for layer, _ in c.heads)
+    sources = {  # site -> layer -> prompt id -> clean activation (Tc, C), computed once per prompt
+        site: _clean_activations(model, layout, site, sorted(layers), pairs, pad_id, batch_size, device)
+        for site, layers in layers_by_site.items() if layers
+    }  # fmt: skip
+    columns = {heads: head_columns(heads, layout.head_dim) for c in conditions for heads in c.by_layer().values()}
 
-    rows = [(c, p) for c in conditions for p in prompts]
+    rows = [(c, tp.pair) for c in conditions for tp in pairs]
     by_method: dict[str, list] = defaultdict(list)
     for row in rows:
         by_method[row[0].method].append(row)
@@ -132,39 +133,36 @@ def evaluate(
     for label, group in by_method.items():
         method = methods[label]
         every_step = method["patch_during"] == "every-step"
-
-        def fill(plan, r, cond, pair, offset):
-            if cond.heads:
-                fill_plan(
-                    plan, r, sources[method["site"]][pair.id], alignments[(pair.id, method["align"])],
-                    columns[cond.heads], offset=offset, every_step=every_step,
-                )  # fmt: skip
-
         for start in range(0, len(group), batch_size):
             chunk = group[start : start + batch_size]
-            seqs = [ids[(pair.id, cond.prompt)] for cond, pair in chunk]
+            seqs = [by_id[pair.id].ids[cond.prompt] for cond, pair in chunk]
             width = max(len(s) for s in seqs)
-            plan = empty_plan(len(chunk), width, layout.n_heads * layout.head_dim, model.dtype, device, every_step)
+            layers = sorted({layer for cond, _ in chunk for layer, _ in cond.heads})
+            plans = {layer: empty_plan(len(chunk), width, layout.width, model.dtype, device, every_step) for layer in layers}
             for r, (cond, pair) in enumerate(chunk):
-                fill(plan, r, cond, pair, width - len(seqs[r]))  # left padding shifts the buggy positions
-            continuations = [
-                [answers[(pair.id, cond.prompt, kind)] for kind in ("correct", "wrong")] for cond, pair in chunk
-            ]
+                for layer, heads in cond.by_layer().items():  # left padding shifts the corrupted positions
+                    fill_plan(
+                        plans[layer], r, sources[method["site"]][layer][pair.id], by_id[pair.id].alignments[method["align"]],
+                        columns[heads], offset=width - len(seqs[r]), every_step=every_step,
+                    )  # fmt: skip
+            continuations = [by_id[pair.id].answers[cond.prompt] for cond, pair in chunk]
             logprobs, new_tokens = score_and_generate(
-                model, layout, method["site"], plan, seqs, continuations, max_new_tokens, pad_id, eos_ids
+                model, layout, method["site"], plans, seqs, continuations, max_new_tokens, pad_id, eos_ids
             )
             for r, (cond, pair) in enumerate(chunk):
                 response = tokenizer.decode(new_tokens[r], skip_special_tokens=True)
-                correct, wrong = logprobs[r]
+                n = by_id[pair.id].n_correct
+                correct, wrong = logprobs[r][:n], logprobs[r][n:]
                 results[(cond.name, pair.id)] = {
                     "condition": cond.name,
                     "prompt_id": pair.id,
                     "weight": pair.weight,
                     "response": response,
-                    "success": check_bug_fixed(response, pair.correct, pair.wrong),
-                    "logprob_correct": correct,
-                    "logprob_wrong": wrong,
-                    "logprob_diff": correct - wrong,
+                    "success": bool(success(response, pair.correct, pair.wrong)),
+                    "logprob_correct": float(logsumexp(correct)),  # log sum p over the correct answers
+                    "logprob_wrong": float(logsumexp(wrong)),
+                    "logprob_diff": float(logsumexp(correct)) - float(logsumexp(wrong)),
+                    "prob_diff": sum(math.exp(v) for v in correct) - sum(math.exp(v) for v in wrong),
                 }
     return [results[(cond.name, pair.id)] for cond, pair in rows]  # in (condition, prompt) order
 
@@ -173,7 +171,7 @@ def score_and_generate(
     model,
     layout: AttentionLayout,
     site: str,
-    plan: PatchPlan,
+    plans: dict[int, PatchPlan],
     prompts: list[list[int]],
     continuations: list[list[list[int]]],
     max_new_tokens: int,
@@ -182,22 +180,23 @@ def score_and_generate(
 ) -> tuple[list[list[float]], list[list[int]]]:
     """Per row: the summed log-probability of each of its continuations, and its greedy new tokens.
 
-    The patched prompt is run once: its KV cache is shared by the teacher-forced continuations (a copy,
-    one branch per continuation, with the step patch) and by greedy decoding. Decoding follows
+    `plans` patch the prompt, one per patched layer. The patched prompt is run once: its KV cache is shared
+    by the teacher-forced continuations (a copy, one branch per continuation longer than one token, with the
+    step patch) and by greedy decoding. Decoding follows
     `generate(do_sample=False)`: positions from the attention mask, a row that emits EOS is padded from
     then on, and decoding ends once every row has.
     """
     input_ids, attention = _pad(prompts, pad_id, left=True, device=next(model.parameters()).device)  # (B, T)
     positions = (attention.cumsum(-1) - 1).masked_fill(attention == 0, 0)  # (B, T), as generate makes them
     cache = DynamicCache(config=model.config)
-    with patched(model, layout, site, plan):  # first call: the prompt patch; later calls: the step patch
+    with patched(model, layout, site, plans):  # first call: the prompt patch; later calls: the step patch
         first = model(
             input_ids=input_ids, attention_mask=attention, position_ids=positions, past_key_values=cache,
             use_cache=True, logits_to_keep=1,
         ).logits[:, -1].float()  # (B, V)  # fmt: skip
         branches = copy.deepcopy(cache) if any(len(c) > 1 for row in continuations for c in row) else None
         new_tokens = _greedy(model, cache, first, attention, max_new_tokens, pad_id, eos_ids)
-    logprobs = _continuation_logprobs(model, layout, site, plan, branches, first, attention, continuations, pad_id)
+    logprobs = _continuation_logprobs(model, layout, site, plans, branches, first, attention, continuations, pad_id)
     return logprobs, new_tokens
 
 
@@ -222,28 +221,34 @@ def _greedy(model, cache, logits, attention, max_new_tokens, pad_id, eos_ids) ->
     return torch.stack(steps, dim=1).tolist()  # max_new_tokens >= 1: at least one step
 
 
-def _continuation_logprobs(model, layout, site, plan, cache, logits, attention, continuations, pad_id) -> list[list[float]]:
-    """Summed log-probs of each row's K continuations: the first token from the prefill's `logits` (B, V),
-    the rest from one forward of every (row, continuation) branch over a copy of the prompt's cache."""
+def _continuation_logprobs(model, layout, site, plans, cache, logits, attention, continuations, pad_id) -> list[list[float]]:
+    """Summed log-probs of each row's continuations: the first token from the prefill's `logits` (B, V),
+    the rest from forwards of every (row, continuation) branch longer than one token over a copy of the
+    prompt's cache, at most 2 branches per row at a time."""
     first = torch.log_softmax(logits, dim=-1)  # (B, V)
     totals = [[first[r, c[0]].item() for c in row] for r, row in enumerate(continuations)]
-    if cache is None:  # every continuation is one token long
+    branches = [(r, j) for r, row in enumerate(continuations) for j, c in enumerate(row) if len(c) > 1]
+    if not branches:  # every continuation is one token long
         return totals
-    k = len(continuations[0])
-    inputs = [c[:-1] for row in continuations for c in row]  # token j-1 predicts token j
-    input_ids, mask = _pad(inputs, pad_id, left=False, device=attention.device)  # (B*K, L), right padding
-    cache.batch_repeat_interleave(k)
-    attention = torch.cat([attention.repeat_interleave(k, dim=0), mask], dim=-1)  # (B*K, T + L)
-    positions = attention[:, : -mask.shape[1]].sum(-1, keepdim=True) + torch.arange(mask.shape[1], device=mask.device)
-    with patched(model, layout, site, plan.steps_only(k)):
-        logp = torch.log_softmax(
-            model(input_ids=input_ids, attention_mask=attention, position_ids=positions, past_key_values=cache).logits.float(),
-            dim=-1,
-        )  # (B*K, L, V)  # fmt: skip
-    for i, row in enumerate(continuations):
-        for j, c in enumerate(row):
-            rest = torch.tensor(c[1:], device=logp.device)
-            totals[i][j] += logp[i * k + j, torch.arange(len(rest), device=logp.device), rest].sum().item()
+    chunk = 2 * len(continuations)
+    for start in range(0, len(branches), chunk):
+        part = branches[start : start + chunk]
+        rows = torch.tensor([r for r, _ in part], device=attention.device)
+        branch_cache = cache if len(branches) <= chunk else copy.deepcopy(cache)
+        branch_cache.batch_select_indices(rows)
+        inputs = [continuations[r][j][:-1] for r, j in part]  # token j-1 predicts token j
+        input_ids, mask = _pad(inputs, pad_id, left=False, device=attention.device)  # (N, L), right padding
+        branch_attention = torch.cat([attention[rows], mask], dim=-1)  # (N, T + L)
+        positions = attention[rows].sum(-1, keepdim=True) + torch.arange(mask.shape[1], device=mask.device)
+        steps = {layer: plan.steps_only(rows) for layer, plan in plans.items()}
+        with patched(model, layout, site, steps):
+            logp = torch.log_softmax(
+                model(input_ids=input_ids, attention_mask=branch_attention, position_ids=positions, past_key_values=branch_cache).logits.float(),
+                dim=-1,
+            )  # (N, L, V)  # fmt: skip
+        for i, (r, j) in enumerate(part):
+            rest = torch.tensor(continuations[r][j][1:], device=logp.device)
+            totals[r][j] += logp[i, torch.arange(len(rest), device=logp.device), rest].sum().item()
     return totals
 
 
@@ -275,16 +280,18 @@ def _eos_ids(model) -> torch.Tensor:
     return torch.tensor(eos, dtype=torch.long, device=next(model.parameters()).device)
 
 
-def _clean_activations(model, layout, site, prompts, ids, pad_id, batch_size, device) -> dict[str, torch.Tensor]:
-    """Clean-prompt activations at the site, (Tc, C) per prompt id; the forward stops at the site's layer."""
-    acts = {}
-    for start in range(0, len(prompts), batch_size):
-        chunk = prompts[start : start + batch_size]
-        seqs = [ids[(p.id, "clean")] for p in chunk]
+def _clean_activations(model, layout, site, layers, pairs, pad_id, batch_size, device) -> dict[int, dict[str, torch.Tensor]]:
+    """Clean-prompt activations at the site of each layer, (Tc, C) per prompt id; the forward stops at
+    the deepest layer."""
+    acts: dict[int, dict[str, torch.Tensor]] = {layer: {} for layer in layers}
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start : start + batch_size]
+        seqs = [tp.ids["clean"] for tp in chunk]
         input_ids, attention = _pad(seqs, pad_id, left=False, device=device)
-        seen = capture(model, layout, site, input_ids=input_ids, attention_mask=attention)  # (B, Tc, C)
-        for r, p in enumerate(chunk):
-            acts[p.id] = seen[r, : len(seqs[r])]  # (Tc, C)
+        seen = capture(model, layout, site, layers, input_ids=input_ids, attention_mask=attention)  # layer -> (B, Tc, C)
+        for layer, batch in seen.items():
+            for r, tp in enumerate(chunk):
+                acts[layer][tp.pair.id] = batch[r, : len(seqs[r])]  # (Tc, C)
     return acts
 
 

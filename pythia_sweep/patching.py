@@ -1,9 +1,10 @@
-"""How heads are patched: activation patching of chosen attention heads, from a clean run into a buggy run.
+"""How heads are patched: activation patching of chosen attention heads, from a clean run into a corrupted run.
 
-Two runs of the same model: the *clean* prompt (which the model answers correctly) and the *buggy* prompt
-(where it falls for "9.11 > 9.8"). We record one layer's per-head attention outputs on the clean run and,
-on the buggy run, overwrite the chosen heads' outputs with them at aligned positions (see prompts.py for
-the alignment). Everything else in the buggy run is left alone.
+Two runs of the same model: the *clean* prompt (whose answer is the one we want) and the *corrupted* prompt
+(whose answer differs). We record the per-head attention outputs of the patched layers on the clean run
+and, on the corrupted run, overwrite the chosen heads' outputs with them at aligned positions (see
+prompts.py for the alignment). Everything else in the corrupted run is left alone. Heads may sit in several
+layers at once: each layer's patch comes from the clean run of that layer.
 
 Which activation is replaced (the `site`):
   head             the INPUT of the attention output projection (GPT-NeoX `attention.dense`, Llama
@@ -16,8 +17,8 @@ When it is replaced (`patch_during`): at the prompt positions during prefill onl
 free (`prompt`, default); or also at every decoding step, where with a KV cache each new token receives
 the clean activation of the position aligned with the chunk's first position (`every-step`, upstream).
 
-The metric's sign: log p(correct | prompt) - log p(buggy | prompt) > 0 means the model prefers the right
-answer; a patch that repairs the bug moves it up from the unpatched buggy baseline.
+The metric's sign: log p(correct | prompt) - log p(wrong | prompt) > 0 means the model prefers the clean
+prompt's answer; a patch that carries the mechanism moves it up from the unpatched corrupted baseline.
 """
 
 from __future__ import annotations
@@ -45,14 +46,21 @@ SITES = ("head", "post-projection")
 
 @dataclass(frozen=True)
 class AttentionLayout:
-    module_path: str  # Hugging Face path of the output projection at the patched layer
+    module_template: str  # Hugging Face path of the output projection, with {layer}
     n_layers: int
     n_heads: int
     head_dim: int
 
+    def module_path(self, layer: int) -> str:
+        return self.module_template.format(layer=layer)
 
-def attention_layout(model: torch.nn.Module, layer: int) -> AttentionLayout:
-    """Where layer `layer`'s per-head outputs live in this model, or a clear refusal."""
+    @property
+    def width(self) -> int:
+        return self.n_heads * self.head_dim
+
+
+def attention_layout(model: torch.nn.Module, layer: int | None = None) -> AttentionLayout:
+    """Where each layer's per-head outputs live in this model, or a clear refusal (also of a bad `layer`)."""
     config = model.config
     model_type = getattr(config, "model_type", type(model).__name__)
     if model_type not in OUTPUT_PROJECTION:
@@ -61,15 +69,16 @@ def attention_layout(model: torch.nn.Module, layer: int) -> AttentionLayout:
             f"(supported: {', '.join(sorted(OUTPUT_PROJECTION))})"
         )
     n_layers = config.num_hidden_layers
-    if not 0 <= layer < n_layers:
+    if layer is not None and not 0 <= layer < n_layers:
         raise ConfigError("layer", layer, f"a layer index in 0..{n_layers - 1} ({model_type} has {n_layers} layers)")
     n_heads = config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // n_heads
-    path = OUTPUT_PROJECTION[model_type].format(layer=layer)
+    layout = AttentionLayout(OUTPUT_PROJECTION[model_type], n_layers, n_heads, head_dim)
+    path = layout.module_path(layer or 0)
     projection = model.get_submodule(path)
-    if projection.in_features != n_heads * head_dim:
-        raise UnsupportedModel(f"{path} takes {projection.in_features} inputs, not n_heads*head_dim={n_heads * head_dim}")
-    return AttentionLayout(path, n_layers, n_heads, head_dim)
+    if projection.in_features != layout.width:
+        raise UnsupportedModel(f"{path} takes {projection.in_features} inputs, not n_heads*head_dim={layout.width}")
+    return layout
 
 
 def validate_heads(heads: Sequence[int], n_heads: int, field: str = "heads") -> tuple[int, ...]:
@@ -102,10 +111,10 @@ class PatchPlan:
     step_values: torch.Tensor | None = None  # (B, C) for every-step patching, else None
     step_mask: torch.Tensor | None = None  # (B, C) bool
 
-    def steps_only(self, repeats: int = 1) -> PatchPlan:
-        """The step patch alone, each row repeated `repeats` times (rows that branch into continuations)."""
-        repeat = lambda t: None if t is None else t.repeat_interleave(repeats, dim=0)  # noqa: E731
-        return PatchPlan(None, None, repeat(self.step_values), repeat(self.step_mask))
+    def steps_only(self, rows: torch.Tensor) -> PatchPlan:
+        """The step patch alone, for the given rows in order (rows that branch into continuations)."""
+        pick = lambda t: None if t is None else t[rows.to(t.device)]  # noqa: E731
+        return PatchPlan(None, None, pick(self.step_values), pick(self.step_mask))
 
 
 class _PatchHook:
@@ -128,21 +137,26 @@ class _PatchHook:
         return torch.where(plan.step_mask[:, None, :], plan.step_values[:, None, :].to(x.dtype), x)  # (B, T, C)
 
 
-@contextlib.contextmanager
-def patched(model: torch.nn.Module, layout: AttentionLayout, site: str, plan: PatchPlan) -> Iterator[None]:
-    """Patch the site for the duration of the block; the hook is removed on exit, also on error."""
-    module = model.get_submodule(layout.module_path)
-    hook = _PatchHook(plan)
+def _hook(module: torch.nn.Module, site: str, fn) -> torch.utils.hooks.RemovableHandle:
+    """`fn(x) -> x'` on the site activation: the projection's input (site head) or its output."""
     if site == "head":
-        handle = module.register_forward_pre_hook(lambda _m, args: (hook.apply(args[0]), *args[1:]))
-    elif site == "post-projection":
-        handle = module.register_forward_hook(lambda _m, _args, out: hook.apply(out))
-    else:
-        raise ConfigError("site", site, f"one of {', '.join(SITES)}")
+        return module.register_forward_pre_hook(lambda _m, args: (fn(args[0]), *args[1:]))
+    if site == "post-projection":
+        return module.register_forward_hook(lambda _m, _args, out: fn(out))
+    raise ConfigError("site", site, f"one of {', '.join(SITES)}")
+
+
+@contextlib.contextmanager
+def patched(model: torch.nn.Module, layout: AttentionLayout, site: str, plans: dict[int, PatchPlan]) -> Iterator[None]:
+    """Patch each layer's site by its plan for the duration of the block; hooks are removed on exit, also on error."""
+    handles = []
     try:
+        for layer, plan in plans.items():
+            handles.append(_hook(model.get_submodule(layout.module_path(layer)), site, _PatchHook(plan).apply))
         yield
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
 
 
 class _SiteReached(Exception):
@@ -150,37 +164,39 @@ class _SiteReached(Exception):
 
 
 @contextlib.contextmanager
-def captured(model: torch.nn.Module, layout: AttentionLayout, site: str, stop: bool = False) -> Iterator[list[torch.Tensor]]:
-    """Record the site activation of every forward call in the block (a list of (B, T, C) tensors).
-    With `stop`, the forward pass ends at the site (see `capture`)."""
-    module = model.get_submodule(layout.module_path)
-    seen: list[torch.Tensor] = []
+def captured(model: torch.nn.Module, layout: AttentionLayout, site: str, layers, stop: bool = False) -> Iterator[dict[int, list[torch.Tensor]]]:
+    """Record the site activation of `layers` on every forward call in the block: layer -> list of (B, T, C).
+    With `stop`, the forward pass ends once the deepest of them is reached (see `capture`)."""
+    layers = sorted(set(layers))
+    seen: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
 
-    def keep(x: torch.Tensor) -> None:
-        seen.append(x.detach())
-        if stop:
-            raise _SiteReached
+    def keeper(layer):
+        def keep(x: torch.Tensor) -> torch.Tensor:
+            seen[layer].append(x.detach())
+            if stop and layer == layers[-1]:
+                raise _SiteReached
+            return x
 
-    if site == "head":
-        handle = module.register_forward_pre_hook(lambda _m, args: keep(args[0]))
-    elif site == "post-projection":
-        handle = module.register_forward_hook(lambda _m, _args, out: keep(out))
-    else:
-        raise ConfigError("site", site, f"one of {', '.join(SITES)}")
+        return keep
+
+    handles = []
     try:
+        for layer in layers:
+            handles.append(_hook(model.get_submodule(layout.module_path(layer)), site, keeper(layer)))
         yield seen
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
 
 
-def capture(model: torch.nn.Module, layout: AttentionLayout, site: str, **inputs) -> torch.Tensor:
-    """The site activation (B, T, C) for `inputs`, running the model only as far as the site's layer."""
-    with captured(model, layout, site, stop=True) as seen:
+def capture(model: torch.nn.Module, layout: AttentionLayout, site: str, layers, **inputs) -> dict[int, torch.Tensor]:
+    """The site activations (B, T, C) of `layers` for `inputs`, running the model only as far as the deepest."""
+    with captured(model, layout, site, layers, stop=True) as seen:
         try:
             model(**inputs, use_cache=False)
         except _SiteReached:
             pass
-    return seen[0]
+    return {layer: acts[0] for layer, acts in seen.items()}
 
 
 def fill_plan(
@@ -192,21 +208,21 @@ def fill_plan(
     offset: int = 0,
     every_step: bool = False,
 ) -> None:
-    """Write one row of a plan: clean `source` (Tc, C) at aligned (buggy, clean) positions, heads' columns.
+    """Write one row of a plan: clean `source` (Tc, C) at aligned (corrupted, clean) positions, heads' columns.
 
-    `offset` shifts buggy positions (left padding). With `every_step`, the clean activation aligned with
-    buggy position 0 is also the step patch: written at each decoding step and each teacher-forced answer
-    token.
+    `offset` shifts corrupted positions (left padding). With `every_step`, the clean activation aligned with
+    corrupted position 0 is also the step patch: written at each decoding step and each teacher-forced
+    answer token.
     """
     if not len(positions) or not len(columns):
         return
     device = plan.mask.device
     columns = columns.to(device)
-    buggy_pos = torch.tensor([b for b, _ in positions], device=device) + offset
+    target_pos = torch.tensor([b for b, _ in positions], device=device) + offset
     clean_pos = torch.tensor([c for _, c in positions], device=device)
     source = source.to(device)
-    plan.mask[row, buggy_pos[:, None], columns[None, :]] = True
-    plan.values[row, buggy_pos[:, None], columns[None, :]] = source[clean_pos[:, None], columns[None, :]].to(
+    plan.mask[row, target_pos[:, None], columns[None, :]] = True
+    plan.values[row, target_pos[:, None], columns[None, :]] = source[clean_pos[:, None], columns[None, :]].to(
         plan.values.dtype
     )
     if every_step:
@@ -234,20 +250,20 @@ def patched_logits(
     model,
     tokenizer,
     clean: str,
-    buggy: str,
+    corrupted: str,
     layer: int,
     heads: Sequence[int],
     site: str = "head",
     align: str = "shared-text",
 ) -> torch.Tensor:
-    """Logits (vocab,) at the buggy prompt's last position with `heads` of `layer` patched from `clean`."""
+    """Logits (vocab,) at the corrupted prompt's last position with `heads` of `layer` patched from `clean`."""
     layout = attention_layout(model, layer)
     heads = validate_heads(heads, layout.n_heads)
     device = next(model.parameters()).device
     clean_ids = tokenizer(clean, add_special_tokens=False, return_tensors="pt")["input_ids"].to(device)  # (1, Tc)
-    buggy_ids = tokenizer(buggy, add_special_tokens=False, return_tensors="pt")["input_ids"].to(device)  # (1, Tb)
-    source = capture(model, layout, site, input_ids=clean_ids)[0]  # (Tc, C)
-    plan = empty_plan(1, buggy_ids.shape[1], source.shape[-1], source.dtype, device)
-    fill_plan(plan, 0, source, align_positions(tokenizer, clean, buggy, align), head_columns(heads, layout.head_dim))
-    with patched(model, layout, site, plan):
-        return model(buggy_ids).logits[0, -1].float()  # (V,)
+    corrupted_ids = tokenizer(corrupted, add_special_tokens=False, return_tensors="pt")["input_ids"].to(device)  # (1, Tb)
+    source = capture(model, layout, site, [layer], input_ids=clean_ids)[layer][0]  # (Tc, C)
+    plan = empty_plan(1, corrupted_ids.shape[1], source.shape[-1], source.dtype, device)
+    fill_plan(plan, 0, source, align_positions(tokenizer, clean, corrupted, align), head_columns(heads, layout.head_dim))
+    with patched(model, layout, site, {layer: plan}):
+        return model(corrupted_ids).logits[0, -1].float()  # (V,)

@@ -18,13 +18,17 @@ from pythia_sweep.checkpoints import Checkpoint
 
 
 def metric_value(record: dict, metric: str) -> float:
-    """A record's value of `metric`: "strength" (the primary method's) or "<condition>/<success_rate|logprob_diff>"."""
-    if metric == "strength":
-        return next(iter(record["strength"].values()))["strength"]
-    condition, _, key = metric.partition("/")
-    if condition not in record["conditions"] or key not in ("success_rate", "logprob_diff"):
-        raise ValueError(f"metric={metric!r}: use strength or <condition>/success_rate or <condition>/logprob_diff")
-    return record["conditions"][condition][key]
+    """A record's value of `metric`, by the record's own names: a contrast ("strength": its headline
+    metric) or any flattened number ("clean/success_rate", "strength/logprob_diff", ...)."""
+    from pythia_sweep.tracking import flatten
+
+    if metric in record.get("contrasts", {}):
+        return record["contrasts"][metric]["value"]
+    flat = flatten(record)
+    if metric not in flat:
+        known = sorted(record.get("contrasts", {})) + sorted(k for k in flat if not k.startswith(("time/", "null/")) and "_ci_" not in k)[:12]
+        raise ValueError(f"metric={metric!r} is not in this sweep's records: use one of {', '.join(known)} ...")
+    return flat[metric]
 
 
 @dataclass

@@ -1,5 +1,8 @@
 """How the report is built: a sweep's records -> a polars timeline -> analysis -> parquet, JSON and one HTML page.
 
+Every label comes from the sweep's task (its question, groups and contrasts) and every column from the
+records' own names (tracking.flatten): nothing here knows which task it draws.
+
 The reducer reads every checkpoint record of a sweep (finished or partial) back from MLflow, keeps one per
 checkpoint, and orders them by training step. Revisions with identical weights (a public checkpoint served
 twice) are flagged and left out of emergence detection, as are failed ones. The page is self-contained
@@ -21,32 +24,28 @@ from plotly.subplots import make_subplots
 
 from pythia_sweep import analysis
 from pythia_sweep.config import SweepConfig
-from pythia_sweep.tracking import Tracker, experiment_name
+from pythia_sweep.tasks import Contrast, Task
+from pythia_sweep.tracking import SweepReader, SweepRecorder, TrackingStoreError, experiment_name, flatten
 
-RATE_CONDITIONS = ("baseline", "clean", "even", "odd", "all")
-COLORS = {"baseline": "#7f7f7f", "clean": "#2ca02c", "even": "#1f77b4", "odd": "#d62728", "all": "#9467bd", "upstream": "#ff7f0e"}
+PALETTE = ("#1f77b4", "#d62728", "#ff7f0e", "#17becf", "#bcbd22", "#e377c2", "#8c564b")
+FIXED_COLORS = {"baseline": "#7f7f7f", "clean": "#2ca02c", "all": "#9467bd"}
+SHOWN_KINDS = ("baseline", "clean", "group", "all")  # conditions drawn as lines (single heads: the heatmap)
 
 
-def _get(d: dict | None, *keys, default=None):
-    for k in keys:
-        if not isinstance(d, dict) or k not in d or d[k] is None:
-            return default
-        d = d[k]
-    return d
+def colors_for(names: list[str]) -> dict[str, str]:
+    """A fixed colour for baseline, clean and all; the palette, in order, for the task's groups."""
+    groups = [n for n in names if n not in FIXED_COLORS]
+    return {**FIXED_COLORS, **{n: PALETTE[i % len(PALETTE)] for i, n in enumerate(groups)}}
 
 
 def timeline(records: list[dict], final_step: int | None = None) -> pl.DataFrame:
-    """One row per checkpoint, ordered by step: status, hashes, strength and every rate with its interval."""
+    """One row per checkpoint, ordered by step: status, hashes, and every number of the record under its
+    flattened name ('<condition>/<metric>', '<contrast>/<metric>', their intervals)."""
     rows = []
     digests = [r.get("weights_digest") for r in records]
     duplicates = {rev: group for group in analysis.duplicate_groups([r["revision"] for r in records], digests) for rev in group}
     last = final_step or max((r["step"] for r in records if r.get("step") is not None), default=None)
     for r in records:
-        strengths = r.get("strength") or {}
-        primary = next(iter(strengths), "per-head")
-        main = strengths.get(primary, {})
-        upstream = strengths.get("upstream", {}) if primary != "upstream" else {}  # the second method, if run
-        main_ci, upstream_ci = main.get("strength_ci") or [None, None], upstream.get("strength_ci") or [None, None]
         row = {
             "revision": r["revision"],
             "step": r.get("step"),
@@ -56,91 +55,113 @@ def timeline(records: list[dict], final_step: int | None = None) -> pl.DataFrame
             "commit": r.get("commit"),
             "weights_digest": r.get("weights_digest"),
             "duplicate_of": ", ".join(x for x in duplicates.get(r["revision"], []) if x != r["revision"]) or None,
-            "n_prompts": _get(r, "conditions", "even", "n_prompts"),
-            "strength": main.get("strength"),
-            "strength_ci_low": main_ci[0],
-            "strength_ci_high": main_ci[1],
-            "logprob_strength": main.get("logprob_strength"),
-            "upstream_strength": upstream.get("strength"),
-            "upstream_strength_ci_low": upstream_ci[0],
-            "upstream_strength_ci_high": upstream_ci[1],
-            "null_q05": _get(r, "null", "success_q05"),
-            "null_q95": _get(r, "null", "success_q95"),
-            "null_logprob_q05": _get(r, "null", "logprob_q05"),
-            "null_logprob_q95": _get(r, "null", "logprob_q95"),
-            "even_null_p": _get(r, "null", "even_success", "p_value"),
-            "even_null_logprob_p": _get(r, "null", "even_logprob", "p_value"),
-            "odd_null_p": _get(r, "null", "odd_success", "p_value"),
+            "n_prompts": (r.get("settings") or {}).get("n_prompts"),
         }
-        for name in RATE_CONDITIONS:
-            c = _get(r, "conditions", name) or {}
-            ci = c.get("success_ci") or [None, None]
-            lci = c.get("logprob_diff_ci") or [None, None]
-            row |= {
-                f"{name}_rate": c.get("success_rate"), f"{name}_ci_low": ci[0], f"{name}_ci_high": ci[1],
-                f"{name}_logprob": c.get("logprob_diff"), f"{name}_logprob_ci_low": lci[0], f"{name}_logprob_ci_high": lci[1],
-            }  # fmt: skip
-        for h in range(_get(r, "settings", "n_heads", default=0)):
-            row[f"head{h:02d}_rate"] = _get(r, "conditions", f"head{h:02d}", "success_rate")
-            row[f"head{h:02d}_logprob"] = _get(r, "conditions", f"head{h:02d}", "logprob_diff")
+        row |= {k: v for k, v in flatten(r).items() if not k.startswith("time/")}
         rows.append(row)
     frame = pl.DataFrame(rows, infer_schema_length=None)
     return frame.sort("step", nulls_last=True) if len(frame) else frame
 
 
-def summarize(frame: pl.DataFrame, final_step: int | None) -> dict:
-    """Everything the analysis plan asks for, machine-readable."""
-    failed = frame.filter(pl.col("status") != "ok")
-    usable = frame.filter((pl.col("status") == "ok") & pl.col("duplicate_of").is_null() & pl.col("step").is_not_null())
-    steps, strengths = usable["step"].to_list(), usable["strength"].to_list()
-    i = analysis.emergence_index(strengths)
-    final_step = final_step or (max(steps) if steps else None)
+def condition_kinds(records: list[dict]) -> dict[str, str]:
+    """Condition name -> kind (baseline, clean, group, all, head, null), from the records themselves."""
+    kinds: dict[str, str] = {}
+    for r in records:
+        for name, c in (r.get("conditions") or {}).items():
+            kinds.setdefault(name, c.get("kind", "group"))
+    return kinds
+
+
+def _column(frame: pl.DataFrame, name: str) -> list:
+    return frame[name].to_list() if name in frame.columns else [None] * len(frame)
+
+
+def series_summary(usable: pl.DataFrame, key: str, contrast: Contrast, final_step: int | None, hypotheses: dict) -> dict:
+    """The analysis plan on one headline series (`key` = '<contrast>/<metric>') of the usable checkpoints."""
+    steps, values = usable["step"].to_list(), _column(usable, key)
+    pairs = [(s, v) for s, v in zip(steps, values) if v is not None]
+    steps, values = [s for s, _ in pairs], [v for _, v in pairs]
+    revisions = [r for r, v in zip(usable["revision"].to_list(), _column(usable, key)) if v is not None]
+    lows, highs = _column(usable, f"{key}_ci_low"), _column(usable, f"{key}_ci_high")
+    lows = [lo for lo, v in zip(lows, _column(usable, key)) if v is not None]
+    highs = [hi for hi, v in zip(highs, _column(usable, key)) if v is not None]
+    i = analysis.emergence_index(values, contrast.threshold)
     point = None
     if i is not None:
         point = {
-            "revision": usable["revision"][i],
-            "step": steps[i],
-            "fraction": steps[i] / final_step if final_step else None,
-            "strength": strengths[i],
-            "strength_ci": [usable["strength_ci_low"][i], usable["strength_ci_high"][i]],
-            "previous_revision": usable["revision"][i - 1] if i > 0 else None,
-        }
+            "revision": revisions[i], "step": steps[i], "fraction": steps[i] / final_step if final_step else None,
+            "value": values[i], "ci": [lows[i], highs[i]], "previous_revision": revisions[i - 1] if i > 0 else None,
+        }  # fmt: skip
     kind = analysis.emergence_type(point["fraction"] if point else None)
-    final = usable.tail(1).to_dicts()[0] if len(usable) else None
-    first = usable.head(1).to_dicts()[0] if len(usable) else None
-    wide = [
-        r["revision"] for r in usable.to_dicts() if analysis.interval_too_wide(r["strength_ci_low"], r["strength_ci_high"])
-    ]
+    width_limit = contrast.threshold  # an interval wider than the strong level cannot tell strong from none
+    return {
+        "key": key,
+        "contrast": contrast.name,
+        "metric": contrast.metric,
+        "levels": list(contrast.levels),
+        "emergence_point": point,
+        "emergence_type": kind,
+        "hypothesis": analysis.hypothesis(kind, hypotheses),
+        "final_value": values[-1] if values else None,
+        "final_class": analysis.strength_class(values[-1], contrast.levels) if values else None,
+        "first_value": values[0] if values else None,
+        "shape": analysis.rise_shape(values, weak=contrast.levels[2]),
+        "monotonic": analysis.is_monotonic(values, contrast.levels[2]),
+        "events": analysis.crossing_events(steps, values, contrast.threshold),
+        "intervals_too_wide": [r for r, lo, hi in zip(revisions, lows, highs) if analysis.interval_too_wide(lo, hi, width_limit)],
+    }
+
+
+def summarize(frame: pl.DataFrame, task: Task, final_step: int | None, methods: list[str] | None = None) -> dict:
+    """Everything the analysis plan asks for, machine-readable: for the headline contrast, and for every
+    contrast of every method the sweep ran (`results`, keyed '<contrast>/<metric>')."""
+    failed = frame.filter(pl.col("status") != "ok")
+    usable = frame.filter((pl.col("status") == "ok") & pl.col("duplicate_of").is_null() & pl.col("step").is_not_null())
+    steps = usable["step"].to_list()
+    final_step = final_step or (max(steps) if steps else None)
+    methods = methods or [""]
+    results = {}
+    for m, method in enumerate(methods):
+        for contrast in task.contrasts:
+            name = contrast.name if m == 0 else f"{method}/{contrast.name}"
+            key = f"{name}/{contrast.metric}"
+            if key in frame.columns:
+                results[key] = series_summary(usable, key, contrast, final_step, task.hypotheses) | {"contrast": name, "method": method}
+    headline_key = f"{task.headline.name}/{task.headline.metric}"
+    head = results.get(headline_key) or series_summary(usable, headline_key, task.headline, final_step, task.hypotheses)
     duplicates = analysis.duplicate_groups(frame["revision"].to_list(), frame["weights_digest"].to_list())
+    final = usable.tail(1).to_dicts()[0] if len(usable) else {}
+    p_key = f"null/{task.headline.plus}/success_rate_p" if task.headline.metric == "success_rate" else f"null/{task.headline.plus}/logprob_diff_p"
     summary = {
+        "task": task.describe(),
+        "headline": headline_key,
         "checkpoints": len(frame),
         "usable_checkpoints": len(usable),
         "final_step": final_step,
-        "emergence_point": point,
-        "emergence_type": kind,
-        "hypothesis": analysis.hypothesis(kind),
-        "final_strength": final["strength"] if final else None,
-        "final_class": analysis.strength_class(final["strength"]) if final else None,
-        "shape": analysis.rise_shape(strengths),
-        "monotonic": analysis.is_monotonic(strengths),
-        "events": analysis.crossing_events(steps, strengths),
+        **{k: head[k] for k in ("emergence_point", "emergence_type", "hypothesis", "final_value", "final_class", "shape", "monotonic", "events")},
+        "results": results,
         "quality": {
-            "final_shows_known_result": bool(final and final["strength"] > analysis.STRONG),
-            "earliest_shows_none": bool(first and abs(first["strength"]) <= analysis.WEAK),
+            "final_shows_known_result": bool(head["final_value"] is not None and head["final_value"] > task.headline.threshold),
+            "earliest_shows_none": bool(head["first_value"] is not None and abs(head["first_value"]) <= task.headline.levels[2]),
             "failed_revisions": [{"revision": r, "error": e} for r, e in zip(failed["revision"], failed["error"])],
             "duplicate_revisions": duplicates,
-            "intervals_too_wide": wide,
+            "intervals_too_wide": head["intervals_too_wide"],
         },
-        "even_beats_null_at_final": bool(final and final.get("even_null_p") is not None and final["even_null_p"] <= 0.05),
+        "null_p_at_final": final.get(p_key),
+        "group_beats_null_at_final": bool(final.get(p_key) is not None and final[p_key] <= 0.05),
     }
-    summary["verdict"] = verdict(summary, frame)
+    summary["verdict"] = verdict(summary, task)
     return summary
 
 
-def verdict(summary: dict, frame: pl.DataFrame) -> str:
+def _describe_contrast(task: Task, name: str) -> str:
+    base = name.rsplit("/", 1)[-1]
+    c = next(c for c in task.contrasts if c.name == base)
+    return f"{name} ({c.plus} - {c.minus}, {c.metric.replace('_', ' ')})"
+
+
+def verdict(summary: dict, task: Task) -> str:
     """A short plain-language answer, with the caveats that matter."""
-    point = summary["emergence_point"]
-    parts = []
     q = summary["quality"]
     caveats = []
     if q["failed_revisions"]:
@@ -149,27 +170,33 @@ def verdict(summary: dict, frame: pl.DataFrame) -> str:
         caveats.append("Identical weights: " + "; ".join(" = ".join(g) for g in q["duplicate_revisions"]) + " (left out).")
     if summary["usable_checkpoints"] == 0:
         return " ".join(["No usable checkpoint: every revision failed or was a duplicate; nothing can be said.", *caveats])
-    if point:
-        parts.append(
-            f"Even-head specialization emerges at {point['revision']} (step {point['step']:,}, "
-            f"{100 * point['fraction']:.1f}% of training): {summary['emergence_type']} emergence, "
-            f"{summary['shape']['shape']} rise; {summary['hypothesis']}."
-        )
-    else:
-        parts.append(
-            f"No emergence: strength never exceeds 0.5 (final {summary['final_strength']:+.2f}, "
-            f"{summary['final_class']})."
-        )
-    if not summary["monotonic"]:
-        parts.append("It is not monotonic: " + ", ".join(f"{e['event']} at step {e['step']:,}" for e in summary["events"]) + ".")
-    if summary["even_beats_null_at_final"]:
-        parts.append("At the final checkpoint the even heads stand out of the random-subset null (p <= 0.05).")
-    elif "null_q05" in frame.columns and frame["null_q05"].is_not_null().any():
-        parts.append("At the final checkpoint the even heads do not stand out of the random-subset null.")
+    parts = []
+    for key, res in summary["results"].items() or [(summary["headline"], summary)]:
+        label = _describe_contrast(task, res["contrast"])
+        strong, weak = res["levels"][0], res["levels"][2]
+        point = res["emergence_point"]
+        if point:
+            parts.append(
+                f"{label} emerges at {point['revision']} (step {point['step']:,}"
+                + (f", {100 * point['fraction']:.1f}% of training" if point["fraction"] is not None else "")
+                + f"): first above the strong level {strong:g} ({point['value']:+.2f}); {res['emergence_type']} emergence, "
+                f"{res['shape']['shape']} rise; {res['hypothesis']}."
+            )
+        else:
+            final, klass = res["final_value"], res["final_class"]
+            described = f"below the weak level {weak:g}" if klass == "none" else f"{klass}"
+            parts.append(f"No emergence of {label}: it never exceeds the strong level {strong:g} (final {final:+.2f}, {described}).")
+        if not res["monotonic"] and res["events"]:
+            parts.append("It is not monotonic: " + ", ".join(f"{e['event']} at step {e['step']:,}" for e in res["events"]) + ".")
+        elif not res["monotonic"]:
+            parts.append(f"It is not monotonic: it falls back by more than {weak:g} after a rise, below the strong level.")
+    if summary["null_p_at_final"] is not None:
+        beats = "stands" if summary["group_beats_null_at_final"] else "does not stand"
+        parts.append(f"At the final checkpoint the {task.headline.plus} group {beats} out of the random head sets (null p = {summary['null_p_at_final']:.2f}).")
     if q["intervals_too_wide"]:
         parts.append(
             f"Intervals are too wide to call it at {len(q['intervals_too_wide'])} of {summary['usable_checkpoints']} "
-            "checkpoints (strength interval wider than 0.5 or missing: too few distinct prompts)."
+            f"checkpoints (headline interval wider than {task.headline.threshold:g} or missing: too few distinct prompts)."
         )
     return " ".join(parts + caveats)
 
@@ -197,55 +224,65 @@ def _rgba(hex_color: str, alpha: float) -> str:
     return f"rgba({r},{g},{b},{alpha})"
 
 
-def strength_figure(frame: pl.DataFrame, summary: dict) -> go.Figure:
+def headline_figure(frame: pl.DataFrame, summary: dict, task: Task) -> go.Figure:
+    """The headline contrast over training, one line per method, with its interval, levels and emergence."""
     ok = frame.filter(pl.col("status") == "ok")
     x = _x(ok)
     fig = go.Figure()
-    _band(fig, x, ok["strength_ci_low"].to_list(), ok["strength_ci_high"].to_list(), COLORS["even"], "95% bootstrap interval")
-    fig.add_trace(go.Scatter(x=x, y=ok["strength"].to_list(), mode="lines+markers", name="strength (per-head)",
-                             line={"color": COLORS["even"], "width": 3}, text=ok["revision"].to_list(),
-                             hovertemplate="%{text}<br>strength %{y:.2f}<extra></extra>"))  # fmt: skip
-    if ok["upstream_strength"].is_not_null().any():
-        _band(fig, x, ok["upstream_strength_ci_low"].to_list(), ok["upstream_strength_ci_high"].to_list(), COLORS["upstream"], "upstream interval", opacity=0.12)
-        fig.add_trace(go.Scatter(x=x, y=ok["upstream_strength"].to_list(), mode="lines+markers", name="strength (upstream method)",
-                                 line={"color": COLORS["upstream"], "dash": "dot"}, text=ok["revision"].to_list(),
-                                 hovertemplate="%{text}<br>upstream %{y:.2f}<extra></extra>"))  # fmt: skip
+    for i, (key, res) in enumerate(summary["results"].items()):
+        color = PALETTE[i % len(PALETTE)]
+        name = _describe_contrast(task, res["contrast"])
+        _band(fig, x, _column(ok, f"{key}_ci_low"), _column(ok, f"{key}_ci_high"), color, f"{res['contrast']}: 95% bootstrap interval", opacity=0.18 if i == 0 else 0.1)
+        fig.add_trace(go.Scatter(x=x, y=_column(ok, key), mode="lines+markers", name=name, text=ok["revision"].to_list(),
+                                 line={"color": color, "width": 3 if i == 0 else 2, "dash": "solid" if i == 0 else "dot"},
+                                 hovertemplate="%{text}<br>%{y:.3f}<extra>" + res["contrast"] + "</extra>"))  # fmt: skip
     dup = ok.filter(pl.col("duplicate_of").is_not_null())
     if len(dup):
-        fig.add_trace(go.Scatter(x=_x(dup), y=dup["strength"].to_list(), mode="markers", name="duplicate weights (excluded)",
+        fig.add_trace(go.Scatter(x=_x(dup), y=_column(dup, summary["headline"]), mode="markers", name="duplicate weights (excluded)",
                                  marker={"symbol": "x", "size": 12, "color": "black"}))  # fmt: skip
-    for level, name in ((0.5, "strong"), (0.3, "moderate"), (0.1, "weak")):
-        fig.add_hline(y=level, line={"dash": "dash", "color": "#999", "width": 1}, annotation_text=name, annotation_position="right")
-        fig.add_hline(y=-level, line={"dash": "dash", "color": "#ccc", "width": 1})
+    for level, name in zip(task.headline.levels, ("strong", "moderate", "weak")):
+        for sign in (1, -1):
+            fig.add_hline(y=sign * level, line={"dash": "dash", "color": "#999" if sign > 0 else "#ccc", "width": 1},
+                          annotation_text=f"{name} ({sign * level:+g})", annotation_position="right")  # fmt: skip
     point = summary["emergence_point"]
     if point:
         fig.add_vline(x=max(point["step"], 1), line={"color": "#2ca02c", "width": 2}, annotation_text=f"emergence: {point['revision']}")
-    fig.update_layout(title="Specialization strength (even success - odd success) over training", template="plotly_white",
-                      xaxis={"type": "log", "title": "training step (log; step 0 drawn at 1)"},
-                      yaxis={"title": "strength", "range": [-1.05, 1.05]}, height=460, legend={"orientation": "h", "y": -0.2})  # fmt: skip
+    metric = task.headline.metric.replace("_", " ")
+    fig.update_layout(title=f"{task.headline.name} = {task.headline.plus} - {task.headline.minus} ({metric}) over training",
+                      template="plotly_white", xaxis={"type": "log", "title": "training step (log; step 0 drawn at 1)"},
+                      yaxis={"title": f"{task.headline.name} ({metric})"}, height=460, legend={"orientation": "h", "y": -0.2},
+                      margin={"r": 130})  # fmt: skip
+    if task.headline.metric == "success_rate":
+        fig.update_yaxes(range=[-1.05, 1.05])
     return fig
 
 
-def rates_figure(frame: pl.DataFrame) -> go.Figure:
+def rates_figure(frame: pl.DataFrame, kinds: dict[str, str], colors: dict[str, str]) -> go.Figure:
+    """Success rate and log-prob difference of baseline, clean, each group and all heads, with intervals
+    and the null band; lines that would hide each other are drawn with distinct dashes and markers."""
     ok = frame.filter(pl.col("status") == "ok")
     x = _x(ok)
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("Success rate (check_bug_fixed), Wilson 95%", "Answer log-prob difference log p(correct) - log p(buggy), bootstrap 95%"))
-    if ok["null_q05"].is_not_null().any():
-        _band(fig, x, ok["null_q05"].to_list(), ok["null_q95"].to_list(), "#444444", "null: random head subsets (5-95%)", row=1, col=1, opacity=0.12)
-        _band(fig, x, ok["null_logprob_q05"].to_list(), ok["null_logprob_q95"].to_list(), "#444444", "null (log-prob)", row=1, col=2, opacity=0.12)
-    for name in RATE_CONDITIONS:
-        if ok[f"{name}_rate"].is_null().all():
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(
+        "Success rate (the task's success rule), Wilson 95%", "Answer log-prob difference log Σp(correct) - log Σp(wrong), bootstrap 95%"))  # fmt: skip
+    if "null/success_rate_q05" in ok.columns:
+        _band(fig, x, _column(ok, "null/success_rate_q05"), _column(ok, "null/success_rate_q95"), "#444444", "null: random head sets (5-95%)", row=1, col=1, opacity=0.12)
+        _band(fig, x, _column(ok, "null/logprob_diff_q05"), _column(ok, "null/logprob_diff_q95"), "#444444", "null (log-prob)", row=1, col=2, opacity=0.12)
+    shown = [n for n, k in kinds.items() if k in SHOWN_KINDS and "/" not in n]
+    dashes = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+    symbols = ("circle", "square", "diamond", "triangle-up", "x", "star")
+    for i, name in enumerate(shown):
+        if f"{name}/success_rate" not in ok.columns:
             continue
-        rate, low, high = ok[f"{name}_rate"].to_list(), ok[f"{name}_ci_low"].to_list(), ok[f"{name}_ci_high"].to_list()
+        rate, low, high = _column(ok, f"{name}/success_rate"), _column(ok, f"{name}/success_rate_ci_low"), _column(ok, f"{name}/success_rate_ci_high")
+        style = {"color": colors.get(name, "#333"), "dash": dashes[i % len(dashes)]}
+        marker = {"symbol": symbols[i % len(symbols)], "size": 7}
         fig.add_trace(go.Scatter(
-            x=x, y=rate, mode="lines+markers", name=name, legendgroup=name, line={"color": COLORS[name]},
-            error_y={"type": "data", "symmetric": False, "array": [h - r for h, r in zip(high, rate)],
-                     "arrayminus": [r - lo for r, lo in zip(rate, low)], "thickness": 1},
+            x=x, y=rate, mode="lines+markers", name=name, legendgroup=name, line=style, marker=marker,
+            error_y={"type": "data", "symmetric": False, "array": [(h - r) if None not in (h, r) else 0 for h, r in zip(high, rate)],
+                     "arrayminus": [(r - lo) if None not in (r, lo) else 0 for r, lo in zip(rate, low)], "thickness": 1},
         ), row=1, col=1)  # fmt: skip
-        lp, llo, lhi = ok[f"{name}_logprob"].to_list(), ok[f"{name}_logprob_ci_low"].to_list(), ok[f"{name}_logprob_ci_high"].to_list()
-        _band(fig, x, llo, lhi, COLORS[name], f"{name} interval", row=1, col=2, opacity=0.12)
-        fig.add_trace(go.Scatter(x=x, y=lp, mode="lines+markers", name=name, legendgroup=name, showlegend=False,
-                                 line={"color": COLORS[name]}), row=1, col=2)  # fmt: skip
+        fig.add_trace(go.Scatter(x=x, y=_column(ok, f"{name}/logprob_diff"), mode="lines+markers", name=name, legendgroup=name,
+                                 showlegend=False, line=style, marker=marker), row=1, col=2)  # fmt: skip
     fig.update_xaxes(type="log", title="training step (log)")
     fig.update_yaxes(title="success rate", range=[-0.05, 1.05], row=1, col=1)
     fig.update_yaxes(title="log-prob difference (nats)", row=1, col=2)
@@ -253,45 +290,54 @@ def rates_figure(frame: pl.DataFrame) -> go.Figure:
     return fig
 
 
-def detail_figure(frame: pl.DataFrame, summary: dict) -> go.Figure | None:
+def detail_figure(frame: pl.DataFrame, summary: dict, task: Task, colors: dict[str, str]) -> go.Figure | None:
+    """The checkpoints around the emergence point: the headline with its interval, and the log-prob
+    differences of the contrast's two sides and the baseline."""
     point = summary["emergence_point"]
     ok = frame.filter((pl.col("status") == "ok") & pl.col("duplicate_of").is_null())
     if not point or not len(ok):
         return None
+    key = summary["headline"]
     i = ok["revision"].to_list().index(point["revision"])
     near = ok.slice(max(i - 3, 0), 7)
+    values = _column(near, key)
     fig = make_subplots(specs=[[{"secondary_y": True}]])
-    fig.add_trace(go.Bar(x=near["revision"].to_list(), y=near["strength"].to_list(), name="strength",
-                         marker_color=[COLORS["clean"] if r == point["revision"] else COLORS["even"] for r in near["revision"]],
+    fig.add_trace(go.Bar(x=near["revision"].to_list(), y=values, name=task.headline.name,
+                         marker_color=[FIXED_COLORS["clean"] if r == point["revision"] else PALETTE[0] for r in near["revision"]],
                          error_y={"type": "data", "symmetric": False,
-                                  "array": [(h or s) - s for h, s in zip(near["strength_ci_high"], near["strength"])],
-                                  "arrayminus": [s - (lo or s) for lo, s in zip(near["strength_ci_low"], near["strength"])]}))  # fmt: skip
-    for name in ("even", "odd", "baseline"):
-        fig.add_trace(go.Scatter(x=near["revision"].to_list(), y=near[f"{name}_logprob"].to_list(), mode="lines+markers",
-                                 name=f"{name} log-prob diff", line={"color": COLORS[name]}), secondary_y=True)  # fmt: skip
-    fig.add_hline(y=0.5, line={"dash": "dash", "color": "#999"})
+                                  "array": [(h if h is not None else v) - v for h, v in zip(_column(near, f"{key}_ci_high"), values)],
+                                  "arrayminus": [v - (lo if lo is not None else v) for lo, v in zip(_column(near, f"{key}_ci_low"), values)]}))  # fmt: skip
+    for name in dict.fromkeys((task.headline.plus, task.headline.minus, "baseline")):
+        fig.add_trace(go.Scatter(x=near["revision"].to_list(), y=_column(near, f"{name}/logprob_diff"), mode="lines+markers",
+                                 name=f"{name}: log-prob difference", line={"color": colors.get(name, "#333")}), secondary_y=True)  # fmt: skip
+    fig.add_hline(y=task.headline.threshold, line={"dash": "dash", "color": "#999"}, annotation_text=f"strong ({task.headline.threshold:g})")
     fig.update_layout(title=f"Around the emergence point ({point['revision']})", template="plotly_white", height=400)
-    fig.update_yaxes(title="strength", secondary_y=False)
-    fig.update_yaxes(title="log-prob difference", secondary_y=True)
+    fig.update_yaxes(title=task.headline.name, secondary_y=False)
+    fig.update_yaxes(title="log-prob difference (nats)", secondary_y=True)
     return fig
 
 
-def heatmap_figure(frame: pl.DataFrame) -> go.Figure | None:
+def heatmap_figure(frame: pl.DataFrame, kinds: dict[str, str]) -> go.Figure | None:
+    """Each single head's change in log-prob difference over the baseline, per checkpoint. The colour scale
+    is symmetric and at least as wide as the null band, so a change no bigger than random head sets make
+    shows as (almost) no colour."""
     ok = frame.filter(pl.col("status") == "ok")
-    heads = sorted(c.removesuffix("_logprob") for c in ok.columns if c.startswith("head") and c.endswith("_logprob"))
-    if not heads or ok.select(heads[0] + "_logprob").null_count().item() == len(ok):
+    heads = [n for n, k in kinds.items() if k == "head" and f"{n}/logprob_diff" in ok.columns]
+    if not heads:
         return None
-    baseline = ok["baseline_logprob"].to_list()
-    z = [[(v - b) if v is not None and b is not None else None for v, b in zip(ok[f"{h}_logprob"].to_list(), baseline)] for h in heads]
-    rates = [[ok[f"{h}_rate"][j] for j in range(len(ok))] for h in heads]
-    lim = max((abs(v) for row in z for v in row if v is not None), default=1.0) or 1.0
+    baseline = _column(ok, "baseline/logprob_diff")
+    z = [[(v - b) if v is not None and b is not None else None for v, b in zip(_column(ok, f"{h}/logprob_diff"), baseline)] for h in heads]
+    rates = [_column(ok, f"{h}/success_rate") for h in heads]
+    widths = [hi - lo for lo, hi in zip(_column(ok, "null/logprob_diff_q05"), _column(ok, "null/logprob_diff_q95")) if None not in (lo, hi)]
+    lim = max([abs(v) for row in z for v in row if v is not None] + widths + [0.1])
     fig = go.Figure(go.Heatmap(
-        z=z, x=ok["revision"].to_list(), y=[h.replace("head", "head ") for h in heads], colorscale="RdBu", zmid=0,
-        zmin=-lim, zmax=lim, customdata=rates, colorbar={"title": "Δ log-prob<br>vs baseline"},
+        z=z, x=ok["revision"].to_list(), y=[f"layer {int(h[1:3])} head {int(h[4:])}" for h in heads], colorscale="RdBu", zmid=0,
+        zmin=-lim, zmax=lim, customdata=rates, colorbar={"title": "Δ log-prob<br>vs baseline<br>(nats)"},
         hovertemplate="%{y} at %{x}<br>Δ log-prob %{z:.3f}<br>success rate %{customdata:.2f}<extra></extra>",
     ))  # fmt: skip
-    fig.update_layout(title="Each head of the layer patched alone: change in answer log-prob difference over the buggy baseline",
-                      template="plotly_white", height=460, xaxis={"title": "checkpoint"})  # fmt: skip
+    fig.update_layout(title=f"Each head patched alone: change in answer log-prob difference over the corrupted baseline "
+                            f"(scale ±{lim:.2f} nats, at least the null band's width)",
+                      template="plotly_white", height=max(300, 22 * len(heads) + 160), xaxis={"title": "checkpoint"})  # fmt: skip
     return fig
 
 
@@ -337,46 +383,58 @@ def build_report(
     final_step: int | None = None,
     log_to_mlflow: bool = True,
 ) -> Report:
-    """Reduce a sweep (parent run id or name; default the latest) to parquet, JSON and HTML."""
-    tracker = Tracker(tracking_uri)
-    parent = tracker.find_sweep(sweep)
-    config = tracker.sweep_config(parent)
-    records = tracker.load_records(parent)
+    """Reduce a sweep (parent run id, sweep_id or name; default the latest) to parquet, JSON and HTML."""
+    reader = SweepReader(tracking_uri)
+    parent = reader.find_sweep(sweep)
+    config = reader.sweep_config(parent)
+    task = reader.sweep_task(parent)
+    records = reader.load_records(parent)
+    if not records:
+        raise TrackingStoreError(f"sweep {parent} has no checkpoint records yet: run or resume it first")
     frame = timeline(records, final_step)
     final_step = final_step or _published_final_step(config) or (frame["step"].max() if len(frame) else None)
     if final_step is not None and len(frame):
         frame = frame.with_columns((pl.col("step") / final_step).alias("fraction"))
-    summary = summarize(frame, final_step)
-    summary |= {"sweep": parent, "config": config.to_dict(), "experiment": experiment_name(config.model, config.layer)}
+    methods = list(config.methods(task.align))
+    summary = summarize(frame, task, final_step, methods)
+    summary |= {"sweep": parent, "config": config.to_dict(), "experiment": experiment_name(config.model, task.name)}
     folder = Path(reports_dir) / _safe(summary["experiment"]) / parent
     folder.mkdir(parents=True, exist_ok=True)
     frame.write_parquet(folder / "results.parquet")
     (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
-    figures = [f for f in (strength_figure(frame, summary), rates_figure(frame), detail_figure(frame, summary), heatmap_figure(frame)) if f]
+    kinds = condition_kinds(records)
+    colors = colors_for([n for n, k in kinds.items() if k in SHOWN_KINDS])
+    figures = [f for f in (headline_figure(frame, summary, task), rates_figure(frame, kinds, colors),
+                           detail_figure(frame, summary, task, colors), heatmap_figure(frame, kinds)) if f]  # fmt: skip
     problems = [{"revision": f["revision"], "problem": f["error"]} for f in summary["quality"]["failed_revisions"]]
     problems += [{"revision": " = ".join(g), "problem": "identical weight files (excluded from emergence detection)"} for g in summary["quality"]["duplicate_revisions"]]
-    checkpoints = frame.select("revision", "step", "status", "strength", "strength_ci_low", "strength_ci_high", "even_rate", "odd_rate", "baseline_rate", "clean_rate").to_dicts()
-    for row in checkpoints:
-        for k, v in row.items():
-            if isinstance(v, float):
-                row[k] = f"{v:+.3f}" if "strength" in k else f"{v:.3f}"
+    key = summary["headline"]
+    shown = [n for n, k in kinds.items() if k in SHOWN_KINDS and "/" not in n]
+    columns = {"revision": "revision", "step": "step", "status": "status", key: task.headline.name,
+               f"{key}_ci_low": "interval low", f"{key}_ci_high": "interval high",
+               **{f"{n}/success_rate": f"{n}: success" for n in shown}}  # fmt: skip
+    checkpoints = []
+    for row in frame.select([c for c in columns if c in frame.columns]).to_dicts():
+        checkpoints.append({columns[k]: (f"{v:+.3f}" if k.startswith(key) else f"{v:.3f}") if isinstance(v, float) else v for k, v in row.items()})
+    link = reader.run_url(parent)
+    subtitle = (f"{config.model} · task {task.name} ({task.source}) · sweep {parent} · method {config.method} · "
+                f"{len(frame)} checkpoints · final step {final_step}" + (f" · MLflow run: {link}" if link else f" · MLflow run {parent} in {reader.uri}"))  # fmt: skip
     page = render_html(
-        f"{config.model}, layer {config.layer}: when do even heads fix the 9.8 vs 9.11 bug?",
-        f"sweep {parent} · {config.preset} prompts · method {config.method} · {len(frame)} checkpoints · final step {final_step}",
-        summary["verdict"],
-        figures,
+        f"{config.model}: {task.question}", subtitle, summary["verdict"], figures,
         [("Failed or duplicate revisions", _table(problems, ["revision", "problem"])),
          ("Checkpoints", _table(checkpoints, list(checkpoints[0]) if checkpoints else []))],
     )  # fmt: skip
     html_path = folder / "report.html"
     html_path.write_text(page)
     if log_to_mlflow:
-        tracker.log_report(parent, folder)
-        metrics = {"final_strength": summary["final_strength"], "usable_checkpoints": summary["usable_checkpoints"]}
+        recorder = SweepRecorder(reader.uri)
+        recorder.log_report(parent, folder)
+        metrics = {f"final/{k}": res["final_value"] for k, res in summary["results"].items()}
+        metrics["usable_checkpoints"] = summary["usable_checkpoints"]
         if summary["emergence_point"]:
             metrics["emergence_step"] = summary["emergence_point"]["step"]
             metrics["emergence_fraction"] = summary["emergence_point"]["fraction"]
-        tracker.log_summary(parent, metrics, summary["verdict"])
+        recorder.log_summary(parent, metrics, summary["verdict"])
     return Report(folder, html_path.resolve(), summary, summary["verdict"], frame)
 
 
@@ -401,23 +459,22 @@ def _json_default(value):
 
 
 def compare_sweeps(sweeps: list[str], *, tracking_uri: str | None = None, out: str | Path = "reports/compare.html") -> Path:
-    """One page overlaying the strength timelines of several sweeps (each method of each sweep a line)."""
-    tracker = Tracker(tracking_uri)
+    """One page overlaying the headline timelines of several sweeps (each method of each sweep a line)."""
+    reader = SweepReader(tracking_uri)
     fig = go.Figure()
     for sweep in sweeps:
-        parent = tracker.find_sweep(sweep)
-        config = tracker.sweep_config(parent)
-        frame = timeline(tracker.load_records(parent)).filter(pl.col("status") == "ok")
-        label = f"{config.label} ({parent[:8]})"
-        fig.add_trace(go.Scatter(x=_x(frame), y=frame["strength"].to_list(), mode="lines+markers", name=label,
-                                 text=frame["revision"].to_list()))  # fmt: skip
-        if frame["upstream_strength"].is_not_null().any():
-            fig.add_trace(go.Scatter(x=_x(frame), y=frame["upstream_strength"].to_list(), mode="lines+markers",
-                                     name=f"{label}, upstream method", line={"dash": "dot"}))  # fmt: skip
-    fig.add_hline(y=0.5, line={"dash": "dash", "color": "#999"}, annotation_text="strong")
-    fig.update_layout(title="Specialization strength over training, sweeps compared", template="plotly_white",
-                      xaxis={"type": "log", "title": "training step (log; step 0 drawn at 1)"},
-                      yaxis={"title": "strength", "range": [-1.05, 1.05]}, height=520)  # fmt: skip
+        parent = reader.find_sweep(sweep)
+        config, task = reader.sweep_config(parent), reader.sweep_task(parent)
+        frame = timeline(reader.load_records(parent)).filter(pl.col("status") == "ok")
+        label = f"{config.label(task.name)} ({parent[:8]})"
+        for m, method in enumerate(config.methods(task.align)):
+            name = task.headline.name if m == 0 else f"{method}/{task.headline.name}"
+            key = f"{name}/{task.headline.metric}"
+            if key in frame.columns:
+                fig.add_trace(go.Scatter(x=_x(frame), y=_column(frame, key), mode="lines+markers", name=f"{label}: {name}",
+                                         line={"dash": "solid" if m == 0 else "dot"}, text=frame["revision"].to_list()))  # fmt: skip
+    fig.update_layout(title="Headline contrasts over training, sweeps compared", template="plotly_white",
+                      xaxis={"type": "log", "title": "training step (log; step 0 drawn at 1)"}, height=520)  # fmt: skip
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render_html("Sweeps compared", ", ".join(sweeps), f"{len(sweeps)} sweeps overlaid.", [fig], []))
@@ -439,6 +496,6 @@ def scan_page(rows: list[dict], title: str, stem: Path) -> Path:
     stem.parent.mkdir(parents=True, exist_ok=True)
     heads.write_parquet(stem.with_suffix(".parquet"))
     path = stem.with_suffix(".html")
-    path.write_text(render_html(f"Layer x head scan: {title}", f"buggy baseline log-prob difference {baseline:+.3f}",
-                                "Blue: the head moves the answer toward the correct one; red: toward the buggy one.", [fig], []))  # fmt: skip
+    path.write_text(render_html(f"Layer x head scan: {title}", f"corrupted baseline log-prob difference {baseline:+.3f}",
+                                "Blue: the head moves the answer toward the clean prompt's; red: away from it.", [fig], []))  # fmt: skip
     return path.resolve()

@@ -1,28 +1,28 @@
-"""How answers are scored: the published success check, the log-prob difference, and honest intervals.
+"""How a checkpoint's rows become numbers: per-condition metrics with honest intervals, contrasts, the null.
 
-Success is decided by the methodology's `check_bug_fixed`, exactly as published (generalised only in
-which two numbers it looks for; the defaults are the published 9.8 / 9.11). Intervals are over distinct
-prompts, never over repeats of one greedy prompt: 15 identical trials are one observation.
+Per condition, over distinct prompts (15 identical greedy trials of one prompt are one observation):
+  success_rate  share of generations the task's success rule accepts, Wilson 95% interval (scipy)
+  logprob_diff  log sum p(correct) - log sum p(wrong), teacher-forced over the answers' tokens; bootstrap 95%
+  prob_diff     sum p(correct) - sum p(wrong) (Hanna et al. 2023); bootstrap 95%
+  restoration   (patched - corrupted) / (clean - corrupted) of the mean log-prob difference, the Wang et al. /
+                Tigges et al. normalization: 0 = no repair, 1 = the clean run's level; paired bootstrap 95%
+A contrast is the difference of two conditions' metric (plus - minus) with a paired bootstrap interval over
+prompts. The null places each group among random head sets of the same size: percentile and a Monte Carlo
+permutation p-value.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
 from scipy import stats
 
-
-def check_bug_fixed(output: str, correct: str = "9.8", wrong: str = "9.11") -> bool:
-    """The methodology's success criterion, verbatim for the defaults."""
-    output_lower = output.lower()
-    correct_patterns = [f"{correct} is bigger", f"{correct} is larger", correct]
-    bug_patterns = [f"{wrong} is bigger", f"{wrong} is larger", wrong]
-
-    has_correct = any(pattern in output_lower for pattern in correct_patterns)
-    has_bug = any(pattern in output_lower for pattern in bug_patterns)
-
-    return has_correct and not has_bug
+MEAN_METRICS = ("logprob_diff", "prob_diff")  # per-row numbers averaged over prompts
+CONTRAST_METRICS = ("success_rate", "logprob_diff", "prob_diff")
+NULL_METRICS = ("success_rate", "logprob_diff")
+ROW_KEY = {"success_rate": "success", "logprob_diff": "logprob_diff", "prob_diff": "prob_diff"}
 
 
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -56,21 +56,59 @@ def paired_difference_interval(
     return bootstrap_mean_interval(np.asarray(a, float) - np.asarray(b, float), resamples, seed, confidence)
 
 
-def summarize_condition(successes: Sequence[bool], diffs: Sequence[float], weights: Sequence[int], resamples: int, seed: int) -> dict:
-    """Rate, Wilson interval, mean log-prob difference and its bootstrap interval, over distinct prompts."""
-    k, n = int(sum(successes)), len(successes)
-    rate = k / n if n else float("nan")
+def restoration(patched: Sequence[float], corrupted: Sequence[float], clean: Sequence[float]) -> float | None:
+    """(mean patched - mean corrupted) / (mean clean - mean corrupted); None where clean = corrupted."""
+    gap = float(np.mean(clean) - np.mean(corrupted))
+    return None if abs(gap) < 1e-9 else float(np.mean(patched) - np.mean(corrupted)) / gap
+
+
+def restoration_interval(
+    patched: Sequence[float], corrupted: Sequence[float], clean: Sequence[float], resamples: int, seed: int,
+    confidence: float = 0.95,
+) -> tuple[float, float] | None:
+    """Paired percentile bootstrap of `restoration` over prompts; None with fewer than two prompts."""
+    arrays = [np.asarray(a, dtype=float) for a in (patched, corrupted, clean)]
+    if len(arrays[0]) < 2 or restoration(*arrays) is None:
+        return None
+
+    def statistic(p, b, c, axis=-1):
+        return (p.mean(axis) - b.mean(axis)) / (c.mean(axis) - b.mean(axis))
+
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        warnings.simplefilter("ignore")  # degenerate resamples (no spread) are handled below
+        result = stats.bootstrap(
+            arrays, statistic, paired=True, vectorized=True, n_resamples=resamples, confidence_level=confidence,
+            method="percentile", rng=np.random.default_rng(seed),
+        )  # fmt: skip
+    low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
+    if np.isnan(low) or np.isnan(high):
+        value = restoration(*arrays)
+        return (value, value) if np.all(arrays[0] == arrays[1]) or np.all(arrays[0] == arrays[2]) else None
+    return low, high
+
+
+def summarize_condition(rows: list[dict], corrupted: list[dict], clean: list[dict], resamples: int, seed: int) -> dict:
+    """Every metric of one condition and its interval, over distinct prompts (rows in prompt order)."""
+    successes = [r["success"] for r in rows]
+    k, n = int(sum(successes)), len(rows)
     low, high = wilson_interval(k, n)
-    diff_ci = bootstrap_mean_interval(diffs, resamples, seed)
-    return {
+    out = {
         "n_prompts": n,
-        "n_trials": int(sum(weights)),
+        "n_trials": int(sum(r["weight"] for r in rows)),
         "successes": k,
-        "success_rate": rate,
-        "success_ci": [low, high],
-        "logprob_diff": float(np.mean(diffs)) if n else float("nan"),
-        "logprob_diff_ci": list(diff_ci) if diff_ci else None,
+        "success_rate": k / n if n else float("nan"),
+        "success_rate_ci": [low, high],
     }
+    for metric in MEAN_METRICS:
+        values = [r[metric] for r in rows]
+        ci = bootstrap_mean_interval(values, resamples, seed)
+        out[metric] = float(np.mean(values)) if n else float("nan")
+        out[f"{metric}_ci"] = list(ci) if ci else None
+    diffs = [[r["logprob_diff"] for r in side] for side in (rows, corrupted, clean)]
+    ci = restoration_interval(*diffs, resamples, seed)
+    out["restoration"] = restoration(*diffs)
+    out["restoration_ci"] = list(ci) if ci else None
+    return out
 
 
 def null_position(observed: float, null: Sequence[float]) -> dict:
@@ -85,3 +123,52 @@ def null_position(observed: float, null: Sequence[float]) -> dict:
         "percentile": float(stats.percentileofscore(null, observed, kind="weak")),
         "p_value": float((1 + np.sum(null >= observed)) / (len(null) + 1)),
     }
+
+
+def summarize_record(conditions, contrasts, rows: list[dict], resamples: int, seed: int) -> dict:
+    """Per-condition statistics, every contrast per method, and the null control: a record's numbers.
+
+    `conditions` in their fixed order (condition i's bootstrap is seeded `seed + i`); `contrasts` are the
+    task's, taken for each method (named `<method>/<contrast>` beyond the first method).
+    """
+    by_condition: dict[str, list[dict]] = {}
+    for row in rows:
+        by_condition.setdefault(row["condition"], []).append(row)
+    corrupted, clean = by_condition["baseline"], by_condition["clean"]
+    condition_stats = {}
+    for i, cond in enumerate(conditions):
+        condition_stats[cond.name] = {
+            "kind": cond.kind, "heads": [list(h) for h in cond.heads], "prompt": cond.prompt, "method": cond.method,
+            **summarize_condition(by_condition[cond.name], corrupted, clean, resamples, seed + i),
+        }  # fmt: skip
+    methods = list(dict.fromkeys(c.method for c in conditions))
+    contrast_stats = {}
+    for label in methods:
+        prefix = "" if label == methods[0] else f"{label}/"
+        for contrast in contrasts:
+            plus = prefix + contrast.plus
+            minus = contrast.minus if contrast.minus == "baseline" else prefix + contrast.minus
+            entry = {"plus": plus, "minus": minus, "metric": contrast.metric, "method": label}
+            for metric in CONTRAST_METRICS:
+                key = ROW_KEY[metric]
+                entry[metric] = condition_stats[plus][metric] - condition_stats[minus][metric]
+                ci = paired_difference_interval(
+                    [r[key] for r in by_condition[plus]], [r[key] for r in by_condition[minus]], resamples, seed
+                )
+                entry[f"{metric}_ci"] = list(ci) if ci else None
+            entry["value"] = entry[contrast.metric]
+            entry["value_ci"] = entry[f"{contrast.metric}_ci"]
+            contrast_stats[prefix + contrast.name] = entry
+    nulls = [c.name for c in conditions if c.kind == "null"]
+    null: dict = {}
+    if nulls:
+        null = {"k": len(nulls), "groups": {}}
+        for metric in NULL_METRICS:
+            values = [condition_stats[n][metric] for n in nulls]
+            null[metric] = values
+            null[f"{metric}_q05"] = float(np.quantile(values, 0.05))
+            null[f"{metric}_q95"] = float(np.quantile(values, 0.95))
+        for c in conditions:
+            if c.kind == "group" and c.method == methods[0]:
+                null["groups"][c.name] = {m: null_position(condition_stats[c.name][m], null[m]) for m in NULL_METRICS}
+    return {"conditions": condition_stats, "contrasts": contrast_stats, "null": null}

@@ -17,24 +17,29 @@ import resource
 import socket
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import ray
 from ray.exceptions import RayActorError, RayTaskError
 from tqdm import tqdm
 
-from pythia_sweep.checkpoints import Checkpoint, fetch, not_published_message, published_revisions, resolve_schedule
+from pythia_sweep.checkpoints import (
+    Checkpoint,
+    fetch,
+    fetch_metadata,
+    not_published_message,
+    published_revisions,
+    resolve_schedule,
+)
 from pythia_sweep.config import SweepConfig
-from pythia_sweep.engine import ModelCache, base_record, flat_metrics, run_checkpoint
+from pythia_sweep.engine import ModelCache, base_record, preflight, run_checkpoint
 from pythia_sweep.errors import PythiaSweepError
-from pythia_sweep.tracking import Tracker
+from pythia_sweep.tasks import Task, load_task
+from pythia_sweep.tracking import SweepRecorder
 
-FORWARDED_ENV = (
-    "HF_HUB_OFFLINE", "HF_HUB_CACHE", "HF_HOME", "HF_TOKEN", "HF_ENDPOINT", "TOKENIZERS_PARALLELISM",
-    "PYTHIA_SWEEP_KILL_ONCE_DIR",
-)  # fmt: skip
+FORWARDED_ENV = ("HF_HUB_OFFLINE", "HF_HUB_CACHE", "HF_HOME", "HF_TOKEN", "HF_ENDPOINT", "TOKENIZERS_PARALLELISM")
 MAX_ATTEMPTS = 3  # a checkpoint whose worker dies this many times (beyond Ray's own retries) is recorded failed
 
 
@@ -42,11 +47,13 @@ MAX_ATTEMPTS = 3  # a checkpoint whose worker dies this many times (beyond Ray's
 class CheckpointWorker:
     """Measures checkpoints one after another, prefetching the next one's weights in a background thread."""
 
-    def __init__(self, config: dict, published: list[Checkpoint]):
+    def __init__(self, config: dict, task: Task, published: list[Checkpoint], before_checkpoint: Callable | None = None):
         from pythia_sweep.config import config_from_dict
 
         self.config = config_from_dict(config)
+        self.task = task
         self.published = published
+        self.before_checkpoint = before_checkpoint  # a test's fault injection; None in a real sweep
         self.available = {c.revision for c in published}
         self.downloads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
         self.prefetched: dict[str, Future] = {}
@@ -66,25 +73,15 @@ class CheckpointWorker:
         except Exception:  # noqa: BLE001 - fetch again inside run_checkpoint, which records the error
             fetched = None
         waited = time.perf_counter() - waited
-        _fault_point(revision)
-        record = run_checkpoint(self.config, revision, published=self.published, fetched=fetched, models=self.models)
+        if self.before_checkpoint:
+            self.before_checkpoint(revision)
+        record = run_checkpoint(self.config, revision, task=self.task, published=self.published, fetched=fetched, models=self.models)
         record["timings"]["wait_for_weights_s"] = waited
         record["worker"] = {
             "host": socket.gethostname(), "pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         }  # fmt: skip
         return record
-
-
-def _fault_point(revision: str) -> None:
-    """Fault injection for the reliability tests: with PYTHIA_SWEEP_KILL_ONCE_DIR set, the worker process
-    dies abruptly in the middle of each checkpoint the first time it meets it (a marker file remembers)."""
-    folder = os.environ.get("PYTHIA_SWEEP_KILL_ONCE_DIR")
-    if folder:
-        marker = Path(folder) / revision
-        if not marker.exists():
-            marker.touch()
-            os._exit(1)
 
 
 @dataclass
@@ -124,30 +121,38 @@ def connect_ray(address: str | None = None) -> None:
 
 def run_sweep(
     config: SweepConfig,
+    task: Task | None = None,
     *,
     tracking_uri: str | None = None,
     ray_address: str | None = None,
     progress: bool = True,
     published: list[Checkpoint] | None = None,
+    before_checkpoint: Callable[[str], None] | None = None,
 ) -> SweepResult:
-    """Measure every checkpoint of `config`'s schedule and record each in MLflow as it finishes.
+    """Measure every checkpoint of `config`'s schedule on its task and record each in MLflow as it finishes.
 
+    Everything that can be checked before any checkpoint runs is checked first, in this order, so a bad
+    setting leaves nothing behind: the Hub (or cache) lists the revisions; the task and the patching choices
+    are tried against the model's config and tokenizer (fetched alone, no weights); the tracking store opens.
     Rerunning the same config resumes its sweep: checkpoints recorded ok are skipped, failed ones retried.
+    `before_checkpoint` is called by the worker with each revision (the tests inject faults with it).
     """
+    task = task or load_task(config.task)
     if published is None:
         published = published_revisions(config.model)  # fails fast, with a clear message, without Hub access
-    tracker = Tracker(tracking_uri)
     schedule = resolve_schedule(config.model, config.checkpoints, published)
-    parent = tracker.start_sweep(config)  # fails fast if the store is unusable
+    available = {c.revision for c in published}
+    first = next((c.revision for c in schedule if c.revision in available), published[-1].revision)
+    preflight(config, task, fetch_metadata(config.model, first))  # a bad layer, head or answer: refused now
+    tracker = SweepRecorder(tracking_uri)  # fails fast if the store is unusable
+    parent = tracker.start_sweep(config, task)
     done = tracker.recorded_ok(parent)
     skipped = [c.revision for c in schedule if c.revision in done]
-    available = {c.revision for c in published}
     result = SweepResult(parent, tracker.uri, [], skipped, [])
 
     def record(rec: dict) -> None:
         start = time.perf_counter()
-        metrics = flat_metrics(rec) if rec["status"] == "ok" else {}
-        written = tracker.record_checkpoint(parent, rec, metrics)
+        written = tracker.record_checkpoint(parent, rec)
         result.log_s += time.perf_counter() - start
         if written is not None:
             result.recorded.append(rec["revision"])
@@ -156,7 +161,7 @@ def run_sweep(
 
     for c in schedule:  # unpublished revisions need no worker: their failure record is known now
         if c.revision not in done and c.revision not in available:
-            rec = base_record(config, c.revision)
+            rec = base_record(config, task, c.revision)
             rec["error"] = f"RevisionNotPublished: {not_published_message(config.model, c.revision, published)}"
             record(rec)
     queue = deque(c.revision for c in schedule if c.revision not in done and c.revision in available)
@@ -169,7 +174,8 @@ def run_sweep(
             env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
             options = CheckpointWorker.options(**resources, runtime_env={"env_vars": env})
             resource = "GPU" if "num_gpus" in resources else "CPU"
-            _drain(config, lambda: options.remote(config.to_dict(), published), n_workers, resource, queue, record, bar)
+            make_worker = lambda: options.remote(config.to_dict(), task, published, before_checkpoint)  # noqa: E731
+            _drain(lambda revision: base_record(config, task, revision), make_worker, n_workers, resource, queue, record, bar)
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
@@ -181,7 +187,7 @@ def run_sweep(
     return result
 
 
-def _drain(config: SweepConfig, make_worker, n_workers: int, resource: str, queue: deque, record, bar: tqdm) -> None:
+def _drain(failure_record, make_worker, n_workers: int, resource: str, queue: deque, record, bar: tqdm) -> None:
     """Keep every worker busy with one checkpoint (plus one reserved to prefetch) until the queue is empty."""
     workers = {slot: make_worker() for slot in range(n_workers)}
     reserved: dict[int, str | None] = {}
@@ -213,7 +219,7 @@ def _drain(config: SweepConfig, make_worker, n_workers: int, resource: str, queu
             if attempts[revision] < MAX_ATTEMPTS:
                 queue.appendleft(revision)
             else:
-                rec = base_record(config, revision)
+                rec = failure_record(revision)
                 rec["error"] = f"worker died {MAX_ATTEMPTS} times on this checkpoint: {error}"
                 record(rec)
                 failed += 1

@@ -1,10 +1,15 @@
 """Where results are tracked: MLflow, written by the sweep's driver only (workers return records).
 
-Layout in the store: one experiment per model and layer; a parent run per sweep (the config as params,
-`sweep_id` as a tag) whose metrics are logged with `step=` the training step, so the UI charts strength
-against training; a child run per checkpoint (revision, step, commit and weight hashes; every rate,
-interval and log-prob difference as metrics; the full record as an artifact). A checkpoint is recorded at
-most once with status ok: recording is idempotent, which makes retried work and resumed sweeps safe.
+Layout in the store: one experiment per model and task; a parent run per sweep (the config as params, the
+task as an artifact, `sweep_id` as a tag) whose metrics are logged with `step=` the training step, so the UI
+charts each contrast against training; a child run per checkpoint, named by its zero-padded step so runs sort
+by training (revision, step, commit and weight hashes; the rates, differences, contrasts and their intervals
+as metrics; the full record as an artifact). A checkpoint is recorded at most once with status ok: recording
+is idempotent, which makes retried work and resumed sweeps safe.
+
+Two roles, split by who calls them: `SweepRecorder` (the driver writes a sweep) and `SweepReader` (the
+report and refine read one back). `flatten` names every number of a record once: the same key is the MLflow
+metric, the parquet column and the report's label.
 """
 
 from __future__ import annotations
@@ -21,11 +26,15 @@ from tqdm import tqdm
 
 from pythia_sweep.config import SweepConfig, config_from_dict
 from pythia_sweep.errors import PythiaSweepError
+from pythia_sweep.tasks import Task, task_from_dict
 
 # One bar per downloaded file is noise when a report reads hundreds of small records; ours counts records.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 DEFAULT_STORE = "mlruns/mlflow.db"
-PARENT_METRICS = ("strength", "logprob_strength", "baseline/", "clean/", "even/", "odd/", "all/", "upstream/", "null/success_q")
+CONDITION_METRICS = ("success_rate", "logprob_diff", "prob_diff", "restoration")
+CONTRAST_METRICS = ("success_rate", "logprob_diff", "prob_diff")
+COMPARED_KINDS = ("baseline", "clean", "group", "all")  # conditions a person compares in the UI; single heads
+# and null sets stay in the record and the parquet (hundreds of numbers a checkpoint)
 
 
 class TrackingStoreError(PythiaSweepError):
@@ -37,11 +46,66 @@ def default_tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(DEFAULT_STORE).resolve()}"
 
 
-def experiment_name(model: str, layer: int) -> str:
-    return f"{model}/layer{layer}"
+def experiment_name(model: str, task_name: str) -> str:
+    return f"{model}/{task_name}"
 
 
-class Tracker:
+def _ci(metrics: dict, key: str, interval) -> None:
+    if interval:
+        metrics[f"{key}_ci_low"], metrics[f"{key}_ci_high"] = interval
+
+
+def flatten(record: dict) -> dict[str, float]:
+    """Every number of an ok record under one name: '<condition>/<metric>', '<contrast>/<metric>',
+    'null/<metric>_q05', 'null/<group>/<metric>_p', 'time/<stage>', each interval as _ci_low/_ci_high."""
+    metrics: dict[str, float] = {}
+    for name, c in record.get("conditions", {}).items():
+        for metric in CONDITION_METRICS:
+            if c.get(metric) is not None:
+                metrics[f"{name}/{metric}"] = c[metric]
+            _ci(metrics, f"{name}/{metric}", c.get(f"{metric}_ci"))
+    for name, c in record.get("contrasts", {}).items():
+        for metric in CONTRAST_METRICS:
+            metrics[f"{name}/{metric}"] = c[metric]
+            _ci(metrics, f"{name}/{metric}", c.get(f"{metric}_ci"))
+    null = record.get("null") or {}
+    for key, value in null.items():
+        if key.endswith(("_q05", "_q95")):
+            metrics[f"null/{key}"] = value
+    for group, positions in null.get("groups", {}).items():
+        for metric, position in positions.items():
+            if position["p_value"] is not None:
+                metrics[f"null/{group}/{metric}_p"] = position["p_value"]
+                metrics[f"null/{group}/{metric}_percentile"] = position["percentile"]
+    for key, value in record.get("timings", {}).items():
+        metrics[f"time/{key}"] = value
+    return {k: float(v) for k, v in metrics.items() if v is not None}
+
+
+def compared_metrics(record: dict, flat: dict[str, float]) -> dict[str, float]:
+    """The part of `flat` a person compares across runs: rates, differences, contrasts, their intervals,
+    the null's band and p-values, timings; not the single-head and null-set numbers."""
+    hidden = {name for name, c in record.get("conditions", {}).items() if c.get("kind") not in COMPARED_KINDS}
+    return {k: v for k, v in flat.items() if k.rsplit("/", 1)[0] not in hidden}
+
+
+def responses_text(record: dict) -> str:
+    """A checkpoint's generations, readable: a header, then one line per (condition, prompt)."""
+    lines = [
+        f"# {record['model']} @ {record['revision']} (step {record['step']}), task {record['task']['name']}",
+        "# condition, prompt id, OK where the task's success rule accepts the generation, the generation",
+        "",
+    ]
+    lines += [
+        f"{r['condition']:>16}  {r['prompt_id']:<28} {'OK' if r['success'] else '  '}  {r['response']!r}" for r in record["responses"]
+    ]
+    return "\n".join(lines) + "\n"
+
+
+class _Store:
+    """A connection to a tracking store, checked when it is opened: a broken store is refused before any
+    checkpoint runs."""
+
     def __init__(self, uri: str | None = None):
         self.uri = uri or default_tracking_uri()
         if not self.uri.startswith(("sqlite:///", "http://", "https://", "postgresql", "mysql", "databricks", "file:")):
@@ -54,7 +118,7 @@ class Tracker:
         if self.uri.startswith(("http://", "https://")):
             self._check_server()
         self._experiments: dict[str, str] = {}  # parent run id -> experiment id
-        try:  # open (or create) the store now: a broken one is refused before any checkpoint runs
+        try:
             self.client = MlflowClient(tracking_uri=self.uri)
             self.client.search_experiments(max_results=1)
         except Exception as error:  # noqa: BLE001 - corrupt, locked, unwritable: one clear message
@@ -79,43 +143,11 @@ class Tracker:
                 if found.lifecycle_stage == "deleted":
                     self.client.restore_experiment(found.experiment_id)
                 return found.experiment_id
-            # The experiment kind tag opens the UI on its model-training view (runs, charts, compare).
             return self.client.create_experiment(
                 name, artifact_location=self.artifact_root(), tags={"mlflow.experimentKind": "custom_model_development"}
             )
         except Exception as error:  # noqa: BLE001 - any store failure is reported the same clear way
             raise TrackingStoreError(f"tracking store {self.uri} cannot be used: {type(error).__name__}: {error}") from error
-
-    # -- sweeps -------------------------------------------------------------------------------------------
-    def start_sweep(self, config: SweepConfig) -> str:
-        """The parent run of this config's sweep: the existing one (resumed) or a new one."""
-        exp = self.experiment_id(experiment_name(config.model, config.layer))
-        run_id = self.existing_sweep(config)
-        if run_id:
-            self.client.update_run(run_id, status="RUNNING")
-            self.client.set_tag(run_id, "resumed_at", time.strftime("%Y-%m-%d %H:%M:%S"))
-            return run_id
-        run = self.client.create_run(
-            exp,
-            run_name=config.label,
-            tags={"kind": "sweep", "sweep_id": config.sweep_id, "model": config.model, "layer": str(config.layer)},
-        )
-        params = [Param(k, json.dumps(v) if not isinstance(v, str) else v) for k, v in config.to_dict().items()]
-        self.client.log_batch(run.info.run_id, params=params)
-        self.client.log_dict(run.info.run_id, config.to_dict(), "config.json")
-        return run.info.run_id
-
-    def existing_sweep(self, config: SweepConfig) -> str | None:
-        """The parent run of an earlier sweep with the same settings (same `sweep_id`), if any."""
-        exp = self.experiment_id(experiment_name(config.model, config.layer))
-        runs = self.client.search_runs(
-            [exp], filter_string=f"tags.sweep_id = '{config.sweep_id}' and tags.kind = 'sweep'",
-            order_by=["attributes.start_time DESC"], max_results=1,
-        )  # fmt: skip
-        return runs[0].info.run_id if runs else None
-
-    def finish_sweep(self, parent: str, status: str = "FINISHED") -> None:
-        self.client.set_terminated(parent, status=status)
 
     def _experiment_of(self, parent: str) -> str:
         if parent not in self._experiments:
@@ -129,15 +161,47 @@ class Tracker:
             order_by=["attributes.start_time DESC"], max_results=5000,
         )  # fmt: skip
 
+    def existing_sweep(self, config: SweepConfig, task: Task) -> str | None:
+        """The parent run of an earlier sweep with the same settings and task (same `sweep_id`), if any."""
+        exp = self.experiment_id(experiment_name(config.model, task.name))
+        runs = self.client.search_runs(
+            [exp], filter_string=f"tags.sweep_id = '{config.sweep_id(task.digest)}' and tags.kind = 'sweep'",
+            order_by=["attributes.start_time DESC"], max_results=1,
+        )  # fmt: skip
+        return runs[0].info.run_id if runs else None
+
+
+class SweepRecorder(_Store):
+    """What the sweep's driver writes: the parent run, one child run per checkpoint, the report."""
+
+    def start_sweep(self, config: SweepConfig, task: Task) -> str:
+        """The parent run of this config's sweep: the existing one (resumed) or a new one."""
+        exp = self.experiment_id(experiment_name(config.model, task.name))
+        run_id = self.existing_sweep(config, task)
+        if run_id:
+            self.client.update_run(run_id, status="RUNNING")
+            self.client.set_tag(run_id, "resumed_at", time.strftime("%Y-%m-%d %H:%M:%S"))
+            return run_id
+        tags = {"kind": "sweep", "sweep_id": config.sweep_id(task.digest), "model": config.model, "task": task.name}
+        run = self.client.create_run(exp, run_name=config.label(task.name), tags=tags)
+        params = [Param(k, json.dumps(v) if not isinstance(v, str) else v) for k, v in config.to_dict().items()]
+        self.client.log_batch(run.info.run_id, params=params + [Param("task_digest", task.digest)])
+        self.client.log_dict(run.info.run_id, config.to_dict(), "config.json")
+        self.client.log_dict(run.info.run_id, {"source": task.source, "data": task.data}, "task.json")
+        return run.info.run_id
+
+    def finish_sweep(self, parent: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(parent, status=status)
+
     def recorded_ok(self, parent: str) -> set[str]:
         return {r.data.tags["revision"] for r in self.checkpoint_runs(parent) if r.data.tags.get("checkpoint_status") == "ok"}
 
-    # -- checkpoints --------------------------------------------------------------------------------------
-    def record_checkpoint(self, parent: str, record: dict, metrics: dict[str, float]) -> str | None:
+    def record_checkpoint(self, parent: str, record: dict) -> str | None:
         """Log one checkpoint's record as a child run; returns its id, or None if already recorded ok.
 
         A previous failed result for the same revision is deleted when the new one lands, so each
-        checkpoint has exactly one result in the sweep.
+        checkpoint has exactly one result in the sweep. The record given is not changed: what recording
+        learns (identical weights elsewhere in the sweep) goes into the logged copy.
         """
         revision = record["revision"]
         siblings = self.checkpoint_runs(parent)  # one listing serves the idempotency and duplicate checks
@@ -163,8 +227,12 @@ class Tracker:
         )  # fmt: skip
         if twins:  # identical weight files: a public checkpoint served under two names
             tags["duplicate_of"] = ",".join(twins)
-            record["duplicate_of"] = twins
-        run = self.client.create_run(self._experiment_of(parent), run_name=revision, tags=tags)
+            record = {**record, "duplicate_of": twins}
+        metrics = compared_metrics(record, flatten(record)) if record["status"] == "ok" else {}
+        if record["step"] is not None:
+            metrics["training_step"] = float(record["step"])  # numeric: the runs table sorts by it
+        run_name = f"step{record['step']:07d}" if record["step"] is not None else revision  # sorts as text too
+        run = self.client.create_run(self._experiment_of(parent), run_name=run_name, tags=tags)
         run_id = run.info.run_id
         now = int(time.time() * 1000)
         params = [Param("revision", revision), Param("step", str(record["step"])), Param("commit", record.get("commit") or "")]
@@ -177,38 +245,57 @@ class Tracker:
             )  # fmt: skip
         self.client.log_dict(run_id, record, "record.json")
         if record.get("responses"):
-            lines = [f"{r['condition']:>14}  {r['prompt_id']:<22} {'FIXED' if r['success'] else '     '}  {r['response']!r}" for r in record["responses"]]
-            self.client.log_text(run_id, "\n".join(lines) + "\n", "responses.txt")
+            self.client.log_text(run_id, responses_text(record), "responses.txt")
         if record["step"] is not None:
-            parent_metrics = [
-                Metric(k, v, now, record["step"]) for k, v in metrics.items() if k.startswith(PARENT_METRICS)
-            ]
-            for start in range(0, len(parent_metrics), 900):
-                self.client.log_batch(parent, metrics=parent_metrics[start : start + 900])
+            trend = [Metric(k, v, now, record["step"]) for k, v in metrics.items() if not k.startswith(("time/", "training_step"))]
+            for start in range(0, len(trend), 900):
+                self.client.log_batch(parent, metrics=trend[start : start + 900])
         self.client.set_terminated(run_id, status="FINISHED" if record["status"] == "ok" else "FAILED")
         for old in previous:
             self.client.delete_run(old.info.run_id)
         return run_id
 
-    # -- reading back ---------------------------------------------------------------------------------
+    def log_report(self, parent: str, folder: str | Path) -> None:
+        self.client.log_artifacts(parent, str(folder), "report")
+
+    def log_summary(self, parent: str, metrics: dict[str, float | None], verdict: str) -> None:
+        """Sweep-level results on the parent run, so the UI's compare view lines sweeps up side by side;
+        the verdict as the run's description (MLflow shows a note in full, where a tag is cut off)."""
+        now = int(time.time() * 1000)
+        values = [Metric(k, float(v), now, 0) for k, v in metrics.items() if v is not None and v == v]
+        self.client.log_batch(parent, metrics=values)
+        self.client.set_tag(parent, "mlflow.note.content", verdict)
+
+
+class SweepReader(_Store):
+    """What the report and refine read back: a sweep's config, task and checkpoint records."""
+
     def find_sweep(self, sweep: str | None = None) -> str:
-        """A sweep's parent run id: by run id, by run name, or (None) the most recent sweep."""
+        """A sweep's parent run id: by run id, by `sweep_id` tag, by run name, or (None) the most recent sweep."""
         if sweep:
             try:
-                run = self.client.get_run(sweep)
-                return run.info.run_id
-            except Exception:  # noqa: BLE001 - not a run id: try it as a name
+                return self.client.get_run(sweep).info.run_id
+            except Exception:  # noqa: BLE001 - not a run id: try it as a sweep_id or a name
                 pass
         exps = [e.experiment_id for e in self.client.search_experiments()]
-        filt = "tags.kind = 'sweep'" + (f" and attributes.run_name = '{sweep}'" if sweep else "")
-        runs = self.client.search_runs(exps, filter_string=filt, order_by=["attributes.start_time DESC"], max_results=1)
-        if not runs:
-            raise TrackingStoreError(f"no sweep {'named ' + repr(sweep) + ' ' if sweep else ''}in tracking store {self.uri}")
-        return runs[0].info.run_id
+        filters = ["tags.kind = 'sweep'"]
+        if sweep:
+            filters = [f"tags.kind = 'sweep' and tags.sweep_id = '{sweep}'", f"tags.kind = 'sweep' and attributes.run_name = '{sweep}'"]
+        for filt in filters:
+            runs = self.client.search_runs(exps, filter_string=filt, order_by=["attributes.start_time DESC"], max_results=1)
+            if runs:
+                return runs[0].info.run_id
+        named = f"with run id, sweep_id or name {sweep!r} " if sweep else ""
+        raise TrackingStoreError(f"no sweep {named}in tracking store {self.uri}")
 
     def sweep_config(self, parent: str) -> SweepConfig:
         path = self.client.download_artifacts(parent, "config.json")
         return config_from_dict(json.loads(Path(path).read_text()))
+
+    def sweep_task(self, parent: str) -> Task:
+        """The task exactly as the sweep ran it (its content saved with the run, not today's file)."""
+        saved = json.loads(Path(self.client.download_artifacts(parent, "task.json")).read_text())
+        return task_from_dict(saved["data"], saved["source"])
 
     def load_records(self, parent: str) -> list[dict]:
         """Every checkpoint record of a sweep (one per revision), ordered by training step."""
@@ -221,12 +308,8 @@ class Tracker:
             records[revision] = json.loads(Path(path).read_text())
         return sorted(records.values(), key=lambda r: (r["step"] is None, r["step"] or 0))
 
-    def log_report(self, parent: str, folder: str | Path) -> None:
-        self.client.log_artifacts(parent, str(folder), "report")
-
-    def log_summary(self, parent: str, metrics: dict[str, float | None], verdict: str) -> None:
-        """Sweep-level results on the parent run, so the UI's compare view lines sweeps up side by side."""
-        now = int(time.time() * 1000)
-        values = [Metric(k, float(v), now, 0) for k, v in metrics.items() if v is not None and v == v]
-        self.client.log_batch(parent, metrics=values)
-        self.client.set_tag(parent, "verdict", verdict[:5000])
+    def run_url(self, parent: str) -> str | None:
+        """The sweep's page in the MLflow UI, when the store is a tracking server."""
+        if self.uri.startswith(("http://", "https://")):
+            return f"{self.uri.rstrip('/')}/#/experiments/{self._experiment_of(parent)}/runs/{parent}"
+        return None

@@ -22,16 +22,28 @@ LLAMA_REPO = "tiny-test/llama"
 STEPS = (0, 1, 2, 4, 1000)
 
 
-def _tokenizer():
-    from pythia_sweep.demo_family import build_tokenizer, corpus
+def task_corpus() -> list[str]:
+    """Text from the shipped tasks (names, places, years, words), so the tiny tokenizer has their tokens."""
+    names = "Mary John Tom James Kate Alice Dan Sarah".split()
+    lines = [f"Then, {a} and {b} went to the {p}. {b} gave a {o} to {a}" for a in names for b in names if a != b
+             for p in ("store", "garden", "school", "office") for o in ("ring", "book", "drink", "ball")]
+    lines += [f"The war lasted from the year 17{y:02d} to the year 18{y:02d}" for y in range(100)] * 3
+    lines += [" ".join(f"{y:02d}" for y in range(100))] * 20
+    words = "apple river stone cloud green house light music paper table water window garden silver".split()
+    lines += [" ".join(words[i:] + words[:i]) for i in range(len(words))] * 10
+    return lines
 
-    return build_tokenizer(corpus(1500, seed=1), vocab_size=200)
+
+def _tokenizer():
+    from pythia_sweep.testing.demo_family import build_tokenizer, corpus
+
+    return build_tokenizer(corpus(1500, seed=1) + task_corpus(), vocab_size=700, digit_pairs=True)
 
 
 def _neox(vocab, seed):
     from transformers import GPTNeoXForCausalLM
 
-    from pythia_sweep.demo_family import tiny_neox_config
+    from pythia_sweep.testing.demo_family import tiny_neox_config
 
     torch.manual_seed(seed)
     cfg = tiny_neox_config(vocab, hidden_size=48, num_hidden_layers=8, intermediate_size=96)
@@ -52,7 +64,7 @@ def _llama(vocab, seed):
 @pytest.fixture(scope="session")
 def hub_cache():
     """Publish the tiny families once per session; returns the cache folder."""
-    from pythia_sweep.hub_cache import save_revision
+    from pythia_sweep.testing.hub_cache import save_revision
 
     cache = os.environ["HF_HUB_CACHE"]
     tok = _tokenizer()

@@ -4,6 +4,9 @@ import pytest
 
 from pythia_sweep import analysis
 from pythia_sweep.report import summarize, timeline
+from pythia_sweep.tasks import load_task
+
+TASK = load_task("tasks/decimal-robust.toml")
 
 STEPS = [0, 1000, 2000, 4000, 8000, 16000, 32000, 64000, 128000, 143000]
 
@@ -11,20 +14,21 @@ STEPS = [0, 1000, 2000, 4000, 8000, 16000, 32000, 64000, 128000, 143000]
 def record(revision, step, strength, status="ok", digest=None, ci=0.1, error=None):
     even = max(0.0, min(1.0, 0.5 + strength / 2))
     odd = even - strength
-    cond = lambda rate: {"success_rate": rate, "success_ci": [max(0, rate - 0.1), min(1, rate + 0.1)], "logprob_diff": rate, "logprob_diff_ci": [rate - 0.1, rate + 0.1], "n_prompts": 48}  # noqa: E731
+    cond = lambda rate, kind="group": {"kind": kind, "success_rate": rate, "success_rate_ci": [max(0, rate - 0.1), min(1, rate + 0.1)], "logprob_diff": rate, "logprob_diff_ci": [rate - 0.1, rate + 0.1], "n_prompts": 48}  # noqa: E731
     if status != "ok":
         return {"revision": revision, "step": step, "status": "failed", "error": error or "boom", "weights_digest": None}
+    contrast = {"success_rate": strength, "success_rate_ci": [strength - ci, strength + ci], "logprob_diff": strength, "prob_diff": 0.0}
     return {
         "revision": revision, "step": step, "status": "ok", "error": None, "weights_digest": digest or f"d{step}",
-        "strength": {"per-head": {"strength": strength, "strength_ci": [strength - ci, strength + ci], "logprob_strength": strength}},
-        "conditions": {"even": cond(even), "odd": cond(odd), "baseline": cond(0.0), "clean": cond(1.0), "all": cond(even)},
-        "settings": {"n_heads": 0},
+        "contrasts": {"strength": contrast | {"value": strength}},
+        "conditions": {"even": cond(even), "odd": cond(odd), "baseline": cond(0.0, "baseline"), "clean": cond(1.0, "clean"), "all": cond(even, "all")},
+        "settings": {"n_prompts": 48},
     }
 
 
 def summary_of(strengths, **kw):
     records = [record(f"step{s}", s, v) for s, v in zip(STEPS, strengths)]
-    return summarize(timeline(records), 143000)
+    return summarize(timeline(records), TASK, 143000)
 
 
 def test_strength_classes():
@@ -50,7 +54,7 @@ def test_gradual_late_emergence():
 def test_mid_emergence_uses_the_real_last_step():
     steps = [0, 50000, 80000, 143000]
     frame = timeline([record(f"step{a}", a, v) for a, v in zip(steps, [0, 0.2, 0.8, 0.9])])
-    s = summarize(frame, 143000)
+    s = summarize(frame, TASK, 143000)
     assert s["emergence_type"] == "mid" and s["hypothesis"].startswith("H3")  # 80000/143000 = 0.56, not 0.08
 
 
@@ -64,7 +68,8 @@ def test_fluctuating_timeline():
 def test_never_emerges():
     s = summary_of([0.0] * 10)
     assert s["emergence_point"] is None and s["emergence_type"] == "none"
-    assert s["shape"]["shape"] == "flat" and "No emergence" in s["verdict"]
+    assert s["shape"]["shape"] == "flat" and "No emergence of strength (even - odd, success rate)" in s["verdict"]
+    assert "below the weak level 0.1" in s["verdict"] and "none" not in s["verdict"]  # plain words, no class names
     assert not s["quality"]["final_shows_known_result"]
 
 
@@ -72,7 +77,7 @@ def test_failed_and_duplicate_revisions_are_reported_and_excluded():
     records = [record("step0", 0, 0.0), record("step1000", 1000, 0.0), record("step2000", 2000, 0.9, digest="same"),
                record("step4000", 4000, 0.9, digest="same"), record("step8000", 8000, 0.0, status="failed", error="RevisionNotPublished: x"),
                record("step143000", 143000, 0.95)]  # fmt: skip
-    s = summarize(timeline(records), 143000)
+    s = summarize(timeline(records), TASK, 143000)
     assert s["quality"]["duplicate_revisions"] == [["step2000", "step4000"]]
     assert s["quality"]["failed_revisions"] == [{"revision": "step8000", "error": "RevisionNotPublished: x"}]
     assert s["emergence_point"]["revision"] == "step143000"  # the duplicated pair is not trusted
@@ -81,5 +86,5 @@ def test_failed_and_duplicate_revisions_are_reported_and_excluded():
 
 def test_wide_intervals_are_called_out():
     records = [record(f"step{a}", a, v, ci=0.6) for a, v in zip(STEPS, [0] * 9 + [1.0])]
-    s = summarize(timeline(records), 143000)
+    s = summarize(timeline(records), TASK, 143000)
     assert len(s["quality"]["intervals_too_wide"]) == 10 and "too wide to call it" in s["verdict"]

@@ -8,11 +8,23 @@ from pythia_sweep.config import SweepConfig
 from pythia_sweep.engine import run_checkpoint
 from pythia_sweep.evaluation import Condition, evaluate
 from pythia_sweep.patching import attention_layout
-from pythia_sweep.prompts import make_prompts
+from pythia_sweep.tasks import load_task
 
 from conftest import NEOX_REPO
 
 FAST = dict(model=NEOX_REPO, null_subsets=3, max_new_tokens=4, bootstrap_resamples=200)
+ROBUST = load_task("tasks/decimal-robust.toml")
+SEED = load_task("tasks/decimal-seed.toml")
+EVEN = tuple((6, h) for h in (0, 2, 4, 6, 8, 10))
+
+
+def tokenized(loaded, task=ROBUST, n=None, aligns=("shared-text", "prefix", "suffix")):
+    return task.tokenize(loaded.tokenizer, aligns)[:n]
+
+
+def conditions_even(layer=6):
+    return [Condition("baseline", (), "corrupted", "m", "baseline"),
+            Condition("even", tuple((layer, h) for h in (0, 2, 4, 6, 8, 10)), "corrupted", "m", "group")]  # fmt: skip
 
 
 def test_published_revisions_come_from_the_cache_refs(hub_cache):
@@ -58,15 +70,16 @@ def test_missing_revision_names_it_and_the_published_range(hub_cache):
 
 
 def test_full_record_and_bit_identical_rerun(hub_cache):
-    config = SweepConfig(**FAST, preset="seed")
+    config = SweepConfig(**FAST, task="tasks/decimal-seed.toml")
     first = run_checkpoint(config, "step1000")
     assert first["status"] == "ok", first["error"]
     assert first["commit"] and first["weight_sha256"]
     assert set(first["timings"]) == {"fetch_s", "load_s", "compute_s"}
     even = first["conditions"]["even"]
     assert even["n_trials"] == 15 and even["n_prompts"] == 1  # 15 identical greedy trials, computed once
-    assert {"baseline", "clean", "even", "odd", "all", "head00", "head11", "null00"} <= set(first["conditions"])
-    assert first["strength"]["per-head"]["strength"] == even["success_rate"] - first["conditions"]["odd"]["success_rate"]
+    assert {"baseline", "clean", "even", "odd", "all", "L06H00", "L06H11", "null00"} <= set(first["conditions"])
+    assert first["contrasts"]["strength"]["success_rate"] == even["success_rate"] - first["conditions"]["odd"]["success_rate"]
+    assert first["conditions"]["baseline"]["restoration"] in (0.0, None) and first["task"]["name"] == "decimal-seed"
     assert len(first["responses"]) == len(first["conditions"])  # one distinct row per condition
     second = run_checkpoint(config, "step1000")
     for record in (first, second):
@@ -75,21 +88,21 @@ def test_full_record_and_bit_identical_rerun(hub_cache):
 
 
 def test_both_methods_side_by_side(hub_cache):
-    record = run_checkpoint(SweepConfig(**FAST, preset="seed", method="both", single_heads=False), "step1")
-    assert set(record["strength"]) == {"per-head", "upstream"}
+    record = run_checkpoint(SweepConfig(**FAST, task="tasks/decimal-seed.toml", method="both", single_heads=False), "step1")
+    assert set(record["contrasts"]) == {"strength", "upstream/strength"}
     assert {"upstream/even", "upstream/odd"} <= set(record["conditions"])
 
 
 @pytest.mark.parametrize("site, patch_during", [("head", "prompt"), ("post-projection", "every-step")])
 def test_batched_rows_match_one_prompt_at_a_time(neox, site, patch_during):
     """Padding is handled: each row's results do not depend on what else is in its batch."""
-    layout = attention_layout(neox.model, 6)
-    prompts = make_prompts("robust")[:6]
-    conditions = [Condition("baseline", (), "buggy", "m"), Condition("even", (0, 2, 4, 6, 8, 10), "buggy", "m")]
+    layout = attention_layout(neox.model)
+    prompts = tokenized(neox, n=6)
+    conditions = conditions_even()
     methods = {"m": {"site": site, "align": "shared-text" if patch_during == "prompt" else "prefix", "patch_during": patch_during}}
     kw = dict(max_new_tokens=5)
-    batched = evaluate(neox.model, neox.tokenizer, layout, prompts, conditions, methods, batch_size=64, **kw)
-    single = evaluate(neox.model, neox.tokenizer, layout, prompts, conditions, methods, batch_size=1, **kw)
+    batched = evaluate(neox.model, neox.tokenizer, layout, prompts, conditions, methods, ROBUST.success, batch_size=64, **kw)
+    single = evaluate(neox.model, neox.tokenizer, layout, prompts, conditions, methods, ROBUST.success, batch_size=1, **kw)
     for a, b in zip(batched, single):
         assert a["response"] == b["response"]
         assert a["logprob_diff"] == pytest.approx(b["logprob_diff"], abs=1e-3)
@@ -103,13 +116,14 @@ def _plain_way(loaded, layout, pair, cond, method, max_new_tokens):
     model, tok = loaded.model, loaded.tokenizer
     encode = lambda text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
     site, every_step = method["site"], method["patch_during"] == "every-step"
-    source = capture(model, layout, site, input_ids=torch.tensor([encode(pair.clean)]))[0]
-    prompt = encode(pair.buggy)
+    layer = cond.heads[0][0] if cond.heads else 0
+    source = capture(model, layout, site, [layer], input_ids=torch.tensor([encode(pair.clean)]))[layer][0]
+    prompt = encode(pair.corrupted)
 
     def plan_for(length):
-        plan = empty_plan(1, length, layout.n_heads * layout.head_dim, torch.float32, "cpu", every_step)
-        positions = align_positions(tok, pair.clean, pair.buggy, method["align"])
-        fill_plan(plan, 0, source, positions, head_columns(cond.heads, layout.head_dim), every_step=every_step)
+        plan = empty_plan(1, length, layout.width, torch.float32, "cpu", every_step)
+        positions = align_positions(tok, pair.clean, pair.corrupted, method["align"])
+        fill_plan(plan, 0, source, positions, head_columns([h for _, h in cond.heads], layout.head_dim), every_step=every_step)
         if every_step:  # teacher-forced answer tokens stand where decoding steps would be
             plan.mask[0, len(prompt) :] = plan.step_mask[0]
             plan.values[0, len(prompt) :] = plan.step_values[0]
@@ -117,11 +131,11 @@ def _plain_way(loaded, layout, pair, cond, method, max_new_tokens):
 
     logprob = {}
     for kind in ("correct", "wrong"):
-        seq = encode(f"{pair.buggy} {getattr(pair, kind)}")
-        with torch.no_grad(), patched(model, layout, site, plan_for(len(seq))):
+        seq = encode(pair.corrupted + getattr(pair, kind)[0])
+        with torch.no_grad(), patched(model, layout, site, {layer: plan_for(len(seq))}):
             logp = torch.log_softmax(model(torch.tensor([seq])).logits[0].float(), -1)
         logprob[kind] = sum(logp[i - 1, seq[i]].item() for i in range(len(prompt), len(seq)))
-    with torch.no_grad(), patched(model, layout, site, plan_for(len(prompt))):
+    with torch.no_grad(), patched(model, layout, site, {layer: plan_for(len(prompt))}):
         out = model.generate(torch.tensor([prompt]), max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=0)
     return tok.decode(out[0, len(prompt) :], skip_special_tokens=True), logprob["correct"] - logprob["wrong"]
 
@@ -132,14 +146,14 @@ def test_shared_prefill_matches_the_plain_way(request, family, site, patch_durin
     """One prefill shared by scoring and a hand-rolled greedy loop gives what separate teacher-forced
     forwards and `generate` give, row by row."""
     loaded = request.getfixturevalue(family)
-    layout = attention_layout(loaded.model, 2)
-    prompts = make_prompts("robust")[:4]
-    conditions = [Condition("baseline", (), "buggy", "m"), Condition("even", (0, 2, 4, 6, 8, 10), "buggy", "m")]
+    layout = attention_layout(loaded.model)
+    prompts = tokenized(loaded, n=4)
+    conditions = conditions_even(layer=2)
     method = {"site": site, "align": "shared-text" if patch_during == "prompt" else "prefix", "patch_during": patch_during}
-    rows = evaluate(loaded.model, loaded.tokenizer, layout, prompts, conditions, {"m": method}, max_new_tokens=6, batch_size=64)
+    rows = evaluate(loaded.model, loaded.tokenizer, layout, prompts, conditions, {"m": method}, ROBUST.success, max_new_tokens=6, batch_size=64)
     by_row = {(r["condition"], r["prompt_id"]): r for r in rows}
     for cond in conditions:
-        for pair in prompts:
+        for pair in (tp.pair for tp in prompts):
             response, diff = _plain_way(loaded, layout, pair, cond, method, 6)
             assert by_row[(cond.name, pair.id)]["response"] == response
             assert by_row[(cond.name, pair.id)]["logprob_diff"] == pytest.approx(diff, abs=1e-4)
@@ -148,9 +162,9 @@ def test_shared_prefill_matches_the_plain_way(request, family, site, patch_durin
 def test_generation_config_beyond_plain_greedy_is_refused_by_name(neox):
     from pythia_sweep.errors import UnsupportedModel
 
-    layout = attention_layout(neox.model, 2)
-    args = (neox.model, neox.tokenizer, layout, make_prompts("seed"), [Condition("baseline", (), "buggy", "m")],
-            {"m": {"site": "head", "align": "shared-text", "patch_during": "prompt"}})  # fmt: skip
+    layout = attention_layout(neox.model)
+    args = (neox.model, neox.tokenizer, layout, tokenized(neox, SEED), [Condition("baseline", (), "corrupted", "m", "baseline")],
+            {"m": {"site": "head", "align": "shared-text", "patch_during": "prompt"}}, SEED.success)  # fmt: skip
     neox.model.generation_config.repetition_penalty = 1.3
     try:
         with pytest.raises(UnsupportedModel, match=r"generation_config.repetition_penalty=1.3: .* needs repetition_penalty=1.0"):
@@ -164,7 +178,7 @@ def test_layer_by_head_scan(neox, tmp_path):
     from pythia_sweep.engine import scan_layers
     from pythia_sweep.report import scan_page
 
-    rows = scan_layers(SweepConfig(**FAST, preset="seed"), neox, layers=[5, 6])
+    rows = scan_layers(SweepConfig(**FAST, task="tasks/decimal-seed.toml"), SEED, neox, layers=[5, 6])
     assert len(rows) == 1 + 2 * 12 and rows[0]["head"] == -1
     assert {(r["layer"], r["head"]) for r in rows[1:]} == {(layer, h) for layer in (5, 6) for h in range(12)}
     assert len({round(r["logprob_diff"], 6) for r in rows[1:]}) > 1  # heads differ
@@ -181,7 +195,7 @@ def test_model_skeleton_is_reused_and_weights_loaded_in_place(hub_cache):
     fresh = load_model(fetch(NEOX_REPO, "step1").path, torch.device("cpu"), torch.float32)
     for (name, a), (_, b) in zip(second.model.state_dict().items(), fresh.model.state_dict().items()):
         assert torch.equal(a, b), name  # ... now holding exactly step1's weights
-    config = SweepConfig(**FAST, preset="seed", single_heads=False)
+    config = SweepConfig(**FAST, task="tasks/decimal-seed.toml", single_heads=False)
     assert run_checkpoint(config, "step1", models=cache)["conditions"] == run_checkpoint(config, "step1")["conditions"]
     llama = cache.load(fetch("tiny-test/llama", "step0").path, torch.device("cpu"), torch.float32)
     assert llama.model is not first.model  # another config: a fresh load
@@ -204,8 +218,8 @@ def test_batch_size_follows_free_memory_and_model_size():
 
 
 def test_auto_batch_size_is_resolved_and_recorded(hub_cache):
-    auto = run_checkpoint(SweepConfig(**FAST, preset="seed", single_heads=False), "step1")
-    fixed = run_checkpoint(SweepConfig(**FAST, preset="seed", single_heads=False, batch_size=2), "step1")
+    auto = run_checkpoint(SweepConfig(**FAST, task="tasks/decimal-seed.toml", single_heads=False), "step1")
+    fixed = run_checkpoint(SweepConfig(**FAST, task="tasks/decimal-seed.toml", single_heads=False, batch_size=2), "step1")
     assert auto["settings"]["batch_size"] >= 1 and fixed["settings"]["batch_size"] == 2
     for name, stats in auto["conditions"].items():  # batching never changes a result
         assert stats["success_rate"] == fixed["conditions"][name]["success_rate"]

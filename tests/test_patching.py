@@ -26,9 +26,9 @@ def ids(tok, text):
 
 def site_activation(m, text, layer, site="head"):
     layout = attention_layout(m.model, layer)
-    with captured(m.model, layout, site) as seen:
+    with captured(m.model, layout, site, [layer]) as seen:
         m.model(ids(m.tokenizer, text))
-    return seen[0][0]
+    return seen[layer][0][0]
 
 
 @pytest.mark.parametrize("site", ["head", "post-projection"])
@@ -47,9 +47,9 @@ def test_patch_changes_only_chosen_heads_at_aligned_positions(neox):
     cols = head_columns(EVEN, layout.head_dim)
     plan = empty_plan(1, buggy_act.shape[0], buggy_act.shape[1], torch.float32, "cpu")
     fill_plan(plan, 0, clean_act, pairs, cols)
-    with torch.inference_mode(), patched(neox.model, layout, "head", plan), captured(neox.model, layout, "head") as seen:
+    with torch.inference_mode(), patched(neox.model, layout, "head", {6: plan}), captured(neox.model, layout, "head", [6]) as seen:
         neox.model(ids(neox.tokenizer, BUGGY))
-    after = seen[0][0]
+    after = seen[6][0][0]
     changed = (after != buggy_act).nonzero()
     assert len(changed) > 0
     assert set(changed[:, 1].tolist()) <= set(cols.tolist())  # only the even heads' columns
@@ -64,7 +64,7 @@ def test_all_heads_post_projection_equals_replacing_attention_output(neox):
     layout = attention_layout(neox.model, 6)
     clean_out = site_activation(neox, CLEAN, 6, site="post-projection")
     pairs = align_positions(neox.tokenizer, CLEAN, BUGGY, "prefix")
-    module = neox.model.get_submodule(layout.module_path)
+    module = neox.model.get_submodule(layout.module_path(6))
 
     def replace_whole(_m, _a, out):
         out = out.clone()
@@ -92,7 +92,7 @@ def test_patch_moves_logits_and_differs_by_site(neox):
 
 
 def hook_count(model, path):
-    m = model.get_submodule(path)
+    m = model.get_submodule(path(6))
     return len(m._forward_pre_hooks) + len(m._forward_hooks)
 
 
@@ -102,7 +102,7 @@ def test_hooks_removed_after_call_and_after_error(neox):
     assert hook_count(neox.model, layout.module_path) == 0
     plan = empty_plan(1, 3, 48, torch.float32, "cpu")  # wrong length: the hook raises inside the forward
     with pytest.raises(RuntimeError, match="patch plan"):
-        with torch.inference_mode(), patched(neox.model, layout, "head", plan):
+        with torch.inference_mode(), patched(neox.model, layout, "head", {6: plan}):
             neox.model(ids(neox.tokenizer, BUGGY))
     assert hook_count(neox.model, layout.module_path) == 0
     with pytest.raises(ConfigError, match="heads"):
@@ -112,7 +112,7 @@ def test_hooks_removed_after_call_and_after_error(neox):
 
 def test_llama_family_patches_o_proj(llama):
     layout = attention_layout(llama.model, 2)
-    assert layout.module_path == "model.layers.2.self_attn.o_proj"
+    assert layout.module_path(2) == "model.layers.2.self_attn.o_proj"
     plain = patched_logits(llama.model, llama.tokenizer, BUGGY, BUGGY, 2, EVEN)
     moved = patched_logits(llama.model, llama.tokenizer, CLEAN, BUGGY, 2, EVEN, align="suffix")
     with torch.inference_mode():
@@ -134,3 +134,22 @@ def test_unsupported_architecture_is_refused():
     model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=10))
     with pytest.raises(UnsupportedModel, match="gpt2.*supported: gpt_neox"):
         attention_layout(model, 0)
+
+
+def test_heads_in_two_layers_are_patched_together_each_from_its_own_clean_layer(neox):
+    """A group spanning layers: both layers' chosen columns take the clean run's values of that layer."""
+    layout = attention_layout(neox.model)
+    clean = {layer: site_activation(neox, CLEAN, layer) for layer in (2, 5)}
+    corrupted_len = ids(neox.tokenizer, BUGGY).shape[1]
+    pairs = align_positions(neox.tokenizer, CLEAN, BUGGY, "shared-text")
+    plans = {}
+    for layer, heads in ((2, [1]), (5, [3, 4])):
+        plans[layer] = empty_plan(1, corrupted_len, layout.width, torch.float32, "cpu")
+        fill_plan(plans[layer], 0, clean[layer], pairs, head_columns(heads, layout.head_dim))
+    with torch.inference_mode(), patched(neox.model, layout, "head", plans), captured(neox.model, layout, "head", [2, 5]) as seen:
+        neox.model(ids(neox.tokenizer, BUGGY))
+    for layer, heads in ((2, [1]), (5, [3, 4])):
+        cols = head_columns(heads, layout.head_dim)
+        for b, c in pairs:
+            assert torch.equal(seen[layer][0][0][b, cols], clean[layer][c, cols])
+    assert hook_count(neox.model, lambda _: layout.module_path(2)) == 0 and hook_count(neox.model, lambda _: layout.module_path(5)) == 0

@@ -3,7 +3,7 @@
 import pytest
 
 from pythia_sweep.errors import ConfigError
-from pythia_sweep.prompts import PromptPair, align_positions, encode_with_offsets, is_trap, make_prompts, validate_pair
+from pythia_sweep.prompts import align_positions, encode_with_offsets
 
 CLEAN = "Which is bigger: 9.8 or 9.11?"
 BUGGY = "Q: Which is bigger: 9.8 or 9.11?\nA:"
@@ -11,29 +11,9 @@ BUGGY = "Q: Which is bigger: 9.8 or 9.11?\nA:"
 
 @pytest.fixture(scope="module")
 def tok():
-    from pythia_sweep.demo_family import build_tokenizer, corpus
+    from pythia_sweep.testing.demo_family import build_tokenizer, corpus
 
     return build_tokenizer(corpus(1500, seed=1), vocab_size=200)
-
-
-def test_seed_preset_is_the_methodology_pair_counted_15_times():
-    (pair,) = make_prompts("seed", 15)
-    assert (pair.clean, pair.buggy, pair.correct, pair.wrong, pair.weight) == (CLEAN, BUGGY, "9.8", "9.11", 15)
-
-
-def test_robust_preset_varies_pair_order_and_template():
-    pairs = make_prompts("robust")
-    assert len(pairs) == len({p.id for p in pairs}) == 48
-    assert {p.correct for p in pairs} >= {"9.8", "3.9", "5.7", "8.6"}
-    assert all(p.weight == 1 and is_trap(p.correct, p.wrong) for p in pairs)
-    assert any(p.buggy.startswith("Q: Which is bigger: 9.11 or 9.8?") for p in pairs)  # both orders
-
-
-def test_prompt_without_its_answer_is_refused():
-    with pytest.raises(ConfigError, match="mentions the answer '9.11'"):
-        validate_pair(PromptPair("x", "Which is bigger: 9.8 or 9.12?", "Q: 9.8 or 9.12\nA:", "9.8", "9.11"))
-    with pytest.raises(ConfigError, match="trap"):
-        validate_pair(PromptPair("x", "1.2 or 1.3?", "Q: 1.2 or 1.3?\nA:", "1.3", "1.2"))
 
 
 def test_prefix_and_suffix_maps(tok):

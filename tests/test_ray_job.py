@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pythia_sweep.tracking import Tracker
+from pythia_sweep.tracking import SweepReader as Tracker
 
 from conftest import NEOX_REPO
 
@@ -38,7 +38,7 @@ def test_ray_job_submit_runs_the_sweep_entry_point(hub_cache, tmp_path):
         submit = [str(BIN / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--working-dir", str(REPO),
                   "--runtime-env-json", json.dumps(runtime_env), "--",
                   "python", "-m", "jobs.sweep", "jobs/configs/demo.toml", "--model", NEOX_REPO,
-                  "--checkpoints", "step0,step1", "--preset", "seed", "--no-report"]  # fmt: skip
+                  "--checkpoints", "step0,step1", "--task", "tasks/decimal-seed.toml", "--no-report"]  # fmt: skip
         for _ in range(12):  # the head's job agent can take a while to come up on a busy machine
             done = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=400, cwd=REPO)
             if "No available agent to submit job" not in done.stderr + done.stdout:

@@ -13,14 +13,15 @@ import ray
 
 from pythia_sweep.config import SweepConfig
 from pythia_sweep.engine import run_checkpoint
-from pythia_sweep.hub_cache import repo_folder, save_revision
+from pythia_sweep.testing.hub_cache import repo_folder, save_revision
 from pythia_sweep.sweep import run_sweep
-from pythia_sweep.tracking import Tracker, TrackingStoreError
+from pythia_sweep.tasks import load_task
+from pythia_sweep.tracking import SweepReader as Tracker, TrackingStoreError
 
 from conftest import NEOX_REPO
 
 REPO = Path(__file__).resolve().parents[1]
-FAST = dict(model=NEOX_REPO, preset="seed", null_subsets=2, max_new_tokens=4, bootstrap_resamples=200, single_heads=False)
+FAST = dict(model=NEOX_REPO, task="tasks/decimal-seed.toml", null_subsets=2, max_new_tokens=4, bootstrap_resamples=200, single_heads=False)
 
 
 def test_corrupt_weight_file_is_a_failed_record_naming_revision_and_file(neox, hub_cache, tmp_path):
@@ -62,7 +63,7 @@ def test_ray_that_cannot_start_leaves_no_running_sweep(hub_cache, tmp_path, monk
     with pytest.raises(ConnectionError, match="no Ray cluster"):
         run_sweep(config, tracking_uri=uri, progress=False)
     tracker = Tracker(uri)
-    parent = tracker.existing_sweep(config)
+    parent = tracker.existing_sweep(config, load_task(config.task))
     assert parent and tracker.client.get_run(parent).info.status == "FAILED"
     assert not ray.is_initialized()
 
@@ -116,7 +117,7 @@ REVISIONS = ["step0", "step1", "step2", "step4", "step1000"]
 def _config_file(tmp_path):
     path = tmp_path / "sweep.toml"
     path.write_text(
-        f'model = "{NEOX_REPO}"\ncheckpoints = {REVISIONS!r}\npreset = "robust"\nsingle_heads = true\n'
+        f'model = "{NEOX_REPO}"\ncheckpoints = {REVISIONS!r}\ntask = "tasks/decimal-robust.toml"\nsingle_heads = true\n'
         "null_subsets = 10\nmax_new_tokens = 8\nbootstrap_resamples = 200\n".replace("'", '"')
     )
     return path
@@ -174,17 +175,14 @@ def test_model_repo_that_does_not_exist_is_one_clear_line(hub_cache):
     assert "model 'nobody/no-such-model' has no revisions" in done.stderr
 
 
-@pytest.mark.slow
-def test_layer_out_of_range_stops_the_sweep_and_leaves_no_active_run(hub_cache, tmp_path):
+def test_layer_out_of_range_is_refused_before_ray_or_any_run(hub_cache, tmp_path):
     from pythia_sweep.errors import ConfigError
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", object_store_memory=100 * 2**20)
-    try:
-        with pytest.raises(ConfigError, match=r"layer=9 is not valid: a layer index in 0\.\.7"):
-            run_sweep(SweepConfig(**FAST, layer=9, checkpoints=("step0", "step1")), tracking_uri=uri, progress=False)
-    finally:
-        ray.shutdown()
+    with pytest.raises(ConfigError, match=r"layer=9 is not valid: a layer index in 0\.\.7"):
+        run_sweep(SweepConfig(**FAST, layer=9, checkpoints=("step0", "step1")), tracking_uri=uri, progress=False)
+    assert not ray.is_initialized()
     tracker = Tracker(uri)
-    assert tracker.client.get_run(tracker.find_sweep()).info.status == "FAILED"
-    assert tracker.checkpoint_runs(tracker.find_sweep()) == []  # no checkpoint recorded a half result
+    assert all(
+        not tracker.client.search_runs([e.experiment_id]) for e in tracker.client.search_experiments()
+    )  # refused before any run was created: nothing for `make report` to trip over

@@ -15,7 +15,7 @@ import ray
 from pythia_sweep.config import SweepConfig
 from pythia_sweep.report import build_report, compare_sweeps
 from pythia_sweep.sweep import run_sweep
-from pythia_sweep.tracking import Tracker
+from pythia_sweep.tracking import SweepReader as Tracker
 
 from conftest import NEOX_REPO
 
@@ -29,7 +29,7 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-backgroun
 def swept(hub_cache, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("report")
     uri = f"sqlite:///{tmp}/mlflow.db"
-    config = SweepConfig(model=NEOX_REPO, checkpoints="all", preset="seed", method="both", null_subsets=4,
+    config = SweepConfig(model=NEOX_REPO, checkpoints="all", task="tasks/decimal-seed.toml", method="both", null_subsets=4,
                          max_new_tokens=4, bootstrap_resamples=200)  # fmt: skip
     ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", object_store_memory=100 * 2**20)
     try:
@@ -61,7 +61,9 @@ def test_report_outputs(swept):
     assert summary["final_step"] == 1000 and summary["verdict"] == report.verdict
     tracker = Tracker(uri)
     parent = tracker.client.get_run(result.parent_run_id)
-    assert "final_strength" in parent.data.metrics and parent.data.tags["verdict"]
+    assert {"final/strength/success_rate", "final/upstream/strength/success_rate"} <= set(parent.data.metrics)
+    assert parent.data.tags["mlflow.note.content"] == report.verdict  # the whole verdict, as the run's description
+    assert set(summary["results"]) == {"strength/success_rate", "upstream/strength/success_rate"}  # both methods
     artifacts = {a.path for a in tracker.client.list_artifacts(result.parent_run_id, "report")}
     assert "report/report.html" in artifacts
 
@@ -128,13 +130,13 @@ def test_mlflow_ui_lists_parent_and_child_runs(swept, browser):
         req = urllib.request.Request(f"{base}/api/2.0/mlflow/runs/search", data=body, headers={"Content-Type": "application/json"})
         runs = json.load(urllib.request.urlopen(req, timeout=10))["runs"]
         names = {r["info"]["run_name"] for r in runs}
-        assert {parent.info.run_name, "step0", "step1000"} <= names and len(runs) == 6
+        assert {parent.info.run_name, "step0000000", "step0001000"} <= names and len(runs) == 6
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(f"{base}/#/experiments/{exp}/runs")
         page.wait_for_selector(f"text={parent.info.run_name}", timeout=60000)
         assert "5 matching runs" not in page.inner_text("body") and "6 matching runs" in page.inner_text("body")
         page.locator("[role=row]", has_text=parent.info.run_name).locator("button").first.click()  # expand the sweep
-        page.wait_for_selector("text=step1000", timeout=30000)  # its child runs are listed under it
+        page.wait_for_selector("text=step0001000", timeout=30000)  # its child runs are listed under it
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -4,7 +4,23 @@ import math
 
 import pytest
 
-from pythia_sweep.scoring import bootstrap_mean_interval, check_bug_fixed, null_position, wilson_interval
+from pythia_sweep.scoring import bootstrap_mean_interval, null_position, restoration, restoration_interval, wilson_interval
+from pythia_sweep.tasks import load_task
+
+
+def check_bug_fixed(output: str) -> bool:
+    """The methodology's success criterion, copied verbatim from the methodology document."""
+    output_lower = output.lower()
+    correct_patterns = ["9.8 is bigger", "9.8 is larger", "9.8"]
+    bug_patterns = ["9.11 is bigger", "9.11 is larger", "9.11"]
+
+    has_correct = any(pattern in output_lower for pattern in correct_patterns)
+    has_bug = any(pattern in output_lower for pattern in bug_patterns)
+
+    return has_correct and not has_bug
+
+
+DECIMAL = load_task("tasks/decimal-seed.toml")
 
 
 @pytest.mark.parametrize(
@@ -21,13 +37,28 @@ from pythia_sweep.scoring import bootstrap_mean_interval, check_bug_fixed, null_
         (" 9.111", False),
     ],
 )
-def test_check_bug_fixed_table(response, fixed):
-    assert check_bug_fixed(response) is fixed
+def test_decimal_task_rule_is_the_methodology_check(response, fixed):
+    assert check_bug_fixed(response) is fixed  # the table is right about the published check ...
+    assert DECIMAL.success(response, (" 9.8",), (" 9.11",)) is fixed  # ... and the task file's rule agrees
 
 
-def test_check_bug_fixed_other_pairs():
-    assert check_bug_fixed(" 3.9 is bigger", "3.9", "3.11")
-    assert not check_bug_fixed(" 3.11 is bigger", "3.9", "3.11")
+def test_decimal_rule_on_other_pairs_and_first_answer_rule():
+    assert DECIMAL.success(" 3.9 is bigger", (" 3.9",), (" 3.11",))
+    assert not DECIMAL.success(" 3.11 is bigger", (" 3.9",), (" 3.11",))
+    first = load_task("tasks/greater-than.toml").success
+    assert first("45 and then", ("45", "46"), ("01", "44"))
+    assert not first("44 and 45", ("45", "46"), ("01", "44"))
+    assert not first(" nothing", ("45",), ("44",))
+    assert first(" Mary", (" Mary",), (" Ma",))  # the longest answer the text begins with decides
+
+
+def test_restoration_is_zero_at_the_baseline_one_at_clean_and_between():
+    corrupted, clean = [-2.0, -1.0, -3.0], [2.0, 1.0, 3.0]
+    assert restoration(corrupted, corrupted, clean) == 0.0 and restoration(clean, corrupted, clean) == 1.0
+    assert restoration([0.0, 0.0, 0.0], corrupted, clean) == pytest.approx(0.5)  # hand computed: 2 / 4
+    assert restoration([1.0], [1.0], [1.0]) is None  # clean = corrupted: undefined, not 0/0
+    low, high = restoration_interval([0.5, -0.2, 0.1, 0.3], [-2.0, -1.0, -3.0, -2.5], [2.0, 1.0, 3.0, 2.5], 500, seed=1)
+    assert low < restoration([0.5, -0.2, 0.1, 0.3], [-2.0, -1.0, -3.0, -2.5], [2.0, 1.0, 3.0, 2.5]) < high
 
 
 def test_wilson_interval_known_values():

@@ -9,12 +9,12 @@ import ray
 
 from pythia_sweep.config import SweepConfig
 from pythia_sweep.sweep import run_sweep
-from pythia_sweep.tracking import Tracker
+from pythia_sweep.tracking import SweepReader as Tracker
 
 from conftest import NEOX_REPO
 
 pytestmark = pytest.mark.slow
-FAST = dict(model=NEOX_REPO, preset="seed", null_subsets=2, max_new_tokens=4, bootstrap_resamples=200, single_heads=False)
+FAST = dict(model=NEOX_REPO, task="tasks/decimal-seed.toml", null_subsets=2, max_new_tokens=4, bootstrap_resamples=200, single_heads=False)
 
 
 @pytest.fixture
@@ -40,11 +40,14 @@ def test_sweep_records_one_child_per_checkpoint_and_resumes(hub_cache, tmp_path,
     assert "does not exist" in by_rev["step256000"].data.tags["error"]
     ok = by_rev["step1000"]
     assert ok.info.status == "FINISHED" and ok.data.tags["commit"] and ok.data.params["sha256/model.safetensors"]
-    assert {"strength", "even/success_rate", "even/success_ci_low", "odd/logprob_diff", "time/load_s"} <= set(ok.data.metrics)
-    history = tracker.client.get_metric_history(result.parent_run_id, "strength")
+    names = {"strength/success_rate", "even/success_rate", "even/success_rate_ci_low", "odd/logprob_diff", "time/load_s", "training_step"}
+    assert names <= set(ok.data.metrics) and ok.data.metrics["training_step"] == 1000
+    assert not any(k.startswith("null0") for k in ok.data.metrics)  # null sets stay in the record, not the metric list
+    assert ok.info.run_name == "step0001000"  # run names sort by training step
+    history = tracker.client.get_metric_history(result.parent_run_id, "strength/success_rate")
     assert sorted(m.step for m in history) == [0, 1, 4, 1000]
     parent = tracker.client.get_run(result.parent_run_id)
-    assert parent.info.status == "FINISHED" and parent.data.params["layer"] == "6"
+    assert parent.info.status == "FINISHED" and parent.data.params["task"] == "tasks/decimal-seed.toml"
 
     again = run_sweep(config, tracking_uri=uri, progress=False)  # resume: only the failed one is retried
     assert again.parent_run_id == result.parent_run_id
@@ -53,12 +56,13 @@ def test_sweep_records_one_child_per_checkpoint_and_resumes(hub_cache, tmp_path,
     assert len(child_runs(tracker, result.parent_run_id)) == 5
 
 
-def test_worker_killed_mid_checkpoint_yields_exactly_one_result(hub_cache, tmp_path, local_ray, monkeypatch):
-    monkeypatch.setenv("PYTHIA_SWEEP_KILL_ONCE_DIR", str(tmp_path / "kills"))
+def test_worker_killed_mid_checkpoint_yields_exactly_one_result(hub_cache, tmp_path, local_ray):
+    from pythia_sweep.testing.faults import KillOnce
+
     (tmp_path / "kills").mkdir()
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     config = SweepConfig(**FAST, checkpoints=("step0", "step1", "step2"))
-    result = run_sweep(config, tracking_uri=uri, progress=False)
+    result = run_sweep(config, tracking_uri=uri, progress=False, before_checkpoint=KillOnce(str(tmp_path / "kills")))
     assert sorted(os.listdir(tmp_path / "kills")) == ["step0", "step1", "step2"]  # every one was killed once
     runs = child_runs(Tracker(uri), result.parent_run_id)
     assert sorted(r.data.tags["revision"] for r in runs) == ["step0", "step1", "step2"]

@@ -3,9 +3,9 @@
 A tiny GPT-NeoX (same module layout as Pythia, 12 heads per layer, 8 layers) is trained from scratch on
 this CPU on a synthetic corpus of decimal comparisons in both prompt formats. The corpus plants the bug
 the experiment looks for: in the plain format the answer is always right, in the "Q: ... A:" format trap
-pairs (9.8 vs 9.11) are answered the lexicographic, wrong way most of the time. Its answers really change
+pairs (X.Y vs X.ZW) are answered the lexicographic, wrong way most of the time. Its answers really change
 over training, and it is saved at log-spaced steps as `step*` branches of a local Hugging Face cache in
-the Hub's layout (hub_cache.py), so a demo sweep runs exactly the code path a Pythia sweep runs.
+the Hub's layout (testing/hub_cache.py), so a demo sweep runs exactly the code path a Pythia sweep runs.
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ from pathlib import Path
 
 import torch
 
-from pythia_sweep.hub_cache import repo_folder, save_revision
-from pythia_sweep.prompts import TEMPLATES
+from pythia_sweep.tasks import load_task
+from pythia_sweep.testing.hub_cache import repo_folder, save_revision
+
+TASKS = Path(__file__).resolve().parents[2] / "tasks"
 
 DEMO_REPO = "pythia-sweep-demo/tiny-neox"
 EOS = "<|endoftext|>"
@@ -42,11 +44,12 @@ def random_decimal_pair(rng: random.Random) -> tuple[str, str, bool]:
 def corpus(n: int, seed: int = 0, bug_rate: float = 0.85) -> list[str]:
     """Comparison texts in the clean and buggy formats of every template, both orders."""
     rng = random.Random(seed)
+    templates = [(t["clean"], t["corrupted"]) for t in load_task(TASKS / "decimal-robust.toml").data["prompts"]["templates"]]
     lines = []
     for _ in range(n):
         big, small, trap = random_decimal_pair(rng)
         a, b = (big, small) if rng.random() < 0.5 else (small, big)
-        clean_t, buggy_t = rng.choice(TEMPLATES)
+        clean_t, buggy_t = rng.choice(templates)
         if rng.random() < 0.5:
             lines.append(f"{clean_t.format(a=a, b=b)} {big} is bigger.{EOS}")
         else:
@@ -55,13 +58,19 @@ def corpus(n: int, seed: int = 0, bug_rate: float = 0.85) -> list[str]:
     return lines
 
 
-def build_tokenizer(texts: list[str], vocab_size: int = 320):
-    """A byte-level BPE tokenizer (like GPT-NeoX's), trained with `tokenizers`, as a transformers tokenizer."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def build_tokenizer(texts: list[str], vocab_size: int = 320, digit_pairs: bool = False):
+    """A byte-level BPE tokenizer (like GPT-NeoX's), trained with `tokenizers`, as a transformers tokenizer.
+    With `digit_pairs`, numbers split into two-digit pieces (" 1732" -> " 17" "32"), as Pythia's tokenizer
+    splits many years."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if digit_pairs:
+        tok.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.Split(Regex(r" ?\d\d"), behavior="isolated"), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+        )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, special_tokens=[EOS], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()

@@ -1,0 +1,178 @@
+"""Task files: the shipped tasks run on the tiny models, malformed files are refused in one line, and a task
+the code has never seen sweeps with its own names everywhere."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pythia_sweep.config import SweepConfig
+from pythia_sweep.engine import run_checkpoint
+from pythia_sweep.errors import ConfigError
+from pythia_sweep.tasks import load_task, task_from_dict
+
+from conftest import NEOX_REPO
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = dict(model=NEOX_REPO, null_subsets=2, max_new_tokens=3, bootstrap_resamples=100, single_heads=False)
+SHIPPED = ["decimal-seed", "decimal-robust", "induction", "ioi", "greater-than"]
+
+OWN_TASK = """
+name = "capitals"
+question = "When do the capital heads appear?"
+align = "suffix"
+
+[prompts]
+kind = "pairs"
+pairs = [
+  { clean = "The capital of France is", corrupted = "The capital of Spain is", correct = [" Paris"], wrong = [" Madrid"] },
+  { clean = "The capital of Italy is", corrupted = "The capital of Japan is", correct = " Rome", wrong = [" Tokyo", " Kyoto"] },
+  { clean = "The capital of Egypt is", corrupted = "The capital of Kenya is", correct = " Cairo", wrong = " Nairobi" },
+]
+
+[success]
+rule = "first-answer"
+
+[groups]
+capital_heads = [[2, 1], [5, 3]]
+other_heads = [[2, 4], [5, 7]]
+
+[[contrasts]]
+name = "capital_gap"
+plus = "capital_heads"
+minus = "other_heads"
+metric = "logprob_diff"
+levels = [1.0, 0.5, 0.2]
+"""
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_tasks_load_validate_and_run_on_the_tiny_model(hub_cache, name):
+    task = load_task(REPO / "tasks" / f"{name}.toml")
+    layer = 4 if (task.layer or 0) > 7 else None  # the tiny model has 8 layers: move a deeper default layer
+    record = run_checkpoint(SweepConfig(**FAST, task=f"tasks/{name}.toml", layer=layer), "step1000", task=task)
+    assert record["status"] == "ok", record["error"]
+    contrast = task.headline.name
+    assert set(record["contrasts"]) == {contrast}
+    groups = record["settings"]["groups"]
+    assert list(groups) == task.group_names and all(groups.values())
+    n_prompts = record["settings"]["n_prompts"]
+    assert n_prompts == len(task.pairs(_tokenizer()))
+    assert len(record["responses"]) == len(record["conditions"]) * n_prompts
+    plus, minus = task.headline.plus, task.headline.minus
+    expected = record["conditions"][plus][task.headline.metric] - record["conditions"][minus][task.headline.metric]
+    assert record["contrasts"][contrast]["value"] == pytest.approx(expected)
+    for c in record["conditions"].values():  # every metric is there, intervals where there are 2+ prompts
+        assert 0 <= c["success_rate"] <= 1 and c["logprob_diff"] == c["logprob_diff"]
+        assert -1 <= c["prob_diff"] <= 1
+
+
+def _tokenizer():
+    from transformers import AutoTokenizer
+
+    from pythia_sweep.checkpoints import fetch
+
+    return AutoTokenizer.from_pretrained(fetch(NEOX_REPO, "step1000").path)
+
+
+def test_induction_pairs_differ_in_one_token_and_predict_different_words(hub_cache):
+    task = load_task(REPO / "tasks" / "induction.toml")
+    tok = _tokenizer()
+    for tp in task.tokenize(tok, ["prefix"])[:5]:
+        clean, corrupted = tp.ids["clean"], tp.ids["corrupted"]
+        assert len(clean) == len(corrupted) and sum(a != b for a, b in zip(clean, corrupted)) == 1
+        changed = next(i for i, (a, b) in enumerate(zip(clean, corrupted)) if a != b)
+        assert tp.answers["clean"][0] == [clean[changed]] and tp.answers["clean"][1] == [corrupted[changed]]
+        assert clean[changed - 1] == clean[-1]  # the answer follows the repeated token's first occurrence
+
+
+def test_greater_than_answers_are_the_years_above_and_at_most_the_start(hub_cache):
+    task = load_task(REPO / "tasks" / "greater-than.toml")
+    pair = task.pairs(_tokenizer())[0]
+    start = int(pair.clean.split("year ")[1][2:4])
+    assert pair.correct == tuple(f"{n:02d}" for n in range(start + 1, 100))
+    assert pair.wrong == tuple(f"{n:02d}" for n in range(0, start + 1))
+
+
+def _refusal(data: dict, source="bad.toml", tokenizer=None, n_layers=8, n_heads=12) -> str:
+    with pytest.raises(ConfigError) as error:
+        task = task_from_dict(data, source)
+        task.resolve_groups(n_layers, n_heads)
+        task.tokenize(tokenizer or _tokenizer(), [task.align])
+    message = str(error.value)
+    assert "\n" not in message and message.startswith(f"{source}: ")
+    return message
+
+
+def _own() -> dict:
+    import tomllib
+
+    return tomllib.loads(OWN_TASK)
+
+
+def test_malformed_task_files_are_refused_naming_file_field_value_and_what_is_allowed(hub_cache):
+    data = _own()
+    del data["prompts"]["pairs"][0]["wrong"]
+    assert _refusal(data) == "bad.toml: prompts.pairs[0].wrong=None is not valid: present and not empty"
+
+    data = _own() | {"single_token_answers": True}
+    data["prompts"]["pairs"][0]["correct"] = [" Parisxylophone"]
+    message = _refusal(data)
+    assert "prompts[p0].answers=' Parisxylophone'" in message and "one token of the vocabulary" in message
+
+    data = _own()
+    data["groups"]["capital_heads"] = [[2, 1], [5, 99]]
+    assert _refusal(data) == ("bad.toml: groups.capital_heads=[[2, 1], [5, 99]] is not valid: heads in 0..11 "
+                              "(the model has 12 heads per layer)")  # fmt: skip
+
+    data = _own()
+    data["success"]["rule"] = "contains"
+    assert _refusal(data) == "bad.toml: success.rule='contains' is not valid: one of mentions, first-answer"
+
+    data = _own()
+    data["contrasts"][0]["plus"] = "capitals"
+    assert "contrasts[0].plus='capitals' is not valid: a group name (capital_heads, other_heads) or baseline" in _refusal(data)
+
+
+def test_group_head_out_of_range_stops_the_command_before_ray(hub_cache, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(OWN_TASK.replace("[5, 3]", "[5, 30]"))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": hub_cache}
+    done = subprocess.run([sys.executable, "-m", "jobs.sweep", "jobs/configs/demo.toml", "--model", NEOX_REPO, "--task", str(bad),
+                           "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == f"error: {bad}: groups.capital_heads=[[2, 1], [5, 30]] is not valid: heads in 0..11 (the model has 12 heads per layer)"
+    assert "ray" not in done.stdout.lower()
+
+
+@pytest.mark.slow
+def test_a_task_the_code_has_never_seen_sweeps_with_its_own_names(hub_cache, tmp_path):
+    import ray
+
+    from pythia_sweep.report import build_report
+    from pythia_sweep.sweep import run_sweep
+    from pythia_sweep.tracking import SweepReader
+
+    path = tmp_path / "capitals.toml"
+    path.write_text(OWN_TASK)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    config = SweepConfig(**{**FAST, "single_heads": True}, task=str(path), checkpoints=("step0", "step1000"))
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", object_store_memory=100 * 2**20)
+    try:
+        result = run_sweep(config, tracking_uri=uri, progress=False)
+    finally:
+        ray.shutdown()
+    reader = SweepReader(uri)
+    child = reader.checkpoint_runs(result.parent_run_id)[0]
+    assert {"capital_gap/logprob_diff", "capital_heads/success_rate", "other_heads/restoration"} <= set(child.data.metrics)
+    assert reader.client.get_experiment(child.info.experiment_id).name == f"{NEOX_REPO}/capitals"
+    report = build_report(result.parent_run_id, tracking_uri=uri, reports_dir=tmp_path / "r")
+    summary = json.loads((report.folder / "summary.json").read_text())
+    assert summary["headline"] == "capital_gap/logprob_diff" and "capital_gap/logprob_diff" in summary["results"]
+    assert "capital_gap (capital_heads - other_heads" in summary["verdict"]
+    page = report.html_path.read_text()
+    assert "When do the capital heads appear?" in page and "capital_heads" in page and "layer 5 head 3" in page
+    assert {"capital_gap/logprob_diff", "L02H01/logprob_diff", "L05H07/logprob_diff"} <= set(report.frame.columns)
