@@ -4,28 +4,46 @@ Pythia publishes 154 revisions per model as git branches of the Hub repo: step0,
 step512, then step1000 ... step143000 every 1000 steps (step143000 == main). The methodology we were
 handed lists step256000, step512000 and step1000000, which do not exist: a schedule keeps such names and
 reports them as unpublished (with the published range) rather than quietly replacing them.
+
+Many branches serve identical weights (pythia-2.8b: 76 of 154 equal `main`; step0 == step1 everywhere).
+`find_duplicates` compares the weight files' LFS sha256 from the Hub's metadata before anything is
+downloaded, so each distinct set of weights is fetched once; `fetch` checks every downloaded file against
+the same hash. Online, every Hub operation goes through `_hub_call`: answers meaning "try again later"
+(HTTP 408, 429, 5xx) are retried with backoff a bounded number of times, and a Hub that cannot be reached
+at all is one `HubUnreachable` line at once.
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import re
 import shutil
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from fnmatch import fnmatch
 from pathlib import Path
+from typing import TypeVar
 
 import httpx2
-from huggingface_hub import HfApi, is_offline_mode, scan_cache_dir, snapshot_download
+from huggingface_hub import HfApi, constants, hf_hub_download, is_offline_mode, scan_cache_dir, snapshot_download
 from huggingface_hub.constants import HF_HUB_CACHE
 from huggingface_hub.errors import (
     CorruptedCacheException,
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
     OfflineModeIsEnabled,
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
 
-from pythia_sweep.errors import CorruptCheckpoint, DiskFull, HubUnreachable, RevisionNotPublished
+from pythia_sweep.errors import CorruptCheckpoint, DiskFull, HubUnreachable, PythiaSweepError, RevisionNotPublished
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 STEP_BRANCH = re.compile(r"^step(\d+)(?:-tokens\d+[KMBT]?)?$")  # Pythia "step1000"; OLMo "step1000-tokens4B"
 SEED_SCHEDULE = (  # the methodology's eleven revisions, literally (three of them do not exist for Pythia)
@@ -36,6 +54,10 @@ CONFIG_FILES = ["config.json", "generation_config.json"]
 TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt"]
 SAFETENSORS_FILES = ["*.safetensors", "*.safetensors.index.json"]
 BIN_FILES = ["pytorch_model*.bin", "pytorch_model.bin.index.json"]
+RETRY_STATUSES = (408, 429, 500, 502, 503, 504)  # the Hub's "try again later" answers (huggingface_hub's list)
+HUB_ATTEMPTS = 5  # tries of one Hub operation before it is refused as HubUnreachable
+BACKOFF_S = (1.0, 2.0, 4.0, 8.0)  # waits before tries 2..5, unless the server's Retry-After says otherwise
+MAX_WAIT_S = 60.0  # the longest Retry-After honoured; longer ones are cut to this
 
 
 @dataclass(frozen=True)
@@ -60,15 +82,13 @@ def published_revisions(repo_id: str, cache_dir: str | Path | None = None) -> li
             )
     else:
         try:
-            names = [b.name for b in HfApi().list_repo_refs(repo_id).branches]
+            refs = _hub_call(f"list the revisions of {repo_id!r}", lambda: HfApi().list_repo_refs(repo_id))
         except RepositoryNotFoundError as error:
             raise RevisionNotPublished(f"model repo {repo_id!r} does not exist on the Hugging Face Hub") from error
-        except (httpx2.TransportError, OSError, OfflineModeIsEnabled) as error:  # DNS, refused, timeout
-            raise HubUnreachable(
-                f"cannot reach the Hugging Face Hub to list the revisions of {repo_id!r} "
-                f"({type(error).__name__}: {error}). Without Hub access run `make demo` (offline demo family), "
-                "or set HF_HUB_OFFLINE=1 to sweep what the local cache holds"
-            ) from error
+        except HfHubHTTPError as error:  # 401/403 and the like: the Hub is there but will not answer
+            raise HubUnreachable(f"the Hugging Face Hub at {constants.ENDPOINT} refused to list the revisions "
+                                 f"of {repo_id!r}: {_one_line(error)}") from error  # fmt: skip
+        names = [b.name for b in refs.branches]
     checkpoints = [Checkpoint(n, step_of(n)) for n in names if step_of(n) is not None]
     return sorted(checkpoints, key=lambda c: c.step)
 
@@ -119,12 +139,16 @@ def resolve_schedule(repo_id: str, schedule: str | tuple[str, ...], published: l
 def fetch_metadata(repo_id: str, revision: str, cache_dir: str | Path | None = None) -> str:
     """A revision's config and tokenizer files alone (kilobytes, no weights): enough to check a task and its
     head groups against the model before anything heavy starts. Returns the snapshot folder."""
-    try:
-        return snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=CONFIG_FILES + TOKENIZER_FILES)
-    except RevisionNotFoundError as error:
-        raise RevisionNotPublished(f"revision {revision!r} does not exist for {repo_id}") from error
-    except (httpx2.TransportError, OSError) as error:
-        raise HubUnreachable(f"cannot fetch the config of {repo_id}@{revision} ({type(error).__name__}: {error})") from error
+
+    def download() -> str:
+        try:
+            return snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=CONFIG_FILES + TOKENIZER_FILES)
+        except RevisionNotFoundError as error:
+            raise RevisionNotPublished(f"revision {revision!r} does not exist for {repo_id}") from error
+
+    if is_offline_mode():
+        return download()
+    return _hub_call(f"fetch the config and tokenizer of revision {revision!r} of {repo_id}", download)
 
 
 @dataclass(frozen=True)
@@ -139,65 +163,265 @@ class FetchedCheckpoint:
 def fetch(repo_id: str, revision: str, cache_dir: str | Path | None = None) -> FetchedCheckpoint:
     """Download (or find in the cache) one revision: config, tokenizer, and safetensors or else .bin weights.
 
-    Weight files are hashed here; a file whose sha256 differs from the Hub's LFS hash (the blob's name in
-    the cache) is a corrupt download and raises `CorruptCheckpoint` naming the revision and the file.
+    Online, the dry run's file sizes are checked against the free disk space before any byte is downloaded
+    (`DiskFull`). Every weight file is then hashed: one whose sha256 differs from the Hub's LFS hash (the
+    blob's name in the cache) is downloaded once more, alone; still different, it is refused with
+    `CorruptCheckpoint` naming the revision and the file. Offline, the cache is used as it is.
     """
-    try:
-        return _fetch_and_hash(repo_id, revision, cache_dir, force=False)
-    except CorruptCheckpoint:
-        if is_offline_mode():
-            raise
-        return _fetch_and_hash(repo_id, revision, cache_dir, force=True)  # one re-fetch, then give up
+    what = f"fetch revision {revision!r} of {repo_id}"
+    offline = is_offline_mode()
+    if offline:
+        folder = _download(repo_id, revision, cache_dir)
+    else:
+        folder = _hub_call(what, lambda: _download(repo_id, revision, cache_dir))
+    names = _weight_files(p.name for p in folder.iterdir() if p.is_file())
+    if not names:
+        raise CorruptCheckpoint(f"revision {revision!r} of {repo_id} has no weight files (*.safetensors or *.bin)")
+    hashes = {name: file_sha256(folder / name) for name in names}
+    corrupt = [name for name in names if not _matches_blob_name(folder / name, hashes[name])]
+    if corrupt and not offline:
+        for name in corrupt:  # one more download of each corrupt file, alone, from the same commit; then give up
+            _hub_call(what, lambda name=name: hf_hub_download(repo_id, name, revision=folder.name, cache_dir=cache_dir,
+                                                              force_download=True))  # fmt: skip
+            hashes[name] = file_sha256(folder / name)
+        corrupt = [name for name in corrupt if not _matches_blob_name(folder / name, hashes[name])]
+    if corrupt:
+        path = folder / corrupt[0]
+        raise CorruptCheckpoint(
+            f"weight file {path.name} of revision {revision!r} ({repo_id}) is corrupt: sha256 "
+            f"{hashes[path.name][:12]}... does not match the published {path.resolve().name[:12]}..."
+            f"{'' if offline else ', downloaded twice'}; delete {path.resolve()} and fetch again"
+        )
+    return FetchedCheckpoint(revision, str(folder), folder.name, hashes, _digest(hashes))
 
 
-def _fetch_and_hash(repo_id: str, revision: str, cache_dir: str | Path | None, force: bool) -> FetchedCheckpoint:
+def _weight_files(names: Iterable[str]) -> list[str]:
+    """The weight files among a revision's top-level file names: safetensors when there are any, else .bin."""
+    top = [n for n in names if "/" not in n and n.endswith((".safetensors", ".bin"))]
+    for patterns in (SAFETENSORS_FILES, BIN_FILES):
+        found = sorted(n for n in top if any(fnmatch(n, p) for p in patterns))
+        if found:
+            return found
+    return []
+
+
+def _digest(weight_sha256: dict[str, str]) -> str:
+    """One hash over a revision's weight files (name and sha256 of each): equal digests, identical weights."""
+    return hashlib.sha256("".join(f"{n}:{h}\n" for n, h in sorted(weight_sha256.items())).encode()).hexdigest()
+
+
+def _matches_blob_name(path: Path, sha256: str) -> bool:
+    """An LFS file is cached as a blob named by the sha256 the Hub published; other names cannot be checked."""
+    blob_name = path.resolve().name
+    return not re.fullmatch(r"[0-9a-f]{64}", blob_name) or blob_name == sha256
+
+
+def _download(repo_id: str, revision: str, cache_dir: str | Path | None) -> Path:
+    if is_offline_mode():
+        return _cached_snapshot(repo_id, revision, cache_dir, CONFIG_FILES + TOKENIZER_FILES)
     weight_patterns, needed = _weight_patterns(repo_id, revision, cache_dir)
-    patterns = CONFIG_FILES + TOKENIZER_FILES + weight_patterns
     target = Path(cache_dir or HF_HUB_CACHE)
     check_free_space(needed, target, f"revision {revision!r} of {repo_id}")
     try:
-        folder = Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=patterns, force_download=force))
+        patterns = CONFIG_FILES + TOKENIZER_FILES + weight_patterns
+        return Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=patterns))
     except RevisionNotFoundError as error:
         raise RevisionNotPublished(f"revision {revision!r} does not exist for {repo_id}") from error
+    except RepositoryNotFoundError as error:
+        raise RevisionNotPublished(f"model repo {repo_id!r} does not exist on the Hugging Face Hub") from error
     except OSError as error:
         if error.errno == errno.ENOSPC:
             raise DiskFull(f"the disk holding {target} filled while fetching revision {revision!r} of {repo_id} "
                            f"({needed / 1e9:.2f} GB needed); free space or set HF_HUB_CACHE elsewhere") from error  # fmt: skip
         raise
-    weights = sorted(p for p in folder.iterdir() if p.name.endswith((".safetensors", ".bin")))
-    safetensors = [p for p in weights if p.name.endswith(".safetensors")]
-    weights = safetensors or weights
-    if not weights:
-        raise CorruptCheckpoint(f"revision {revision!r} of {repo_id} has no weight files (*.safetensors or *.bin)")
-    hashes = {}
-    for path in weights:
-        digest = file_sha256(path)
-        blob_name = path.resolve().name
-        if re.fullmatch(r"[0-9a-f]{64}", blob_name) and blob_name != digest:
-            raise CorruptCheckpoint(
-                f"weight file {path.name} of revision {revision!r} ({repo_id}) is corrupt: sha256 {digest[:12]}... "
-                f"does not match the published {blob_name[:12]}...; delete {path.resolve()} and fetch again"
-            )
-        hashes[path.name] = digest
-    combined = hashlib.sha256("".join(f"{n}:{h}\n" for n, h in sorted(hashes.items())).encode()).hexdigest()
-    return FetchedCheckpoint(revision, str(folder), folder.name, hashes, combined)
+
+
+def _cached_snapshot(repo_id: str, revision: str, cache_dir: str | Path | None, others: list[str]) -> Path:
+    """Offline: the cached snapshot, with safetensors weights when it has them, else .bin.
+
+    Asked one kind at a time: `snapshot_download` refuses a snapshot that lacks a file its cached listing
+    names, and a revision fetched online holds only one kind of the two that Pythia publishes.
+    """
+    for weights in (SAFETENSORS_FILES, BIN_FILES):
+        patterns = others + weights
+        folder = Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=patterns))
+        if _weight_files(p.name for p in folder.iterdir() if p.is_file()):
+            break
+    return folder
 
 
 def _weight_patterns(repo_id: str, revision: str, cache_dir: str | Path | None) -> tuple[list[str], int]:
-    """Safetensors when the revision has them, else .bin, and the bytes still to download: asked of the
-    Hub without downloading (dry run). Offline, the cache holds what it holds and nothing is downloaded."""
-    if is_offline_mode():
-        return SAFETENSORS_FILES + BIN_FILES, 0
+    """Safetensors when the revision has them, else .bin, and the bytes the download will write, from the
+    Hub's dry run (file sizes from HEAD requests; nothing downloaded, files already cached not counted).
+
+    When the Hub cannot be connected to, nothing can be downloaded: the cache answers (or `snapshot_download`
+    says it cannot), so no size is needed. A "try again later" answer propagates to `_hub_call`, which retries.
+    """
     try:
-        for patterns in (SAFETENSORS_FILES, BIN_FILES):
-            listing = snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=patterns, dry_run=True)
-            if listing:
-                return patterns, sum(f.file_size or 0 for f in listing if f.will_download)
+        for weights in (SAFETENSORS_FILES, BIN_FILES):
+            listing = snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, dry_run=True,
+                                        allow_patterns=CONFIG_FILES + TOKENIZER_FILES + weights)  # fmt: skip
+            if _weight_files(f.filename for f in listing):
+                return weights, sum(f.file_size or 0 for f in listing if f.will_download)
     except RevisionNotFoundError as error:
         raise RevisionNotPublished(f"revision {revision!r} does not exist for {repo_id}") from error
-    except Exception:  # noqa: BLE001 - listing is an optimisation; the real download reports real errors
-        pass
+    except RepositoryNotFoundError as error:
+        raise RevisionNotPublished(f"model repo {repo_id!r} does not exist on the Hugging Face Hub") from error
+    except Exception as error:  # DryRunError wraps what stopped it
+        if _transient_response(error) is not None or _connection_failure(error) is None:
+            raise
     return SAFETENSORS_FILES + BIN_FILES, 0
+
+
+@dataclass(frozen=True)
+class PublishedWeights:
+    """A revision's weight files as the Hub describes them, known without downloading them."""
+
+    revision: str
+    commit: str  # the git commit the branch points to
+    weight_sha256: dict[str, str]  # file name -> sha256 (the LFS hash; "git:<blob id>" for a file not in LFS)
+    weights_digest: str  # as FetchedCheckpoint.weights_digest: equal digests mean identical weights
+    size: int  # bytes of all weight files
+
+
+def published_weights(repo_id: str, revision: str, cache_dir: str | Path | None = None) -> PublishedWeights:
+    """The weight files' sha256 of one revision, from metadata only: nothing is downloaded.
+
+    Online: one `model_info(files_metadata=True)` call, whose siblings carry each LFS file's sha256 and
+    size. Offline: the local cache, where an LFS file's blob is named by its sha256. A revision the Hub does
+    not publish, or (offline) the cache does not hold, raises `RevisionNotPublished`.
+    """
+    if is_offline_mode():
+        return _cached_weights(repo_id, revision, cache_dir)
+
+    def ask() -> PublishedWeights:
+        try:
+            info = HfApi().model_info(repo_id, revision=revision, files_metadata=True)
+        except RevisionNotFoundError as error:
+            raise RevisionNotPublished(f"revision {revision!r} does not exist for {repo_id}") from error
+        except RepositoryNotFoundError as error:
+            raise RevisionNotPublished(f"model repo {repo_id!r} does not exist on the Hugging Face Hub") from error
+        siblings = {s.rfilename: s for s in info.siblings or []}
+        names = _weight_files(siblings)
+        hashes = {n: siblings[n].lfs.sha256 if siblings[n].lfs else f"git:{siblings[n].blob_id}" for n in names}
+        size = sum(siblings[n].size or 0 for n in names)
+        return PublishedWeights(revision, info.sha, hashes, _digest(hashes), size)
+
+    return _hub_call(f"read the file list of revision {revision!r} of {repo_id}", ask)
+
+
+def _cached_weights(repo_id: str, revision: str, cache_dir: str | Path | None) -> PublishedWeights:
+    try:
+        folder = _cached_snapshot(repo_id, revision, cache_dir, [])
+    except LocalEntryNotFoundError as error:
+        raise RevisionNotPublished(f"revision {revision!r} of {repo_id} is not in the local Hugging Face cache "
+                                   f"({cache_dir or HF_HUB_CACHE}) and HF_HUB_OFFLINE is set") from error  # fmt: skip
+    names = _weight_files(p.name for p in folder.iterdir() if p.is_file())
+    hashes = {}
+    for name in names:
+        blob = (folder / name).resolve()
+        hashes[name] = blob.name if re.fullmatch(r"[0-9a-f]{64}", blob.name) else file_sha256(blob)
+    size = sum((folder / n).stat().st_size for n in names)
+    return PublishedWeights(revision, folder.name, hashes, _digest(hashes), size)
+
+
+def earliest_identical(weights: Iterable[PublishedWeights]) -> dict[str, str]:
+    """revision -> the earliest revision (by step; names without a step last) with the same weights: itself
+    for the first of each distinct set. Fetch the revisions that map to themselves; the others are duplicates."""
+    ordered = sorted(weights, key=lambda w: (step_of(w.revision) is None, step_of(w.revision) or 0))
+    first: dict[str, str] = {}
+    return {w.revision: first.setdefault(w.weights_digest, w.revision) for w in ordered}
+
+
+def find_duplicates(repo_id: str, revisions: Iterable[str], cache_dir: str | Path | None = None) -> dict[str, str]:
+    """For each revision, the earliest revision with identical weight files, asked of the Hub's metadata (or the
+    local cache offline) before any download. A revision that is not published maps to itself: fetching it
+    reports why. Several revisions are asked about at once (8 requests in flight)."""
+    names = list(dict.fromkeys(revisions))
+
+    def lookup(revision: str) -> PublishedWeights | None:
+        try:
+            return published_weights(repo_id, revision, cache_dir)
+        except RevisionNotPublished:
+            return None
+
+    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="hub-metadata") as pool:
+        found = [w for w in pool.map(lookup, names) if w is not None]
+    same = earliest_identical(found)
+    return {name: same.get(name, name) for name in names}
+
+
+def _hub_call(what: str, call: Callable[[], T]) -> T:
+    """Run one Hub operation, retrying the answers that mean "try again later".
+
+    huggingface_hub 2.4 retries some requests itself (tree listings; a file's HEAD, on a second attempt; a
+    download's 408/429), but not `list_repo_refs`, `model_info`/`repo_info` (the first request of every
+    `snapshot_download`) nor a 5xx answer to a file's GET. Those reach here, often wrapped (DryRunError,
+    LocalEntryNotFoundError), and the whole operation is tried again after the server's `Retry-After` or a
+    doubling wait, HUB_ATTEMPTS tries in all; files already downloaded stay in the cache and are not
+    downloaded again. A Hub that cannot be connected to is reported at once, in one line.
+    """
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return call()
+        except PythiaSweepError:
+            raise
+        except Exception as error:
+            response = _transient_response(error)
+            if response is None:
+                cause = _connection_failure(error)
+                if cause is None:
+                    raise
+                raise HubUnreachable(
+                    f"cannot reach the Hugging Face Hub at {constants.ENDPOINT} to {what} "
+                    f"({type(cause).__name__}: {_one_line(cause)}). Without Hub access run `make demo` "
+                    "(offline demo family), or set HF_HUB_OFFLINE=1 to sweep what the local cache holds"
+                ) from error
+            status = response.status_code
+            if attempt == HUB_ATTEMPTS:
+                raise HubUnreachable(
+                    f"the Hugging Face Hub at {constants.ENDPOINT} answered HTTP {status} to {what}, "
+                    f"{HUB_ATTEMPTS} tries in a row ({response.request.method} {response.request.url}); try again later"
+                ) from error
+            retry_after = _retry_after(response)
+            wait = min(BACKOFF_S[attempt - 1] if retry_after is None else retry_after, MAX_WAIT_S)
+            log.warning("the Hub answered HTTP %d to %s; try %d of %d in %.0f s", status, what, attempt + 1,
+                        HUB_ATTEMPTS, wait)  # fmt: skip
+            time.sleep(wait)
+
+
+def _causes(error: BaseException) -> Iterable[BaseException]:
+    """The error and what it wraps (huggingface_hub often re-raises a network error inside another)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def _transient_response(error: BaseException) -> httpx2.Response | None:
+    for e in _causes(error):
+        if isinstance(e, HfHubHTTPError) and e.response is not None and e.response.status_code in RETRY_STATUSES:
+            return e.response
+    return None
+
+
+def _connection_failure(error: BaseException) -> BaseException | None:
+    for e in _causes(error):
+        if isinstance(e, (httpx2.TransportError, OfflineModeIsEnabled)):
+            return e
+    return None
+
+
+def _retry_after(response: httpx2.Response) -> float | None:
+    value = response.headers.get("Retry-After", "").strip()
+    return float(value) if value.isdigit() else None
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def check_free_space(needed: int, folder: Path, what: str, margin: float = 1.05) -> None:
