@@ -333,10 +333,9 @@ def earliest_identical(weights: Iterable[PublishedWeights]) -> dict[str, str]:
     return {w.revision: first.setdefault(w.weights_digest, w.revision) for w in ordered}
 
 
-def find_duplicates(repo_id: str, revisions: Iterable[str], cache_dir: str | Path | None = None) -> dict[str, str]:
-    """For each revision, the earliest revision with identical weight files, asked of the Hub's metadata (or the
-    local cache offline) before any download. A revision that is not published maps to itself: fetching it
-    reports why. Several revisions are asked about at once (8 requests in flight)."""
+def weights_of(repo_id: str, revisions: Iterable[str], cache_dir: str | Path | None = None) -> dict[str, PublishedWeights]:
+    """The published weights of each revision, from metadata only (8 requests in flight); revisions that are
+    not published (or, offline, not cached) are left out."""
     names = list(dict.fromkeys(revisions))
 
     def lookup(revision: str) -> PublishedWeights | None:
@@ -346,8 +345,15 @@ def find_duplicates(repo_id: str, revisions: Iterable[str], cache_dir: str | Pat
             return None
 
     with ThreadPoolExecutor(max_workers=8, thread_name_prefix="hub-metadata") as pool:
-        found = [w for w in pool.map(lookup, names) if w is not None]
-    same = earliest_identical(found)
+        return {w.revision: w for w in pool.map(lookup, names) if w is not None}
+
+
+def find_duplicates(repo_id: str, revisions: Iterable[str], cache_dir: str | Path | None = None) -> dict[str, str]:
+    """For each revision, the earliest revision with identical weight files, asked of the Hub's metadata (or the
+    local cache offline) before any download. A revision that is not published maps to itself: fetching it
+    reports why."""
+    names = list(dict.fromkeys(revisions))
+    same = earliest_identical(weights_of(repo_id, names, cache_dir).values())
     return {name: same.get(name, name) for name in names}
 
 

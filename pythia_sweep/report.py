@@ -115,7 +115,7 @@ def series_summary(usable: pl.DataFrame, key: str, contrast: Contrast, final_ste
 def summarize(frame: pl.DataFrame, task: Task, final_step: int | None, methods: list[str] | None = None) -> dict:
     """Everything the analysis plan asks for, machine-readable: for the headline contrast, and for every
     contrast of every method the sweep ran (`results`, keyed '<contrast>/<metric>')."""
-    failed = frame.filter(pl.col("status") != "ok")
+    failed = frame.filter(pl.col("status") == "failed")
     usable = frame.filter((pl.col("status") == "ok") & pl.col("duplicate_of").is_null() & pl.col("step").is_not_null())
     steps = usable["step"].to_list()
     final_step = final_step or (max(steps) if steps else None)

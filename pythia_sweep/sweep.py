@@ -27,11 +27,13 @@ from tqdm import tqdm
 
 from pythia_sweep.checkpoints import (
     Checkpoint,
+    earliest_identical,
     fetch,
     fetch_metadata,
     not_published_message,
     published_revisions,
     resolve_schedule,
+    weights_of,
 )
 from pythia_sweep.config import SweepConfig
 from pythia_sweep.engine import ModelCache, base_record, preflight, run_checkpoint
@@ -156,7 +158,7 @@ def run_sweep(
         result.log_s += time.perf_counter() - start
         if written is not None:
             result.recorded.append(rec["revision"])
-            if rec["status"] != "ok":
+            if rec["status"] == "failed":
                 result.failed.append(rec["revision"])
 
     for c in schedule:  # unpublished revisions need no worker: their failure record is known now
@@ -164,7 +166,13 @@ def run_sweep(
             rec = base_record(config, task, c.revision)
             rec["error"] = f"RevisionNotPublished: {not_published_message(config.model, c.revision, published)}"
             record(rec)
-    queue = deque(c.revision for c in schedule if c.revision not in done and c.revision in available)
+    todo = [c.revision for c in schedule if c.revision not in done and c.revision in available]
+    weights = weights_of(config.model, [c.revision for c in schedule if c.revision in available]) if todo else {}
+    first_of = earliest_identical(weights.values())
+    for revision in todo:  # a revision serving another's weights is recorded as its duplicate, never downloaded
+        if first_of.get(revision, revision) != revision:
+            record(duplicate_record(base_record(config, task, revision), weights[revision], first_of[revision]))
+    queue = deque(r for r in todo if first_of.get(r, r) == r)
     status = "FAILED"
     bar = tqdm(total=len(queue), desc="checkpoints", unit="ckpt", disable=not progress or not queue)
     try:
@@ -185,6 +193,16 @@ def run_sweep(
         bar.close()
         tracker.finish_sweep(parent, status)
     return result
+
+
+def duplicate_record(record: dict, weights, original: str) -> dict:
+    """The record of a revision whose weight files are byte-identical to an earlier one's (by the Hub's
+    LFS sha256): not measured, left out of emergence detection, reported as a duplicate."""
+    return record | {
+        "status": "duplicate", "duplicate_of": [original], "commit": weights.commit,
+        "weight_sha256": weights.weight_sha256, "weights_digest": weights.weights_digest,
+        "error": f"identical weight files to {original} (LFS sha256 from the Hub's metadata); not downloaded",
+    }  # fmt: skip
 
 
 def _drain(failure_record, make_worker, n_workers: int, resource: str, queue: deque, record, bar: tqdm) -> None:

@@ -194,7 +194,8 @@ class SweepRecorder(_Store):
         self.client.set_terminated(parent, status=status)
 
     def recorded_ok(self, parent: str) -> set[str]:
-        return {r.data.tags["revision"] for r in self.checkpoint_runs(parent) if r.data.tags.get("checkpoint_status") == "ok"}
+        """Revisions with a final result: measured, or recorded as a duplicate of another revision."""
+        return {r.data.tags["revision"] for r in self.checkpoint_runs(parent) if r.data.tags.get("checkpoint_status") in ("ok", "duplicate")}
 
     def record_checkpoint(self, parent: str, record: dict) -> str | None:
         """Log one checkpoint's record as a child run; returns its id, or None if already recorded ok.
@@ -206,7 +207,7 @@ class SweepRecorder(_Store):
         revision = record["revision"]
         siblings = self.checkpoint_runs(parent)  # one listing serves the idempotency and duplicate checks
         previous = [r for r in siblings if r.data.tags.get("revision") == revision]
-        if any(r.data.tags.get("checkpoint_status") == "ok" for r in previous):
+        if any(r.data.tags.get("checkpoint_status") in ("ok", "duplicate") for r in previous):
             return None
         tags = {
             "mlflow.parentRunId": parent,
@@ -223,11 +224,13 @@ class SweepRecorder(_Store):
         twins = sorted(
             r.data.tags["revision"] for r in siblings
             if record.get("weights_digest") and r.data.tags.get("weights_digest") == record["weights_digest"]
-            and r.data.tags.get("revision") != revision
+            and r.data.tags.get("revision") != revision and r.data.tags.get("checkpoint_status") != "duplicate"
         )  # fmt: skip
-        if twins:  # identical weight files: a public checkpoint served under two names
+        if twins and not record.get("duplicate_of"):  # identical weight files: a checkpoint served under two names
             tags["duplicate_of"] = ",".join(twins)
             record = {**record, "duplicate_of": twins}
+        elif record.get("duplicate_of"):
+            tags["duplicate_of"] = ",".join(record["duplicate_of"])
         metrics = compared_metrics(record, flatten(record)) if record["status"] == "ok" else {}
         if record["step"] is not None:
             metrics["training_step"] = float(record["step"])  # numeric: the runs table sorts by it
@@ -250,7 +253,7 @@ class SweepRecorder(_Store):
             trend = [Metric(k, v, now, record["step"]) for k, v in metrics.items() if not k.startswith(("time/", "training_step"))]
             for start in range(0, len(trend), 900):
                 self.client.log_batch(parent, metrics=trend[start : start + 900])
-        self.client.set_terminated(run_id, status="FINISHED" if record["status"] == "ok" else "FAILED")
+        self.client.set_terminated(run_id, status="FAILED" if record["status"] == "failed" else "FINISHED")
         for old in previous:
             self.client.delete_run(old.info.run_id)
         return run_id

@@ -38,12 +38,8 @@ print({MARK!r} + json.dumps(out, default=str))
 """
 
 
-def run_online(hub: HubServer, cache: str | Path, code: str, timeout: float = 180) -> dict:
-    """Run `code` in a fresh Python online against `hub`, with `cache` as its Hugging Face cache.
-
-    The code leaves what the test needs in a variable `result` (JSON-able). Returns {"result": ...} or, when
-    the code raised, {"error_type": ..., "error": ...}; "wall_s" is how long the code took.
-    """
+def online_env(hub: HubServer, cache: str | Path) -> dict[str, str]:
+    """The environment of a user online against `hub`, with `cache` as the Hugging Face cache."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING_FACE_"))}
     env |= {
         "HF_ENDPOINT": hub.url,
@@ -56,6 +52,16 @@ def run_online(hub: HubServer, cache: str | Path, code: str, timeout: float = 18
         "no_proxy": "127.0.0.1,localhost",
         "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]),
     }
+    return env
+
+
+def run_online(hub: HubServer, cache: str | Path, code: str, timeout: float = 180) -> dict:
+    """Run `code` in a fresh Python online against `hub`, with `cache` as its Hugging Face cache.
+
+    The code leaves what the test needs in a variable `result` (JSON-able). Returns {"result": ...} or, when
+    the code raised, {"error_type": ..., "error": ...}; "wall_s" is how long the code took.
+    """
+    env = online_env(hub, cache)
     done = subprocess.run([sys.executable, "-c", RUNNER, code], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=timeout)  # fmt: skip
     lines = [line for line in done.stdout.splitlines() if line.startswith(MARK)]

@@ -1,0 +1,73 @@
+"""Whole sweeps online against the Hub server on 127.0.0.1: duplicates never downloaded, the server dying
+mid-sweep and coming back. The sweep runs as a user runs it (`python -m jobs.sweep`, a child process with
+HF_ENDPOINT set; hub_fixtures.py says why a child), the server counts what it served."""
+
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from conftest import NEOX_REPO
+from hub_fixtures import REPO, hub, online_env  # noqa: F401 - `hub` is a fixture
+
+from pythia_sweep.tracking import SweepReader
+
+pytestmark = pytest.mark.slow
+
+
+def sweep(hub, cache, store, *args, timeout=400):
+    cmd = [sys.executable, "-m", "jobs.sweep", "jobs/configs/demo.toml", "--tracking-uri", store, "--no-report", "--workers", "1", *args]
+    env = online_env(hub, cache) | {"RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def by_revision(store):
+    reader = SweepReader(store)
+    runs = reader.checkpoint_runs(reader.find_sweep())
+    return {r.data.tags["revision"]: r for r in runs}, len(runs)
+
+
+def test_identical_revisions_are_recorded_as_duplicates_without_downloading_them(hub, hub_cache, tmp_path):
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    done = sweep(hub, tmp_path / "client", store, "--model", NEOX_REPO + "-dup", "--checkpoints", "all",
+                 "--task", "tasks/decimal-seed.toml")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    runs, n = by_revision(store)
+    assert n == 2 and runs["step2"].data.tags["checkpoint_status"] == "ok"
+    assert runs["step4"].data.tags["checkpoint_status"] == "duplicate" and runs["step4"].data.tags["duplicate_of"] == "step2"
+    weights = [r for r in hub.requests if r.method == "GET" and r.path.endswith(".safetensors")]
+    assert [r.path.split("/")[-2] for r in weights] == [runs["step2"].data.tags["commit"]]  # step4's never fetched
+    size = (tmp_path / "client").rglob("*.safetensors").__next__().stat().st_size
+    assert hub.weight_bytes_served() == size  # one set of weights crossed HTTP for two revisions
+    assert "Fetching" in done.stderr or "ckpt" in done.stderr  # download and checkpoint progress are shown
+
+
+def test_server_dying_mid_sweep_fails_the_affected_checkpoints_and_a_rerun_completes(hub, hub_cache, tmp_path):
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    revisions = ["step0", "step1", "step2", "step4", "step1000"]
+
+    def stop_after_first_weights():
+        deadline = time.time() + 300
+        while time.time() < deadline and hub.weight_bytes_served() == 0:
+            time.sleep(0.01)
+        hub.stop()  # connections dropped, the port closed: the Hub is gone
+
+    killer = threading.Thread(target=stop_after_first_weights)
+    killer.start()
+    first = sweep(hub, tmp_path / "client", store, "--model", NEOX_REPO, "--checkpoints", ",".join(revisions))
+    killer.join()
+    assert first.returncode == 0, first.stderr[-3000:]
+    runs, n = by_revision(store)
+    failed = {r: run.data.tags["error"] for r, run in runs.items() if run.data.tags["checkpoint_status"] == "failed"}
+    assert n == len(revisions) and failed and len(failed) < len(revisions)  # some kept, some lost with the server
+    for revision, error in failed.items():
+        assert revision in error or "cannot reach the Hugging Face Hub" in error, error
+    kept = {r for r in runs if r not in failed}
+
+    hub.start()  # back on the same port
+    second = sweep(hub, tmp_path / "client", store, "--model", NEOX_REPO, "--checkpoints", ",".join(revisions))
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert f"{len(failed)} checkpoints recorded (0 failed), {len(kept)} already done" in second.stdout
+    runs, n = by_revision(store)
+    assert n == len(revisions) and all(run.data.tags["checkpoint_status"] == "ok" for run in runs.values())
