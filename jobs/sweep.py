@@ -58,9 +58,14 @@ def main(argv=None) -> int:
         if not args.no_report:
             from pythia_sweep.report import build_report
 
-            report = build_report(result.parent_run_id, tracking_uri=result.tracking_uri, reports_dir=args.reports_dir)
-            print(report.verdict)
-            print(f"report: {report.html_path}")
+            try:
+                report = build_report(result.parent_run_id, tracking_uri=result.tracking_uri, reports_dir=args.reports_dir)
+            except OSError as error:  # e.g. a Ray job's temporary working dir, gone: the sweep itself is saved
+                print(f"the report could not be written here ({error}); every record is in the store: rebuild it with "
+                      f"python -m jobs.report --sweep {result.parent_run_id} --tracking-uri {result.tracking_uri}")  # fmt: skip
+            else:
+                print(report.verdict)
+                print(f"report: {report.html_path}")
     except PythiaSweepError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

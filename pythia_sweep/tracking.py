@@ -14,6 +14,8 @@ metric, the parquet column and the report's label.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import time
@@ -102,6 +104,21 @@ def responses_text(record: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+@contextlib.contextmanager
+def _creation_lock(uri: str):
+    """For a SQLite store, an exclusive lock on a file beside it while the store is opened (and, the first
+    time, created and migrated); other stores need none."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    with open(Path(uri.removeprefix("sqlite:///")).with_suffix(".lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 class _Store:
     """A connection to a tracking store, checked when it is opened: a broken store is refused before any
     checkpoint runs."""
@@ -119,8 +136,9 @@ class _Store:
             self._check_server()
         self._experiments: dict[str, str] = {}  # parent run id -> experiment id
         try:
-            self.client = MlflowClient(tracking_uri=self.uri)
-            self.client.search_experiments(max_results=1)
+            with _creation_lock(self.uri):  # two sweeps creating one SQLite store at once would race its migrations
+                self.client = MlflowClient(tracking_uri=self.uri)
+                self.client.search_experiments(max_results=1)
         except Exception as error:  # noqa: BLE001 - corrupt, locked, unwritable: one clear message
             raise TrackingStoreError(f"tracking store {self.uri} cannot be used: {type(error).__name__}: {error}") from error
 
@@ -143,9 +161,15 @@ class _Store:
                 if found.lifecycle_stage == "deleted":
                     self.client.restore_experiment(found.experiment_id)
                 return found.experiment_id
-            return self.client.create_experiment(
-                name, artifact_location=self.artifact_root(), tags={"mlflow.experimentKind": "custom_model_development"}
-            )
+            try:
+                return self.client.create_experiment(
+                    name, artifact_location=self.artifact_root(), tags={"mlflow.experimentKind": "custom_model_development"}
+                )
+            except Exception:  # noqa: BLE001 - another sweep created it a moment ago: use theirs
+                found = self.client.get_experiment_by_name(name)
+                if found is None:
+                    raise
+                return found.experiment_id
         except Exception as error:  # noqa: BLE001 - any store failure is reported the same clear way
             raise TrackingStoreError(f"tracking store {self.uri} cannot be used: {type(error).__name__}: {error}") from error
 

@@ -1,4 +1,8 @@
-"""`ray start --head` on 127.0.0.1 and `ray job submit` of the demo config, as a cluster user would run it."""
+"""A cluster, for real, on 127.0.0.1: `mlflow server` as the tracking store (artifacts served through it), a
+two-node Ray cluster (`python -m jobs.local_cluster`: Ray's CLI cannot start a second node on loopback, that
+module's docstring says why), the sweep submitted with `ray job submit --working-dir .`, workers on both
+nodes, and the report rebuilt from the tracking server alone. The README's cluster section shows these same
+commands."""
 
 import json
 import os
@@ -6,11 +10,12 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
-from pythia_sweep.tracking import SweepReader as Tracker
+from pythia_sweep.tracking import SweepReader
 
 from conftest import NEOX_REPO
 
@@ -25,29 +30,64 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_ray_job_submit_runs_the_sweep_entry_point(hub_cache, tmp_path):
+def wait_for(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            if time.time() > deadline or proc.poll() is not None:
+                raise AssertionError(f"{url} did not come up (exit {proc.poll()})")
+            time.sleep(0.5)
+
+
+def test_two_node_cluster_with_a_tracking_server_runs_the_submitted_sweep(hub_cache, tmp_path):
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "disabled"}
-    gcs, dashboard = free_port(), free_port()
-    start = [str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1",
-             f"--port={gcs}", f"--dashboard-port={dashboard}", "--num-cpus=2", "--include-dashboard=true",
-             "--disable-usage-stats"]  # fmt: skip
-    subprocess.run(start, env=env, check=True, capture_output=True, timeout=120)
+    port = free_port()
+    tracking = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{tmp_path}/mlflow.db",
+         "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    dashboard = free_port()
+    cluster = subprocess.Popen([sys.executable, "-m", "jobs.local_cluster", "--nodes", "2", "--dashboard-port", str(dashboard)],
+                               cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
     try:
-        store = f"sqlite:///{tmp_path}/mlflow.db"  # a persistent path: the job's working dir is temporary
-        runtime_env = {"env_vars": {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": hub_cache, "MLFLOW_TRACKING_URI": store}}
+        wait_for(f"{tracking}/health", server)
+        lines = [cluster.stdout.readline() for _ in range(3)]
+        assert lines[0].startswith("cluster: 2 nodes on 127.0.0.1"), lines
+        wait_for(f"http://127.0.0.1:{dashboard}/api/version", cluster)
+        runtime_env = {"env_vars": {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": hub_cache, "MLFLOW_TRACKING_URI": tracking}}
         submit = [str(BIN / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dashboard}", "--working-dir", str(REPO),
                   "--runtime-env-json", json.dumps(runtime_env), "--",
                   "python", "-m", "jobs.sweep", "jobs/configs/demo.toml", "--model", NEOX_REPO,
-                  "--checkpoints", "step0,step1", "--task", "tasks/decimal-seed.toml", "--no-report"]  # fmt: skip
-        for _ in range(12):  # the head's job agent can take a while to come up on a busy machine
-            done = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=400, cwd=REPO)
+                  "--checkpoints", "step0,step1,step2,step4", "--task", "tasks/decimal-seed.toml", "--workers", "2", "--no-report"]  # fmt: skip
+        for _ in range(36):  # the head's job agent can take a while to come up on a busy machine
+            done = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
             if "No available agent to submit job" not in done.stderr + done.stdout:
                 break
             time.sleep(5)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-        assert "succeeded" in done.stdout and "2 checkpoints recorded" in done.stdout
-        tracker = Tracker(store)
-        runs = tracker.checkpoint_runs(tracker.find_sweep())
-        assert sorted(r.data.tags["revision"] for r in runs) == ["step0", "step1"]
+        assert "succeeded" in done.stdout and "4 checkpoints recorded" in done.stdout
     finally:
-        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+        cluster.terminate()
+        cluster.wait(timeout=120)
+
+    try:
+        reader = SweepReader(tracking)  # nothing but the tracking server from here on
+        parent = reader.find_sweep()
+        records = reader.load_records(parent)
+        assert sorted(r["revision"] for r in records) == ["step0", "step1", "step2", "step4"]
+        assert len({r["worker"]["node"] for r in records}) == 2  # workers ran on both nodes
+        report = subprocess.run([sys.executable, "-m", "jobs.report", "--tracking-uri", tracking, "--sweep", parent,
+                                 "--reports-dir", str(tmp_path / "reports")], cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert report.returncode == 0, report.stderr[-3000:]
+        summary = json.loads(next((tmp_path / "reports").rglob("summary.json")).read_text())
+        assert summary["checkpoints"] == 4 and summary["sweep"] == parent
+        page = next((tmp_path / "reports").rglob("report.html")).read_text()
+        assert f"{tracking}/#/experiments/" in page  # the page links back to the run on the server
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
