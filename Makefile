@@ -51,7 +51,10 @@ refine: setup
 bench: setup
 	RAY_AUTH_MODE=disabled $(PY) -m jobs.bench --checkpoints $(or $(N),4)
 
+# MLflow 3.17's UI opens on its GenAI view unless told otherwise: the workflowType query (or the sidebar's
+# "Model training" switch, remembered by the browser) shows runs, charts and the compare view.
 ui: setup
+	@echo "MLflow UI: http://127.0.0.1:5000/#/experiments?workflowType=machine_learning  (or the sidebar's Model training switch)"
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db --host 127.0.0.1 --port 5000
 
 clean:

@@ -36,6 +36,7 @@ BENCH_DIR = Path("bench")
 SEED_TASK, ROBUST_TASK = "tasks/decimal-seed.toml", "tasks/decimal-robust.toml"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_CACHE", str((BENCH_DIR / "hf").resolve()))
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # the bench's local Ray stays on 127.0.0.1
 
 import torch  # noqa: E402
 
@@ -217,7 +218,7 @@ def project(repo: str, revisions: list[str], store: str, reports: Path, **settin
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jobs.bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--checkpoints", type=int, default=4, help="number of checkpoints (default 4)")
+    parser.add_argument("--checkpoints", type=int, default=4, help="number of checkpoints")
     parser.add_argument("--smoke", action="store_true", help="tiny checkpoints instead of Pythia-160M-shaped ones")
     parser.add_argument("--out", default=str(BENCH_DIR / "results.json"), help="where the JSON goes")
     args = parser.parse_args(argv)

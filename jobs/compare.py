@@ -9,11 +9,15 @@ import argparse
 import sys
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows the module's examples as written, and every flag's default."""
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.compare", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m jobs.compare", description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("sweeps", nargs="+", help="parent run ids or run names")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db)")
-    parser.add_argument("--out", default="reports/compare.html", help="output page (default: reports/compare.html)")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI; unset: $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db")
+    parser.add_argument("--out", default="reports/compare.html", help="output page")
     args = parser.parse_args(argv)
     from pythia_sweep.errors import PythiaSweepError
     from pythia_sweep.report import compare_sweeps

@@ -22,11 +22,15 @@ import sys
 import time
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows the module's examples as written, and every flag's default."""
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.local_cluster", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--nodes", type=int, default=2, help="nodes in all, the head included (default 2)")
-    parser.add_argument("--cpus-per-node", type=int, default=1, help="CPU slots per node: one sweep worker each (default 1)")
-    parser.add_argument("--dashboard-port", type=int, default=8265, help="job-submission (dashboard) port (default 8265)")
+    parser = argparse.ArgumentParser(prog="python -m jobs.local_cluster", description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--nodes", type=int, default=2, help="nodes in all, the head included")
+    parser.add_argument("--cpus-per-node", type=int, default=1, help="CPU slots per node: one sweep worker each")
+    parser.add_argument("--dashboard-port", type=int, default=8265, help="job-submission (dashboard) port")
     args = parser.parse_args(argv)
     if args.nodes < 1:
         parser.error("--nodes must be at least 1")

@@ -13,15 +13,22 @@ import argparse
 import sys
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows the module's examples as written, and every flag's default."""
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.refine", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m jobs.refine", description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("config", help="the run config of the sweep to refine")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db)")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI; unset: $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db")
     parser.add_argument("--threshold", type=float, help="threshold whose first crossing is bracketed (default: the headline's strong level)")
     parser.add_argument("--metric", help="what crosses it: a contrast of the task (default: its headline) or any record number, e.g. clean/success_rate")
     parser.add_argument("--task", help="override: the task file of the sweep to refine")
-    parser.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    parser.add_argument("--address", help="Ray cluster address; unset: $RAY_ADDRESS, else a local Ray on 127.0.0.1")
     args = parser.parse_args(argv)
+    from jobs.sweep import keep_local_ray_on_loopback
+
+    keep_local_ray_on_loopback(args.address)
     from pythia_sweep.checkpoints import published_revisions
     from pythia_sweep.config import load_config
     from pythia_sweep.errors import PythiaSweepError

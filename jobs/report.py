@@ -11,11 +11,15 @@ import argparse
 import sys
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows the module's examples as written, and every flag's default."""
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.report", description=__doc__.split("\n")[0])
-    parser.add_argument("--sweep", help="parent run id or run name of the sweep (default: the latest sweep)")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db)")
-    parser.add_argument("--reports-dir", default="reports", help="where reports are written (default: reports/)")
+    parser = argparse.ArgumentParser(prog="python -m jobs.report", description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--sweep", help="parent run id or run name of the sweep; unset: the latest sweep")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI; unset: $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db")
+    parser.add_argument("--reports-dir", default="reports", help="where reports are written")
     args = parser.parse_args(argv)
     from pythia_sweep.errors import PythiaSweepError
     from pythia_sweep.report import build_report

@@ -1,6 +1,6 @@
 """A full layer x head scan at chosen checkpoints: every head of every layer patched alone.
 
-    python -m jobs.scan jobs/configs/demo.toml --revisions step1500
+    HF_HUB_OFFLINE=1 HF_HUB_CACHE=.cache/hf/hub python -m jobs.scan jobs/configs/demo.toml --revisions step1500
     python -m jobs.scan jobs/configs/pythia160m-log.toml --task tasks/induction.toml --revisions step143000 step32000
 
 Runs in this process (one checkpoint at a time) on the config's task (or --task) and writes
@@ -17,12 +17,16 @@ import sys
 from pathlib import Path
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows the module's examples as written, and every flag's default."""
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.scan", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config", help="run config (TOML): model, preset and patching method")
+    parser = argparse.ArgumentParser(prog="python -m jobs.scan", description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("config", help="run config (TOML): model, task and patching method")
     parser.add_argument("--revisions", nargs="+", required=True, help="checkpoints to scan, e.g. step143000")
     parser.add_argument("--task", help="override: the task file whose prompts are scanned")
-    parser.add_argument("--reports-dir", default="reports", help="where the pages are written (default: reports/)")
+    parser.add_argument("--reports-dir", default="reports", help="where the pages are written")
     args = parser.parse_args(argv)
     from pythia_sweep.checkpoints import fetch, not_published_message, published_revisions
     from pythia_sweep.config import load_config

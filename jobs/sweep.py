@@ -11,11 +11,23 @@ Rerunning the same command resumes: checkpoints already recorded are skipped, fa
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows the module's examples as written, and every flag's default."""
+
+
+def keep_local_ray_on_loopback(address: str | None) -> None:
+    """A sweep without a cluster address starts its own one-machine Ray: keep it on 127.0.0.1. Ray reads this
+    switch when it is imported; left unset, Ray rewrites 127.0.0.1 to the machine's network address."""
+    if not (address or os.environ.get("RAY_ADDRESS")):
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m jobs.sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m jobs.sweep", description=__doc__, formatter_class=HelpFormatter)
     parser.add_argument("config", help="run config (TOML), e.g. jobs/configs/pythia160m-log.toml")
     parser.add_argument("--model", help="override: Hub repo id, e.g. EleutherAI/pythia-410m")
     parser.add_argument("--checkpoints", help="override: schedule (seed, log, all) or comma-separated revisions")
@@ -23,15 +35,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--layer", type=int, help="override: layer of the task's groups written without one")
     parser.add_argument("--method", help="override: per-head, upstream, or both")
     parser.add_argument("--workers", type=int, help="override: number of Ray workers")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db)")
-    parser.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI; unset: $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db")
+    parser.add_argument("--address", help="Ray cluster address; unset: $RAY_ADDRESS, else a local Ray on 127.0.0.1")
     parser.add_argument("--no-report", action="store_true", help="skip writing the emergence report")
-    parser.add_argument("--reports-dir", default="reports", help="where reports are written (default: reports/)")
+    parser.add_argument("--reports-dir", default="reports", help="where reports are written")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    keep_local_ray_on_loopback(args.address)
     from pythia_sweep.config import SCHEDULES, load_config
     from pythia_sweep.errors import PythiaSweepError
 

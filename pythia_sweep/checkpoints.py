@@ -32,6 +32,7 @@ import httpx2
 from huggingface_hub import HfApi, constants, hf_hub_download, is_offline_mode, scan_cache_dir, snapshot_download
 from huggingface_hub.constants import HF_HUB_CACHE
 from huggingface_hub.errors import (
+    CacheNotFound,
     CorruptedCacheException,
     HfHubHTTPError,
     LocalEntryNotFoundError,
@@ -77,8 +78,9 @@ def published_revisions(repo_id: str, cache_dir: str | Path | None = None) -> li
         names = _cached_refs(repo_id, cache_dir)
         if not names:
             raise HubUnreachable(
-                f"model {repo_id!r} has no revisions in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
-                "run online once, or `make demo` for the offline demo family"
+                f"model {repo_id!r} has no revisions in the local Hugging Face cache ({cache_dir or HF_HUB_CACHE}) and "
+                "HF_HUB_OFFLINE is set; run online once, or point HF_HUB_CACHE at the cache that holds it (the demo "
+                "family: `make demo` builds it, then HF_HUB_OFFLINE=1 HF_HUB_CACHE=.cache/hf/hub)"
             )
     else:
         try:
@@ -96,7 +98,7 @@ def published_revisions(repo_id: str, cache_dir: str | Path | None = None) -> li
 def _cached_refs(repo_id: str, cache_dir: str | Path | None) -> list[str]:
     try:
         info = scan_cache_dir(cache_dir)
-    except CorruptedCacheException:
+    except (CorruptedCacheException, CacheNotFound):
         return []
     return [ref for repo in info.repos if repo.repo_id == repo_id for rev in repo.revisions for ref in rev.refs]
 

@@ -256,6 +256,11 @@ def measure(config: SweepConfig, task: Task, loaded: LoadedModel) -> dict:
             "dtype": str(loaded.dtype).removeprefix("torch."),
         },
         **summary,
+        "prompts": {
+            tp.pair.id: {"clean": tp.pair.clean, "corrupted": tp.pair.corrupted, "correct": list(tp.pair.correct[:5]),
+                         "wrong": list(tp.pair.wrong[:5]), "n_correct": len(tp.pair.correct), "n_wrong": len(tp.pair.wrong)}
+            for tp in pairs
+        },  # fmt: skip
         "responses": rows,
     }
 

@@ -341,6 +341,39 @@ def heatmap_figure(frame: pl.DataFrame, kinds: dict[str, str]) -> go.Figure | No
     return fig
 
 
+def context_tables(records: list[dict], task: Task, config: SweepConfig) -> list[tuple[str, str]]:
+    """What a reader needs to trust the numbers: the task's prompts, example generations at the last measured
+    checkpoint, the run config, and the versions of the libraries that produced them."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    ok = [r for r in records if r.get("status") == "ok"]
+    tables = []
+    if ok:
+        last = ok[-1]
+        prompts = [{"prompt": pid, "clean": p["clean"], "corrupted": p["corrupted"],
+                    "correct": ", ".join(map(repr, p["correct"])) + (" ..." if p["n_correct"] > 5 else ""),
+                    "wrong": ", ".join(map(repr, p["wrong"])) + (" ..." if p["n_wrong"] > 5 else "")}
+                   for pid, p in list(last.get("prompts", {}).items())[:6]]  # fmt: skip
+        n = len(last.get("prompts", {}))
+        tables.append((f"The task's prompts ({min(n, 6)} of {n}; {task.source})", _table(prompts, ["prompt", "clean", "corrupted", "correct", "wrong"])))
+        shown = {"baseline", "clean", task.headline.plus, task.headline.minus}
+        first_ids = list(last.get("prompts", {}))[:3]
+        examples = [{"condition": r["condition"], "prompt": r["prompt_id"], "success": "yes" if r["success"] else "no",
+                     "generation": repr(r["response"]), "log-prob difference": f"{r['logprob_diff']:+.3f}"}
+                    for r in last.get("responses", []) if r["condition"] in shown and r["prompt_id"] in first_ids]  # fmt: skip
+        tables.append((f"Example generations at {last['revision']}", _table(examples, ["condition", "prompt", "success", "generation", "log-prob difference"])))
+    settings = [{"setting": k, "value": json.dumps(v) if not isinstance(v, str) else v} for k, v in config.to_dict().items()]
+    tables.append(("Run config", _table(settings + [{"setting": "task digest", "value": task.digest}], ["setting", "value"])))
+    versions = []
+    for package in ("pythia_sweep", "torch", "transformers", "huggingface_hub", "ray", "mlflow", "polars", "plotly", "scipy"):
+        try:
+            versions.append({"package": package, "version": version(package)})
+        except PackageNotFoundError:
+            versions.append({"package": package, "version": "not installed"})
+    tables.append(("Package versions (of this report's build)", _table(versions, ["package", "version"])))
+    return tables
+
+
 def _table(rows: list[dict], columns: list[str]) -> str:
     if not rows:
         return "<p>None.</p>"
@@ -422,7 +455,8 @@ def build_report(
     page = render_html(
         f"{config.model}: {task.question}", subtitle, summary["verdict"], figures,
         [("Failed or duplicate revisions", _table(problems, ["revision", "problem"])),
-         ("Checkpoints", _table(checkpoints, list(checkpoints[0]) if checkpoints else []))],
+         ("Checkpoints", _table(checkpoints, list(checkpoints[0]) if checkpoints else [])),
+         *context_tables(records, task, config)],
     )  # fmt: skip
     html_path = folder / "report.html"
     html_path.write_text(page)

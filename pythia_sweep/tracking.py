@@ -96,8 +96,11 @@ def responses_text(record: dict) -> str:
     lines = [
         f"# {record['model']} @ {record['revision']} (step {record['step']}), task {record['task']['name']}",
         "# condition, prompt id, OK where the task's success rule accepts the generation, the generation",
-        "",
     ]
+    for pid, p in record.get("prompts", {}).items():
+        lines.append(f"# prompt {pid}: clean {p['clean']!r} -> {p['correct']}{' ...' if p['n_correct'] > 5 else ''}; "
+                     f"corrupted {p['corrupted']!r} -> {p['wrong']}{' ...' if p['n_wrong'] > 5 else ''}")  # fmt: skip
+    lines += ["", f"{'condition':>16}  {'prompt id':<28} OK  generation"]
     lines += [
         f"{r['condition']:>16}  {r['prompt_id']:<28} {'OK' if r['success'] else '  '}  {r['response']!r}" for r in record["responses"]
     ]
@@ -305,9 +308,12 @@ class SweepReader(_Store):
             except Exception:  # noqa: BLE001 - not a run id: try it as a sweep_id or a name
                 pass
         exps = [e.experiment_id for e in self.client.search_experiments()]
-        filters = ["tags.kind = 'sweep'"]
-        if sweep:
-            filters = [f"tags.kind = 'sweep' and tags.sweep_id = '{sweep}'", f"tags.kind = 'sweep' and attributes.run_name = '{sweep}'"]
+        if not sweep:  # the latest sweep that has checkpoint records (one stopped before any is skipped)
+            for run in self.client.search_runs(exps, "tags.kind = 'sweep'", order_by=["attributes.start_time DESC"], max_results=50):
+                if self.checkpoint_runs(run.info.run_id):
+                    return run.info.run_id
+            raise TrackingStoreError(f"no sweep with checkpoint records in tracking store {self.uri}")
+        filters = [f"tags.kind = 'sweep' and tags.sweep_id = '{sweep}'", f"tags.kind = 'sweep' and attributes.run_name = '{sweep}'"]
         for filt in filters:
             runs = self.client.search_runs(exps, filter_string=filt, order_by=["attributes.start_time DESC"], max_results=1)
             if runs:
@@ -338,5 +344,6 @@ class SweepReader(_Store):
     def run_url(self, parent: str) -> str | None:
         """The sweep's page in the MLflow UI, when the store is a tracking server."""
         if self.uri.startswith(("http://", "https://")):
-            return f"{self.uri.rstrip('/')}/#/experiments/{self._experiment_of(parent)}/runs/{parent}"
+            # workflowType: MLflow 3.17's UI otherwise opens on its GenAI view, whatever the experiment's kind tag
+            return f"{self.uri.rstrip('/')}/#/experiments/{self._experiment_of(parent)}/runs/{parent}?workflowType=machine_learning"
         return None

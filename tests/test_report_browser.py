@@ -81,6 +81,10 @@ def test_report_page_draws_its_plots_offline(swept, browser):
     assert page.locator(".scatterlayer .trace").count() >= 6  # lines were really drawn
     assert page.locator(".heatmaplayer image, .heatmaplayer .hm").count() >= 1
     assert report.verdict[:40] in page.inner_text(".verdict")
+    body = page.inner_text("body")
+    for section in ("The task's prompts", "Example generations at step1000", "Run config", "Package versions"):
+        assert section in body
+    assert "Which is bigger: 9.8 or 9.11?" in body and "none" not in page.inner_text(".verdict").split()
     shot = tmp / "report.png"
     page.screenshot(path=str(shot), full_page=True)
     from PIL import Image
@@ -132,7 +136,7 @@ def test_mlflow_ui_lists_parent_and_child_runs(swept, browser):
         names = {r["info"]["run_name"] for r in runs}
         assert {parent.info.run_name, "step0000000", "step0001000"} <= names and len(runs) == 6
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(f"{base}/#/experiments/{exp}/runs")
+        page.goto(f"{base}/#/experiments/{exp}/runs?workflowType=machine_learning")  # the UI's training-runs view
         page.wait_for_selector(f"text={parent.info.run_name}", timeout=60000)
         assert "5 matching runs" not in page.inner_text("body") and "6 matching runs" in page.inner_text("body")
         page.locator("[role=row]", has_text=parent.info.run_name).locator("button").first.click()  # expand the sweep

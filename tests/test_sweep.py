@@ -49,6 +49,13 @@ def test_sweep_records_one_child_per_checkpoint_and_resumes(hub_cache, tmp_path,
     parent = tracker.client.get_run(result.parent_run_id)
     assert parent.info.status == "FINISHED" and parent.data.params["task"] == "tasks/decimal-seed.toml"
 
+    from pythia_sweep.tasks import load_task
+
+    assert tracker.find_sweep(config.sweep_id(load_task(config.task).digest)) == result.parent_run_id  # by sweep_id too
+    empty = tracker.client.create_run(parent.info.experiment_id, tags={"kind": "sweep"})  # a sweep stopped before any record
+    assert tracker.find_sweep() == result.parent_run_id  # the latest sweep with records, not the empty one
+    tracker.client.delete_run(empty.info.run_id)
+
     again = run_sweep(config, tracking_uri=uri, progress=False)  # resume: only the failed one is retried
     assert again.parent_run_id == result.parent_run_id
     assert sorted(again.skipped) == ["step0", "step1", "step1000", "step4"]
