@@ -165,14 +165,18 @@ def config_from_dict(values: dict[str, Any]) -> SweepConfig:
         raise ConfigError("config", values, str(error)) from error
 
 
+def read_toml(path: str | Path, field: str, where: str) -> dict[str, Any]:
+    """A TOML file's table, or a one-line refusal naming the file (missing, or not valid TOML)."""
+    try:
+        return tomllib.loads(Path(path).read_text())
+    except FileNotFoundError as error:
+        raise ConfigError(field, str(path), f"an existing TOML file (see {where})") from error
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(field, str(path), f"valid TOML ({error})") from error
+
+
 def load_config(path: str | Path, **overrides: Any) -> SweepConfig:
     """Read a TOML run config (see jobs/configs/) and apply overrides given as keyword arguments."""
-    path = Path(path)
-    try:
-        values = tomllib.loads(path.read_text())
-    except FileNotFoundError as error:
-        raise ConfigError("config file", str(path), "an existing TOML file (see jobs/configs/)") from error
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError("config file", str(path), f"valid TOML ({error})") from error
+    values = read_toml(path, "config file", "jobs/configs/")
     values.update({k: v for k, v in overrides.items() if v is not None})
     return config_from_dict(values)

@@ -31,11 +31,11 @@ import json
 import random
 import re
 import string
-import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pythia_sweep.config import read_toml
 from pythia_sweep.errors import ConfigError
 
 PROMPT_KINDS = ("pairs", "templates", "repeated-tokens")
@@ -229,14 +229,7 @@ TOP_KEYS = {"name", "question", "layer", "align", "same_length", "answer_tokens"
 
 def load_task(path: str | Path) -> Task:
     """Read and check a task file's shape; model-dependent checks come with the tokenizer and config."""
-    path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError as error:
-        raise ConfigError("task", str(path), "an existing task file (see tasks/)") from error
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError("task", str(path), f"valid TOML ({error})") from error
-    return task_from_dict(data, str(path))
+    return task_from_dict(read_toml(path, "task", "tasks/"), str(path))
 
 
 def task_from_dict(data: dict, source: str = "<task>") -> Task:
