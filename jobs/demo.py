@@ -1,6 +1,13 @@
-"""The whole pipeline offline: build the demo family if absent, sweep it, write the report.
+"""The whole pipeline offline, as a story: a tiny model family that learns induction during training, swept
+for when that happens (patching + a second line of evidence), the step bracketed by bisection, and the
+decimal question asked of the same family for comparison.
 
     make demo          (or: HF_HUB_OFFLINE=1 HF_HUB_CACHE=.cache/hf/hub python -m jobs.demo)
+
+Steps: train the demo family into .cache/hf/hub if absent (once); sweep tasks/induction-demo.toml over the
+demo config's checkpoints; print the emergence step, its type, the heads that carry it (from the single-head
+map) and whether the attention-pattern evidence agrees; bisect between neighbouring saved revisions
+(`refine`); sweep tasks/decimal-robust.toml and print its verdict. Both reports' paths are printed.
 """
 
 from __future__ import annotations
@@ -13,20 +20,84 @@ from pathlib import Path
 # Hugging Face reads these at import time: the demo always runs from the project-local cache.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_CACHE", str(Path(".cache/hf/hub").resolve()))
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # the demo's local Ray stays on 127.0.0.1
 
-from jobs import sweep  # noqa: E402
-from pythia_sweep.testing.demo_family import family_exists, train_family  # noqa: E402
+CONFIG = "jobs/configs/demo.toml"
+INDUCTION, DECIMAL = "tasks/induction-demo.toml", "tasks/decimal-robust.toml"
+
+
+def carrying_heads(report, k: int = 3) -> list[tuple[str, float]]:
+    """The single heads whose patching moves the headline's log-prob difference most over the baseline, at
+    the last usable checkpoint: the heads that carry the effect."""
+    import polars as pl
+
+    frame = report.frame.filter(pl.col("status") == "ok")
+    last = frame.tail(1).to_dicts()[0]
+    base = last["baseline/logprob_diff"]
+    gains = [(name.removesuffix("/logprob_diff"), last[name] - base) for name in frame.columns
+             if name.startswith("L") and name.endswith("/logprob_diff") and last[name] is not None]  # fmt: skip
+    return sorted(gains, key=lambda g: -g[1])[:k]
 
 
 def main(argv=None) -> int:
     start = time.perf_counter()
+    from pythia_sweep.checkpoints import published_revisions
+    from pythia_sweep.config import load_config
+    from pythia_sweep.refine import bisect_emergence, metric_value
+    from pythia_sweep.report import build_report
+    from pythia_sweep.sweep import run_sweep
+    from pythia_sweep.tasks import load_task
+    from pythia_sweep.testing.demo_family import family_exists, train_family
+    from pythia_sweep.tracking import SweepReader
+
     cache = os.environ["HF_HUB_CACHE"]
     if not family_exists(cache):
-        print(f"Training the demo family into {cache} (a few minutes, once) ...")
+        print(f"Training the demo family into {cache} (once) ...", flush=True)
         train_family(cache)
-    code = sweep.main(["jobs/configs/demo.toml", *(argv if argv is not None else sys.argv[1:])])
-    print(f"demo finished in {time.perf_counter() - start:.0f}s")
-    return code
+        print(f"  trained in {time.perf_counter() - start:.0f}s", flush=True)
+
+    config = load_config(CONFIG, task=INDUCTION)
+    task = load_task(INDUCTION)
+    published = published_revisions(config.model)
+    print(f"\n1. {task.question}  ({config.model}, {INDUCTION})", flush=True)
+    result = run_sweep(config, task, published=published)
+    report = build_report(result.parent_run_id, tracking_uri=result.tracking_uri)
+    summary = report.summary
+    point = summary["emergence_point"]
+    if point:
+        print(f"   emergence: {point['revision']} (step {point['step']}), {summary['shape']['shape']} rise "
+              f"({summary['headline']} {point['value']:+.2f}, first above {task.headline.threshold:g})")  # fmt: skip
+    else:
+        print(f"   no emergence of {summary['headline']} (final {summary['final_value']:+.2f})")
+    heads = ", ".join(f"{name[1:3].lstrip('0') or '0'}.{name[4:].lstrip('0') or '0'} ({gain:+.2f} nats)" for name, gain in carrying_heads(report))
+    print(f"   heads that carry it (layer.head, patched alone at the last checkpoint): {heads}")
+    if summary.get("evidence"):
+        print(f"   {summary['evidence']['statement']}", flush=True)
+
+    if point and point.get("previous_revision"):
+        reader = SweepReader(result.tracking_uri)
+        known = {r["revision"]: metric_value(r, task.headline.name) for r in reader.load_records(result.parent_run_id) if r["status"] == "ok"}
+
+        def measure(revision: str) -> float:
+            run_sweep(config.replace(checkpoints=(revision,)), task, tracking_uri=result.tracking_uri, published=published, progress=False)
+            (record,) = [r for r in reader.load_records(result.parent_run_id) if r["revision"] == revision]
+            return metric_value(record, task.headline.name)
+
+        bracket = bisect_emergence(published, known, measure, task.headline.threshold)
+        print(f"\n2. refine: {task.headline.name} first exceeds {task.headline.threshold:g} between {bracket.below} and "
+              f"{bracket.above} (neighbouring saved revisions; {len(bracket.fetched)} extra checkpoints measured: "
+              f"{', '.join(bracket.fetched) or 'none'})", flush=True)  # fmt: skip
+        report = build_report(result.parent_run_id, tracking_uri=result.tracking_uri)  # the probes are in the sweep now
+    print(f"   report: {report.html_path}", flush=True)
+
+    decimal = load_task(DECIMAL)
+    print(f"\n3. {decimal.question}  ({DECIMAL}, same family)", flush=True)
+    result = run_sweep(load_config(CONFIG, task=DECIMAL), decimal, published=published)
+    report = build_report(result.parent_run_id, tracking_uri=result.tracking_uri)
+    print(f"   {report.verdict}")
+    print(f"   report: {report.html_path}")
+    print(f"\ndemo finished in {time.perf_counter() - start:.0f}s")
+    return 0
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ class SweepConfig:
     method: str = "per-head"  # "per-head" (site/align/patch_during above), "upstream", or "both" side by side
     single_heads: bool = True  # also patch each head of the layer alone (the report's heatmap)
     null_subsets: int = 20  # random head sets of the first group's size per checkpoint (the null control)
+    evidence: bool = True  # also score attention patterns (ICL, previous-token, induction) on repeated random tokens
     max_new_tokens: int = 20  # greedy generation length
     batch_size: int = 0  # rows per batch; 0 = sized to the device's free memory (engine.rows_per_batch)
     bootstrap_resamples: int = 2000  # resamples for bootstrap intervals
@@ -82,6 +83,7 @@ class SweepConfig:
         _check_choice("device", self.device, DEVICES)
         _check_choice("dtype", self.dtype, DTYPES)
         _check_type("single_heads", self.single_heads, bool)
+        _check_type("evidence", self.evidence, bool)
         _check_int("null_subsets", self.null_subsets, minimum=0)
         _check_int("max_new_tokens", self.max_new_tokens, minimum=1)
         _check_int("batch_size", self.batch_size, minimum=0)

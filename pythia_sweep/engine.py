@@ -241,6 +241,12 @@ def measure(config: SweepConfig, task: Task, loaded: LoadedModel) -> dict:
         max_new_tokens=config.max_new_tokens, batch_size=batch_size,
     )  # fmt: skip
     summary = summarize_record(conditions, task.contrasts, rows, config.bootstrap_resamples, config.seed)
+    evidence = None
+    if config.evidence:  # the second line of evidence: one forward over repeated random tokens
+        from pythia_sweep.evidence import attention_evidence
+
+        positions = getattr(loaded.model.config, "max_position_embeddings", 2048)
+        evidence = attention_evidence(loaded.model, loaded.tokenizer, n_sequences=8, length=min(16, (positions - 1) // 2), seed=config.seed)
     return {
         "status": "ok",
         "settings": {
@@ -256,6 +262,7 @@ def measure(config: SweepConfig, task: Task, loaded: LoadedModel) -> dict:
             "dtype": str(loaded.dtype).removeprefix("torch."),
         },
         **summary,
+        "evidence": evidence,
         "prompts": {
             tp.pair.id: {"clean": tp.pair.clean, "corrupted": tp.pair.corrupted, "correct": list(tp.pair.correct[:5]),
                          "wrong": list(tp.pair.wrong[:5]), "n_correct": len(tp.pair.correct), "n_wrong": len(tp.pair.wrong)}

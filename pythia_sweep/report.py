@@ -150,8 +150,46 @@ def summarize(frame: pl.DataFrame, task: Task, final_step: int | None, methods: 
         "null_p_at_final": final.get(p_key),
         "group_beats_null_at_final": bool(final.get(p_key) is not None and final[p_key] <= 0.05),
     }
+    summary["evidence"] = evidence_summary(usable, head)
     summary["verdict"] = verdict(summary, task)
     return summary
+
+
+def evidence_summary(usable: pl.DataFrame, head: dict) -> dict | None:
+    """When the attention-pattern evidence moves, and whether it moves with the patching headline: the
+    largest single drop of the in-context-learning score (the checkpoint after it is the evidence's emergence)
+    against the headline's emergence point; they coincide within one saved checkpoint or they do not."""
+    if "evidence/icl_score" not in usable.columns:
+        return None
+    rows = usable.filter(pl.col("evidence/icl_score").is_not_null())
+    if len(rows) < 2:
+        return None
+    revisions, icl = rows["revision"].to_list(), rows["evidence/icl_score"].to_list()
+    shape = analysis.rise_shape([-v for v in icl])  # a drop of the ICL score is a rise of in-context learning
+    j = shape["jump_index"]
+    out = {
+        "icl_first": icl[0], "icl_final": icl[-1], "icl_shape": shape["shape"], "icl_drop": shape["largest_jump"],
+        "icl_drop_between": [revisions[j - 1], revisions[j]], "icl_emergence": revisions[j],
+        "induction_max_final": rows["evidence/induction_max"].to_list()[-1] if "evidence/induction_max" in rows.columns else None,
+    }  # fmt: skip
+    point = head["emergence_point"]
+    if point is None or shape["shape"] == "flat":
+        out["coincides"] = None
+        out["statement"] = (
+            f"The in-context-learning score goes from {icl[0]:+.2f} to {icl[-1]:+.2f} nats "
+            + ("with no marked drop" if shape["shape"] == "flat" else f"with its largest drop ({shape['largest_jump']:.2f} nats, {shape['shape']}) between {revisions[j - 1]} and {revisions[j]}")
+            + ("; the patching headline never emerges, so there is nothing to line it up with." if point is None else "; the patching headline emerges at " + point["revision"] + ".")
+        )
+        return out
+    i = revisions.index(point["revision"]) if point["revision"] in revisions else None
+    out["coincides"] = i is not None and abs(i - j) <= 1
+    where = f"the in-context-learning score drops most ({shape['largest_jump']:.2f} nats, {shape['shape']}) between {revisions[j - 1]} and {revisions[j]}"
+    out["statement"] = (
+        f"The attention-pattern evidence agrees: {where}, within one saved checkpoint of the patching emergence at {point['revision']}."
+        if out["coincides"] else
+        f"The attention-pattern evidence does NOT line up: {where}, while patching emerges at {point['revision']}."
+    )  # fmt: skip
+    return out
 
 
 def _describe_contrast(task: Task, name: str) -> str:
@@ -193,6 +231,8 @@ def verdict(summary: dict, task: Task) -> str:
     if summary["null_p_at_final"] is not None:
         beats = "stands" if summary["group_beats_null_at_final"] else "does not stand"
         parts.append(f"At the final checkpoint the {task.headline.plus} group {beats} out of the random head sets (null p = {summary['null_p_at_final']:.2f}).")
+    if summary.get("evidence"):
+        parts.append(summary["evidence"]["statement"])
     if q["intervals_too_wide"]:
         parts.append(
             f"Intervals are too wide to call it at {len(q['intervals_too_wide'])} of {summary['usable_checkpoints']} "
@@ -219,6 +259,14 @@ def _band(fig, x, low, high, color, name, row=None, col=None, opacity=0.18):
     )  # fmt: skip
 
 
+def _vertical(step: int, low: float, high: float, name: str, legend: bool = True) -> go.Scatter:
+    """A vertical line at a training step, as a trace in data coordinates (a layout shape on a log axis is
+    placed in the axis's log units, which moved it when the axis type was set after the shape)."""
+    x = max(step, 1)
+    return go.Scatter(x=[x, x], y=[low, high], mode="lines", name=name, showlegend=legend,
+                      line={"color": FIXED_COLORS["clean"], "width": 2}, hoverinfo="name")  # fmt: skip
+
+
 def _rgba(hex_color: str, alpha: float) -> str:
     r, g, b = (int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
     return f"rgba({r},{g},{b},{alpha})"
@@ -229,7 +277,8 @@ def headline_figure(frame: pl.DataFrame, summary: dict, task: Task) -> go.Figure
     ok = frame.filter(pl.col("status") == "ok")
     x = _x(ok)
     fig = go.Figure()
-    for i, (key, res) in enumerate(summary["results"].items()):
+    same_units = [(key, res) for key, res in summary["results"].items() if res["metric"] == task.headline.metric]
+    for i, (key, res) in enumerate(same_units):  # contrasts on the headline's metric: one axis, one unit
         color = PALETTE[i % len(PALETTE)]
         name = _describe_contrast(task, res["contrast"])
         _band(fig, x, _column(ok, f"{key}_ci_low"), _column(ok, f"{key}_ci_high"), color, f"{res['contrast']}: 95% bootstrap interval", opacity=0.18 if i == 0 else 0.1)
@@ -246,7 +295,7 @@ def headline_figure(frame: pl.DataFrame, summary: dict, task: Task) -> go.Figure
                           annotation_text=f"{name} ({sign * level:+g})", annotation_position="right")  # fmt: skip
     point = summary["emergence_point"]
     if point:
-        fig.add_vline(x=max(point["step"], 1), line={"color": "#2ca02c", "width": 2}, annotation_text=f"emergence: {point['revision']}")
+        fig.add_trace(_vertical(point["step"], -1.0, 1.0, f"emergence: {point['revision']}"))
     metric = task.headline.metric.replace("_", " ")
     fig.update_layout(title=f"{task.headline.name} = {task.headline.plus} - {task.headline.minus} ({metric}) over training",
                       template="plotly_white", xaxis={"type": "log", "title": "training step (log; step 0 drawn at 1)"},
@@ -374,6 +423,42 @@ def context_tables(records: list[dict], task: Task, config: SweepConfig) -> list
     return tables
 
 
+def evidence_figures(frame: pl.DataFrame, summary: dict) -> list[go.Figure]:
+    """The second line of evidence over training: the in-context-learning score and the strongest heads'
+    induction and previous-token scores as curves, and each head's induction score as a heatmap."""
+    ok = frame.filter(pl.col("status") == "ok")
+    if "evidence/icl_score" not in ok.columns or ok["evidence/icl_score"].is_null().all():
+        return []
+    x = _x(ok)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(
+        "In-context-learning score: loss on the repeat - loss on the first pass (nats)",
+        "Strongest head's attention-pattern score (share of attention on the pattern)"))  # fmt: skip
+    fig.add_trace(go.Scatter(x=x, y=_column(ok, "evidence/icl_score"), mode="lines+markers", name="ICL score", text=ok["revision"].to_list(),
+                             line={"color": PALETTE[0]}), row=1, col=1)  # fmt: skip
+    for key, name, color in (("evidence/induction_max", "induction (prefix-matching)", PALETTE[1]), ("evidence/previous_token_max", "previous-token", PALETTE[2])):
+        fig.add_trace(go.Scatter(x=x, y=_column(ok, key), mode="lines+markers", name=name, line={"color": color}), row=1, col=2)
+    point = summary["emergence_point"]
+    if point:
+        icl = [v for v in _column(ok, "evidence/icl_score") if v is not None]
+        fig.add_trace(_vertical(point["step"], min(icl + [0.0]), max(icl + [0.0]), f"patching emergence: {point['revision']}"), row=1, col=1)
+        fig.add_trace(_vertical(point["step"], 0.0, 1.0, f"patching emergence: {point['revision']}", legend=False), row=1, col=2)
+    fig.update_xaxes(type="log", title="training step (log; green: the patching emergence)")
+    fig.update_yaxes(range=[-0.05, 1.05], row=1, col=2)
+    fig.update_layout(title="Second line of evidence: in-context learning and attention patterns on repeated random tokens",
+                      template="plotly_white", height=420, legend={"orientation": "h", "y": -0.25})  # fmt: skip
+    heads = sorted(k.removeprefix("evidence/induction/") for k in ok.columns if k.startswith("evidence/induction/"))
+    if not heads:
+        return [fig]
+    z = [_column(ok, f"evidence/induction/{h}") for h in heads]
+    heat = go.Figure(go.Heatmap(
+        z=z, x=ok["revision"].to_list(), y=[f"layer {int(h[1:3])} head {int(h[4:])}" for h in heads], colorscale="Viridis",
+        zmin=0, zmax=1, colorbar={"title": "induction<br>score"}, hovertemplate="%{y} at %{x}<br>induction score %{z:.2f}<extra></extra>",
+    ))  # fmt: skip
+    heat.update_layout(title="Each head's induction (prefix-matching) score over training: 0 = never on the pattern, 1 = always",
+                       template="plotly_white", height=max(300, 14 * len(heads) + 160), xaxis={"title": "checkpoint"})  # fmt: skip
+    return [fig, heat]
+
+
 def _table(rows: list[dict], columns: list[str]) -> str:
     if not rows:
         return "<p>None.</p>"
@@ -439,6 +524,7 @@ def build_report(
     colors = colors_for([n for n, k in kinds.items() if k in SHOWN_KINDS])
     figures = [f for f in (headline_figure(frame, summary, task), rates_figure(frame, kinds, colors),
                            detail_figure(frame, summary, task, colors), heatmap_figure(frame, kinds)) if f]  # fmt: skip
+    figures += evidence_figures(frame, summary)
     problems = [{"revision": f["revision"], "problem": f["error"]} for f in summary["quality"]["failed_revisions"]]
     problems += [{"revision": " = ".join(g), "problem": "identical weight files (excluded from emergence detection)"} for g in summary["quality"]["duplicate_revisions"]]
     key = summary["headline"]

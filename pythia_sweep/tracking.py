@@ -79,6 +79,15 @@ def flatten(record: dict) -> dict[str, float]:
             if position["p_value"] is not None:
                 metrics[f"null/{group}/{metric}_p"] = position["p_value"]
                 metrics[f"null/{group}/{metric}_percentile"] = position["percentile"]
+    evidence = record.get("evidence") or {}
+    if evidence:
+        metrics["evidence/icl_score"] = evidence["icl_score"]
+        for score in ("induction", "previous_token"):
+            table = evidence[score]
+            metrics[f"evidence/{score}_max"] = max(max(row) for row in table)
+            for layer, row in enumerate(table):
+                for head, value in enumerate(row):
+                    metrics[f"evidence/{score}/L{layer:02d}H{head:02d}"] = value
     for key, value in record.get("timings", {}).items():
         metrics[f"time/{key}"] = value
     return {k: float(v) for k, v in metrics.items() if v is not None}
@@ -88,7 +97,7 @@ def compared_metrics(record: dict, flat: dict[str, float]) -> dict[str, float]:
     """The part of `flat` a person compares across runs: rates, differences, contrasts, their intervals,
     the null's band and p-values, timings; not the single-head and null-set numbers."""
     hidden = {name for name, c in record.get("conditions", {}).items() if c.get("kind") not in COMPARED_KINDS}
-    return {k: v for k, v in flat.items() if k.rsplit("/", 1)[0] not in hidden}
+    return {k: v for k, v in flat.items() if k.rsplit("/", 1)[0] not in hidden and not k.startswith(("evidence/induction/", "evidence/previous_token/"))}
 
 
 def responses_text(record: dict) -> str:

@@ -1,0 +1,106 @@
+"""The demo family: its tokenizer and training rows (fast), and (slow) a short family trained here whose
+induction emergence, found by patching, sits where its in-context-learning score jumps, and a control family
+trained without repeats in which nothing emerges."""
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from pythia_sweep import analysis
+from pythia_sweep.config import SweepConfig
+from pythia_sweep.engine import ModelCache, run_checkpoint
+from pythia_sweep.evidence import attention_evidence
+from pythia_sweep.tasks import load_task, word_tokens
+from pythia_sweep.testing.demo_family import TrainingRows, corpus, demo_tokenizer, train_family
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Saved revisions of the short families: the demo family's first 336 steps (same seed, same batches), with
+# revisions every 16 steps through its phase change.
+STEPS = (0, 64, 128, 192, 224, 240, 256, 272, 288, 304, 320, 336)
+
+
+@pytest.fixture(scope="module")
+def tokenizer_and_texts():
+    texts = corpus(2000, seed=0)
+    return demo_tokenizer(texts, seed=0), texts
+
+
+def test_tokenizer_has_the_single_token_words_the_induction_task_draws(tokenizer_and_texts):
+    tokenizer, _ = tokenizer_and_texts
+    words = word_tokens(tokenizer)
+    assert len(words) >= 40
+    task = load_task(REPO / "tasks" / "induction-demo.toml")
+    assert len(task.tokenize(tokenizer, {"prefix"})) == task.data["prompts"]["count"]
+
+
+def copied_share(row: list[int]) -> float:
+    """Share of positions whose next token is the one that followed the previous occurrence of this token."""
+    hits = total = 0
+    for i in range(1, len(row) - 1):
+        earlier = [j for j in range(i) if row[j] == row[i]]
+        if earlier:
+            total += 1
+            hits += row[earlier[-1] + 1] == row[i + 1]
+    return hits / max(total, 1)
+
+
+def test_a_retrained_family_leaves_no_branch_of_the_earlier_one(tmp_path):
+    from pythia_sweep.checkpoints import published_revisions
+
+    train_family(tmp_path, "demo-test/retrained", steps=(0, 1, 3), log=lambda line: None)
+    train_family(tmp_path, "demo-test/retrained", steps=(0, 2), log=lambda line: None)
+    assert [c.revision for c in published_revisions("demo-test/retrained", tmp_path)] == ["step0", "step2"]
+
+
+def test_training_rows_repeat_only_when_asked(tokenizer_and_texts):
+    tokenizer, texts = tokenizer_and_texts
+    for repeats, low, high in ((True, 0.6, 1.0), (False, 0.0, 0.1)):
+        rows = TrainingRows(tokenizer, texts, repeats=repeats, context=48, seed=1)
+        batch = rows.batch(16, decimal_share=0.0)
+        assert batch.shape == (16, 49) and (batch[:, 0] == tokenizer.eos_token_id).all()
+        share = sum(copied_share(r.tolist()) for r in batch) / len(batch)
+        assert low <= share <= high, (repeats, share)
+    decimal = TrainingRows(tokenizer, texts, repeats=True, context=48, seed=1).batch(4, decimal_share=1.0)
+    assert "is bigger" in tokenizer.decode(decimal[0]) or "Q:" in tokenizer.decode(decimal[0])
+
+
+def measure_family(repo: str) -> tuple[list[float], list[float]]:
+    """Per saved revision: the induction task's headline (patching) and the in-context-learning score."""
+    task = load_task(REPO / "tasks" / "induction-demo.toml")
+    config = SweepConfig(
+        model=repo, task="tasks/induction-demo.toml", single_heads=False, null_subsets=0, max_new_tokens=1,
+        bootstrap_resamples=100, device="cpu",
+    )  # fmt: skip
+    models, headline, icl = ModelCache(), [], []
+    for step in STEPS:
+        record = run_checkpoint(config, f"step{step}", task=task, models=models)
+        assert record["status"] == "ok", record["error"]
+        headline.append(record["contrasts"][task.headline.name]["value"])
+        icl.append(attention_evidence(models.loaded.model, models.loaded.tokenizer)["icl_score"])
+    return headline, icl
+
+
+@pytest.mark.slow
+def test_patching_finds_induction_where_the_icl_score_jumps_and_nothing_without_repeats():
+    cache = os.environ["HF_HUB_CACHE"]  # conftest's temporary cache, read by the fetches below
+    threshold = load_task(REPO / "tasks" / "induction-demo.toml").headline.threshold
+    before = torch.get_num_threads()
+    for repo, repeats in (("demo-test/induction", True), ("demo-test/no-repeats", False)):
+        train_family(cache, repo, steps=STEPS, repeats=repeats, log=lambda line: None)
+    assert torch.get_num_threads() == before
+
+    headline, icl = measure_family("demo-test/induction")
+    emerged = analysis.emergence_index(headline, threshold)
+    jump = analysis.rise_shape([-v for v in icl])["jump_index"]  # the checkpoint after the largest fall
+    assert emerged is not None, headline
+    assert abs(emerged - jump) <= 1, (STEPS[emerged], STEPS[jump], headline, icl)
+    assert icl[0] > -0.1 and icl[-1] < -3.0, icl  # no copying at step 0; several nats once the heads formed
+    coarse = [STEPS.index(s) for s in (0, 64, 128, 192, 256, 320)]  # a sweep's spacing around the change
+    assert analysis.rise_shape([headline[i] for i in coarse])["shape"] == "sudden", headline
+
+    headline, icl = measure_family("demo-test/no-repeats")
+    assert analysis.emergence_index(headline, threshold) is None, headline
+    assert analysis.rise_shape([-v for v in icl])["shape"] == "flat", icl
