@@ -209,7 +209,8 @@ def verdict(summary: dict, task: Task) -> str:
     if summary["usable_checkpoints"] == 0:
         return " ".join(["No usable checkpoint: every revision failed or was a duplicate; nothing can be said.", *caveats])
     parts = []
-    for key, res in summary["results"].items() or [(summary["headline"], summary)]:
+    headline_results = [(k, r) for k, r in summary["results"].items() if r["contrast"].rsplit("/", 1)[-1] == task.headline.name]
+    for key, res in headline_results:  # the headline contrast, for each method (the others: summary.json, plots)
         label = _describe_contrast(task, res["contrast"])
         strong, weak = res["levels"][0], res["levels"][2]
         point = res["emergence_point"]
@@ -255,8 +256,8 @@ def _band(fig, x, low, high, color, name, row=None, col=None, opacity=0.18):
     fig.add_trace(go.Scatter(x=list(xs), y=list(highs), mode="lines", line={"width": 0}, showlegend=False, hoverinfo="skip"), **kw)
     fig.add_trace(
         go.Scatter(x=list(xs), y=list(lows), mode="lines", line={"width": 0}, fill="tonexty", name=name,
-                   fillcolor=_rgba(color, opacity), hoverinfo="skip"), **kw,
-    )  # fmt: skip
+                   fillcolor=_rgba(color, opacity), hoverinfo="skip", showlegend=name.startswith("null")), **kw,
+    )  # fmt: skip  (a line's band is named in its line's legend entry; only the null band has its own)
 
 
 def _vertical(step: int, low: float, high: float, name: str, legend: bool = True) -> go.Scatter:
@@ -280,7 +281,7 @@ def headline_figure(frame: pl.DataFrame, summary: dict, task: Task) -> go.Figure
     same_units = [(key, res) for key, res in summary["results"].items() if res["metric"] == task.headline.metric]
     for i, (key, res) in enumerate(same_units):  # contrasts on the headline's metric: one axis, one unit
         color = PALETTE[i % len(PALETTE)]
-        name = _describe_contrast(task, res["contrast"])
+        name = _describe_contrast(task, res["contrast"]) + ", band: 95% interval"
         _band(fig, x, _column(ok, f"{key}_ci_low"), _column(ok, f"{key}_ci_high"), color, f"{res['contrast']}: 95% bootstrap interval", opacity=0.18 if i == 0 else 0.1)
         fig.add_trace(go.Scatter(x=x, y=_column(ok, key), mode="lines+markers", name=name, text=ok["revision"].to_list(),
                                  line={"color": color, "width": 3 if i == 0 else 2, "dash": "solid" if i == 0 else "dot"},
