@@ -148,15 +148,10 @@ def preflight(config: SweepConfig, task: Task, metadata_path: str) -> None:
     before any run is created."""
     from transformers import AutoConfig, AutoTokenizer
 
-    from pythia_sweep.patching import OUTPUT_PROJECTION
-    from pythia_sweep.errors import UnsupportedModel
+    from pythia_sweep.patching import check_model_type
 
     model_config = AutoConfig.from_pretrained(metadata_path)
-    if model_config.model_type not in OUTPUT_PROJECTION:
-        raise UnsupportedModel(
-            f"model type {model_config.model_type!r} has no known attention output projection "
-            f"(supported: {', '.join(sorted(OUTPUT_PROJECTION))})"
-        )
+    check_model_type(model_config.model_type)
     n_layers, n_heads = model_config.num_hidden_layers, model_config.num_attention_heads
     if config.layer is not None and not 0 <= config.layer < n_layers:
         raise ConfigError("layer", config.layer, f"a layer index in 0..{n_layers - 1} ({config.model} has {n_layers} layers)")

@@ -59,15 +59,20 @@ class AttentionLayout:
         return self.n_heads * self.head_dim
 
 
-def attention_layout(model: torch.nn.Module, layer: int | None = None) -> AttentionLayout:
-    """Where each layer's per-head outputs live in this model, or a clear refusal (also of a bad `layer`)."""
-    config = model.config
-    model_type = getattr(config, "model_type", type(model).__name__)
+def check_model_type(model_type: str) -> None:
+    """Refuse an architecture whose per-head outputs we do not know where to find."""
     if model_type not in OUTPUT_PROJECTION:
         raise UnsupportedModel(
             f"model type {model_type!r} has no known attention output projection "
             f"(supported: {', '.join(sorted(OUTPUT_PROJECTION))})"
         )
+
+
+def attention_layout(model: torch.nn.Module, layer: int | None = None) -> AttentionLayout:
+    """Where each layer's per-head outputs live in this model, or a clear refusal (also of a bad `layer`)."""
+    config = model.config
+    model_type = getattr(config, "model_type", type(model).__name__)
+    check_model_type(model_type)
     n_layers = config.num_hidden_layers
     if layer is not None and not 0 <= layer < n_layers:
         raise ConfigError("layer", layer, f"a layer index in 0..{n_layers - 1} ({model_type} has {n_layers} layers)")
