@@ -252,6 +252,7 @@ def measure(config: SweepConfig, task: Task, loaded: LoadedModel) -> dict:
             "n_prompts": len(pairs),
             "methods": methods,
             "max_new_tokens": config.max_new_tokens,
+            "decoded": [c.name for c in conditions if c.decode],  # the others are teacher-forced only
             "batch_size": batch_size,
             "device": str(loaded.device),
             "dtype": str(loaded.dtype).removeprefix("torch."),

@@ -3,19 +3,26 @@
 Per checkpoint and prompt pair: baseline (corrupted prompt, no patch), clean (clean prompt, no patch), each
 of the task's head groups, all heads of every layer the groups touch, each single head of those layers, and
 K random head sets the size of the first group (the null control). Each (condition, prompt) is one row.
-Rows are batched, and each batch runs its patched prompts once: that prefill's KV cache is shared by the
-teacher-forced scoring of every answer and by greedy decoding (a small loop that mirrors `generate`), so no
-prompt is run twice. The clean prompts' activations are computed once per prompt, stopping at the deepest
-patched layer, and shared by every condition.
+Rows are batched by prompt (all conditions of a prompt together), and no work is done twice:
+  - the clean prompts' activations are computed once per prompt, stopping at the deepest patched layer;
+  - below the lowest patched layer every condition of a prompt computes the same thing, so those layers run
+    once per distinct prompt (and once per distinct answer continuation), and each condition branches from
+    there: the layers above start from the shared hidden state, the shared KV cache of the layers below is
+    copied to each row;
+  - each row's patched prompt runs once: its KV cache serves the teacher-forced scoring of every answer and
+    greedy decoding (a small loop that mirrors `generate`);
+  - only conditions whose metrics read a generation are decoded (single heads feed the teacher-forced
+    per-head map), and a rule decided early (first-answer) stops decoding a row once its outcome is fixed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import random
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -44,6 +51,7 @@ class Condition:
     prompt: str  # which prompt is run: "corrupted" or "clean"
     method: str  # label of the measuring method (site/align/patch_during), see SweepConfig.methods
     kind: str  # "baseline", "clean", "group", "all", "head" or "null": what the condition is for
+    decode: bool = True  # greedy decoding for the success rule; False: teacher-forced metrics only
 
     def by_layer(self) -> dict[int, tuple[int, ...]]:
         layers: dict[int, list[int]] = defaultdict(list)
@@ -86,7 +94,8 @@ def make_conditions(
         conditions += [Condition(prefix + name, heads, "corrupted", label, "group") for name, heads in groups.items()]
         conditions.append(Condition(prefix + "all", every_head, "corrupted", label, "all"))
     if single_heads:
-        conditions += [Condition(head_name(*h), (h,), "corrupted", primary, "head") for h in every_head]
+        # Single heads feed the per-head map of log-prob differences: teacher-forced, nothing to decode.
+        conditions += [Condition(head_name(*h), (h,), "corrupted", primary, "head", decode=False) for h in every_head]
     size = len(next(iter(groups.values())))
     for i, subset in enumerate(null_subsets(every_head, size, null_count, seed, list(groups.values()))):
         conditions.append(Condition(f"null{i:02d}", subset, "corrupted", primary, "null"))
@@ -105,10 +114,13 @@ def evaluate(
     *,
     max_new_tokens: int,
     batch_size: int,
+    share_below: bool = True,
 ) -> list[dict]:
     """One result row per (condition, prompt): response, success, and the answers' log-probabilities.
 
-    `pairs` carry their token ids and, per alignment mode in `methods`, their aligned positions.
+    `pairs` carry their token ids and, per alignment mode in `methods`, their aligned positions. A condition
+    that is not decoded has response and success None. `share_below=False` runs every row through every
+    layer (the reference the shared path is tested against).
     """
     device = next(model.parameters()).device
     check_plain_greedy(model)
@@ -123,18 +135,23 @@ def evaluate(
         for site, layers in layers_by_site.items() if layers
     }  # fmt: skip
     columns = {heads: head_columns(heads, layout.head_dim) for c in conditions for heads in c.by_layer().values()}
-
-    rows = [(c, tp.pair) for c in conditions for tp in pairs]
-    by_method: dict[str, list] = defaultdict(list)
-    for row in rows:
-        by_method[row[0].method].append(row)
+    # a rule whose outcome is fixed before max_new_tokens (first-answer) stops decoding a row there
+    decided = success.decided if getattr(success, "can_decide_early", False) else None
 
     results: dict[tuple[str, str], dict] = {}
-    for label, group in by_method.items():
-        method = methods[label]
+    for label, method in methods.items():
+        own = [c for c in conditions if c.method == label]
+        if not own:
+            continue
         every_step = method["patch_during"] == "every-step"
-        for start in range(0, len(group), batch_size):
-            chunk = group[start : start + batch_size]
+        patched_layers = [layer for c in own for layer, _ in c.heads]
+        depth = min(patched_layers, default=0) if share_below else 0  # layers below it are the same for every condition
+        group = [(cond, tp.pair) for tp in pairs for cond in own]  # by prompt: a batch holds few distinct prompts
+        # `batch_size` rows are decoded at a time; rows only scored ride along (up to as many again), so that
+        # decoding steps keep the batch's width where small matmuls waste the most
+        per_batch = min(2 * batch_size, batch_size * len(own) // max(1, sum(c.decode for c in own)))
+        for start in range(0, len(group), per_batch):
+            chunk = group[start : start + per_batch]
             seqs = [by_id[pair.id].ids[cond.prompt] for cond, pair in chunk]
             width = max(len(s) for s in seqs)
             layers = sorted({layer for cond, _ in chunk for layer, _ in cond.heads})
@@ -146,11 +163,16 @@ def evaluate(
                         columns[heads], offset=width - len(seqs[r]), every_step=every_step,
                     )  # fmt: skip
             continuations = [by_id[pair.id].answers[cond.prompt] for cond, pair in chunk]
+            stop = None
+            if decided is not None:
+                answers = [(pair.correct, pair.wrong) for _, pair in chunk]
+                stop = lambda r, tokens: decided(tokenizer.decode(tokens, skip_special_tokens=True), *answers[r])  # noqa: E731
             logprobs, new_tokens = score_and_generate(
-                model, layout, method["site"], plans, seqs, continuations, max_new_tokens, pad_id, eos_ids
-            )
+                model, layout, method["site"], plans, seqs, continuations, max_new_tokens, pad_id, eos_ids,
+                decode=[cond.decode for cond, _ in chunk], depth=depth, decided=stop,
+            )  # fmt: skip
             for r, (cond, pair) in enumerate(chunk):
-                response = tokenizer.decode(new_tokens[r], skip_special_tokens=True)
+                response = tokenizer.decode(new_tokens[r], skip_special_tokens=True) if cond.decode else None
                 n = by_id[pair.id].n_correct
                 correct, wrong = logprobs[r][:n], logprobs[r][n:]
                 results[(cond.name, pair.id)] = {
@@ -158,13 +180,67 @@ def evaluate(
                     "prompt_id": pair.id,
                     "weight": pair.weight,
                     "response": response,
-                    "success": bool(success(response, pair.correct, pair.wrong)),
+                    "success": None if response is None else bool(success(response, pair.correct, pair.wrong)),
                     "logprob_correct": float(logsumexp(correct)),  # log sum p over the correct answers
                     "logprob_wrong": float(logsumexp(wrong)),
                     "logprob_diff": float(logsumexp(correct)) - float(logsumexp(wrong)),
                     "prob_diff": sum(math.exp(v) for v in correct) - sum(math.exp(v) for v in wrong),
                 }
-    return [results[(cond.name, pair.id)] for cond, pair in rows]  # in (condition, prompt) order
+    return [results[(cond.name, tp.pair.id)] for cond in conditions for tp in pairs]  # in (condition, prompt) order
+
+
+@dataclass
+class SharedBelow:
+    """The layers below `depth` for the distinct prompts of a batch: every row's condition patches at
+    `depth` or above, so below it a row is its prompt's. `rows` maps each batch row to its distinct prompt."""
+
+    depth: int
+    rows: torch.Tensor  # (B,) index into the distinct prompts
+    kv: list[tuple[torch.Tensor, torch.Tensor]]  # per layer below depth: keys, values (U, H_kv, T, D)
+
+    def cache_for(self, model, picks: torch.Tensor) -> DynamicCache:
+        """A fresh cache holding the layers below `depth` for the distinct prompts `picks` (N,)."""
+        cache = DynamicCache(config=model.config)
+        for layer, (keys, values) in enumerate(self.kv):
+            cache.update(keys[picks], values[picks], layer)
+        return cache
+
+
+def run_below(model, depth: int, cache: DynamicCache, **inputs) -> torch.Tensor:
+    """The hidden state entering layer `depth` (N, T, C); the forward stops there, `cache` holds the layers below."""
+    seen = {}
+
+    def stop(_module, args, kwargs):
+        seen["hidden"] = args[0] if args else kwargs["hidden_states"]
+        raise _Reached
+
+    handle = model.base_model.layers[depth].register_forward_pre_hook(stop, with_kwargs=True)
+    try:
+        model(**inputs, past_key_values=cache, use_cache=True)
+    except _Reached:
+        pass
+    finally:
+        handle.remove()
+    return seen["hidden"]
+
+
+class _Reached(Exception):
+    """Ends a forward pass at the first layer nobody shares."""
+
+
+@contextlib.contextmanager
+def layers_from(model, depth: int) -> Iterator[None]:
+    """Run the model's forward from layer `depth` on: its inputs_embeds are the hidden state entering that
+    layer. Swapping the decoder's layer list (and putting it back) keeps the model's own mask, rotary and
+    cache handling; each attention keeps its `layer_idx`, so the cache is filled at the right layers. Patch
+    hooks must be registered before (module paths shift while swapped)."""
+    base = model.base_model
+    every = base.layers
+    base.layers = torch.nn.ModuleList(list(every)[depth:])
+    try:
+        yield
+    finally:
+        base.layers = every
 
 
 def score_and_generate(
@@ -177,40 +253,83 @@ def score_and_generate(
     max_new_tokens: int,
     pad_id: int,
     eos_ids: torch.Tensor,
+    *,
+    decode: Sequence[bool] | None = None,
+    depth: int = 0,
+    decided: Callable[[int, list[int]], bool] | None = None,
 ) -> tuple[list[list[float]], list[list[int]]]:
-    """Per row: the summed log-probability of each of its continuations, and its greedy new tokens.
+    """Per row: the summed log-probability of each of its continuations, and its greedy new tokens ([] for a
+    row not in `decode`).
 
-    `plans` patch the prompt, one per patched layer. The patched prompt is run once: its KV cache is shared
-    by the teacher-forced continuations (a copy, one branch per continuation longer than one token, with the
-    step patch) and by greedy decoding. Decoding follows
-    `generate(do_sample=False)`: positions from the attention mask, a row that emits EOS is padded from
-    then on, and decoding ends once every row has.
+    `plans` patch the prompt, one per patched layer, all at `depth` or above: the layers below run once per
+    distinct prompt (depth 0: every row runs every layer). The patched prompt is run once: its KV cache is
+    shared by the teacher-forced continuations (a copy, one branch per continuation longer than one token,
+    with the step patch) and by greedy decoding. Decoding follows `generate(do_sample=False)`: positions
+    from the attention mask, a row that emits EOS (or whose outcome `decided(row, tokens)` says is fixed) is
+    padded from then on, and decoding ends once every row has.
     """
-    input_ids, attention = _pad(prompts, pad_id, left=True, device=next(model.parameters()).device)  # (B, T)
+    device = next(model.parameters()).device
+    decode = [True] * len(prompts) if decode is None else list(decode)
+    input_ids, attention = _pad(prompts, pad_id, left=True, device=device)  # (B, T)
     positions = (attention.cumsum(-1) - 1).masked_fill(attention == 0, 0)  # (B, T), as generate makes them
     cache = DynamicCache(config=model.config)
-    with patched(model, layout, site, plans):  # first call: the prompt patch; later calls: the step patch
-        first = model(
-            input_ids=input_ids, attention_mask=attention, position_ids=positions, past_key_values=cache,
-            use_cache=True, logits_to_keep=1,
-        ).logits[:, -1].float()  # (B, V)  # fmt: skip
-        branches = copy.deepcopy(cache) if any(len(c) > 1 for row in continuations for c in row) else None
-        new_tokens = _greedy(model, cache, first, attention, max_new_tokens, pad_id, eos_ids)
-    logprobs = _continuation_logprobs(model, layout, site, plans, branches, first, attention, continuations, pad_id)
+    below = None
+    if depth > 0:
+        distinct = {tuple(p): i for i, p in reversed(list(enumerate(prompts)))}  # prompt -> its first row
+        firsts = torch.tensor(sorted(distinct.values()), device=device)
+        order = {tuple(prompts[i]): u for u, i in enumerate(firsts.tolist())}
+        rows = torch.tensor([order[tuple(p)] for p in prompts], device=device)
+        lower = DynamicCache(config=model.config)
+        hidden = run_below(model, depth, lower, input_ids=input_ids[firsts], attention_mask=attention[firsts], position_ids=positions[firsts])
+        below = SharedBelow(depth, rows, [(lower.layers[i].keys, lower.layers[i].values) for i in range(depth)])
+        with patched(model, layout, site, plans), layers_from(model, depth):
+            first = model(
+                inputs_embeds=hidden[rows], attention_mask=attention, position_ids=positions, past_key_values=cache,
+                use_cache=True, logits_to_keep=1,
+            ).logits[:, -1].float()  # (B, V)  # fmt: skip
+        for layer, (keys, values) in enumerate(below.kv):  # the rows' own copies of the shared layers
+            cache.layers[layer].update(keys[rows], values[rows])
+    else:
+        with patched(model, layout, site, plans):
+            first = model(
+                input_ids=input_ids, attention_mask=attention, position_ids=positions, past_key_values=cache,
+                use_cache=True, logits_to_keep=1,
+            ).logits[:, -1].float()  # (B, V)  # fmt: skip
+    decoded = [r for r, d in enumerate(decode) if d]
+    multi_token = any(len(c) > 1 for row in continuations for c in row)
+    branches = copy.deepcopy(cache) if multi_token and decoded else cache
+    new_tokens: list[list[int]] = [[] for _ in prompts]
+    if decoded:
+        picks = torch.tensor(decoded, device=device)
+        if len(decoded) < len(prompts):
+            cache.batch_select_indices(picks)
+        steps = {layer: plan.steps_only(picks) for layer, plan in plans.items()}
+        stop = None if decided is None else (lambda i, tokens: decided(decoded[i], tokens))
+        with patched(model, layout, site, steps):
+            for i, tokens in enumerate(_greedy(model, cache, first[picks], attention[picks], max_new_tokens, pad_id, eos_ids, stop)):
+                new_tokens[decoded[i]] = tokens
+    logprobs = _continuation_logprobs(model, layout, site, plans, branches, first, attention, continuations, pad_id, below)
     return logprobs, new_tokens
 
 
-def _greedy(model, cache, logits, attention, max_new_tokens, pad_id, eos_ids) -> list[list[int]]:
-    """Greedy tokens (B, <= max_new_tokens) continuing the prompts in `cache`; `logits` (B, V) is the prefill's."""
+def _greedy(model, cache, logits, attention, max_new_tokens, pad_id, eos_ids, decided=None) -> list[list[int]]:
+    """Greedy tokens (B, <= max_new_tokens) continuing the prompts in `cache`; `logits` (B, V) is the prefill's.
+    A row ends at EOS (kept, as `generate` keeps it) or once `decided(row, tokens)` (its tokens so far)."""
     batch = attention.shape[0]
     next_position = attention.sum(-1, keepdim=True)  # (B, 1): the first new token's position
     unfinished = torch.ones(batch, dtype=torch.bool, device=attention.device)
     ones = torch.ones((batch, 1), dtype=attention.dtype, device=attention.device)
+    lengths = [max_new_tokens] * batch
     steps = []
     for step in range(max_new_tokens):
         token = torch.where(unfinished, logits.argmax(-1), pad_id)  # (B,)
         steps.append(token)
         unfinished &= ~torch.isin(token, eos_ids)
+        if decided is not None:
+            so_far = torch.stack(steps, dim=1).tolist()
+            for r in torch.nonzero(unfinished).flatten().tolist():
+                if decided(r, so_far[r]):
+                    unfinished[r], lengths[r] = False, step + 1
         if step == max_new_tokens - 1 or not unfinished.any():
             break
         attention = torch.cat([attention, ones], dim=-1)  # (B, T + step + 1)
@@ -218,13 +337,15 @@ def _greedy(model, cache, logits, attention, max_new_tokens, pad_id, eos_ids) ->
             input_ids=token[:, None], attention_mask=attention, position_ids=next_position + step,
             past_key_values=cache, use_cache=True,
         ).logits[:, -1].float()  # (B, V)  # fmt: skip
-    return torch.stack(steps, dim=1).tolist()  # max_new_tokens >= 1: at least one step
+    tokens = torch.stack(steps, dim=1).tolist()  # max_new_tokens >= 1: at least one step
+    return [row[:n] for row, n in zip(tokens, lengths)]
 
 
-def _continuation_logprobs(model, layout, site, plans, cache, logits, attention, continuations, pad_id) -> list[list[float]]:
+def _continuation_logprobs(model, layout, site, plans, cache, logits, attention, continuations, pad_id, below=None) -> list[list[float]]:
     """Summed log-probs of each row's continuations: the first token from the prefill's `logits` (B, V),
     the rest from forwards of every (row, continuation) branch longer than one token over a copy of the
-    prompt's cache, at most 2 branches per row at a time."""
+    prompt's cache, at most 2 branches per row at a time. With `below`, the layers below its depth run
+    once per distinct (prompt, continuation) and the rows' branches start from there."""
     first = torch.log_softmax(logits, dim=-1)  # (B, V)
     totals = [[first[r, c[0]].item() for c in row] for r, row in enumerate(continuations)]
     branches = [(r, j) for r, row in enumerate(continuations) for j, c in enumerate(row) if len(c) > 1]
@@ -241,11 +362,21 @@ def _continuation_logprobs(model, layout, site, plans, cache, logits, attention,
         branch_attention = torch.cat([attention[rows], mask], dim=-1)  # (N, T + L)
         positions = attention[rows].sum(-1, keepdim=True) + torch.arange(mask.shape[1], device=mask.device)
         steps = {layer: plan.steps_only(rows) for layer, plan in plans.items()}
-        with patched(model, layout, site, steps):
-            logp = torch.log_softmax(
-                model(input_ids=input_ids, attention_mask=branch_attention, position_ids=positions, past_key_values=branch_cache).logits.float(),
-                dim=-1,
-            )  # (N, L, V)  # fmt: skip
+        if below is None:
+            with patched(model, layout, site, steps):
+                out = model(input_ids=input_ids, attention_mask=branch_attention, position_ids=positions, past_key_values=branch_cache)
+        else:
+            keys = [(below.rows[r].item(), tuple(inputs[i])) for i, (r, _) in enumerate(part)]
+            distinct = {key: i for i, key in reversed(list(enumerate(keys)))}  # (prompt, continuation) -> first branch
+            firsts = sorted(distinct.values())
+            order = {keys[i]: u for u, i in enumerate(firsts)}
+            picks = torch.tensor(firsts, device=attention.device)
+            lower = below.cache_for(model, below.rows[rows[picks]])
+            hidden = run_below(model, below.depth, lower, input_ids=input_ids[picks], attention_mask=branch_attention[picks], position_ids=positions[picks])
+            spread = torch.tensor([order[key] for key in keys], device=attention.device)
+            with patched(model, layout, site, steps), layers_from(model, below.depth):
+                out = model(inputs_embeds=hidden[spread], attention_mask=branch_attention, position_ids=positions, past_key_values=branch_cache)
+        logp = torch.log_softmax(out.logits.float(), dim=-1)  # (N, L, V)
         for i, (r, j) in enumerate(part):
             rest = torch.tensor(continuations[r][j][1:], device=logp.device)
             totals[r][j] += logp[i, torch.arange(len(rest), device=logp.device), rest].sum().item()

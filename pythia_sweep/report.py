@@ -377,13 +377,14 @@ def heatmap_figure(frame: pl.DataFrame, kinds: dict[str, str]) -> go.Figure | No
         return None
     baseline = _column(ok, "baseline/logprob_diff")
     z = [[(v - b) if v is not None and b is not None else None for v, b in zip(_column(ok, f"{h}/logprob_diff"), baseline)] for h in heads]
-    rates = [_column(ok, f"{h}/success_rate") for h in heads]
+    decoded = all(f"{h}/success_rate" in ok.columns for h in heads)  # single heads are teacher-forced in a sweep
+    rates = [_column(ok, f"{h}/success_rate") for h in heads] if decoded else None
     widths = [hi - lo for lo, hi in zip(_column(ok, "null/logprob_diff_q05"), _column(ok, "null/logprob_diff_q95")) if None not in (lo, hi)]
     lim = max([abs(v) for row in z for v in row if v is not None] + widths + [0.1])
     fig = go.Figure(go.Heatmap(
         z=z, x=ok["revision"].to_list(), y=[f"layer {int(h[1:3])} head {int(h[4:])}" for h in heads], colorscale="RdBu", zmid=0,
         zmin=-lim, zmax=lim, customdata=rates, colorbar={"title": "Δ log-prob<br>vs baseline<br>(nats)"},
-        hovertemplate="%{y} at %{x}<br>Δ log-prob %{z:.3f}<br>success rate %{customdata:.2f}<extra></extra>",
+        hovertemplate="%{y} at %{x}<br>Δ log-prob %{z:.3f}" + ("<br>success rate %{customdata:.2f}" if decoded else "") + "<extra></extra>",
     ))  # fmt: skip
     fig.update_layout(title=f"Each head patched alone: change in answer log-prob difference over the corrupted baseline "
                             f"(scale ±{lim:.2f} nats, at least the null band's width)",

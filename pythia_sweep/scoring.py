@@ -89,16 +89,13 @@ def restoration_interval(
 
 def summarize_condition(rows: list[dict], corrupted: list[dict], clean: list[dict], resamples: int, seed: int) -> dict:
     """Every metric of one condition and its interval, over distinct prompts (rows in prompt order)."""
-    successes = [r["success"] for r in rows]
-    k, n = int(sum(successes)), len(rows)
-    low, high = wilson_interval(k, n)
-    out = {
-        "n_prompts": n,
-        "n_trials": int(sum(r["weight"] for r in rows)),
-        "successes": k,
-        "success_rate": k / n if n else float("nan"),
-        "success_rate_ci": [low, high],
-    }
+    n = len(rows)
+    out = {"n_prompts": n, "n_trials": int(sum(r["weight"] for r in rows)), "decoded": any(r["success"] is not None for r in rows)}
+    if out["decoded"]:
+        k = int(sum(r["success"] for r in rows))
+        out |= {"successes": k, "success_rate": k / n if n else float("nan"), "success_rate_ci": list(wilson_interval(k, n))}
+    else:  # teacher-forced only: no generation was read, so there is no success rate
+        out |= {"successes": None, "success_rate": None, "success_rate_ci": None}
     for metric in MEAN_METRICS:
         values = [r[metric] for r in rows]
         ci = bootstrap_mean_interval(values, resamples, seed)

@@ -104,6 +104,15 @@ class SuccessRule:
 
         return mentions(self.correct_patterns, correct) and not mentions(self.wrong_patterns, wrong)
 
+    @property
+    def can_decide_early(self) -> bool:
+        """Whether a generation's outcome can be fixed before it ends (first-answer reads only its start)."""
+        return self.rule == "first-answer"
+
+    def decided(self, text: str, correct: Sequence[str], wrong: Sequence[str]) -> bool:
+        """Whether more text could no longer change the outcome: no answer extends `text` (first-answer)."""
+        return self.can_decide_early and not any(a.startswith(text) and len(a) > len(text) for a in (*correct, *wrong))
+
 
 @dataclass(frozen=True)
 class Task:

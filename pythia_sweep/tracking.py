@@ -111,7 +111,9 @@ def responses_text(record: dict) -> str:
                      f"corrupted {p['corrupted']!r} -> {p['wrong']}{' ...' if p['n_wrong'] > 5 else ''}")  # fmt: skip
     lines += ["", f"{'condition':>16}  {'prompt id':<28} OK  generation"]
     lines += [
-        f"{r['condition']:>16}  {r['prompt_id']:<28} {'OK' if r['success'] else '  '}  {r['response']!r}" for r in record["responses"]
+        f"{r['condition']:>16}  {r['prompt_id']:<28} {'OK' if r['success'] else '  '}  "
+        + ("(not decoded: teacher-forced metrics only)" if r["response"] is None else repr(r["response"]))
+        for r in record["responses"]
     ]
     return "\n".join(lines) + "\n"
 

@@ -224,3 +224,63 @@ def test_auto_batch_size_is_resolved_and_recorded(hub_cache):
     for name, stats in auto["conditions"].items():  # batching never changes a result
         assert stats["success_rate"] == fixed["conditions"][name]["success_rate"]
         assert stats["logprob_diff"] == pytest.approx(fixed["conditions"][name]["logprob_diff"], abs=1e-4)
+
+
+@pytest.mark.parametrize("family", ["neox", "llama"])
+@pytest.mark.parametrize("site, patch_during", [("head", "prompt"), ("post-projection", "every-step")])
+def test_layers_below_the_patch_run_once_per_prompt_with_the_same_results(request, family, site, patch_during):
+    """Sharing the layers below the lowest patched layer across a prompt's conditions changes no output:
+    every condition kind (clean prompt, groups in two layers, single heads not decoded, null sets), tokens
+    identical and log-probs within float tolerance of running every row through every layer."""
+    from pythia_sweep.evaluation import make_conditions
+
+    loaded = request.getfixturevalue(family)
+    layout = attention_layout(loaded.model)
+    prompts = tokenized(loaded, n=5)
+    groups = {"even": ((2, 0), (2, 2), (3, 4)), "odd": ((2, 1), (2, 3), (3, 5))}
+    conditions = make_conditions(groups, ["m"], layout.n_heads, single_heads=True, null_count=3, seed=0)
+    method = {"site": site, "align": "shared-text" if patch_during == "prompt" else "prefix", "patch_during": patch_during}
+    run = lambda share: evaluate(  # noqa: E731
+        loaded.model, loaded.tokenizer, layout, prompts, conditions, {"m": method}, ROBUST.success,
+        max_new_tokens=6, batch_size=16, share_below=share,
+    )  # fmt: skip
+    shared, plain = run(True), run(False)
+    assert len(shared) == len(plain) == len(conditions) * len(prompts)
+    for a, b in zip(shared, plain):
+        assert (a["condition"], a["prompt_id"]) == (b["condition"], b["prompt_id"])
+        assert a["response"] == b["response"] and a["success"] == b["success"]
+        assert a["logprob_correct"] == pytest.approx(b["logprob_correct"], abs=1e-4)
+        assert a["logprob_wrong"] == pytest.approx(b["logprob_wrong"], abs=1e-4)
+    heads = [r for r in shared if r["condition"].startswith("L0")]
+    assert heads and all(r["response"] is None and r["success"] is None for r in heads)  # not decoded
+    assert all(r["response"] is not None for r in shared if not r["condition"].startswith("L0"))
+
+
+def test_a_first_answer_rule_stops_decoding_a_row_once_its_outcome_is_fixed(neox):
+    """Decoding stops where the rule has read all it reads: each short response is a prefix of the full
+    generation and the success flags are the full generation's."""
+    import tomllib
+    from dataclasses import replace
+
+    from test_tasks import OWN_TASK
+
+    from pythia_sweep.tasks import task_from_dict
+
+    task = task_from_dict(tomllib.loads(OWN_TASK), "capitals.toml")
+    layout = attention_layout(neox.model)
+    prompts = task.tokenize(neox.tokenizer, {"suffix"})
+    conditions = conditions_even(layer=2)
+    methods = {"m": {"site": "head", "align": "suffix", "patch_during": "prompt"}}
+    run = lambda rule: evaluate(neox.model, neox.tokenizer, layout, prompts, conditions, methods, rule, max_new_tokens=8, batch_size=64)  # noqa: E731
+    early = run(task.success)
+    whole = run(lambda text, correct, wrong: task.success(text, correct, wrong))  # a plain function reads everything
+    for short, full in zip(early, whole):
+        assert full["response"].startswith(short["response"]) and short["success"] == full["success"]
+        assert task.success.decided(short["response"], *_answers(prompts, short["prompt_id"]))
+    assert sum(len(r["response"]) for r in early) < sum(len(r["response"]) for r in whole)
+    assert replace(task.success, rule="mentions").decided("anything", ["a"], ["b"]) is False  # reads it all
+
+
+def _answers(prompts, pid):
+    pair = next(tp.pair for tp in prompts if tp.pair.id == pid)
+    return pair.correct, pair.wrong
