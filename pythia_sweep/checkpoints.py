@@ -26,10 +26,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx2
-from huggingface_hub import HfApi, constants, hf_hub_download, is_offline_mode, scan_cache_dir, snapshot_download
+from huggingface_hub import DryRunFileInfo, HfApi, constants, hf_hub_download, is_offline_mode, scan_cache_dir, snapshot_download
 from huggingface_hub.constants import HF_HUB_CACHE
 from huggingface_hub.errors import (
     CacheNotFound,
@@ -40,6 +40,7 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
+from huggingface_hub.utils import are_progress_bars_disabled
 
 from pythia_sweep.errors import CorruptCheckpoint, DiskFull, HubUnreachable, PythiaSweepError, RevisionNotPublished
 
@@ -162,20 +163,29 @@ class FetchedCheckpoint:
     weights_digest: str  # one hash over all weight files: equal digests mean identical weights
 
 
-def fetch(repo_id: str, revision: str, cache_dir: str | Path | None = None) -> FetchedCheckpoint:
+def fetch(repo_id: str, revision: str, cache_dir: str | Path | None = None,
+          progress: Callable[[str], Any] | None = None) -> FetchedCheckpoint:  # fmt: skip
     """Download (or find in the cache) one revision: config, tokenizer, and safetensors or else .bin weights.
 
     Online, the dry run's file sizes are checked against the free disk space before any byte is downloaded
     (`DiskFull`). Every weight file is then hashed: one whose sha256 differs from the Hub's LFS hash (the
     blob's name in the cache) is downloaded once more, alone; still different, it is refused with
     `CorruptCheckpoint` naming the revision and the file. Offline, the cache is used as it is.
+
+    `progress` shows each weight file's download, in bytes, where huggingface_hub shows nothing: it draws its
+    own bars only when stderr is a terminal, and a Ray worker's is a log file. `progress("<revision> <file>")`
+    returns the `tqdm_class` that file's download is drawn with (as huggingface_hub calls it). Given, the
+    weight files not cached yet are downloaded first, one after another, each on its own bar. Not used when
+    huggingface_hub's bars are switched off (HF_HUB_DISABLE_PROGRESS_BARS=1).
     """
     what = f"fetch revision {revision!r} of {repo_id}"
     offline = is_offline_mode()
+    if progress is not None and are_progress_bars_disabled():
+        progress = None
     if offline:
         folder = _download(repo_id, revision, cache_dir)
     else:
-        folder = _hub_call(what, lambda: _download(repo_id, revision, cache_dir))
+        folder = _hub_call(what, lambda: _download(repo_id, revision, cache_dir, progress))
     names = _weight_files(p.name for p in folder.iterdir() if p.is_file())
     if not names:
         raise CorruptCheckpoint(f"revision {revision!r} of {repo_id} has no weight files (*.safetensors or *.bin)")
@@ -183,8 +193,9 @@ def fetch(repo_id: str, revision: str, cache_dir: str | Path | None = None) -> F
     corrupt = [name for name in names if not _matches_blob_name(folder / name, hashes[name])]
     if corrupt and not offline:
         for name in corrupt:  # one more download of each corrupt file, alone, from the same commit; then give up
-            _hub_call(what, lambda name=name: hf_hub_download(repo_id, name, revision=folder.name, cache_dir=cache_dir,
-                                                              force_download=True))  # fmt: skip
+            bar = progress(f"{revision} {name}") if progress else None
+            _hub_call(what, lambda name=name, bar=bar: hf_hub_download(repo_id, name, revision=folder.name, cache_dir=cache_dir,
+                                                                       force_download=True, tqdm_class=bar))  # fmt: skip
             hashes[name] = file_sha256(folder / name)
         corrupt = [name for name in corrupt if not _matches_blob_name(folder / name, hashes[name])]
     if corrupt:
@@ -218,13 +229,20 @@ def _matches_blob_name(path: Path, sha256: str) -> bool:
     return not re.fullmatch(r"[0-9a-f]{64}", blob_name) or blob_name == sha256
 
 
-def _download(repo_id: str, revision: str, cache_dir: str | Path | None) -> Path:
+def _download(repo_id: str, revision: str, cache_dir: str | Path | None, progress: Callable[[str], Any] | None = None) -> Path:
     if is_offline_mode():
         return _cached_snapshot(repo_id, revision, cache_dir, CONFIG_FILES + TOKENIZER_FILES)
-    weight_patterns, needed = _weight_patterns(repo_id, revision, cache_dir)
+    weight_patterns, listing = _weight_patterns(repo_id, revision, cache_dir)
+    needed = sum(f.file_size or 0 for f in listing if f.will_download)
     target = Path(cache_dir or HF_HUB_CACHE)
     check_free_space(needed, target, f"revision {revision!r} of {repo_id}")
     try:
+        if progress is not None:  # the weights first, each on its own bar; snapshot_download then finds them cached
+            weights = set(_weight_files(f.filename for f in listing))
+            for f in listing:
+                if f.will_download and f.filename in weights:
+                    hf_hub_download(repo_id, f.filename, revision=f.commit_hash, cache_dir=cache_dir,
+                                    tqdm_class=progress(f"{revision} {f.filename}"))  # fmt: skip
         patterns = CONFIG_FILES + TOKENIZER_FILES + weight_patterns
         return Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, allow_patterns=patterns))
     except RevisionNotFoundError as error:
@@ -252,19 +270,19 @@ def _cached_snapshot(repo_id: str, revision: str, cache_dir: str | Path | None, 
     return folder
 
 
-def _weight_patterns(repo_id: str, revision: str, cache_dir: str | Path | None) -> tuple[list[str], int]:
-    """Safetensors when the revision has them, else .bin, and the bytes the download will write, from the
-    Hub's dry run (file sizes from HEAD requests; nothing downloaded, files already cached not counted).
+def _weight_patterns(repo_id: str, revision: str, cache_dir: str | Path | None) -> tuple[list[str], list[DryRunFileInfo]]:
+    """Safetensors when the revision has them, else .bin, and the Hub's dry run of the download: each file
+    with its commit, size (from HEAD requests) and whether it will be downloaded (not cached yet).
 
     When the Hub cannot be connected to, nothing can be downloaded: the cache answers (or `snapshot_download`
-    says it cannot), so no size is needed. A "try again later" answer propagates to `_hub_call`, which retries.
+    says it cannot), so the listing is empty. A "try again later" answer propagates to `_hub_call`, which retries.
     """
     try:
         for weights in (SAFETENSORS_FILES, BIN_FILES):
             listing = snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, dry_run=True,
                                         allow_patterns=CONFIG_FILES + TOKENIZER_FILES + weights)  # fmt: skip
             if _weight_files(f.filename for f in listing):
-                return weights, sum(f.file_size or 0 for f in listing if f.will_download)
+                return weights, listing
     except RevisionNotFoundError as error:
         raise RevisionNotPublished(f"revision {revision!r} does not exist for {repo_id}") from error
     except RepositoryNotFoundError as error:
@@ -272,7 +290,7 @@ def _weight_patterns(repo_id: str, revision: str, cache_dir: str | Path | None) 
     except Exception as error:  # DryRunError wraps what stopped it
         if _transient_response(error) is not None or _connection_failure(error) is None:
             raise
-    return SAFETENSORS_FILES + BIN_FILES, 0
+    return SAFETENSORS_FILES + BIN_FILES, []
 
 
 @dataclass(frozen=True)

@@ -247,17 +247,22 @@ def _x(frame: pl.DataFrame) -> list[float]:
     return [max(s, 1) for s in frame["step"].to_list()]  # step 0 drawn at 1 on the log axis
 
 
-def _band(fig, x, low, high, color, name, row=None, col=None, opacity=0.18):
+def _band(fig, x, low, high, color, name, row=None, col=None, opacity=0.18, legend=False, group=None) -> bool:
+    """An interval band, filled from `low` to `high`; returns whether one was drawn. None is drawn where the two
+    are equal at every x (it could not be seen). A line's band is named in its line's legend entry; only the null
+    band has one of its own (`legend`), one for all its panels (`group`)."""
     pairs = [(a, lo, hi) for a, lo, hi in zip(x, low, high) if lo is not None and hi is not None]
-    if not pairs:
-        return
+    if all(lo == hi for _, lo, hi in pairs):
+        return False
     xs, lows, highs = zip(*pairs)
     kw = {"row": row, "col": col} if row else {}
-    fig.add_trace(go.Scatter(x=list(xs), y=list(highs), mode="lines", line={"width": 0}, showlegend=False, hoverinfo="skip"), **kw)
+    fig.add_trace(go.Scatter(x=list(xs), y=list(highs), mode="lines", line={"width": 0}, showlegend=False, hoverinfo="skip",
+                             legendgroup=group), **kw)  # fmt: skip
     fig.add_trace(
         go.Scatter(x=list(xs), y=list(lows), mode="lines", line={"width": 0}, fill="tonexty", name=name,
-                   fillcolor=_rgba(color, opacity), hoverinfo="skip", showlegend=name.startswith("null")), **kw,
-    )  # fmt: skip  (a line's band is named in its line's legend entry; only the null band has its own)
+                   fillcolor=_rgba(color, opacity), hoverinfo="skip", showlegend=legend, legendgroup=group), **kw,
+    )  # fmt: skip
+    return True
 
 
 def _vertical(step: int, low: float, high: float, name: str, legend: bool = True) -> go.Scatter:
@@ -315,8 +320,9 @@ def rates_figure(frame: pl.DataFrame, kinds: dict[str, str], colors: dict[str, s
     fig = make_subplots(rows=1, cols=2, subplot_titles=(
         "Success rate (the task's success rule), Wilson 95%", "Answer log-prob difference log Σp(correct) - log Σp(wrong), bootstrap 95%"))  # fmt: skip
     if "null/success_rate_q05" in ok.columns:
-        _band(fig, x, _column(ok, "null/success_rate_q05"), _column(ok, "null/success_rate_q95"), "#444444", "null: random head sets (5-95%)", row=1, col=1, opacity=0.12)
-        _band(fig, x, _column(ok, "null/logprob_diff_q05"), _column(ok, "null/logprob_diff_q95"), "#444444", "null (log-prob)", row=1, col=2, opacity=0.12)
+        null = {"color": "#444444", "name": "null: random head sets (5-95%)", "opacity": 0.12, "group": "null"}
+        named = _band(fig, x, _column(ok, "null/success_rate_q05"), _column(ok, "null/success_rate_q95"), row=1, col=1, legend=True, **null)
+        _band(fig, x, _column(ok, "null/logprob_diff_q05"), _column(ok, "null/logprob_diff_q95"), row=1, col=2, legend=not named, **null)
     shown = [n for n, k in kinds.items() if k in SHOWN_KINDS and "/" not in n]
     dashes = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
     symbols = ("circle", "square", "diamond", "triangle-up", "x", "star")

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import ray
 from ray.exceptions import RayActorError, RayTaskError
+from ray.experimental import tqdm_ray
 from tqdm import tqdm
 
 from pythia_sweep.checkpoints import (
@@ -41,21 +42,64 @@ from pythia_sweep.errors import PythiaSweepError
 from pythia_sweep.tasks import Task, load_task
 from pythia_sweep.tracking import SweepRecorder
 
-FORWARDED_ENV = ("HF_HUB_OFFLINE", "HF_HUB_CACHE", "HF_HOME", "HF_TOKEN", "HF_ENDPOINT", "TOKENIZERS_PARALLELISM")
+FORWARDED_ENV = ("HF_HUB_OFFLINE", "HF_HUB_CACHE", "HF_HOME", "HF_TOKEN", "HF_ENDPOINT", "HF_HUB_DISABLE_PROGRESS_BARS",
+                 "TOKENIZERS_PARALLELISM")  # fmt: skip
 MAX_ATTEMPTS = 3  # a checkpoint whose worker dies this many times (beyond Ray's own retries) is recorded failed
+
+
+class DownloadBar(tqdm_ray.tqdm):
+    """A weight file's download in a worker, in bytes, drawn on the driver's terminal as `<revision> <file>`.
+
+    huggingface_hub draws its byte bars only where stderr is a terminal, and a Ray worker's stderr is a log
+    file: its downloads would show nothing. Ray forwards a worker's output to the driver line by line, so a
+    plain tqdm bar (one line rewritten with carriage returns) would arrive only once finished; Ray's
+    distributed tqdm sends each update as a line of its own and the driver draws the bar, live. Its rows
+    start below the first (`position=1`), which the driver's checkpoints bar holds.
+
+    huggingface_hub creates it as a `tqdm_class` (`DownloadBar.named(label)`, checkpoints.fetch's `progress`)
+    and drives it as a plain HTTP download does (a context manager, `update(n)` per chunk) or a Xet one does
+    (`update(n)` per bytes written, `update_transfer`, the postfix setters, `total`, `close`).
+    """
+
+    label = ""  # the bar's name, "<revision> <file>", whatever description huggingface_hub gives it
+
+    @classmethod
+    def named(cls, label: str) -> type[DownloadBar]:
+        return type(cls.__name__, (cls,), {"label": label})
+
+    def __init__(self, *, total: int | None = None, initial: int = 0, **tqdm_kwargs):
+        super().__init__(desc=self.label, total=total, unit="B", position=1)  # drawn scaled: 1.69M/1.69M [..., 48.9MB/s]
+        if initial:  # a resumed download's bytes already on disk
+            self.update(initial)
+
+    def update_transfer(self, n: int = 1) -> None:
+        """Bytes received (Xet: before reconstruction): drawn when written, by `update`."""
+
+    def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
+        """huggingface_hub's rate text: the driver's bar shows its own rate."""
+
+    set_transfer_postfix_str = set_postfix_str
+
+    def __enter__(self) -> DownloadBar:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 @ray.remote(max_restarts=0, max_task_retries=0)  # the driver restarts workers where resources allow
 class CheckpointWorker:
     """Measures checkpoints one after another, prefetching the next one's weights in a background thread."""
 
-    def __init__(self, config: dict, task: Task, published: list[Checkpoint], before_checkpoint: Callable | None = None):
+    def __init__(self, config: dict, task: Task, published: list[Checkpoint], before_checkpoint: Callable | None = None,
+                 progress: bool = True):  # fmt: skip
         from pythia_sweep.config import config_from_dict
 
         self.config = config_from_dict(config)
         self.task = task
         self.published = published
         self.before_checkpoint = before_checkpoint  # a test's fault injection; None in a real sweep
+        self.progress = progress  # each weight file's download drawn on the driver (DownloadBar)
         self.available = {c.revision for c in published}
         self.downloads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
         self.prefetched: dict[str, Future] = {}
@@ -63,7 +107,8 @@ class CheckpointWorker:
 
     def _prefetch(self, revision: str | None) -> None:
         if revision and revision in self.available and revision not in self.prefetched:
-            self.prefetched[revision] = self.downloads.submit(fetch, self.config.model, revision)
+            bar = DownloadBar.named if self.progress else None
+            self.prefetched[revision] = self.downloads.submit(fetch, self.config.model, revision, progress=bar)
 
     def run(self, revision: str, next_revision: str | None) -> dict:
         self._prefetch(revision)
@@ -182,7 +227,7 @@ def run_sweep(
             env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
             options = CheckpointWorker.options(**resources, runtime_env={"env_vars": env})
             resource = "GPU" if "num_gpus" in resources else "CPU"
-            make_worker = lambda: options.remote(config.to_dict(), task, published, before_checkpoint)  # noqa: E731
+            make_worker = lambda: options.remote(config.to_dict(), task, published, before_checkpoint, progress)  # noqa: E731
             _drain(lambda revision: base_record(config, task, revision), make_worker, n_workers, resource, queue, record, bar)
         status = "FINISHED"
     except KeyboardInterrupt:

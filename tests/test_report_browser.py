@@ -2,6 +2,7 @@
 
 import json
 import socket
+from collections import defaultdict
 import subprocess
 import sys
 import time
@@ -93,6 +94,88 @@ def test_report_page_draws_its_plots_offline(swept, browser):
     lo, hi = image.getextrema()
     assert hi - lo > 100 and len(image.getcolors(1 << 16) or []) > 50  # not a blank page
     assert errors == []
+
+
+# Every plotly figure of a page as the browser drew it: its title, the legend entries shown, and each trace as
+# plotly resolved it (_fullData: defaults filled in, the y values decoded from plotly.py's binary arrays).
+FIGURES_JS = """() => [...document.querySelectorAll('.js-plotly-plot')].map(gd => ({
+  title: [(gd.layout.title && gd.layout.title.text) || '', ...(gd._fullLayout.annotations || []).map(a => a.text)].join(' | '),
+  legend: [...gd.querySelectorAll('.legend .traces .legendtext')].map(e => e.textContent),
+  traces: gd._fullData.map(t => ({
+    name: t.name, type: t.type, visible: t.visible, showlegend: t.showlegend, legendgroup: t.legendgroup,
+    mode: t.mode || '', width: t.line ? t.line.width : null, dash: t.line ? t.line.dash : null,
+    symbol: t.marker ? t.marker.symbol : null, fill: t.fill || 'none', xaxis: t.xaxis, yaxis: t.yaxis,
+    x: t.x ? Array.from(t.x) : null, y: t.y ? Array.from(t.y) : null})),
+}))"""
+
+
+def is_line(t: dict) -> bool:
+    """A scatter trace that draws a line or markers (a band's edges are lines of width 0: not lines)."""
+    return t["type"] == "scatter" and t["visible"] is True and ("markers" in t["mode"] or ("lines" in t["mode"] and t["width"] > 0))
+
+
+def is_band(t: dict) -> bool:
+    return t["type"] == "scatter" and t["fill"] != "none" and not is_line(t)
+
+
+def is_drawn(t: dict, traces: list[dict]) -> bool:
+    """Whether the trace puts anything on the page: a line or markers, a bar or heatmap, or a band whose edges
+    (this trace and the one before it on the same axes, which `tonexty` fills to) are apart somewhere."""
+    if t["visible"] is not True:
+        return False
+    if t["type"] != "scatter":
+        return True
+    if is_band(t):
+        edge = [o for o in traces[: traces.index(t)] if (o["xaxis"], o["yaxis"]) == (t["xaxis"], t["yaxis"])][-1]
+        return any(a != b for a, b in zip(t["y"], edge["y"]))
+    return is_line(t)
+
+
+def test_report_lines_that_coincide_stay_apart_and_legends_name_only_what_is_drawn(swept, browser):
+    """Issue 14, item 9: lines with the same values at every checkpoint are drawn one on top of another, so they
+    must differ in dash or marker to be told apart; a legend entry must name something the reader can see (a
+    line's interval band is named in its line's entry; only the null band has an entry of its own)."""
+    _, _, report, _ = swept
+    summary = json.loads((report.folder / "summary.json").read_text())
+    page = browser.new_page(viewport={"width": 1280, "height": 2400})
+    page.goto(report.html_path.as_uri())
+    page.wait_for_selector(".plot-container .main-svg", timeout=30000)
+    figures = page.evaluate(FIGURES_JS)
+
+    coinciding = []
+    for fig in figures:
+        same_values = defaultdict(list)  # lines on the same axes with the same (x, y) at every point
+        for t in filter(is_line, fig["traces"]):
+            same_values[(t["xaxis"], t["yaxis"], json.dumps(t["x"]), json.dumps(t["y"]))].append(t)
+        for lines in (group for group in same_values.values() if len(group) > 1):
+            styles = [(t["dash"] if "lines" in t["mode"] else None, t["symbol"] if "markers" in t["mode"] else None) for t in lines]
+            assert len(set(styles)) == len(styles), (fig["title"], [(t["name"], s) for t, s in zip(lines, styles)])
+            coinciding.append([t["name"] for t in lines])
+
+        assert len(set(fig["legend"])) == len(fig["legend"]), (fig["title"], fig["legend"])  # no entry twice
+        for entry in fig["legend"]:
+            own = next(t for t in fig["traces"] if t["name"] == entry and t["showlegend"])
+            toggled = [t for t in fig["traces"] if t is own or (own["legendgroup"] and t["legendgroup"] == own["legendgroup"])]
+            assert any(is_drawn(t, fig["traces"]) for t in toggled), (fig["title"], entry)  # it names something seen
+        bands = [e for e in fig["legend"] if is_band(next(t for t in fig["traces"] if t["name"] == e and t["showlegend"]))]
+        assert bands in ([], ["null: random head sets (5-95%)"]), (fig["title"], bands)
+
+    # The tiny random models answer no prompt right: every success rate is 0 at every checkpoint, so the
+    # headline's two methods coincide, and so do the rates of the five conditions. That is the case at stake.
+    assert {"baseline", "clean", "even", "odd", "all"} in [set(names) for names in coinciding], coinciding
+
+    # Legends bounded by what each figure draws: the rates, one entry per condition drawn and one for the null
+    # band; the headline, one per method's line (its band named in it), one for the emergence mark and one
+    # for duplicate weights, when drawn; the attention evidence, its three curves and the emergence mark.
+    rates = next(f for f in figures if "Success rate" in f["title"])
+    assert sorted(rates["legend"]) == sorted(["baseline", "clean", "even", "odd", "all", "null: random head sets (5-95%)"])
+    headline = next(f for f in figures if f["title"].startswith("strength = even - odd"))
+    lines = [k for k, r in summary["results"].items() if r["metric"] == "success_rate"]  # strength, upstream/strength
+    marks = bool(summary["emergence_point"]) + bool(summary["quality"]["duplicate_revisions"])
+    assert len(lines) == 2 and len(headline["legend"]) == len(lines) + marks, headline["legend"]
+    evidence = next(f for f in figures if f["title"].startswith("Second line of evidence"))
+    assert len(evidence["legend"]) == 3 + bool(summary["emergence_point"]), evidence["legend"]
+    assert all(f["legend"] == [] for f in figures if f["title"].startswith("Each head"))  # heatmaps: a colour bar
 
 
 def test_compare_page_overlays_sweeps(swept, browser):
