@@ -15,6 +15,10 @@ and two lower bounds that say how far each target can be reached at all on this 
                 way of producing 20 new tokens must run: what seed_warm can at best approach
   robust_floor  loading plus one forward over the decimal-robust task's distinct rows, no generation at all:
                 what the robust sweep can at best approach
+and the hardware floor, what the machine itself allows: the floating-point work each preset's conditions need
+(pythia_sweep/floor.py: prefill below and above the lowest patched layer, decoding steps, answer tokens, the
+output layer where logits are read) at the matmul throughput this device sustains on the model's own shapes,
+in its dtype and with a worker's thread count. The share of that floor a sweep achieves is the number to move.
 The project's wall time splits into a start-up paid once per sweep (Ray, worker processes, the first
 model load, the MLflow store, the report) and a warm cost per checkpoint; the table gives both, and the
 number of checkpoints from which the seed sweep is 10x faster than the direct way.
@@ -212,8 +216,46 @@ def project(repo: str, revisions: list[str], store: str, reports: Path, **settin
         "stages": {"fetch": mean("fetch_s"), "load": mean("load_s"), "compute": mean("compute_s"),
                    "wait_for_weights": mean("wait_for_weights_s"), "log": result.log_s / len(revisions)},  # fmt: skip
         "peak_rss_mb": max(r["worker"]["peak_rss_mb"] for r in records),
+        "threads": records[0]["worker"].get("torch_threads", torch.get_num_threads()),
+        "batch_size": records[0]["settings"]["batch_size"],
         "failed": result.failed,
     }
+
+
+def hardware_floor(repo: str, revision: str, task_file: str, threads: int, batch: int, max_new_tokens: int = 20, **settings) -> dict:
+    """The work one checkpoint of a preset needs and the time it takes at this device's matmul throughput,
+    measured on the model's shapes with `threads` threads (a worker's) at a decoding step's `batch` rows and
+    a prefill's (every prompt token of those rows)."""
+    from huggingface_hub import snapshot_download
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from pythia_sweep.evaluation import make_conditions
+    from pythia_sweep.floor import floor_seconds, matmul_throughput, needed_flops, shapes_of
+    from pythia_sweep.tasks import load_task
+
+    path = snapshot_download(repo, revision=revision)
+    config = AutoConfig.from_pretrained(path)
+    with torch.device("meta"):  # shapes only: no weights allocated
+        shapes = shapes_of(AutoModelForCausalLM.from_config(config))
+    task = load_task(task_file)
+    pairs = task.tokenize(AutoTokenizer.from_pretrained(path), {task.align})
+    groups = task.resolve_groups(config.num_hidden_layers, config.num_attention_heads)
+    conditions = make_conditions(groups, ["per-head"], config.num_attention_heads, seed=0, **settings)
+    work = needed_flops(shapes, pairs, conditions, max_new_tokens)
+    prompt = round(sum(len(tp.ids["corrupted"]) for tp in pairs) / len(pairs))
+    decoded = sum(c.decode for c in conditions) * len(pairs)
+    rows = {"decode": max(1, min(batch, decoded)), "prefill": min(batch, len(conditions) * len(pairs)) * prompt}  # as batched
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        throughput = {shape: matmul_throughput(shapes, n, DTYPE, DEVICE) for shape, n in rows.items()}
+    finally:
+        torch.set_num_threads(before)
+    return {
+        "flops": sum(part["flops"] for part in work.values()), "parts": {k: v["flops"] for k, v in work.items()},
+        "throughput": throughput, "rows": rows, "threads": threads,
+        "floor_s": floor_seconds(work, throughput),
+    }  # fmt: skip
 
 
 def main(argv=None) -> int:
@@ -246,6 +288,16 @@ def main(argv=None) -> int:
         "gen_floor": mean(floor(repo, revisions, seed_rows, new_tokens=20)),
         "robust_floor": mean(floor(repo, revisions, _rows(ROBUST_TASK, shape, single_heads=True, null_count=20))),
     }  # fmt: skip
+    print("hardware floor ...", flush=True)
+    floors = {
+        name: hardware_floor(repo, revisions[0], task, run["threads"], run["batch_size"], **settings)
+        for name, run, task, settings in (
+            ("seed", seed, SEED_TASK, dict(single_heads=False, null_count=0)),
+            ("robust", robust, ROBUST_TASK, dict(single_heads=True, null_count=20)),
+        )
+    }  # fmt: skip
+    for name, run in (("seed", seed), ("robust", robust)):
+        floors[name]["achieved"] = floors[name]["floor_s"] / run["stages"]["compute"]
     n = break_even(per["direct"], seed["startup"], per["seed_warm"])
     results = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {device}"
@@ -255,6 +307,7 @@ def main(argv=None) -> int:
         "targets": {name: bool(check(per)) for name, check in TARGETS.items()},
         "bounds": {name: bound({**per, "startup": seed["startup"]}, n) for name, bound in BOUNDS.items()},
         "seed_10x_from_checkpoints": n,
+        "hardware_floor": floors,
     }  # fmt: skip
     Path(args.out).write_text(json.dumps(results, indent=2))
     print(table(results))
@@ -275,6 +328,16 @@ def table(r: dict) -> str:
     for name in ("seed", "robust"):
         s, x = r[name]["stages"], r[name]
         lines.append(f"| {name} | {x['startup']:.1f} | {s['fetch']:.2f} | {s['load']:.2f} | {s['compute']:.2f} | {s['wait_for_weights']:.2f} | {s['log']:.2f} | {x['workers']} | {x['peak_rss_mb']:.0f} MB |")
+    f = r["hardware_floor"]
+    t = f["robust"]
+    lines += ["", f"hardware floor: the work each preset needs at the matmul throughput this device sustains on the model's shapes, "
+              f"{t['threads']} thread(s) as a worker runs",
+              "| preset | work needed (GFLOP / checkpoint) | GFLOP/s at a decoding step (rows) | GFLOP/s at a prefill (rows) | floor (s) | compute (s / checkpoint) | share of the floor achieved |",
+              "|---|---|---|---|---|---|---|"]
+    for name in ("seed", "robust"):
+        x = f[name]
+        lines.append(f"| {name} | {x['flops'] / 1e9:,.0f} | {x['throughput']['decode'] / 1e9:.1f} ({x['rows']['decode']}) | "
+                     f"{x['throughput']['prefill'] / 1e9:.1f} ({x['rows']['prefill']}) | {x['floor_s']:.2f} | {r[name]['stages']['compute']:.2f} | {x['achieved']:.0%} |")
     lines += ["", "targets:"]
     for name, ok in r["targets"].items():
         lines.append(f"  [{'met' if ok else 'NOT MET'}] {name}: {r['bounds'][name]}")

@@ -46,7 +46,7 @@ def pick_dtype(choice: str, device: torch.device) -> torch.dtype:
     return getattr(torch, choice)
 
 
-AUTO_BATCH_CAP = {"cuda": 2048, "cpu": 64}  # beyond these, bigger batches bought nothing where measured
+AUTO_BATCH_CAP = {"cuda": 2048, "cpu": 128}  # beyond these, bigger batches bought nothing where measured (README, Speed)
 MEMORY_BUDGET = 0.5  # of the free memory; the rest is for the allocator and the model's temporaries
 
 

@@ -305,14 +305,53 @@ def score_and_generate(
             cache.batch_select_indices(picks)
         steps = {layer: plan.steps_only(picks) for layer, plan in plans.items()}
         stop = None if decided is None else (lambda i, tokens: decided(decoded[i], tokens))
+        step = _plain_step if below is None else _SharedStep(model, below, below.rows[picks])
         with patched(model, layout, site, steps):
-            for i, tokens in enumerate(_greedy(model, cache, first[picks], attention[picks], max_new_tokens, pad_id, eos_ids, stop)):
+            for i, tokens in enumerate(_greedy(model, cache, first[picks], attention[picks], max_new_tokens, pad_id, eos_ids, stop, step)):
                 new_tokens[decoded[i]] = tokens
     logprobs = _continuation_logprobs(model, layout, site, plans, branches, first, attention, continuations, pad_id, below)
     return logprobs, new_tokens
 
 
-def _greedy(model, cache, logits, attention, max_new_tokens, pad_id, eos_ids, decided=None) -> list[list[int]]:
+def _plain_step(model, token, attention, position, cache) -> torch.Tensor:
+    """One decoding step through every layer: the next logits (B, V) for `token` (B,)."""
+    return model(
+        input_ids=token[:, None], attention_mask=attention, position_ids=position, past_key_values=cache, use_cache=True
+    ).logits[:, -1].float()  # fmt: skip
+
+
+class _SharedStep:
+    """A decoding step whose layers below the patch run once per group of rows with the same prompt and the
+    same tokens so far (conditions of a prompt mostly generate alike; below the patch they are the same
+    computation). Groups split when their rows' tokens part; a group's cache below is copied as it splits."""
+
+    def __init__(self, model, below: SharedBelow, groups: torch.Tensor):
+        self.depth, self.groups = below.depth, groups  # (B,) row -> its group in self.lower
+        self.lower = below.cache_for(model, torch.arange(len(below.kv[0][0]), device=groups.device))
+
+    def __call__(self, model, token, attention, position, cache) -> torch.Tensor:
+        keys = torch.stack([self.groups, token], dim=1)  # (B, 2): a row's group and its new token
+        distinct, groups = torch.unique(keys, dim=0, return_inverse=True)  # (G, 2), (B,)
+        parents = distinct[:, 0]
+        if len(parents) != len(self.lower.layers[0].keys) or not torch.equal(parents, torch.arange(len(parents), device=parents.device)):
+            self.lower.batch_select_indices(parents)
+        first_row = torch.full((len(distinct),), len(token), device=token.device).scatter_reduce(
+            0, groups, torch.arange(len(token), device=token.device), reduce="amin"
+        )  # (G,): rows of a group share prompt, padding and history, hence mask and position  # fmt: skip
+        hidden = run_below(model, self.depth, self.lower, input_ids=distinct[:, 1:], attention_mask=attention[first_row],
+                           position_ids=position[first_row])  # (G, 1, C)  # fmt: skip
+        with layers_from(model, self.depth):
+            logits = model(
+                inputs_embeds=hidden[groups], attention_mask=attention, position_ids=position, past_key_values=cache, use_cache=True
+            ).logits[:, -1].float()  # (B, V)  # fmt: skip
+        for layer in range(self.depth):  # the rows' own layers below only give the cache its length (read by the mask)
+            below = self.lower.layers[layer]
+            cache.layers[layer].update(below.keys[groups, :, -1:], below.values[groups, :, -1:])
+        self.groups = groups
+        return logits
+
+
+def _greedy(model, cache, logits, attention, max_new_tokens, pad_id, eos_ids, decided=None, step_fn=_plain_step) -> list[list[int]]:
     """Greedy tokens (B, <= max_new_tokens) continuing the prompts in `cache`; `logits` (B, V) is the prefill's.
     A row ends at EOS (kept, as `generate` keeps it) or once `decided(row, tokens)` (its tokens so far)."""
     batch = attention.shape[0]
@@ -333,22 +372,28 @@ def _greedy(model, cache, logits, attention, max_new_tokens, pad_id, eos_ids, de
         if step == max_new_tokens - 1 or not unfinished.any():
             break
         attention = torch.cat([attention, ones], dim=-1)  # (B, T + step + 1)
-        logits = model(
-            input_ids=token[:, None], attention_mask=attention, position_ids=next_position + step,
-            past_key_values=cache, use_cache=True,
-        ).logits[:, -1].float()  # (B, V)  # fmt: skip
+        logits = step_fn(model, token, attention, next_position + step, cache)  # (B, V)
     tokens = torch.stack(steps, dim=1).tolist()  # max_new_tokens >= 1: at least one step
     return [row[:n] for row, n in zip(tokens, lengths)]
 
 
 def _continuation_logprobs(model, layout, site, plans, cache, logits, attention, continuations, pad_id, below=None) -> list[list[float]]:
     """Summed log-probs of each row's continuations: the first token from the prefill's `logits` (B, V),
-    the rest from forwards of every (row, continuation) branch longer than one token over a copy of the
-    prompt's cache, at most 2 branches per row at a time. With `below`, the layers below its depth run
-    once per distinct (prompt, continuation) and the rows' branches start from there."""
+    the rest from forwards of (row, continuation) branches over a copy of the prompt's cache, at most 2
+    branches per row at a time. A continuation whose tokens but the last begin another's is read off that
+    one's branch (causal: the same logits), so " 9.8" and " 9.11" after " 9" "." share one forward. With
+    `below`, the layers below its depth run once per distinct (prompt, continuation) and the rows' branches
+    start from there."""
     first = torch.log_softmax(logits, dim=-1)  # (B, V)
     totals = [[first[r, c[0]].item() for c in row] for r, row in enumerate(continuations)]
-    branches = [(r, j) for r, row in enumerate(continuations) for j, c in enumerate(row) if len(c) > 1]
+    readers: dict[tuple[int, int], list[int]] = defaultdict(list)  # (row, branch) -> continuations read off it
+    for r, row in enumerate(continuations):
+        longer = [j for j, c in enumerate(row) if len(c) > 1]
+        for j in longer:
+            inputs = row[j][:-1]
+            carrier = max((k for k in longer if row[k][: len(inputs)] == inputs), key=lambda k: len(row[k]))
+            readers[(r, carrier)].append(j)
+    branches = list(readers)
     if not branches:  # every continuation is one token long
         return totals
     chunk = 2 * len(continuations)
@@ -377,9 +422,10 @@ def _continuation_logprobs(model, layout, site, plans, cache, logits, attention,
             with patched(model, layout, site, steps), layers_from(model, below.depth):
                 out = model(inputs_embeds=hidden[spread], attention_mask=branch_attention, position_ids=positions, past_key_values=branch_cache)
         logp = torch.log_softmax(out.logits.float(), dim=-1)  # (N, L, V)
-        for i, (r, j) in enumerate(part):
-            rest = torch.tensor(continuations[r][j][1:], device=logp.device)
-            totals[r][j] += logp[i, torch.arange(len(rest), device=logp.device), rest].sum().item()
+        for i, (r, k) in enumerate(part):
+            for j in readers[(r, k)]:
+                rest = torch.tensor(continuations[r][j][1:], device=logp.device)
+                totals[r][j] += logp[i, torch.arange(len(rest), device=logp.device), rest].sum().item()
     return totals
 
 

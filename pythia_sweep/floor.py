@@ -11,7 +11,7 @@ is a true lower bound), per checkpoint:
   decode        each decoded row's further greedy steps (max_new_tokens - 1 of them) through every layer
                 and the output layer (greedy needs the whole vocabulary's argmax)
   answers       every answer token after the first: below once per distinct (prompt, answer), above and
-                the output layer per row
+                the output layer per row; an answer whose tokens but the last begin another's is free
 Attention's own products (scores and weighted values, 4 x context x width per token and layer) are counted
 where they occur. The throughput is measured with torch on the model's own linear shapes, in its dtype and
 thread count, at two row counts: a decoding step's (one token per row) and a prefill's (every prompt token).
@@ -96,12 +96,18 @@ def needed_flops(
         length = len(tp.ids[c.prompt])
         if c.decode:
             work["decode"] += sum(through([1], every, length + i) + shapes.output_flops for i in range(steps))
-        for answer in tp.answers[c.prompt]:
-            if len(answer) > 1:
-                work["answers"] += through([len(answer) - 1], unshared(c), length) + (len(answer) - 1) * shapes.output_flops
-    distinct = {(tp.pair.id, len(tp.ids["corrupted"]), tuple(a)) for tp in pairs for a in tp.answers["corrupted"] if len(a) > 1}
-    work["answers"] += sum(through([len(a) - 1], below, length) for _, length, a in distinct)
+        for tokens in branch_inputs(tp.answers[c.prompt]):
+            work["answers"] += through([len(tokens)], unshared(c), length) + len(tokens) * shapes.output_flops
+    for tp in pairs:
+        work["answers"] += sum(through([len(tokens)], below, len(tp.ids["corrupted"])) for tokens in branch_inputs(tp.answers["corrupted"]))
     return {part: {"flops": flops, "rows": "decode" if part == "decode" else "prefill"} for part, flops in work.items() if flops}
+
+
+def branch_inputs(answers: Sequence[Sequence[int]]) -> list[tuple[int, ...]]:
+    """The token sequences a prompt's answers must be run on after their first token (each answer but its
+    last token), leaving out one that begins another: that one's forward holds its logits too."""
+    inputs = {tuple(a[:-1]) for a in answers if len(a) > 1}
+    return sorted(t for t in inputs if not any(len(u) > len(t) and u[: len(t)] == t for u in inputs))
 
 
 def matmul_throughput(shapes: Shapes, rows: int, dtype: torch.dtype, device: torch.device, seconds: float = 2.0) -> float:

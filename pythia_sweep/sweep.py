@@ -22,6 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import ray
+import torch
 from ray.exceptions import RayActorError, RayTaskError
 from ray.experimental import tqdm_ray
 from tqdm import tqdm
@@ -127,6 +128,7 @@ class CheckpointWorker:
         record["worker"] = {
             "host": socket.gethostname(), "pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "torch_threads": torch.get_num_threads(),  # Ray gives a worker of one CPU one thread
         }  # fmt: skip
         return record
 

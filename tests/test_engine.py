@@ -254,6 +254,11 @@ def test_layers_below_the_patch_run_once_per_prompt_with_the_same_results(reques
     heads = [r for r in shared if r["condition"].startswith("L0")]
     assert heads and all(r["response"] is None and r["success"] is None for r in heads)  # not decoded
     assert all(r["response"] is not None for r in shared if not r["condition"].startswith("L0"))
+    by_prompt: dict[str, set] = {}
+    for r in shared:
+        if r["response"] is not None and r["condition"] != "clean":
+            by_prompt.setdefault(r["prompt_id"], set()).add(r["response"])
+    assert any(len(v) > 1 for v in by_prompt.values())  # rows that part ways while decoding: shared groups split
 
 
 def test_a_first_answer_rule_stops_decoding_a_row_once_its_outcome_is_fixed(neox):
