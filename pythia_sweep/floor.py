@@ -8,8 +8,10 @@ is a true lower bound), per checkpoint:
   below         the layers below the lowest patched layer: once per distinct corrupted prompt
   above         the layers from the lowest patched one up, for every (condition, prompt) row
   logits        the output layer at each row's last prompt position (the first answer token's log-probs)
-  decode        each decoded row's further greedy steps (max_new_tokens - 1 of them) through every layer
-                and the output layer (greedy needs the whole vocabulary's argmax)
+  decode        each decoded row's further greedy steps (max_new_tokens - 1 of them) through the layers
+                from the lowest patched one up and the output layer (greedy needs the whole vocabulary's
+                argmax); below it once per prompt and step, as if every condition generated the same tokens
+                (the least work possible: rows with the same tokens so far share those layers)
   answers       every answer token after the first: below once per distinct (prompt, answer), above and
                 the output layer per row; an answer whose tokens but the last begin another's is free
 Attention's own products (scores and weighted values, 4 x context x width per token and layer) are counted
@@ -95,9 +97,12 @@ def needed_flops(
     for c, tp in rows:
         length = len(tp.ids[c.prompt])
         if c.decode:
-            work["decode"] += sum(through([1], every, length + i) + shapes.output_flops for i in range(steps))
+            work["decode"] += sum(through([1], unshared(c), length + i) + shapes.output_flops for i in range(steps))
         for tokens in branch_inputs(tp.answers[c.prompt]):
             work["answers"] += through([len(tokens)], unshared(c), length) + len(tokens) * shapes.output_flops
+    if any(c.decode and c.prompt == "corrupted" for c in conditions):  # below: at best once per prompt and step
+        for tp in pairs:
+            work["decode"] += sum(through([1], below, len(tp.ids["corrupted"]) + i) for i in range(steps))
     for tp in pairs:
         work["answers"] += sum(through([len(tokens)], below, len(tp.ids["corrupted"])) for tokens in branch_inputs(tp.answers["corrupted"]))
     return {part: {"flops": flops, "rows": "decode" if part == "decode" else "prefill"} for part, flops in work.items() if flops}

@@ -278,6 +278,16 @@ def _rgba(hex_color: str, alpha: float) -> str:
     return f"rgba({r},{g},{b},{alpha})"
 
 
+DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+SYMBOLS = ("circle", "square", "diamond", "triangle-up", "x", "star")
+
+
+def line_style(i: int) -> tuple[str, str]:
+    """The i-th line's dash and marker: distinct pairs for the first 36 lines, so lines that coincide stay
+    told apart by their dash or marker (colour alone does not survive overlap)."""
+    return DASHES[i % len(DASHES)], SYMBOLS[(i + i // len(DASHES)) % len(SYMBOLS)]
+
+
 def headline_figure(frame: pl.DataFrame, summary: dict, task: Task) -> go.Figure:
     """The headline contrast over training, one line per method, with its interval, levels and emergence."""
     ok = frame.filter(pl.col("status") == "ok")
@@ -289,7 +299,7 @@ def headline_figure(frame: pl.DataFrame, summary: dict, task: Task) -> go.Figure
         name = _describe_contrast(task, res["contrast"]) + ", band: 95% interval"
         _band(fig, x, _column(ok, f"{key}_ci_low"), _column(ok, f"{key}_ci_high"), color, f"{res['contrast']}: 95% bootstrap interval", opacity=0.18 if i == 0 else 0.1)
         fig.add_trace(go.Scatter(x=x, y=_column(ok, key), mode="lines+markers", name=name, text=ok["revision"].to_list(),
-                                 line={"color": color, "width": 3 if i == 0 else 2, "dash": "solid" if i == 0 else "dot"},
+                                 line={"color": color, "width": 3 if i == 0 else 2, "dash": line_style(i)[0]}, marker={"symbol": line_style(i)[1]},
                                  hovertemplate="%{text}<br>%{y:.3f}<extra>" + res["contrast"] + "</extra>"))  # fmt: skip
     dup = ok.filter(pl.col("duplicate_of").is_not_null())
     if len(dup):
@@ -324,14 +334,12 @@ def rates_figure(frame: pl.DataFrame, kinds: dict[str, str], colors: dict[str, s
         named = _band(fig, x, _column(ok, "null/success_rate_q05"), _column(ok, "null/success_rate_q95"), row=1, col=1, legend=True, **null)
         _band(fig, x, _column(ok, "null/logprob_diff_q05"), _column(ok, "null/logprob_diff_q95"), row=1, col=2, legend=not named, **null)
     shown = [n for n, k in kinds.items() if k in SHOWN_KINDS and "/" not in n]
-    dashes = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
-    symbols = ("circle", "square", "diamond", "triangle-up", "x", "star")
     for i, name in enumerate(shown):
         if f"{name}/success_rate" not in ok.columns:
             continue
         rate, low, high = _column(ok, f"{name}/success_rate"), _column(ok, f"{name}/success_rate_ci_low"), _column(ok, f"{name}/success_rate_ci_high")
-        style = {"color": colors.get(name, "#333"), "dash": dashes[i % len(dashes)]}
-        marker = {"symbol": symbols[i % len(symbols)], "size": 7}
+        dash, symbol = line_style(i)
+        style, marker = {"color": colors.get(name, "#333"), "dash": dash}, {"symbol": symbol, "size": 7}
         fig.add_trace(go.Scatter(
             x=x, y=rate, mode="lines+markers", name=name, legendgroup=name, line=style, marker=marker,
             error_y={"type": "data", "symmetric": False, "array": [(h - r) if None not in (h, r) else 0 for h, r in zip(high, rate)],
@@ -443,8 +451,10 @@ def evidence_figures(frame: pl.DataFrame, summary: dict) -> list[go.Figure]:
         "Strongest head's attention-pattern score (share of attention on the pattern)"))  # fmt: skip
     fig.add_trace(go.Scatter(x=x, y=_column(ok, "evidence/icl_score"), mode="lines+markers", name="ICL score", text=ok["revision"].to_list(),
                              line={"color": PALETTE[0]}), row=1, col=1)  # fmt: skip
-    for key, name, color in (("evidence/induction_max", "induction (prefix-matching)", PALETTE[1]), ("evidence/previous_token_max", "previous-token", PALETTE[2])):
-        fig.add_trace(go.Scatter(x=x, y=_column(ok, key), mode="lines+markers", name=name, line={"color": color}), row=1, col=2)
+    for i, (key, name, color) in enumerate((("evidence/induction_max", "induction (prefix-matching)", PALETTE[1]), ("evidence/previous_token_max", "previous-token", PALETTE[2]))):
+        dash, symbol = line_style(i)  # the two scores often sit together (both near 0 before training)
+        fig.add_trace(go.Scatter(x=x, y=_column(ok, key), mode="lines+markers", name=name, line={"color": color, "dash": dash},
+                                 marker={"symbol": symbol}), row=1, col=2)  # fmt: skip
     point = summary["emergence_point"]
     if point:
         icl = [v for v in _column(ok, "evidence/icl_score") if v is not None]

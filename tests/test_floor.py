@@ -64,3 +64,14 @@ def test_an_answer_that_begins_another_needs_no_forward_of_its_own():
     # " 9" "." "8" and " 9" "." "1" "1": the second's forward over " 9" "." "1" holds the first's logits
     assert branch_inputs([[9, 0, 8], [9, 0, 1, 1]]) == [(9, 0, 1)]
     assert branch_inputs([[9, 0, 8], [7, 0, 8], [5]]) == [(7, 0), (9, 0)]  # one-token answers need none
+
+
+def test_decoding_below_the_patch_counts_once_per_prompt(neox):
+    shapes = shapes_of(neox.model)
+    pairs = [_pair("p", [5, 6, 7, 8], [[11], [12]])]
+    one = [Condition("g", ((2, 0),), "corrupted", "m", "group")]
+    two = one + [Condition("h", ((2, 1),), "corrupted", "m", "group")]
+    a, b = (needed_flops(shapes, pairs, c, 5)["decode"]["flops"] for c in (one, two))
+    every_layer = needed_flops(shapes, pairs, [replace(one[0], heads=((0, 0),))], 5)["decode"]["flops"]
+    assert a == every_layer  # one row: the same work, wherever it is split
+    assert 0 < b - a < a  # a second condition of the prompt adds only its layers from the patch up
