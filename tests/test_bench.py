@@ -30,7 +30,7 @@ def test_bench_smoke_prints_the_table_with_the_three_targets(tmp_path):
     floor = results["hardware_floor"]
     assert floor["robust"]["flops"] > floor["seed"]["flops"] > 0  # 37 conditions x 48 prompts vs 5 x 1
     assert all(0 < floor[p]["achieved"] and floor[p]["floor_s"] > 0 for p in ("seed", "robust"))
-    assert "hardware floor: matmul throughput" in done.stdout and "share of the floor achieved" in done.stdout
+    assert "hardware floor: the work each preset needs" in done.stdout and "share of the floor achieved" in done.stdout
 
 
 def test_break_even_counts_checkpoints_until_start_up_is_paid_for():
