@@ -32,6 +32,7 @@ from transformers import DynamicCache
 from pythia_sweep.errors import UnsupportedModel
 from pythia_sweep.patching import (
     AttentionLayout,
+    ForwardStopped,
     PatchPlan,
     capture,
     empty_plan,
@@ -189,6 +190,15 @@ def evaluate(
     return [results[(cond.name, tp.pair.id)] for cond in conditions for tp in pairs]  # in (condition, prompt) order
 
 
+def _distinct(keys: Sequence) -> tuple[list[int], list[int]]:
+    """The first index of each distinct key (in order), and for every key the position of its distinct one."""
+    first: dict = {}
+    for i, key in enumerate(keys):
+        first.setdefault(key, i)
+    order = {key: u for u, key in enumerate(first)}
+    return list(first.values()), [order[key] for key in keys]
+
+
 @dataclass
 class SharedBelow:
     """The layers below `depth` for the distinct prompts of a batch: every row's condition patches at
@@ -212,20 +222,16 @@ def run_below(model, depth: int, cache: DynamicCache, **inputs) -> torch.Tensor:
 
     def stop(_module, args, kwargs):
         seen["hidden"] = args[0] if args else kwargs["hidden_states"]
-        raise _Reached
+        raise ForwardStopped
 
     handle = model.base_model.layers[depth].register_forward_pre_hook(stop, with_kwargs=True)
     try:
         model(**inputs, past_key_values=cache, use_cache=True)
-    except _Reached:
+    except ForwardStopped:
         pass
     finally:
         handle.remove()
     return seen["hidden"]
-
-
-class _Reached(Exception):
-    """Ends a forward pass at the first layer nobody shares."""
 
 
 @contextlib.contextmanager
@@ -275,10 +281,7 @@ def score_and_generate(
     cache = DynamicCache(config=model.config)
     below = None
     if depth > 0:
-        distinct = {tuple(p): i for i, p in reversed(list(enumerate(prompts)))}  # prompt -> its first row
-        firsts = torch.tensor(sorted(distinct.values()), device=device)
-        order = {tuple(prompts[i]): u for u, i in enumerate(firsts.tolist())}
-        rows = torch.tensor([order[tuple(p)] for p in prompts], device=device)
+        firsts, rows = (torch.tensor(v, device=device) for v in _distinct([tuple(p) for p in prompts]))
         lower = DynamicCache(config=model.config)
         hidden = run_below(model, depth, lower, input_ids=input_ids[firsts], attention_mask=attention[firsts], position_ids=positions[firsts])
         below = SharedBelow(depth, rows, [(lower.layers[i].keys, lower.layers[i].values) for i in range(depth)])
@@ -333,7 +336,7 @@ class _SharedStep:
         keys = torch.stack([self.groups, token], dim=1)  # (B, 2): a row's group and its new token
         distinct, groups = torch.unique(keys, dim=0, return_inverse=True)  # (G, 2), (B,)
         parents = distinct[:, 0]
-        if len(parents) != len(self.lower.layers[0].keys) or not torch.equal(parents, torch.arange(len(parents), device=parents.device)):
+        if not torch.equal(parents, torch.arange(len(self.lower.layers[0].keys), device=parents.device)):  # a group split
             self.lower.batch_select_indices(parents)
         first_row = torch.full((len(distinct),), len(token), device=token.device).scatter_reduce(
             0, groups, torch.arange(len(token), device=token.device), reduce="amin"
@@ -381,9 +384,9 @@ def _continuation_logprobs(model, layout, site, plans, cache, logits, attention,
     """Summed log-probs of each row's continuations: the first token from the prefill's `logits` (B, V),
     the rest from forwards of (row, continuation) branches over a copy of the prompt's cache, at most 2
     branches per row at a time. A continuation whose tokens but the last begin another's is read off that
-    one's branch (causal: the same logits), so " 9.8" and " 9.11" after " 9" "." share one forward. With
-    `below`, the layers below its depth run once per distinct (prompt, continuation) and the rows' branches
-    start from there."""
+    one's branch (causal: the same logits), so answers that differ only in their last token share one
+    forward. With `below`, the layers below its depth run once per distinct (prompt, continuation) and the
+    rows' branches start from there."""
     first = torch.log_softmax(logits, dim=-1)  # (B, V)
     totals = [[first[r, c[0]].item() for c in row] for r, row in enumerate(continuations)]
     readers: dict[tuple[int, int], list[int]] = defaultdict(list)  # (row, branch) -> continuations read off it
@@ -411,14 +414,10 @@ def _continuation_logprobs(model, layout, site, plans, cache, logits, attention,
             with patched(model, layout, site, steps):
                 out = model(input_ids=input_ids, attention_mask=branch_attention, position_ids=positions, past_key_values=branch_cache)
         else:
-            keys = [(below.rows[r].item(), tuple(inputs[i])) for i, (r, _) in enumerate(part)]
-            distinct = {key: i for i, key in reversed(list(enumerate(keys)))}  # (prompt, continuation) -> first branch
-            firsts = sorted(distinct.values())
-            order = {keys[i]: u for u, i in enumerate(firsts)}
-            picks = torch.tensor(firsts, device=attention.device)
+            keys = [(below.rows[r].item(), tuple(inputs[i])) for i, (r, _) in enumerate(part)]  # (prompt, continuation)
+            picks, spread = (torch.tensor(v, device=attention.device) for v in _distinct(keys))
             lower = below.cache_for(model, below.rows[rows[picks]])
             hidden = run_below(model, below.depth, lower, input_ids=input_ids[picks], attention_mask=branch_attention[picks], position_ids=positions[picks])
-            spread = torch.tensor([order[key] for key in keys], device=attention.device)
             with patched(model, layout, site, steps), layers_from(model, below.depth):
                 out = model(inputs_embeds=hidden[spread], attention_mask=branch_attention, position_ids=positions, past_key_values=branch_cache)
         logp = torch.log_softmax(out.logits.float(), dim=-1)  # (N, L, V)

@@ -164,8 +164,8 @@ def patched(model: torch.nn.Module, layout: AttentionLayout, site: str, plans: d
             handle.remove()
 
 
-class _SiteReached(Exception):
-    """Raised by a capture hook to end a forward pass whose later layers nobody needs."""
+class ForwardStopped(Exception):
+    """Raised by a hook to end a forward pass whose later layers nobody needs (here and in evaluation.run_below)."""
 
 
 @contextlib.contextmanager
@@ -179,7 +179,7 @@ def captured(model: torch.nn.Module, layout: AttentionLayout, site: str, layers,
         def keep(x: torch.Tensor) -> torch.Tensor:
             seen[layer].append(x.detach())
             if stop and layer == layers[-1]:
-                raise _SiteReached
+                raise ForwardStopped
             return x
 
         return keep
@@ -199,7 +199,7 @@ def capture(model: torch.nn.Module, layout: AttentionLayout, site: str, layers, 
     with captured(model, layout, site, layers, stop=True) as seen:
         try:
             model(**inputs, use_cache=False)
-        except _SiteReached:
+        except ForwardStopped:
             pass
     return {layer: acts[0] for layer, acts in seen.items()}
 
