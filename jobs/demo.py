@@ -5,9 +5,9 @@ decimal question asked of the same family for comparison.
     make demo          (or: HF_HUB_OFFLINE=1 HF_HUB_CACHE=.cache/hf/hub python -m jobs.demo)
 
 Steps: train the demo family into .cache/hf/hub if absent (once); sweep tasks/induction-demo.toml over the
-demo config's checkpoints; print the emergence step, its type, the heads that carry it (from the single-head
-map) and whether the attention-pattern evidence agrees; bisect between neighbouring saved revisions
-(`refine`); sweep tasks/decimal-robust.toml and print its verdict. Both reports' paths are printed.
+demo config's checkpoints; print the heads that move the answer most (from the single-head map); bisect between
+neighbouring saved revisions (`refine`); print the verdict of the report it leaves (rebuilt with the probes);
+sweep tasks/decimal-robust.toml and print its verdict. Both reports' paths are printed.
 """
 
 from __future__ import annotations
@@ -26,17 +26,16 @@ CONFIG = "jobs/configs/demo.toml"
 INDUCTION, DECIMAL = "tasks/induction-demo.toml", "tasks/decimal-robust.toml"
 
 
-def carrying_heads(report, k: int = 3) -> list[tuple[str, float]]:
-    """The single heads whose patching moves the headline's log-prob difference most over the baseline, at
-    the last usable checkpoint: the heads that carry the effect."""
+def carrying_heads(report, k: int = 3) -> list[tuple[int, int, float]]:
+    """The single heads whose patching moves the answer's log-prob difference most over the baseline, at the last
+    analysed checkpoint: (layer, head, gain in nats), read from the long table's layer and head columns."""
     import polars as pl
 
-    frame = report.frame.filter(pl.col("status") == "ok")
-    last = frame.tail(1).to_dicts()[0]
-    base = last["baseline/logprob_diff"]
-    gains = [(name.removesuffix("/logprob_diff"), last[name] - base) for name in frame.columns
-             if name.startswith("L") and name.endswith("/logprob_diff") and last[name] is not None]  # fmt: skip
-    return sorted(gains, key=lambda g: -g[1])[:k]
+    last = report.frame.filter(pl.col("analysed"))["revision"][-1]
+    at = report.long.filter((pl.col("revision") == last) & (pl.col("metric") == "logprob_diff"))
+    base = at.filter(pl.col("kind") == "baseline")["value"].item()
+    heads = at.filter(pl.col("kind") == "head").sort("value", descending=True).head(k)
+    return [(row["layer"], row["head"], row["value"] - base) for row in heads.iter_rows(named=True)]
 
 
 def main(argv=None) -> int:
@@ -63,17 +62,10 @@ def main(argv=None) -> int:
     result = run_sweep(config, task, published=published)
     report = build_report(result.parent_run_id, tracking_uri=result.tracking_uri)
     summary = report.summary
-    point = summary["emergence_point"]
-    if point:
-        print(f"   emergence: {point['revision']} (step {point['step']}), {summary['shape']['shape']} rise "
-              f"({summary['headline']} {point['value']:+.2f}, first above {task.headline.threshold:g})")  # fmt: skip
-    else:
-        print(f"   no emergence of {summary['headline']} (final {summary['final_value']:+.2f})")
-    heads = ", ".join(f"{name[1:3].lstrip('0') or '0'}.{name[4:].lstrip('0') or '0'} ({gain:+.2f} nats)" for name, gain in carrying_heads(report))
-    print(f"   heads that carry it (layer.head, patched alone at the last checkpoint): {heads}")
-    if summary.get("evidence"):
-        print(f"   {summary['evidence']['statement']}", flush=True)
+    heads = ", ".join(f"{layer}.{head} ({gain:+.2f} nats)" for layer, head, gain in carrying_heads(report))
+    print(f"   heads that move the answer most (layer.head, patched alone at the last checkpoint): {heads}")
 
+    point = summary["emergence_point"]
     if point and point.get("previous_revision"):
         reader = SweepReader(result.tracking_uri)
         known = {r["revision"]: metric_value(r, task.headline.name) for r in reader.load_records(result.parent_run_id) if r["status"] == "ok"}
@@ -88,13 +80,14 @@ def main(argv=None) -> int:
               f"{bracket.above} (neighbouring saved revisions; {len(bracket.fetched)} extra checkpoints measured: "
               f"{', '.join(bracket.fetched) or 'none'})", flush=True)  # fmt: skip
         report = build_report(result.parent_run_id, tracking_uri=result.tracking_uri)  # the probes are in the sweep now
+    print(f"   verdict (as the report states it): {report.verdict}")
     print(f"   report: {report.html_path}", flush=True)
 
     decimal = load_task(DECIMAL)
     print(f"\n3. {decimal.question}  ({DECIMAL}, same family)", flush=True)
     result = run_sweep(load_config(CONFIG, task=DECIMAL), decimal, published=published)
     report = build_report(result.parent_run_id, tracking_uri=result.tracking_uri)
-    print(f"   {report.verdict}")
+    print(f"   verdict (as the report states it): {report.verdict}")
     print(f"   report: {report.html_path}")
     print(f"\ndemo finished in {time.perf_counter() - start:.0f}s")
     return 0

@@ -4,7 +4,8 @@
     python -m jobs.refine jobs/configs/demo.toml --metric clean/success_rate   (offline: HF_HUB_OFFLINE=1 HF_HUB_CACHE=.cache/hf/hub)
     make refine CONFIG=jobs/configs/demo.toml METRIC=clean/success_rate
 
-Each probe is a one-checkpoint sweep recorded in the same MLflow sweep, so the report shows it too.
+Each probe is a one-checkpoint sweep recorded in the same MLflow sweep; the report is rebuilt at the end (and
+`make report` afterwards finds this sweep: the latest is the one last run or refined).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ def main(argv=None) -> int:
     parser.add_argument("--metric", help="what crosses it: a contrast of the task (default: its headline) or any record number, e.g. clean/success_rate")
     parser.add_argument("--task", help="override: the task file of the sweep to refine")
     parser.add_argument("--address", help="Ray cluster address; unset: $RAY_ADDRESS, else a local Ray on 127.0.0.1")
+    parser.add_argument("--reports-dir", default="reports", help="where the rebuilt report is written")
     args = parser.parse_args(argv)
     from jobs.sweep import keep_local_ray_on_loopback
 
@@ -76,6 +78,15 @@ def main(argv=None) -> int:
           f"instead of the {bracket.gap} published revisions in the gap")  # fmt: skip
     if bracket.note and bracket.above and bracket.below:
         print(bracket.note)
+    from pythia_sweep.report import build_report
+
+    try:  # the probes are in the sweep now: the report must say what they changed
+        report = build_report(parent, tracking_uri=tracker.uri, reports_dir=args.reports_dir)
+    except OSError as error:
+        print(f"the report could not be rebuilt here ({error}); rebuild it with python -m jobs.report --sweep {parent}")
+        return 0
+    print(report.verdict)
+    print(f"report: {report.html_path}")
     return 0
 
 

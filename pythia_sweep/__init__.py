@@ -2,12 +2,21 @@
 
 Stages, one module each, in the order the data flows:
 tasks (what is asked: prompts, answers, head groups, contrasts, from a task file) ->
-checkpoints (which revisions, fetched how) -> prompts (aligned clean/corrupted token positions) ->
-patching (replace chosen heads' outputs) -> evaluation (batched conditions over prompts) ->
-scoring (success, log-prob and probability differences, restoration, intervals, contrasts, null) ->
-engine (one checkpoint end to end) -> sweep (Ray: every checkpoint) -> tracking (MLflow) ->
-analysis + report (polars + plotly). `testing/` holds the stand-ins: a local Hub cache writer, the
-offline demo family, fault injection.
+checkpoints (which revisions, fetched how; the duplicate and final-step rules) -> prompts (aligned
+clean/corrupted token positions) -> patching (replace chosen heads' outputs) -> evaluation (batched conditions
+over prompts) -> scoring (success, log-prob and probability differences, restoration, intervals, contrasts,
+the null test) -> engine (one checkpoint end to end) -> sweep (Ray: every checkpoint) -> tracking (MLflow) ->
+records (the long table) -> analysis + verdict + report (polars + plotly). `testing/` holds the stand-ins: a
+local Hub cache writer, the offline demo family, fault injection.
+
+In a notebook, a sweep's numbers as one polars frame: `pythia_sweep.load_long_table()` (records.py).
 """
 
 __version__ = "0.1.0"
+
+
+def load_long_table(sweep: str | None = None, *, tracking_uri: str | None = None):
+    """A sweep's long table (see pythia_sweep.records): parent run id, sweep_id or name; default the latest."""
+    from pythia_sweep.records import load_long_table as load
+
+    return load(sweep, tracking_uri=tracking_uri)

@@ -6,7 +6,7 @@ handed lists step256000, step512000 and step1000000, which do not exist: a sched
 reports them as unpublished (with the published range) rather than quietly replacing them.
 
 Many branches serve identical weights (pythia-2.8b: 76 of 154 equal `main`; step0 == step1 everywhere).
-`find_duplicates` compares the weight files' LFS sha256 from the Hub's metadata before anything is
+`find_duplicates` (by the one rule, `identical_weights`) compares the weight files' LFS sha256 from the Hub's metadata before anything is
 downloaded, so each distinct set of weights is fetched once; `fetch` checks every downloaded file against
 the same hash. Online, every Hub operation goes through `_hub_call`: answers meaning "try again later"
 (HTTP 408, 429, 5xx) are retried with backoff a bounded number of times, and a Hub that cannot be reached
@@ -21,7 +21,7 @@ import logging
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fnmatch import fnmatch
@@ -111,8 +111,18 @@ def describe_range(published: list[Checkpoint]) -> str:
     return f"{len(names)} revisions: {', '.join(names[:4])}{' ... ' + names[-1] if len(names) > 4 else ''}"
 
 
+def nearest_published(revision: str, published: list[Checkpoint]) -> str:
+    """The published revisions either side of an unpublished one's step, in words."""
+    step = step_of(revision)
+    if step is None or not published:
+        return f"published: {describe_range(published)}"
+    before = [c.revision for c in published if c.step is not None and c.step < step]
+    after = [c.revision for c in published if c.step is not None and c.step > step]
+    return f"nearest published: {before[-1] if before else 'none'} before, {after[0] if after else 'none'} after"
+
+
 def not_published_message(repo_id: str, revision: str, published: list[Checkpoint]) -> str:
-    return f"revision {revision!r} does not exist for {repo_id} (available: {describe_range(published)})"
+    return f"revision {revision!r} does not exist for {repo_id} ({nearest_published(revision, published)}; available: {describe_range(published)})"
 
 
 def resolve_schedule(repo_id: str, schedule: str | tuple[str, ...], published: list[Checkpoint]) -> list[Checkpoint]:
@@ -345,12 +355,52 @@ def _cached_weights(repo_id: str, revision: str, cache_dir: str | Path | None) -
     return PublishedWeights(revision, folder.name, hashes, _digest(hashes), size)
 
 
-def earliest_identical(weights: Iterable[PublishedWeights]) -> dict[str, str]:
-    """revision -> the earliest revision (by step; names without a step last) with the same weights: itself
-    for the first of each distinct set. Fetch the revisions that map to themselves; the others are duplicates."""
-    ordered = sorted(weights, key=lambda w: (step_of(w.revision) is None, step_of(w.revision) or 0))
-    first: dict[str, str] = {}
-    return {w.revision: first.setdefault(w.weights_digest, w.revision) for w in ordered}
+@dataclass(frozen=True)
+class IdenticalWeights:
+    """Revisions serving byte-identical weight files: one checkpoint published under several names."""
+
+    members: tuple[str, ...]  # ordered by training step
+    owner: str | None  # the revision the one measurement belongs to; None: unknown, so every member is excluded
+
+    @property
+    def measured(self) -> str:
+        """The member to measure: the owner, else the earliest (its numbers are kept, not analysed)."""
+        return self.owner or self.members[0]
+
+
+def _by_step(revision: str) -> tuple[bool, int, str]:
+    return step_of(revision) is None, step_of(revision) or 0, revision
+
+
+def identical_weights(digests: Mapping[str, str | None], final_revision: str | None = None) -> list[IdenticalWeights]:
+    """The duplicate rule, the one every reader calls (the sweep before download, the report after).
+
+    Revisions whose weight digests are equal are one checkpoint, measured once. The measurement belongs to the
+    final revision when it is in the set (pythia-2.8b serves `main`'s weights under 76 branch names, #205:
+    placing them at step66000 would fake an early emergence), else to step0 when it is (step0 = step1 or
+    step2 in every Pythia model, #83, #198), else to none: which step those weights were saved at is unknown,
+    and every member is left out of the analysis. Revisions without a digest are never duplicates."""
+    by_digest: dict[str, list[str]] = {}
+    for revision, digest in digests.items():
+        if digest:
+            by_digest.setdefault(digest, []).append(revision)
+    groups = []
+    for members in by_digest.values():
+        if len(members) > 1:
+            members = sorted(members, key=_by_step)
+            owner = final_revision if final_revision in members else next((r for r in members if step_of(r) == 0), None)
+            groups.append(IdenticalWeights(tuple(members), owner))
+    return sorted(groups, key=lambda g: _by_step(g.members[0]))
+
+
+def final_step(published: Sequence[Checkpoint] | None, measured_steps: Iterable[int | None] = ()) -> int | None:
+    """The end of training, the denominator of every training fraction: the last published step; without the
+    published list, the last step measured ok. Callers pass only the steps of ok records: a failed or
+    unpublished revision (step999 asked of a family that ends at 448) never sets it."""
+    if published:
+        return max(c.step for c in published if c.step is not None)
+    steps = [s for s in measured_steps if s is not None]
+    return max(steps) if steps else None
 
 
 def weights_of(repo_id: str, revisions: Iterable[str], cache_dir: str | Path | None = None) -> dict[str, PublishedWeights]:
@@ -368,13 +418,15 @@ def weights_of(repo_id: str, revisions: Iterable[str], cache_dir: str | Path | N
         return {w.revision: w for w in pool.map(lookup, names) if w is not None}
 
 
-def find_duplicates(repo_id: str, revisions: Iterable[str], cache_dir: str | Path | None = None) -> dict[str, str]:
-    """For each revision, the earliest revision with identical weight files, asked of the Hub's metadata (or the
-    local cache offline) before any download. A revision that is not published maps to itself: fetching it
-    reports why."""
+def find_duplicates(repo_id: str, revisions: Iterable[str], cache_dir: str | Path | None = None,
+                    final_revision: str | None = None) -> dict[str, str]:  # fmt: skip
+    """For each revision, the revision whose measurement it shares (`identical_weights`: the final one, step0,
+    else the earliest of the set), asked of the Hub's metadata (or the local cache offline) before any
+    download. A revision with no twin, or not published, maps to itself: fetching it reports why."""
     names = list(dict.fromkeys(revisions))
-    same = earliest_identical(weights_of(repo_id, names, cache_dir).values())
-    return {name: same.get(name, name) for name in names}
+    weights = weights_of(repo_id, names, cache_dir)
+    measured = {r: g.measured for g in identical_weights({r: w.weights_digest for r, w in weights.items()}, final_revision) for r in g.members}
+    return {name: measured.get(name, name) for name in names}
 
 
 def _hub_call(what: str, call: Callable[[], T]) -> T:

@@ -178,7 +178,12 @@ def read_toml(path: str | Path, field: str, where: str) -> dict[str, Any]:
 
 
 def load_config(path: str | Path, **overrides: Any) -> SweepConfig:
-    """Read a TOML run config (see jobs/configs/) and apply overrides given as keyword arguments."""
+    """Read a TOML run config (see jobs/configs/) and apply overrides given as keyword arguments. A refusal of
+    the file's own values names the file; one of an override names only the setting."""
     values = read_toml(path, "config file", "jobs/configs/")
+    try:
+        config_from_dict(values)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error.field}", error.value, error.allowed) from None
     values.update({k: v for k, v in overrides.items() if v is not None})
     return config_from_dict(values)

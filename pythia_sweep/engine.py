@@ -24,7 +24,7 @@ from pythia_sweep.checkpoints import (
 )
 from pythia_sweep.config import SweepConfig
 from pythia_sweep.errors import ConfigError, RevisionNotPublished
-from pythia_sweep.evaluation import Condition, evaluate, head_name, make_conditions
+from pythia_sweep.evaluation import Condition, evaluate, head_name, make_conditions, null_plan
 from pythia_sweep.patching import attention_layout
 from pythia_sweep.scoring import summarize_record
 from pythia_sweep.tasks import Task, TokenizedPair, load_task
@@ -141,11 +141,38 @@ def _load_weights_in_place(model: torch.nn.Module, folder: Path) -> bool:
     return True
 
 
-def preflight(config: SweepConfig, task: Task, metadata_path: str) -> None:
+@dataclass(frozen=True)
+class Plan:
+    """What one checkpoint runs, known from the model's shape alone: the groups, methods, conditions and null."""
+
+    groups: dict[str, tuple[tuple[int, int], ...]]
+    methods: dict[str, dict[str, str]]
+    conditions: list[Condition]
+    null: dict  # evaluation.null_plan: the null sets' group, size, pool layers and how many are possible
+
+    def describe(self, n_prompts: int) -> str:
+        decoded = sum(c.decode for c in self.conditions)
+        return (f"{n_prompts} prompt{'s' * (n_prompts != 1)} x {len(self.conditions)} conditions = {n_prompts * len(self.conditions):,} rows per checkpoint "
+                f"({decoded * n_prompts:,} decoded, the rest teacher-forced)")  # fmt: skip
+
+
+def plan_checkpoint(config: SweepConfig, task: Task, n_layers: int, n_heads: int) -> Plan:
+    """The conditions of a checkpoint of this task on a model of this shape (the pre-flight and the worker agree)."""
+    groups = task.resolve_groups(n_layers, n_heads, config.layer)
+    methods = config.methods(task.align)
+    null_layers = range(n_layers) if task.null_pool == "all-layers" else None
+    conditions = make_conditions(
+        groups, list(methods), n_heads, single_heads=config.single_heads, null_count=config.null_subsets, seed=config.seed,
+        null_layers=null_layers, null_group=task.headline.plus,
+    )  # fmt: skip
+    return Plan(groups, methods, conditions, null_plan(groups, n_heads, null_layers, task.headline.plus))
+
+
+def preflight(config: SweepConfig, task: Task, metadata_path: str) -> tuple[Plan, int]:
     """Check the task and the patching choices against a model's config and tokenizer (no weights loaded):
     the architecture is supported, every group's layers and heads exist, every answer tokenizes as the task
     says. Raises the error a sweep would otherwise meet on its first checkpoint, before Ray starts and
-    before any run is created."""
+    before any run is created. Returns the checkpoint's plan and the number of prompts."""
     from transformers import AutoConfig, AutoTokenizer
 
     from pythia_sweep.patching import check_model_type
@@ -155,8 +182,9 @@ def preflight(config: SweepConfig, task: Task, metadata_path: str) -> None:
     n_layers, n_heads = model_config.num_hidden_layers, model_config.num_attention_heads
     if config.layer is not None and not 0 <= config.layer < n_layers:
         raise ConfigError("layer", config.layer, f"a layer index in 0..{n_layers - 1} ({config.model} has {n_layers} layers)")
-    task.resolve_groups(n_layers, n_heads, config.layer)
-    task.tokenize(AutoTokenizer.from_pretrained(metadata_path), {m["align"] for m in config.methods(task.align).values()})
+    plan = plan_checkpoint(config, task, n_layers, n_heads)
+    pairs = task.tokenize(AutoTokenizer.from_pretrained(metadata_path), {m["align"] for m in plan.methods.values()})
+    return plan, len(pairs)
 
 
 def base_record(config: SweepConfig, task: Task, revision: str) -> dict:
@@ -224,12 +252,9 @@ def run_checkpoint(
 def measure(config: SweepConfig, task: Task, loaded: LoadedModel) -> dict:
     """Run every condition of the task on a loaded model; the measured part of a record (status "ok")."""
     layout = attention_layout(loaded.model)
-    groups = task.resolve_groups(layout.n_layers, layout.n_heads, config.layer)
-    methods = config.methods(task.align)
+    plan = plan_checkpoint(config, task, layout.n_layers, layout.n_heads)
+    groups, methods, conditions = plan.groups, plan.methods, plan.conditions
     pairs = task.tokenize(loaded.tokenizer, {m["align"] for m in methods.values()})
-    conditions = make_conditions(
-        groups, list(methods), layout.n_heads, single_heads=config.single_heads, null_count=config.null_subsets, seed=config.seed
-    )
     batch_size = batch_size_for(config, loaded, pairs)
     rows = evaluate(
         loaded.model, loaded.tokenizer, layout, pairs, conditions, methods, task.success,
@@ -250,6 +275,8 @@ def measure(config: SweepConfig, task: Task, loaded: LoadedModel) -> dict:
             "n_heads": layout.n_heads,
             "module": layout.module_template,
             "n_prompts": len(pairs),
+            "null": {"group": plan.null["group"], "size": plan.null["size"], "pool_layers": plan.null["layers"],
+                     "possible": plan.null["possible"], "pool_description": _pool_words(plan.null["layers"])},
             "methods": methods,
             "max_new_tokens": config.max_new_tokens,
             "decoded": [c.name for c in conditions if c.decode],  # the others are teacher-forced only
@@ -266,6 +293,10 @@ def measure(config: SweepConfig, task: Task, loaded: LoadedModel) -> dict:
         },  # fmt: skip
         "responses": rows,
     }
+
+
+def _pool_words(layers: list[int]) -> str:
+    return ("the heads of layer " if len(layers) == 1 else "the heads of layers ") + ", ".join(map(str, layers))
 
 
 def batch_size_for(config: SweepConfig, loaded: LoadedModel, pairs: list[TokenizedPair]) -> int:

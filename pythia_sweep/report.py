@@ -17,13 +17,19 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import plotly.graph_objects as go
 import polars as pl
 from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
 from pythia_sweep import analysis
+from pythia_sweep import verdict as verdicts
+from pythia_sweep.checkpoints import Checkpoint, IdenticalWeights, identical_weights
+from pythia_sweep.checkpoints import final_step as end_of_training
 from pythia_sweep.config import SweepConfig
+from pythia_sweep.records import long_table, per_prompt
+from pythia_sweep.scoring import null_test
 from pythia_sweep.tasks import Contrast, Task
 from pythia_sweep.tracking import SweepReader, SweepRecorder, TrackingStoreError, experiment_name, flatten
 
@@ -38,23 +44,37 @@ def colors_for(names: list[str]) -> dict[str, str]:
     return {**FIXED_COLORS, **{n: PALETTE[i % len(PALETTE)] for i, n in enumerate(groups)}}
 
 
-def timeline(records: list[dict], final_step: int | None = None) -> pl.DataFrame:
-    """One row per checkpoint, ordered by step: status, hashes, and every number of the record under its
-    flattened name ('<condition>/<metric>', '<contrast>/<metric>', their intervals)."""
+def timeline(records: list[dict], final_step: int | None, twins: list[IdenticalWeights] = ()) -> pl.DataFrame:
+    """One row per checkpoint, ordered by step: status, hashes, whether it is analysed (and why not), and every
+    number of the record under its flattened name ('<condition>/<metric>', '<contrast>/<metric>', intervals).
+
+    `final_step` (checkpoints.final_step) sets the training fractions; `twins` (checkpoints.identical_weights)
+    says which revisions are one checkpoint: only the revision a measurement belongs to is analysed."""
+    excluded = {}
+    for group in twins:
+        for revision in group.members:
+            if group.owner is None:
+                others = ", ".join(m for m in group.members if m != revision)
+                excluded[revision] = f"identical weights to {others}; which step they were saved at is unknown"
+            elif revision != group.owner:
+                excluded[revision] = f"identical weights to {group.owner}; the measurement belongs to {group.owner}"
     rows = []
-    digests = [r.get("weights_digest") for r in records]
-    duplicates = {rev: group for group in analysis.duplicate_groups([r["revision"] for r in records], digests) for rev in group}
-    last = final_step or max((r["step"] for r in records if r.get("step") is not None), default=None)
     for r in records:
+        step, ok = r.get("step"), r.get("status") == "ok"
+        reason = excluded.get(r["revision"]) or (None if ok else r.get("error") or r.get("status"))
+        if ok and step is None:
+            reason = "no training step in the revision name"
         row = {
             "revision": r["revision"],
-            "step": r.get("step"),
-            "fraction": (r["step"] / last) if last and r.get("step") is not None else None,
+            "step": step,
+            "fraction": step / final_step if final_step and step is not None else None,
             "status": r.get("status"),
             "error": r.get("error"),
             "commit": r.get("commit"),
             "weights_digest": r.get("weights_digest"),
-            "duplicate_of": ", ".join(x for x in duplicates.get(r["revision"], []) if x != r["revision"]) or None,
+            "duplicate_of": next((g.owner or "unknown" for g in twins if r["revision"] in g.members and r["revision"] != g.owner), None),
+            "analysed": ok and reason is None,
+            "excluded_because": reason,
             "n_prompts": (r.get("settings") or {}).get("n_prompts"),
         }
         row |= {k: v for k, v in flatten(r).items() if not k.startswith("time/")}
@@ -63,183 +83,164 @@ def timeline(records: list[dict], final_step: int | None = None) -> pl.DataFrame
     return frame.sort("step", nulls_last=True) if len(frame) else frame
 
 
-def condition_kinds(records: list[dict]) -> dict[str, str]:
-    """Condition name -> kind (baseline, clean, group, all, head, null), from the records themselves."""
-    kinds: dict[str, str] = {}
+def drawn_conditions(records: list[dict]) -> list[str]:
+    """The conditions drawn as lines: baseline, clean, the groups and all heads of the primary method (the one
+    the baseline is measured with), by each condition's own kind and method fields."""
+    shown: dict[str, None] = {}
     for r in records:
-        for name, c in (r.get("conditions") or {}).items():
-            kinds.setdefault(name, c.get("kind", "group"))
-    return kinds
+        conditions = r.get("conditions") or {}
+        primary = (conditions.get("baseline") or {}).get("method")
+        shown |= {n: None for n, c in conditions.items() if c.get("kind") in SHOWN_KINDS and c.get("method") == primary}
+    return list(shown)
 
 
 def _column(frame: pl.DataFrame, name: str) -> list:
     return frame[name].to_list() if name in frame.columns else [None] * len(frame)
 
 
-def series_summary(usable: pl.DataFrame, key: str, contrast: Contrast, final_step: int | None, hypotheses: dict) -> dict:
-    """The analysis plan on one headline series (`key` = '<contrast>/<metric>') of the usable checkpoints."""
-    steps, values = usable["step"].to_list(), _column(usable, key)
-    pairs = [(s, v) for s, v in zip(steps, values) if v is not None]
-    steps, values = [s for s, _ in pairs], [v for _, v in pairs]
-    revisions = [r for r, v in zip(usable["revision"].to_list(), _column(usable, key)) if v is not None]
-    lows, highs = _column(usable, f"{key}_ci_low"), _column(usable, f"{key}_ci_high")
-    lows = [lo for lo, v in zip(lows, _column(usable, key)) if v is not None]
-    highs = [hi for hi, v in zip(highs, _column(usable, key)) if v is not None]
+def per_prompt_matrix(records: dict[str, dict], revisions: list[str], contrast: str) -> np.ndarray | None:
+    """(checkpoints, prompts): each prompt's contrast value (plus - minus on the contrast's metric) at each
+    revision, over the prompts every revision measured; None where a side was not decoded or no prompts are shared."""
+    columns = []
+    for revision in revisions:
+        c = records[revision]["contrasts"][contrast]
+        plus, minus = (per_prompt(records[revision], c[side], c["metric"]) for side in ("plus", "minus"))
+        if plus is None or minus is None:
+            return None
+        columns.append({pid: plus[pid] - minus[pid] for pid in plus if pid in minus})
+    shared = sorted(set.intersection(*(set(c) for c in columns))) if columns else []
+    if not shared:
+        return None
+    return np.array([[c[pid] for pid in shared] for c in columns])  # (C, P)
+
+
+def series_summary(usable: pl.DataFrame, records: dict[str, dict], contrast_name: str, contrast: Contrast,
+                   final_step: int | None, hypotheses: dict, resamples: int, seed: int) -> dict:  # fmt: skip
+    """The analysis plan on one contrast's series (`contrast_name` as the records name it) over the analysed
+    checkpoints: emergence point and its step interval, type, shape on training time, events."""
+    key = f"{contrast_name}/{contrast.metric}"
+    have = usable.filter(pl.col(key).is_not_null()) if key in usable.columns else usable.clear()
+    steps, values, revisions = have["step"].to_list(), _column(have, key), have["revision"].to_list()
+    lows, highs = _column(have, f"{key}_ci_low"), _column(have, f"{key}_ci_high")
     i = analysis.emergence_index(values, contrast.threshold)
     point = None
     if i is not None:
         point = {
             "revision": revisions[i], "step": steps[i], "fraction": steps[i] / final_step if final_step else None,
             "value": values[i], "ci": [lows[i], highs[i]], "previous_revision": revisions[i - 1] if i > 0 else None,
+            "previous_ci": [lows[i - 1], highs[i - 1]] if i > 0 else None,
         }  # fmt: skip
+    matrix = per_prompt_matrix(records, revisions, contrast_name) if revisions else None
+    interval = analysis.emergence_step_interval(steps, matrix, contrast.threshold, resamples, seed) if matrix is not None else None
     kind = analysis.emergence_type(point["fraction"] if point else None)
     width_limit = contrast.threshold  # an interval wider than the strong level cannot tell strong from none
     return {
         "key": key,
-        "contrast": contrast.name,
+        "contrast": contrast_name,
         "metric": contrast.metric,
         "levels": list(contrast.levels),
         "emergence_point": point,
+        "emergence_step_interval": interval,
         "emergence_type": kind,
         "hypothesis": analysis.hypothesis(kind, hypotheses),
         "final_value": values[-1] if values else None,
+        "final_ci": [lows[-1], highs[-1]] if values else None,
         "final_class": analysis.strength_class(values[-1], contrast.levels) if values else None,
         "first_value": values[0] if values else None,
-        "shape": analysis.rise_shape(values, weak=contrast.levels[2]),
+        "series": values,
+        "shape": analysis.rise_shape(steps, values, weak=contrast.levels[2]),
         "monotonic": analysis.is_monotonic(values, contrast.levels[2]),
         "events": analysis.crossing_events(steps, values, contrast.threshold),
         "intervals_too_wide": [r for r, lo, hi in zip(revisions, lows, highs) if analysis.interval_too_wide(lo, hi, width_limit)],
     }
 
 
-def summarize(frame: pl.DataFrame, task: Task, final_step: int | None, methods: list[str] | None = None) -> dict:
+def summarize(frame: pl.DataFrame, records: list[dict], task: Task, final_step: int | None, methods: list[str] | None = None,
+              twins: list[IdenticalWeights] = (), resamples: int = 2000, seed: int = 0) -> dict:  # fmt: skip
     """Everything the analysis plan asks for, machine-readable: for the headline contrast, and for every
-    contrast of every method the sweep ran (`results`, keyed '<contrast>/<metric>')."""
+    contrast of every method the sweep ran (`results`, keyed '<contrast>/<metric>'), each with its claim."""
+    by_revision = {r["revision"]: r for r in records}
     failed = frame.filter(pl.col("status") == "failed")
-    usable = frame.filter((pl.col("status") == "ok") & pl.col("duplicate_of").is_null() & pl.col("step").is_not_null())
-    steps = usable["step"].to_list()
-    final_step = final_step or (max(steps) if steps else None)
+    usable = frame.filter(pl.col("analysed"))
     methods = methods or [""]
     results = {}
     for m, method in enumerate(methods):
         for contrast in task.contrasts:
             name = contrast.name if m == 0 else f"{method}/{contrast.name}"
-            key = f"{name}/{contrast.metric}"
-            if key in frame.columns:
-                results[key] = series_summary(usable, key, contrast, final_step, task.hypotheses) | {"contrast": name, "method": method}
+            if f"{name}/{contrast.metric}" in frame.columns or m == 0:
+                res = series_summary(usable, by_revision, name, contrast, final_step, task.hypotheses, resamples, seed)
+                results[res["key"]] = res | {"base_contrast": contrast.name, "method": method, "primary": m == 0}
     headline_key = f"{task.headline.name}/{task.headline.metric}"
-    head = results.get(headline_key) or series_summary(usable, headline_key, task.headline, final_step, task.hypotheses)
-    duplicates = analysis.duplicate_groups(frame["revision"].to_list(), frame["weights_digest"].to_list())
-    final = usable.tail(1).to_dicts()[0] if len(usable) else {}
-    p_key = f"null/{task.headline.plus}/success_rate_p" if task.headline.metric == "success_rate" else f"null/{task.headline.plus}/logprob_diff_p"
+    head = results[headline_key]
+    final = by_revision[usable["revision"][-1]] if len(usable) else {}
+    null = null_test(final.get("null"), task.headline, (final.get("settings") or {}).get("null"))
+    clean = verdicts.clean_check(usable)
+    for res in results.values():
+        res["claim"] = verdicts.claim(res, clean, null if res["primary"] else None)
     summary = {
         "task": task.describe(),
         "headline": headline_key,
         "checkpoints": len(frame),
         "usable_checkpoints": len(usable),
         "final_step": final_step,
-        **{k: head[k] for k in ("emergence_point", "emergence_type", "hypothesis", "final_value", "final_class", "shape", "monotonic", "events")},
+        "n_prompts": (final.get("settings") or {}).get("n_prompts"),
+        **{k: head[k] for k in ("emergence_point", "emergence_step_interval", "emergence_type", "hypothesis", "final_value",
+                                "final_class", "shape", "monotonic", "events", "claim")},
         "results": results,
+        "null": null,
+        "clean": clean,
         "quality": {
             "final_shows_known_result": bool(head["final_value"] is not None and head["final_value"] > task.headline.threshold),
             "earliest_shows_none": bool(head["first_value"] is not None and abs(head["first_value"]) <= task.headline.levels[2]),
             "failed_revisions": [{"revision": r, "error": e} for r, e in zip(failed["revision"], failed["error"])],
-            "duplicate_revisions": duplicates,
+            "duplicate_revisions": [list(g.members) for g in twins],
+            "duplicates": [{"members": list(g.members), "measurement_belongs_to": g.owner} for g in twins],
             "intervals_too_wide": head["intervals_too_wide"],
         },
-        "null_p_at_final": final.get(p_key),
-        "group_beats_null_at_final": bool(final.get(p_key) is not None and final[p_key] <= 0.05),
     }
     summary["evidence"] = evidence_summary(usable, head)
-    summary["verdict"] = verdict(summary, task)
+    summary["verdict"] = verdicts.verdict(summary, task)
     return summary
 
 
 def evidence_summary(usable: pl.DataFrame, head: dict) -> dict | None:
-    """When the attention-pattern evidence moves, and whether it moves with the patching headline: the
-    largest single drop of the in-context-learning score (the checkpoint after it is the evidence's emergence)
-    against the headline's emergence point; they coincide within one saved checkpoint or they do not."""
+    """When the attention-pattern evidence moves, and whether it moves with the patching headline: the largest
+    fall of the in-context-learning score within one doubling of training steps (analysis.rise_shape, the
+    same rule as the headline's shape), against the headline's emergence step; they coincide when the
+    emergence lies within one doubling of that window's end."""
     if "evidence/icl_score" not in usable.columns:
         return None
     rows = usable.filter(pl.col("evidence/icl_score").is_not_null())
     if len(rows) < 2:
         return None
-    revisions, icl = rows["revision"].to_list(), rows["evidence/icl_score"].to_list()
-    shape = analysis.rise_shape([-v for v in icl])  # a drop of the ICL score is a rise of in-context learning
-    j = shape["jump_index"]
+    steps, icl = rows["step"].to_list(), rows["evidence/icl_score"].to_list()
+    shape = analysis.rise_shape(steps, [-v for v in icl])  # a fall of the ICL score is a rise of in-context learning
+    window = shape["window"]
     out = {
-        "icl_first": icl[0], "icl_final": icl[-1], "icl_shape": shape["shape"], "icl_drop": shape["largest_jump"],
-        "icl_drop_between": [revisions[j - 1], revisions[j]], "icl_emergence": revisions[j],
+        "icl_first": icl[0], "icl_final": icl[-1], "icl_shape": shape["shape"], "icl_drop": shape["doubling_rise"],
+        "icl_drop_window": window, "icl_share": shape["share"],
         "induction_max_final": rows["evidence/induction_max"].to_list()[-1] if "evidence/induction_max" in rows.columns else None,
     }  # fmt: skip
+    where = (f"its largest fall within one doubling of training steps is {shape['doubling_rise']:.2f} nats, between steps "
+             f"{window[0]:,} and {window[1]:,} ({shape['shape']})")  # fmt: skip
     point = head["emergence_point"]
     if point is None or shape["shape"] == "flat":
         out["coincides"] = None
         out["statement"] = (
-            f"The in-context-learning score goes from {icl[0]:+.2f} to {icl[-1]:+.2f} nats "
-            + ("with no marked drop" if shape["shape"] == "flat" else f"with its largest drop ({shape['largest_jump']:.2f} nats, {shape['shape']}) between {revisions[j - 1]} and {revisions[j]}")
-            + ("; the patching headline never emerges, so there is nothing to line it up with." if point is None else "; the patching headline emerges at " + point["revision"] + ".")
-        )
+            f"The in-context-learning score goes from {icl[0]:+.2f} to {icl[-1]:+.2f} nats"
+            + (" with no marked fall" if shape["shape"] == "flat" else f"; {where}")
+            + ("; the patching headline never crosses its strong level, so there is nothing to line it up with." if point is None
+               else f"; the patching headline first crosses its strong level at {point['revision']}.")
+        )  # fmt: skip
         return out
-    i = revisions.index(point["revision"]) if point["revision"] in revisions else None
-    out["coincides"] = i is not None and abs(i - j) <= 1
-    where = f"the in-context-learning score drops most ({shape['largest_jump']:.2f} nats, {shape['shape']}) between {revisions[j - 1]} and {revisions[j]}"
+    distance = abs(float(analysis.training_time([point["step"]])[0] - analysis.training_time([window[1]])[0]))
+    out["coincides"] = distance <= 1.0
     out["statement"] = (
-        f"The attention-pattern evidence agrees: {where}, within one saved checkpoint of the patching emergence at {point['revision']}."
-        if out["coincides"] else
-        f"The attention-pattern evidence does NOT line up: {where}, while patching emerges at {point['revision']}."
+        f"The attention-pattern evidence agrees: {where}, within one doubling of the patching headline's first crossing "
+        f"at {point['revision']}." if out["coincides"] else
+        f"The attention-pattern evidence does NOT line up: {where}, while the patching headline first crosses at {point['revision']}."
     )  # fmt: skip
     return out
-
-
-def _describe_contrast(task: Task, name: str) -> str:
-    base = name.rsplit("/", 1)[-1]
-    c = next(c for c in task.contrasts if c.name == base)
-    return f"{name} ({c.plus} - {c.minus}, {c.metric.replace('_', ' ')})"
-
-
-def verdict(summary: dict, task: Task) -> str:
-    """A short plain-language answer, with the caveats that matter."""
-    q = summary["quality"]
-    caveats = []
-    if q["failed_revisions"]:
-        caveats.append(f"{len(q['failed_revisions'])} revisions failed: " + ", ".join(f["revision"] for f in q["failed_revisions"]) + ".")
-    if q["duplicate_revisions"]:
-        caveats.append("Identical weights: " + "; ".join(" = ".join(g) for g in q["duplicate_revisions"]) + " (left out).")
-    if summary["usable_checkpoints"] == 0:
-        return " ".join(["No usable checkpoint: every revision failed or was a duplicate; nothing can be said.", *caveats])
-    parts = []
-    headline_results = [(k, r) for k, r in summary["results"].items() if r["contrast"].rsplit("/", 1)[-1] == task.headline.name]
-    for key, res in headline_results:  # the headline contrast, for each method (the others: summary.json, plots)
-        label = _describe_contrast(task, res["contrast"])
-        strong, weak = res["levels"][0], res["levels"][2]
-        point = res["emergence_point"]
-        if point:
-            parts.append(
-                f"{label} emerges at {point['revision']} (step {point['step']:,}"
-                + (f", {100 * point['fraction']:.1f}% of training" if point["fraction"] is not None else "")
-                + f"): first above the strong level {strong:g} ({point['value']:+.2f}); {res['emergence_type']} emergence, "
-                f"{res['shape']['shape']} rise; {res['hypothesis']}."
-            )
-        else:
-            final, klass = res["final_value"], res["final_class"]
-            described = f"below the weak level {weak:g}" if klass == "none" else f"{klass}"
-            parts.append(f"No emergence of {label}: it never exceeds the strong level {strong:g} (final {final:+.2f}, {described}).")
-        if not res["monotonic"] and res["events"]:
-            parts.append("It is not monotonic: " + ", ".join(f"{e['event']} at step {e['step']:,}" for e in res["events"]) + ".")
-        elif not res["monotonic"]:
-            parts.append(f"It is not monotonic: it falls back by more than {weak:g} after a rise, below the strong level.")
-    if summary["null_p_at_final"] is not None:
-        beats = "stands" if summary["group_beats_null_at_final"] else "does not stand"
-        parts.append(f"At the final checkpoint the {task.headline.plus} group {beats} out of the random head sets (null p = {summary['null_p_at_final']:.2f}).")
-    if summary.get("evidence"):
-        parts.append(summary["evidence"]["statement"])
-    if q["intervals_too_wide"]:
-        parts.append(
-            f"Intervals are too wide to call it at {len(q['intervals_too_wide'])} of {summary['usable_checkpoints']} "
-            f"checkpoints (headline interval wider than {task.headline.threshold:g} or missing: too few distinct prompts)."
-        )
-    return " ".join(parts + caveats)
 
 
 # -- figures ---------------------------------------------------------------------------------------------
@@ -296,22 +297,24 @@ def headline_figure(frame: pl.DataFrame, summary: dict, task: Task) -> go.Figure
     same_units = [(key, res) for key, res in summary["results"].items() if res["metric"] == task.headline.metric]
     for i, (key, res) in enumerate(same_units):  # contrasts on the headline's metric: one axis, one unit
         color = PALETTE[i % len(PALETTE)]
-        name = _describe_contrast(task, res["contrast"]) + ", band: 95% interval"
+        name = verdicts.describe_contrast(task, res) + ", band: 95% interval"
         _band(fig, x, _column(ok, f"{key}_ci_low"), _column(ok, f"{key}_ci_high"), color, f"{res['contrast']}: 95% bootstrap interval", opacity=0.18 if i == 0 else 0.1)
         fig.add_trace(go.Scatter(x=x, y=_column(ok, key), mode="lines+markers", name=name, text=ok["revision"].to_list(),
                                  line={"color": color, "width": 3 if i == 0 else 2, "dash": line_style(i)[0]}, marker={"symbol": line_style(i)[1]},
                                  hovertemplate="%{text}<br>%{y:.3f}<extra>" + res["contrast"] + "</extra>"))  # fmt: skip
-    dup = ok.filter(pl.col("duplicate_of").is_not_null())
+    dup = ok.filter(~pl.col("analysed"))
     if len(dup):
-        fig.add_trace(go.Scatter(x=_x(dup), y=_column(dup, summary["headline"]), mode="markers", name="duplicate weights (excluded)",
+        fig.add_trace(go.Scatter(x=_x(dup), y=_column(dup, summary["headline"]), mode="markers", name="identical weights (left out)",
                                  marker={"symbol": "x", "size": 12, "color": "black"}))  # fmt: skip
     for level, name in zip(task.headline.levels, ("strong", "moderate", "weak")):
         for sign in (1, -1):
             fig.add_hline(y=sign * level, line={"dash": "dash", "color": "#999" if sign > 0 else "#ccc", "width": 1},
                           annotation_text=f"{name} ({sign * level:+g})", annotation_position="right")  # fmt: skip
     point = summary["emergence_point"]
-    if point:
-        fig.add_trace(_vertical(point["step"], -1.0, 1.0, f"emergence: {point['revision']}"))
+    if point:  # the marker spans the drawn values and levels, in the headline's own unit
+        drawn = [v for key, _ in same_units for v in _column(ok, key) + _column(ok, f"{key}_ci_low") + _column(ok, f"{key}_ci_high") if v is not None]
+        span = max([abs(v) for v in drawn] + [task.headline.threshold])
+        fig.add_trace(_vertical(point["step"], -span, span, f"first above the strong level: {point['revision']}"))
     metric = task.headline.metric.replace("_", " ")
     fig.update_layout(title=f"{task.headline.name} = {task.headline.plus} - {task.headline.minus} ({metric}) over training",
                       template="plotly_white", xaxis={"type": "log", "title": "training step (log; step 0 drawn at 1)"},
@@ -322,7 +325,7 @@ def headline_figure(frame: pl.DataFrame, summary: dict, task: Task) -> go.Figure
     return fig
 
 
-def rates_figure(frame: pl.DataFrame, kinds: dict[str, str], colors: dict[str, str]) -> go.Figure:
+def rates_figure(frame: pl.DataFrame, shown: list[str], colors: dict[str, str]) -> go.Figure:
     """Success rate and log-prob difference of baseline, clean, each group and all heads, with intervals
     and the null band; lines that would hide each other are drawn with distinct dashes and markers."""
     ok = frame.filter(pl.col("status") == "ok")
@@ -333,7 +336,6 @@ def rates_figure(frame: pl.DataFrame, kinds: dict[str, str], colors: dict[str, s
         null = {"color": "#444444", "name": "null: random head sets (5-95%)", "opacity": 0.12, "group": "null"}
         named = _band(fig, x, _column(ok, "null/success_rate_q05"), _column(ok, "null/success_rate_q95"), row=1, col=1, legend=True, **null)
         _band(fig, x, _column(ok, "null/logprob_diff_q05"), _column(ok, "null/logprob_diff_q95"), row=1, col=2, legend=not named, **null)
-    shown = [n for n, k in kinds.items() if k in SHOWN_KINDS and "/" not in n]
     for i, name in enumerate(shown):
         if f"{name}/success_rate" not in ok.columns:
             continue
@@ -358,7 +360,7 @@ def detail_figure(frame: pl.DataFrame, summary: dict, task: Task, colors: dict[s
     """The checkpoints around the emergence point: the headline with its interval, and the log-prob
     differences of the contrast's two sides and the baseline."""
     point = summary["emergence_point"]
-    ok = frame.filter((pl.col("status") == "ok") & pl.col("duplicate_of").is_null())
+    ok = frame.filter(pl.col("analysed"))
     if not point or not len(ok):
         return None
     key = summary["headline"]
@@ -381,23 +383,29 @@ def detail_figure(frame: pl.DataFrame, summary: dict, task: Task, colors: dict[s
     return fig
 
 
-def heatmap_figure(frame: pl.DataFrame, kinds: dict[str, str]) -> go.Figure | None:
+def heatmap_figure(frame: pl.DataFrame, long: pl.DataFrame) -> go.Figure | None:
     """Each single head's change in log-prob difference over the baseline, per checkpoint. The colour scale
     is symmetric and at least as wide as the null band, so a change no bigger than random head sets make
-    shows as (almost) no colour."""
+    shows as (almost) no colour. Heads are read from the long table's layer and head columns."""
     ok = frame.filter(pl.col("status") == "ok")
-    heads = [n for n, k in kinds.items() if k == "head" and f"{n}/logprob_diff" in ok.columns]
-    if not heads:
+    single = long.filter((pl.col("kind") == "head") & (pl.col("metric") == "logprob_diff"))
+    if not len(single):
         return None
-    baseline = _column(ok, "baseline/logprob_diff")
-    z = [[(v - b) if v is not None and b is not None else None for v, b in zip(_column(ok, f"{h}/logprob_diff"), baseline)] for h in heads]
-    decoded = all(f"{h}/success_rate" in ok.columns for h in heads)  # single heads are teacher-forced in a sweep
-    rates = [_column(ok, f"{h}/success_rate") for h in heads] if decoded else None
+    baseline = long.filter((pl.col("kind") == "baseline") & (pl.col("metric") == "logprob_diff")).select("revision", pl.col("value").alias("base"))
+    delta = single.join(baseline, on="revision", how="left").with_columns((pl.col("value") - pl.col("base")).alias("delta"))
+    rates = long.filter((pl.col("kind") == "head") & (pl.col("metric") == "success_rate")).select("revision", "layer", "head", pl.col("value").alias("rate"))
+    delta = delta.join(rates, on=["revision", "layer", "head"], how="left")
+    revisions = ok["revision"].to_list()
+    heads = delta.select("layer", "head").unique().sort("layer", "head").rows()
+    cell = {(r["revision"], r["layer"], r["head"]): r for r in delta.iter_rows(named=True)}
+    z = [[cell.get((rev, layer, head), {}).get("delta") for rev in revisions] for layer, head in heads]
+    decoded = len(rates) > 0  # single heads are teacher-forced in a sweep
+    custom = [[cell.get((rev, layer, head), {}).get("rate") for rev in revisions] for layer, head in heads] if decoded else None
     widths = [hi - lo for lo, hi in zip(_column(ok, "null/logprob_diff_q05"), _column(ok, "null/logprob_diff_q95")) if None not in (lo, hi)]
     lim = max([abs(v) for row in z for v in row if v is not None] + widths + [0.1])
     fig = go.Figure(go.Heatmap(
-        z=z, x=ok["revision"].to_list(), y=[f"layer {int(h[1:3])} head {int(h[4:])}" for h in heads], colorscale="RdBu", zmid=0,
-        zmin=-lim, zmax=lim, customdata=rates, colorbar={"title": "Δ log-prob<br>vs baseline<br>(nats)"},
+        z=z, x=revisions, y=[f"layer {layer} head {head}" for layer, head in heads], colorscale="RdBu", zmid=0,
+        zmin=-lim, zmax=lim, customdata=custom, colorbar={"title": "Δ log-prob<br>vs baseline<br>(nats)"},
         hovertemplate="%{y} at %{x}<br>Δ log-prob %{z:.3f}" + ("<br>success rate %{customdata:.2f}" if decoded else "") + "<extra></extra>",
     ))  # fmt: skip
     fig.update_layout(title=f"Each head patched alone: change in answer log-prob difference over the corrupted baseline "
@@ -439,7 +447,7 @@ def context_tables(records: list[dict], task: Task, config: SweepConfig) -> list
     return tables
 
 
-def evidence_figures(frame: pl.DataFrame, summary: dict) -> list[go.Figure]:
+def evidence_figures(frame: pl.DataFrame, long: pl.DataFrame, summary: dict) -> list[go.Figure]:
     """The second line of evidence over training: the in-context-learning score and the strongest heads'
     induction and previous-token scores as curves, and each head's induction score as a heatmap."""
     ok = frame.filter(pl.col("status") == "ok")
@@ -458,18 +466,21 @@ def evidence_figures(frame: pl.DataFrame, summary: dict) -> list[go.Figure]:
     point = summary["emergence_point"]
     if point:
         icl = [v for v in _column(ok, "evidence/icl_score") if v is not None]
-        fig.add_trace(_vertical(point["step"], min(icl + [0.0]), max(icl + [0.0]), f"patching emergence: {point['revision']}"), row=1, col=1)
-        fig.add_trace(_vertical(point["step"], 0.0, 1.0, f"patching emergence: {point['revision']}", legend=False), row=1, col=2)
+        fig.add_trace(_vertical(point["step"], min(icl + [0.0]), max(icl + [0.0]), f"patching headline first above its strong level: {point['revision']}"), row=1, col=1)
+        fig.add_trace(_vertical(point["step"], 0.0, 1.0, f"patching headline first above its strong level: {point['revision']}", legend=False), row=1, col=2)
     fig.update_xaxes(type="log", title="training step (log; green: the patching emergence)")
     fig.update_yaxes(range=[-0.05, 1.05], row=1, col=2)
     fig.update_layout(title="Second line of evidence: in-context learning and attention patterns on repeated random tokens",
                       template="plotly_white", height=420, legend={"orientation": "h", "y": -0.25})  # fmt: skip
-    heads = sorted(k.removeprefix("evidence/induction/") for k in ok.columns if k.startswith("evidence/induction/"))
-    if not heads:
+    induction = long.filter((pl.col("kind") == "evidence") & (pl.col("metric") == "induction"))
+    if not len(induction):
         return [fig]
-    z = [_column(ok, f"evidence/induction/{h}") for h in heads]
+    revisions = ok["revision"].to_list()
+    heads = induction.select("layer", "head").unique().sort("layer", "head").rows()
+    cell = {(r["revision"], r["layer"], r["head"]): r["value"] for r in induction.iter_rows(named=True)}
+    z = [[cell.get((rev, layer, head)) for rev in revisions] for layer, head in heads]
     heat = go.Figure(go.Heatmap(
-        z=z, x=ok["revision"].to_list(), y=[f"layer {int(h[1:3])} head {int(h[4:])}" for h in heads], colorscale="Viridis",
+        z=z, x=revisions, y=[f"layer {layer} head {head}" for layer, head in heads], colorscale="Viridis",
         zmin=0, zmax=1, colorbar={"title": "induction<br>score"}, hovertemplate="%{y} at %{x}<br>induction score %{z:.2f}<extra></extra>",
     ))  # fmt: skip
     heat.update_layout(title="Each head's induction (prefix-matching) score over training: 0 = never on the pattern, 1 = always",
@@ -508,7 +519,8 @@ class Report:
     html_path: Path
     summary: dict
     verdict: str
-    frame: pl.DataFrame
+    frame: pl.DataFrame  # one row per checkpoint (results.parquet)
+    long: pl.DataFrame  # one row per number (long.parquet, records.long_table)
 
 
 def build_report(
@@ -527,26 +539,22 @@ def build_report(
     records = reader.load_records(parent)
     if not records:
         raise TrackingStoreError(f"sweep {parent} has no checkpoint records yet: run or resume it first")
-    frame = timeline(records, final_step)
-    final_step = final_step or _published_final_step(config) or (frame["step"].max() if len(frame) else None)
-    if final_step is not None and len(frame):
-        frame = frame.with_columns((pl.col("step") / final_step).alias("fraction"))
-    methods = list(config.methods(task.align))
-    summary = summarize(frame, task, final_step, methods)
+    published = reader.published(parent) or _published_now(config)
+    summary, frame, long = reduce(records, task, config, published, final_step)
     summary |= {"sweep": parent, "config": config.to_dict(), "experiment": experiment_name(config.model, task.name)}
+    final_step = summary["final_step"]
     folder = Path(reports_dir) / _safe(summary["experiment"]) / parent
     folder.mkdir(parents=True, exist_ok=True)
     frame.write_parquet(folder / "results.parquet")
+    long.write_parquet(folder / "long.parquet")
     (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
-    kinds = condition_kinds(records)
-    colors = colors_for([n for n, k in kinds.items() if k in SHOWN_KINDS])
-    figures = [f for f in (headline_figure(frame, summary, task), rates_figure(frame, kinds, colors),
-                           detail_figure(frame, summary, task, colors), heatmap_figure(frame, kinds)) if f]  # fmt: skip
-    figures += evidence_figures(frame, summary)
-    problems = [{"revision": f["revision"], "problem": f["error"]} for f in summary["quality"]["failed_revisions"]]
-    problems += [{"revision": " = ".join(g), "problem": "identical weight files (excluded from emergence detection)"} for g in summary["quality"]["duplicate_revisions"]]
+    shown = drawn_conditions(records)
+    colors = colors_for(shown)
+    figures = [f for f in (headline_figure(frame, summary, task), rates_figure(frame, shown, colors),
+                           detail_figure(frame, summary, task, colors), heatmap_figure(frame, long)) if f]  # fmt: skip
+    figures += evidence_figures(frame, long, summary)
+    problems = [{"revision": r["revision"], "problem": r["excluded_because"]} for r in frame.filter(~pl.col("analysed")).iter_rows(named=True)]
     key = summary["headline"]
-    shown = [n for n, k in kinds.items() if k in SHOWN_KINDS and "/" not in n]
     columns = {"revision": "revision", "step": "step", "status": "status", key: task.headline.name,
                f"{key}_ci_low": "interval low", f"{key}_ci_high": "interval high",
                **{f"{n}/success_rate": f"{n}: success" for n in shown}}  # fmt: skip
@@ -572,18 +580,36 @@ def build_report(
         if summary["emergence_point"]:
             metrics["emergence_step"] = summary["emergence_point"]["step"]
             metrics["emergence_fraction"] = summary["emergence_point"]["fraction"]
+        interval = summary["emergence_step_interval"] or {}
+        metrics["emergence_step_low"], metrics["emergence_step_high"] = interval.get("low"), interval.get("high")
+        metrics["emergence_resamples_crossing"] = interval.get("share_emerging")
         recorder.log_summary(parent, metrics, summary["verdict"])
-    return Report(folder, html_path.resolve(), summary, summary["verdict"], frame)
+    return Report(folder, html_path.resolve(), summary, summary["verdict"], frame, long)
 
 
-def _published_final_step(config: SweepConfig) -> int | None:
+def reduce(records: list[dict], task: Task, config: SweepConfig, published: list[Checkpoint] | None,
+           final_step: int | None = None) -> tuple[dict, pl.DataFrame, pl.DataFrame]:  # fmt: skip
+    """A sweep's records -> (summary, timeline, long table), by the one rule for each policy: where training
+    ends (checkpoints.final_step: the published list, else the last ok record), which revisions are one
+    checkpoint (checkpoints.identical_weights), and which null test a verdict cites (scoring.null_test)."""
+    ok = [r for r in records if r.get("status") == "ok"]
+    final_step = final_step or end_of_training(published, [r.get("step") for r in ok])
+    final_revision = published[-1].revision if published else (max(ok, key=lambda r: r.get("step") or -1)["revision"] if ok else None)
+    digests = {r["revision"]: r.get("weights_digest") for r in records if r.get("status") in ("ok", "duplicate")}
+    twins = identical_weights(digests, final_revision)
+    frame = timeline(records, final_step, twins)
+    summary = summarize(frame, records, task, final_step, list(config.methods(task.align)), twins, config.bootstrap_resamples, config.seed)
+    return summary, frame, long_table(records)
+
+
+def _published_now(config: SweepConfig) -> list[Checkpoint] | None:
+    """The published revisions from the Hub (or the local cache offline), for a sweep saved without them."""
     from pythia_sweep.checkpoints import published_revisions
 
     try:
-        published = published_revisions(config.model)
-    except Exception:  # noqa: BLE001 - offline and uncached: fall back to the last swept step
+        return published_revisions(config.model)
+    except Exception:  # noqa: BLE001 - offline and uncached: final_step falls back to the last ok record
         return None
-    return published[-1].step if published else None
 
 
 def _safe(name: str) -> str:
@@ -603,7 +629,8 @@ def compare_sweeps(sweeps: list[str], *, tracking_uri: str | None = None, out: s
     for sweep in sweeps:
         parent = reader.find_sweep(sweep)
         config, task = reader.sweep_config(parent), reader.sweep_task(parent)
-        frame = timeline(reader.load_records(parent)).filter(pl.col("status") == "ok")
+        summary, frame, _ = reduce(reader.load_records(parent), task, config, reader.published(parent))
+        frame = frame.filter(pl.col("analysed"))
         label = f"{config.label(task.name)} ({parent[:8]})"
         for m, method in enumerate(config.methods(task.align)):
             name = task.headline.name if m == 0 else f"{method}/{task.headline.name}"

@@ -21,7 +21,7 @@ from scipy import stats
 
 MEAN_METRICS = ("logprob_diff", "prob_diff")  # per-row numbers averaged over prompts
 CONTRAST_METRICS = ("success_rate", "logprob_diff", "prob_diff")
-NULL_METRICS = ("success_rate", "logprob_diff")
+NULL_METRICS = CONTRAST_METRICS  # the null places a group on whichever metric its headline is taken on
 ROW_KEY = {"success_rate": "success", "logprob_diff": "logprob_diff", "prob_diff": "prob_diff"}
 
 
@@ -157,15 +157,51 @@ def summarize_record(conditions, contrasts, rows: list[dict], resamples: int, se
             entry["value_ci"] = entry[f"{contrast.metric}_ci"]
             contrast_stats[prefix + contrast.name] = entry
     nulls = [c.name for c in conditions if c.kind == "null"]
-    null: dict = {}
+    null: dict = {"k": len(nulls), "groups": {}}
     if nulls:
-        null = {"k": len(nulls), "groups": {}}
+        size = len(next(c for c in conditions if c.kind == "null").heads)
+        null["size"] = size
         for metric in NULL_METRICS:
             values = [condition_stats[n][metric] for n in nulls]
+            if any(v is None for v in values):  # a metric not read for every null set (not decoded): no band
+                continue
             null[metric] = values
             null[f"{metric}_q05"] = float(np.quantile(values, 0.05))
             null[f"{metric}_q95"] = float(np.quantile(values, 0.95))
-        for c in conditions:
-            if c.kind == "group" and c.method == methods[0]:
-                null["groups"][c.name] = {m: null_position(condition_stats[c.name][m], null[m]) for m in NULL_METRICS}
+        for c in conditions:  # only a group of the null sets' size can be placed among them
+            if c.kind == "group" and c.method == methods[0] and len(c.heads) == size:
+                null["groups"][c.name] = {m: null_position(condition_stats[c.name][m], null[m]) for m in NULL_METRICS if m in null}
     return {"conditions": condition_stats, "contrasts": contrast_stats, "null": null}
+
+
+NULL_LEVEL = 0.05  # a group beats the null when p <= this
+
+
+def null_test(null: dict | None, contrast, null_settings: dict | None = None) -> dict:
+    """The one reading of the null control for a verdict: the headline's plus group placed among the random
+    head sets on the headline's own metric. Status "beats" / "does not beat" (p <= NULL_LEVEL or not),
+    "no null possible" (no other set of that size exists in the pool: the group is all of it), "not run"
+    (the sweep drew no null sets), or "not applicable" (the plus side is no group of the null's size)."""
+    null = null or {}
+    metric, group = contrast.metric, contrast.plus
+    out = {"group": group, "metric": metric, "p_value": None, "percentile": None, "k": null.get("k", 0)}
+    possible = (null_settings or {}).get("possible")
+    if not null.get("k"):
+        if possible == 0:
+            return out | {"status": "no null possible",
+                          "statement": f"no null control is possible: no other set of {null_settings.get('size', 'as many')} heads exists "
+                                       f"among {null_settings.get('pool_description', 'the pool')} (the {group} group is all of them; "
+                                       "null_pool = \"all-layers\" in the task draws from every layer)"}  # fmt: skip
+        return out | {"status": "not run", "statement": "the sweep drew no random head sets (null_subsets = 0)"}
+    position = null.get("groups", {}).get(group, {}).get(metric)
+    if position is None or position["p_value"] is None:
+        return out | {"status": "not applicable",
+                      "statement": f"the {group} side is not a group of the null sets' size ({null.get('size')} heads)"}  # fmt: skip
+    p = position["p_value"]
+    status = "beats" if p <= NULL_LEVEL else "does not beat"
+    return out | {
+        "status": status, "p_value": p, "percentile": position["percentile"],
+        "statement": f"the {group} group {'stands' if status == 'beats' else 'does not stand'} out among {null['k']} random "
+                     f"{null['size']}-head sets on {metric.replace('_', ' ')} (null p = {p:.2g}; the smallest possible "
+                     f"with {null['k']} sets is {1 / (null['k'] + 1):.2g})",
+    }  # fmt: skip

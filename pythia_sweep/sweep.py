@@ -19,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import ray
 import torch
@@ -29,9 +29,10 @@ from tqdm import tqdm
 
 from pythia_sweep.checkpoints import (
     Checkpoint,
-    earliest_identical,
     fetch,
     fetch_metadata,
+    identical_weights,
+    nearest_published,
     not_published_message,
     published_revisions,
     resolve_schedule,
@@ -141,6 +142,7 @@ class SweepResult:
     skipped: list[str]  # revisions already recorded ok before it (resume)
     failed: list[str]
     log_s: float = 0.0  # driver time spent writing to MLflow
+    errors: dict[str, str] = field(default_factory=dict)  # failed revision -> why, as recorded
 
 
 def worker_count(config: SweepConfig, n_checkpoints: int) -> tuple[int, dict]:
@@ -192,9 +194,14 @@ def run_sweep(
     schedule = resolve_schedule(config.model, config.checkpoints, published)
     available = {c.revision for c in published}
     first = next((c.revision for c in schedule if c.revision in available), published[-1].revision)
-    preflight(config, task, fetch_metadata(config.model, first))  # a bad layer, head or answer: refused now
+    plan, n_prompts = preflight(config, task, fetch_metadata(config.model, first))  # a bad layer, head or answer: refused now
+    unpublished = [c.revision for c in schedule if c.revision not in available]
+    say = print if progress else (lambda *a, **k: None)
+    say(f"task {task.name}: {plan.describe(n_prompts)}; {len(schedule)} checkpoints scheduled", flush=True)
+    for revision in unpublished:
+        say(f"  {revision} is not published by {config.model} ({nearest_published(revision, published)}): recorded as failed", flush=True)
     tracker = SweepRecorder(tracking_uri)  # fails fast if the store is unusable
-    parent = tracker.start_sweep(config, task)
+    parent = tracker.start_sweep(config, task, published)
     done = tracker.recorded_ok(parent)
     skipped = [c.revision for c in schedule if c.revision in done]
     result = SweepResult(parent, tracker.uri, [], skipped, [])
@@ -207,6 +214,7 @@ def run_sweep(
             result.recorded.append(rec["revision"])
             if rec["status"] == "failed":
                 result.failed.append(rec["revision"])
+                result.errors[rec["revision"]] = rec["error"]
 
     for c in schedule:  # unpublished revisions need no worker: their failure record is known now
         if c.revision not in done and c.revision not in available:
@@ -215,11 +223,12 @@ def run_sweep(
             record(rec)
     todo = [c.revision for c in schedule if c.revision not in done and c.revision in available]
     weights = weights_of(config.model, [c.revision for c in schedule if c.revision in available]) if todo else {}
-    first_of = earliest_identical(weights.values())
+    twins = identical_weights({r: w.weights_digest for r, w in weights.items()}, published[-1].revision)
+    measured_as = {r: g.measured for g in twins for r in g.members}
     for revision in todo:  # a revision serving another's weights is recorded as its duplicate, never downloaded
-        if first_of.get(revision, revision) != revision:
-            record(duplicate_record(base_record(config, task, revision), weights[revision], first_of[revision]))
-    queue = deque(r for r in todo if first_of.get(r, r) == r)
+        if measured_as.get(revision, revision) != revision:
+            record(duplicate_record(base_record(config, task, revision), weights[revision], measured_as[revision]))
+    queue = deque(r for r in todo if measured_as.get(r, r) == r)
     status = "FAILED"
     bar = tqdm(total=len(queue), desc="checkpoints", unit="ckpt", disable=not progress or not queue)
     try:
@@ -239,12 +248,14 @@ def run_sweep(
     finally:
         bar.close()
         tracker.finish_sweep(parent, status)
+    for revision, error in result.errors.items():
+        say(f"  {revision} failed: {error}", flush=True)
     return result
 
 
 def duplicate_record(record: dict, weights, original: str) -> dict:
-    """The record of a revision whose weight files are byte-identical to an earlier one's (by the Hub's
-    LFS sha256): not measured, left out of emergence detection, reported as a duplicate."""
+    """The record of a revision whose weight files are byte-identical to the measured one's (by the Hub's
+    LFS sha256; which one is measured is `identical_weights`'s rule): not measured, reported as a duplicate."""
     return record | {
         "status": "duplicate", "duplicate_of": [original], "commit": weights.commit,
         "weight_sha256": weights.weight_sha256, "weights_digest": weights.weights_digest,

@@ -26,6 +26,7 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from tqdm import tqdm
 
+from pythia_sweep.checkpoints import Checkpoint
 from pythia_sweep.config import SweepConfig, config_from_dict
 from pythia_sweep.errors import PythiaSweepError
 from pythia_sweep.tasks import Task, task_from_dict
@@ -57,11 +58,17 @@ def _ci(metrics: dict, key: str, interval) -> None:
         metrics[f"{key}_ci_low"], metrics[f"{key}_ci_high"] = interval
 
 
-def flatten(record: dict) -> dict[str, float]:
+def flatten(record: dict, compared_only: bool = False) -> dict[str, float]:
     """Every number of an ok record under one name: '<condition>/<metric>', '<contrast>/<metric>',
-    'null/<metric>_q05', 'null/<group>/<metric>_p', 'time/<stage>', each interval as _ci_low/_ci_high."""
+    'null/<metric>_q05', 'null/<group>/<metric>_p', 'time/<stage>', each interval as _ci_low/_ci_high.
+
+    `compared_only`: the part a person compares across runs in the UI (rates, differences, contrasts, their
+    intervals, the null's band and p-values, timings), chosen by each condition's kind, not by its name: single
+    heads, null sets and per-head evidence stay in the record, the parquet and the long table."""
     metrics: dict[str, float] = {}
     for name, c in record.get("conditions", {}).items():
+        if compared_only and c.get("kind") not in COMPARED_KINDS:
+            continue
         for metric in CONDITION_METRICS:
             if c.get(metric) is not None:
                 metrics[f"{name}/{metric}"] = c[metric]
@@ -85,19 +92,14 @@ def flatten(record: dict) -> dict[str, float]:
         for score in ("induction", "previous_token"):
             table = evidence[score]
             metrics[f"evidence/{score}_max"] = max(max(row) for row in table)
+            if compared_only:
+                continue
             for layer, row in enumerate(table):
                 for head, value in enumerate(row):
                     metrics[f"evidence/{score}/L{layer:02d}H{head:02d}"] = value
     for key, value in record.get("timings", {}).items():
         metrics[f"time/{key}"] = value
     return {k: float(v) for k, v in metrics.items() if v is not None}
-
-
-def compared_metrics(record: dict, flat: dict[str, float]) -> dict[str, float]:
-    """The part of `flat` a person compares across runs: rates, differences, contrasts, their intervals,
-    the null's band and p-values, timings; not the single-head and null-set numbers."""
-    hidden = {name for name, c in record.get("conditions", {}).items() if c.get("kind") not in COMPARED_KINDS}
-    return {k: v for k, v in flat.items() if k.rsplit("/", 1)[0] not in hidden and not k.startswith(("evidence/induction/", "evidence/previous_token/"))}
 
 
 def responses_text(record: dict) -> str:
@@ -212,13 +214,15 @@ class _Store:
 class SweepRecorder(_Store):
     """What the sweep's driver writes: the parent run, one child run per checkpoint, the report."""
 
-    def start_sweep(self, config: SweepConfig, task: Task) -> str:
-        """The parent run of this config's sweep: the existing one (resumed) or a new one."""
+    def start_sweep(self, config: SweepConfig, task: Task, published: list[Checkpoint] | None = None) -> str:
+        """The parent run of this config's sweep: the existing one (resumed) or a new one. The revisions the
+        Hub published are saved with it, so the report knows where training ends without asking the Hub."""
         exp = self.experiment_id(experiment_name(config.model, task.name))
         run_id = self.existing_sweep(config, task)
         if run_id:
             self.client.update_run(run_id, status="RUNNING")
             self.client.set_tag(run_id, "resumed_at", time.strftime("%Y-%m-%d %H:%M:%S"))
+            self._mark_active(run_id, published)
             return run_id
         tags = {"kind": "sweep", "sweep_id": config.sweep_id(task.digest), "model": config.model, "task": task.name}
         run = self.client.create_run(exp, run_name=config.label(task.name), tags=tags)
@@ -226,7 +230,14 @@ class SweepRecorder(_Store):
         self.client.log_batch(run.info.run_id, params=params + [Param("task_digest", task.digest)])
         self.client.log_dict(run.info.run_id, config.to_dict(), "config.json")
         self.client.log_dict(run.info.run_id, {"source": task.source, "data": task.data}, "task.json")
+        self._mark_active(run.info.run_id, published)
         return run.info.run_id
+
+    def _mark_active(self, run_id: str, published: list[Checkpoint] | None) -> None:
+        """`last_active` (sortable text) makes "the latest sweep" the one last run or resumed (by refine too)."""
+        self.client.set_tag(run_id, "last_active", f"{time.time():017.6f}")
+        if published:
+            self.client.log_dict(run_id, [{"revision": c.revision, "step": c.step} for c in published], "published.json")
 
     def finish_sweep(self, parent: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(parent, status=status)
@@ -239,8 +250,7 @@ class SweepRecorder(_Store):
         """Log one checkpoint's record as a child run; returns its id, or None if already recorded ok.
 
         A previous failed result for the same revision is deleted when the new one lands, so each
-        checkpoint has exactly one result in the sweep. The record given is not changed: what recording
-        learns (identical weights elsewhere in the sweep) goes into the logged copy.
+        checkpoint has exactly one result in the sweep.
         """
         revision = record["revision"]
         siblings = self.checkpoint_runs(parent)  # one listing serves the idempotency and duplicate checks
@@ -259,17 +269,9 @@ class SweepRecorder(_Store):
         }
         if record.get("error"):
             tags["error"] = record["error"][:5000]
-        twins = sorted(
-            r.data.tags["revision"] for r in siblings
-            if record.get("weights_digest") and r.data.tags.get("weights_digest") == record["weights_digest"]
-            and r.data.tags.get("revision") != revision and r.data.tags.get("checkpoint_status") != "duplicate"
-        )  # fmt: skip
-        if twins and not record.get("duplicate_of"):  # identical weight files: a checkpoint served under two names
-            tags["duplicate_of"] = ",".join(twins)
-            record = {**record, "duplicate_of": twins}
-        elif record.get("duplicate_of"):
+        if record.get("duplicate_of"):  # which revisions are one checkpoint is checkpoints.identical_weights' rule
             tags["duplicate_of"] = ",".join(record["duplicate_of"])
-        metrics = compared_metrics(record, flatten(record)) if record["status"] == "ok" else {}
+        metrics = flatten(record, compared_only=True) if record["status"] == "ok" else {}
         if record["step"] is not None:
             metrics["training_step"] = float(record["step"])  # numeric: the runs table sorts by it
         run_name = f"step{record['step']:07d}" if record["step"] is not None else revision  # sorts as text too
@@ -320,7 +322,8 @@ class SweepReader(_Store):
                 pass
         exps = [e.experiment_id for e in self.client.search_experiments()]
         if not sweep:  # the latest sweep that has checkpoint records (one stopped before any is skipped)
-            for run in self.client.search_runs(exps, "tags.kind = 'sweep'", order_by=["attributes.start_time DESC"], max_results=50):
+            runs = self.client.search_runs(exps, "tags.kind = 'sweep'", order_by=["attributes.start_time DESC"], max_results=50)
+            for run in sorted(runs, key=lambda r: r.data.tags.get("last_active", ""), reverse=True):  # last run or resumed
                 if self.checkpoint_runs(run.info.run_id):
                     return run.info.run_id
             raise TrackingStoreError(f"no sweep with checkpoint records in tracking store {self.uri}")
@@ -340,6 +343,14 @@ class SweepReader(_Store):
         """The task exactly as the sweep ran it (its content saved with the run, not today's file)."""
         saved = json.loads(Path(self.client.download_artifacts(parent, "task.json")).read_text())
         return task_from_dict(saved["data"], saved["source"])
+
+    def published(self, parent: str) -> list[Checkpoint] | None:
+        """The revisions the Hub published when the sweep last ran (None for a sweep saved before they were)."""
+        try:
+            path = self.client.download_artifacts(parent, "published.json")
+        except Exception:  # noqa: BLE001 - an older sweep without the list
+            return None
+        return [Checkpoint(c["revision"], c["step"]) for c in json.loads(Path(path).read_text())]
 
     def load_records(self, parent: str) -> list[dict]:
         """Every checkpoint record of a sweep (one per revision), ordered by training step."""

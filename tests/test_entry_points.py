@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -32,4 +34,26 @@ def test_bad_config_value_is_one_clear_line(tmp_path):
     bad.write_text('model = "EleutherAI/pythia-160m"\nsite = "residual"\n')
     done = run(["jobs.sweep", str(bad)])
     assert done.returncode == 2
-    assert done.stderr.strip() == "error: site='residual' is not valid: one of head, post-projection"
+    assert done.stderr.strip() == f"error: {bad}: site='residual' is not valid: one of head, post-projection"  # the file is named
+
+
+@pytest.mark.slow
+def test_the_terminal_says_what_a_checkpoint_runs_names_unpublished_revisions_and_why_each_failed(hub_cache, tmp_path):
+    """Issue 19, case 4: `--checkpoints step1,step999`: step999 is named at start with its published neighbours and
+    its reason is printed when the sweep ends; the report's final step stays the family's last published one."""
+    import json
+
+    from conftest import NEOX_REPO
+
+    done = subprocess.run([sys.executable, "-m", "jobs.sweep", "jobs/configs/demo.toml", "--model", NEOX_REPO, "--task",
+                           "tasks/decimal-seed.toml", "--checkpoints", "step1,step999", "--workers", "1",
+                           "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--reports-dir", str(tmp_path / "reports")],
+                          cwd=REPO, env={**os.environ, "HF_HUB_CACHE": hub_cache}, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    assert "task decimal-seed: 1 prompt x " in out and " rows per checkpoint (" in out and "2 checkpoints scheduled" in out
+    start = f"step999 is not published by {NEOX_REPO} (nearest published: step4 before, step1000 after): recorded as failed"
+    assert start in out and out.index(start) < out.index("sweep ")
+    assert "step999 failed: RevisionNotPublished: revision 'step999' does not exist" in out
+    summary = json.loads(next((tmp_path / "reports").rglob("summary.json")).read_text())
+    assert summary["final_step"] == 1000  # the published list's end, saved with the sweep; never the failed step999

@@ -44,13 +44,14 @@ def test_identical_revisions_are_recorded_as_duplicates_without_downloading_them
                  "--task", "tasks/decimal-seed.toml")  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     runs, n = by_revision(store)
-    assert n == 2 and runs["step2"].data.tags["checkpoint_status"] == "ok"
-    assert runs["step4"].data.tags["checkpoint_status"] == "duplicate" and runs["step4"].data.tags["duplicate_of"] == "step2"
+    # step4 is the repo's final revision: the one measurement belongs to it (pythia-2.8b's branches = main, #205)
+    assert n == 2 and runs["step4"].data.tags["checkpoint_status"] == "ok"
+    assert runs["step2"].data.tags["checkpoint_status"] == "duplicate" and runs["step2"].data.tags["duplicate_of"] == "step4"
     weights = [r for r in hub.requests if r.method == "GET" and r.path.endswith(".safetensors")]
-    assert [r.path.split("/")[-2] for r in weights] == [runs["step2"].data.tags["commit"]]  # step4's never fetched
+    assert [r.path.split("/")[-2] for r in weights] == [runs["step4"].data.tags["commit"]]  # step2's never fetched
     size = (tmp_path / "client").rglob("*.safetensors").__next__().stat().st_size
     assert hub.weight_bytes_served() == size  # one set of weights crossed HTTP for two revisions
-    assert re.search(r"checkpoints: 100%\|█+\| 1/1 ", done.stderr), done.stderr[-3000:]  # step2 measured, step4 not queued
+    assert re.search(r"checkpoints: 100%\|█+\| 1/1 ", done.stderr), done.stderr[-3000:]  # step4 measured, step2 not queued
     assert "model.safetensors:" not in done.stderr  # HF_HUB_DISABLE_PROGRESS_BARS=1 (online_env) switches download bars off
 
 

@@ -55,7 +55,7 @@ def browser():
 
 def test_report_outputs(swept):
     uri, result, report, _ = swept
-    assert {p.name for p in report.folder.iterdir()} == {"results.parquet", "summary.json", "report.html"}
+    assert {p.name for p in report.folder.iterdir()} == {"results.parquet", "long.parquet", "summary.json", "report.html"}
     frame = pl.read_parquet(report.folder / "results.parquet")
     assert frame["revision"].to_list() == ["step0", "step1", "step2", "step4", "step1000"]
     summary = json.loads((report.folder / "summary.json").read_text())

@@ -116,9 +116,11 @@ def test_identical_weights_are_flagged_in_records_and_report(hub_cache, tmp_path
     config = SweepConfig(**{**FAST, "model": NEOX_REPO + "-dup"}, checkpoints="all", workers=1)
     result = run_sweep(config, tracking_uri=uri, progress=False)
     runs = {r.data.tags["revision"]: r for r in child_runs(Tracker(uri), result.parent_run_id)}
-    flagged = [r.data.tags.get("duplicate_of") for r in runs.values()]
-    assert sorted(f for f in flagged if f) == ["step2"]  # the later revision is the duplicate of the earlier one
+    flagged = {rev: r.data.tags.get("duplicate_of") for rev, r in runs.items()}
+    assert flagged == {"step2": "step4", "step4": None}  # the measurement belongs to the final revision (pythia #205)
     report = build_report(result.parent_run_id, tracking_uri=uri, reports_dir=tmp_path / "r", log_to_mlflow=False)
-    assert report.summary["quality"]["duplicate_revisions"] == [["step2", "step4"]]
-    assert report.summary["usable_checkpoints"] == 0 and "Identical weights: step2 = step4" in report.verdict
-    assert runs["step4"].data.tags["checkpoint_status"] == "duplicate"  # found from the hashes before any download
+    assert report.summary["quality"]["duplicates"] == [{"members": ["step2", "step4"], "measurement_belongs_to": "step4"}]
+    assert report.summary["usable_checkpoints"] == 1  # the final revision stays in the analysis (it was 0: both dropped)
+    assert "Identical weights: step2 = step4 (measured once, as step4; the others left out)." in report.verdict
+    assert runs["step2"].data.tags["checkpoint_status"] == "duplicate"  # found from the hashes before any download
+    assert runs["step4"].data.tags["checkpoint_status"] == "ok"

@@ -121,7 +121,7 @@ def test_malformed_task_files_are_refused_naming_file_field_value_and_what_is_al
     data = _own() | {"single_token_answers": True}
     data["prompts"]["pairs"][0]["correct"] = [" Parisxylophone"]
     message = _refusal(data)
-    assert "prompts[p0].answers=' Parisxylophone'" in message and "one token of the vocabulary" in message
+    assert "prompts[p0].correct=' Parisxylophone'" in message and "one token of the vocabulary" in message
 
     data = _own()
     data["groups"]["capital_heads"] = [[2, 1], [5, 99]]
@@ -176,3 +176,88 @@ def test_a_task_the_code_has_never_seen_sweeps_with_its_own_names(hub_cache, tmp
     page = report.html_path.read_text()
     assert "When do the capital heads appear?" in page and "capital_heads" in page and "layer 5 head 3" in page
     assert {"capital_gap/logprob_diff", "L02H01/logprob_diff", "L05H07/logprob_diff"} <= set(report.frame.columns)
+
+
+def _decimal() -> dict:
+    import tomllib
+
+    return tomllib.loads((REPO / "tasks" / "decimal-robust.toml").read_text())
+
+
+def _load_refusal(data: dict, source="bad.toml") -> str:
+    """A refusal at load time (no model needed): one line naming the file."""
+    with pytest.raises(ConfigError) as error:
+        task_from_dict(data, source)
+    message = str(error.value)
+    assert "\n" not in message and message.startswith(f"{source}: ")
+    return message
+
+
+def test_case1_an_unknown_key_in_any_table_is_refused_with_a_did_you_mean():
+    """`metirc` inside [[contrasts]] used to default the metric to success_rate with levels [2, 1, 0.5] and a
+    verdict impossible by construction; `cout` inside [prompts] expanded a templates task to 84,000 prompts."""
+    data = _own()
+    data["contrasts"][0]["metirc"] = data["contrasts"][0].pop("metric")
+    assert _load_refusal(data) == ("bad.toml: contrasts[0].metirc='logprob_diff' is not valid: did you mean metric? "
+                                   "a known key here (name, plus, minus, metric, levels)")  # fmt: skip
+    data = _decimal()
+    data["prompts"]["cout"] = 48
+    assert "bad.toml: prompts.cout=48 is not valid: did you mean count? " in _load_refusal(data)
+    for table, key, wrong in (("success", "rule", "rul"), ("hypotheses", "early", "erly")):
+        data = _decimal()
+        data[table][wrong] = data[table].pop(key)
+        assert f"bad.toml: {table}.{wrong}=" in _load_refusal(data) and f"did you mean {key}?" in _load_refusal(data)
+    data = _decimal()
+    data["groups"]["even"] = {"heds": [0, 2]}
+    assert "bad.toml: groups.even.heds=[0, 2] is not valid: did you mean heads?" in _load_refusal(data)
+    data = _decimal()
+    data["groups"]["even"] = {"heads": {"form": 0, "step": 2}}
+    assert "groups.even.heads.form=0 is not valid: did you mean from?" in _load_refusal(data)
+    data = _own()
+    data["prompts"]["pairs"][1]["corect"] = " Rome"
+    assert "prompts.pairs[1].corect=' Rome' is not valid: did you mean correct?" in _load_refusal(data)
+    data = _decimal() | {"layr": 6}
+    assert "bad.toml: layr=6 is not valid: did you mean layer?" in _load_refusal(data)
+
+
+def test_case1_a_templates_task_too_big_without_count_is_refused_naming_its_size():
+    import tomllib
+
+    data = tomllib.loads((REPO / "tasks" / "greater-than.toml").read_text())
+    del data["prompts"]["count"]
+    assert _load_refusal(data) == ("bad.toml: prompts='1 templates x 5432 rows = 5432 prompts' is not valid: at most 2000 prompts "
+                                   "without `count`: set count = N to draw N of them (seeded)")  # fmt: skip
+
+
+def test_case2_levels_the_metric_cannot_reach_or_not_descending_are_refused():
+    data = _decimal()
+    data["contrasts"][0]["levels"] = [2, 1, 0.5]
+    assert "contrasts[0].levels=[2, 1, 0.5] is not valid: a strong level below 1: a contrast of success_rate lies in [-1, 1]" in _load_refusal(data)
+    data["contrasts"][0]["levels"] = [0.1, 0.3, 0.5]
+    assert "levels=[0.1, 0.3, 0.5] is not valid: descending and positive: strong > moderate > weak > 0" in _load_refusal(data)
+    data["contrasts"][0] |= {"metric": "prob_diff", "levels": [2.5, 1, 0.5]}
+    assert "a contrast of prob_diff lies in [-2, 2]" in _load_refusal(data)
+    data["contrasts"][0] |= {"metric": "logprob_diff", "levels": [5, 2, 1]}  # nats: unbounded, accepted
+    assert task_from_dict(data, "ok.toml").headline.levels == (5.0, 2.0, 1.0)
+
+
+def test_case3_colliding_ids_empty_values_and_answer_mistakes_are_refused_by_their_own_field(hub_cache):
+    """A templates `id` pattern that gave one id twice was accepted (the report said "6 of 47" with 48 prompts,
+    and the shipped IOI task merged prompts that differ only in their object)."""
+    data = _decimal()
+    data["prompts"]["id"] = "t{template}-{correct}"  # each number pair appears in both orders: ids collide
+    with pytest.raises(ConfigError, match=r"bad.toml: prompts.id='t0-9.8' is not valid: an id given once \(prompts 0 and 1 share it"):
+        task_from_dict(data, "bad.toml").pairs()
+    data = _own()
+    data["prompts"]["pairs"][1]["id"] = "p0"
+    assert "prompts.pairs[].id='p0' is not valid: an id given once" in _load_refusal(data)
+    data = _decimal()
+    data["prompts"]["values"] = []
+    assert _load_refusal(data) == "bad.toml: prompts.values=[] is not valid: a non-empty list of rows, each a table of named values"
+
+    data = _own()
+    data["prompts"]["pairs"][0]["correct"] = ["Paris"]  # no leading space
+    assert "bad.toml: prompts[p0].correct='Paris' is not valid: write it with its leading space, ' Paris'" in _refusal(data)
+    data = _own()
+    data["prompts"]["pairs"][2]["wrong"] = "Nairobi"
+    assert "bad.toml: prompts[p2].wrong='Nairobi' is not valid: write it with its leading space" in _refusal(data)

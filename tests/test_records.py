@@ -1,0 +1,58 @@
+"""The long table: every number of a record, with identity as columns, so no reader parses a name."""
+
+from types import SimpleNamespace
+
+import polars as pl
+import pytest
+
+from pythia_sweep.config import SweepConfig
+from pythia_sweep.engine import run_checkpoint
+from pythia_sweep.records import SCHEMA, long_table
+from pythia_sweep.tasks import task_from_dict
+
+from conftest import NEOX_REPO
+
+TASK = {
+    "name": "late", "question": "q", "align": "suffix",
+    "prompts": {"kind": "pairs", "pairs": [
+        {"clean": "The capital of France is", "corrupted": "The capital of Spain is", "correct": " Paris", "wrong": " Madrid"},
+        {"clean": "The capital of Italy is", "corrupted": "The capital of Japan is", "correct": " Rome", "wrong": " Tokyo"}]},
+    "groups": {"Late_heads": [[5, 1], [5, 3]], "L_other": [[5, 2], [5, 4]]},
+    "contrasts": [{"name": "gap", "plus": "Late_heads", "minus": "L_other", "metric": "logprob_diff", "levels": [1.0, 0.5, 0.2]}],
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def measured(hub_cache):
+    task = task_from_dict(TASK, "late.toml")
+    config = SweepConfig(model=NEOX_REPO, null_subsets=2, max_new_tokens=2, bootstrap_resamples=100, single_heads=True)
+    record = run_checkpoint(config, "step1000", task=task)
+    assert record["status"] == "ok", record["error"]
+    return record
+
+
+def test_every_number_of_the_record_is_one_row_with_its_identity(measured):
+    long = long_table([measured, {"revision": "step9", "status": "failed"}])  # a failed record has no numbers
+    assert dict(long.schema) == SCHEMA and set(long["revision"]) == {"step1000"}
+    heads = long.filter((pl.col("kind") == "head") & (pl.col("metric") == "logprob_diff"))
+    expected = {tuple(c["heads"][0]): c["logprob_diff"] for c in measured["conditions"].values() if c["kind"] == "head"}
+    assert {(r["layer"], r["head"]): r["value"] for r in heads.iter_rows(named=True)} == expected
+    assert sorted(expected) == [(5, h) for h in range(12)]  # every head of the layer the groups touch
+    groups = long.filter(pl.col("condition").is_in(["Late_heads", "L_other"]))
+    assert set(groups["kind"]) == {"group"} and groups["layer"].is_null().all()  # names that look like heads are groups
+    gap = long.filter((pl.col("kind") == "contrast") & (pl.col("metric") == "logprob_diff")).row(0, named=True)
+    assert gap["condition"] == "gap" and gap["value"] == measured["contrasts"]["gap"]["logprob_diff"]
+    assert (gap["ci_low"], gap["ci_high"]) == tuple(measured["contrasts"]["gap"]["logprob_diff_ci"])
+    induction = long.filter((pl.col("kind") == "evidence") & (pl.col("metric") == "induction"))
+    assert len(induction) == len(measured["evidence"]["induction"]) * len(measured["evidence"]["induction"][0])
+
+
+def test_the_demo_names_carrying_heads_from_the_table_not_from_names(measured):
+    from jobs.demo import carrying_heads
+
+    frame = pl.DataFrame({"revision": ["step1000"], "analysed": [True]})
+    top = carrying_heads(SimpleNamespace(frame=frame, long=long_table([measured])), k=12)
+    base = measured["conditions"]["baseline"]["logprob_diff"]
+    gains = sorted(((tuple(c["heads"][0]), c["logprob_diff"] - base) for c in measured["conditions"].values() if c["kind"] == "head"),
+                   key=lambda g: -g[1])  # fmt: skip
+    assert [((layer, head), pytest.approx(gain)) for layer, head, gain in top] == [(h, pytest.approx(g)) for h, g in gains]
