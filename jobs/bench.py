@@ -203,8 +203,8 @@ def project(repo: str, revisions: list[str], store: str, reports: Path, **settin
     runs = sorted(tracker.checkpoint_runs(result.parent_run_id), key=lambda r: r.info.start_time)
     arrivals = [r.info.start_time / 1000 for r in runs]
     records = tracker.load_records(result.parent_run_id)
-    mean = lambda key: sum(r["timings"].get(key, 0) for r in records) / len(records)  # noqa: E731
-    workers = len({r["worker"]["pid"] for r in records})
+    mean = lambda key: sum(r.timings.get(key, 0) for r in records) / len(records)  # noqa: E731
+    workers = len({r.worker["pid"] for r in records})
     # Warm: the pace once every worker has delivered its first checkpoint (workers finish in step).
     first = min(workers, len(arrivals)) - 1
     warm = (arrivals[-1] - arrivals[first]) / (len(arrivals) - 1 - first) if len(arrivals) - 1 > first else wall
@@ -215,9 +215,9 @@ def project(repo: str, revisions: list[str], store: str, reports: Path, **settin
         "workers": workers,
         "stages": {"fetch": mean("fetch_s"), "load": mean("load_s"), "compute": mean("compute_s"),
                    "wait_for_weights": mean("wait_for_weights_s"), "log": result.log_s / len(revisions)},  # fmt: skip
-        "peak_rss_mb": max(r["worker"]["peak_rss_mb"] for r in records),
-        "threads": records[0]["worker"].get("torch_threads", torch.get_num_threads()),
-        "batch_size": records[0]["settings"]["batch_size"],
+        "peak_rss_mb": max(r.worker["peak_rss_mb"] for r in records),
+        "threads": records[0].worker.get("torch_threads", torch.get_num_threads()),
+        "batch_size": records[0].settings["batch_size"],
         "failed": result.failed,
     }
 

@@ -68,11 +68,11 @@ def main(argv=None) -> int:
     point = summary["emergence_point"]
     if point and point.get("previous_revision"):
         reader = SweepReader(result.tracking_uri)
-        known = {r["revision"]: metric_value(r, task.headline.name) for r in reader.load_records(result.parent_run_id) if r["status"] == "ok"}
+        known = {r.revision: metric_value(r, task.headline.name) for r in reader.load_records(result.parent_run_id) if r.ok}
 
         def measure(revision: str) -> float:
             run_sweep(config.replace(checkpoints=(revision,)), task, tracking_uri=result.tracking_uri, published=published, progress=False)
-            (record,) = [r for r in reader.load_records(result.parent_run_id) if r["revision"] == revision]
+            (record,) = [r for r in reader.load_records(result.parent_run_id) if r.revision == revision]
             return metric_value(record, task.headline.name)
 
         bracket = bisect_emergence(published, known, measure, task.headline.threshold)

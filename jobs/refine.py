@@ -49,21 +49,21 @@ def main(argv=None) -> int:
 
         tracker = SweepReader(args.tracking_uri)
         parent = tracker.existing_sweep(config, task)
-        records = [r for r in tracker.load_records(parent) if r["status"] == "ok"] if parent else []
+        records = [r for r in tracker.load_records(parent) if r.ok] if parent else []
         if not records:
             print(f"error: sweep {parent} has no finished checkpoints: run `python -m jobs.sweep {args.config}` first", file=sys.stderr)
             return 2
         try:
-            known = {r["revision"]: metric_value(r, metric) for r in records}
+            known = {r.revision: metric_value(r, metric) for r in records}
         except ValueError as error:
             parser.error(str(error))
 
         def measure(revision: str) -> float:
             run_sweep(config.replace(checkpoints=(revision,)), task, tracking_uri=tracker.uri, ray_address=args.address,
                       published=published, progress=False)  # fmt: skip
-            (record,) = [r for r in tracker.load_records(parent) if r["revision"] == revision]
-            if record["status"] != "ok":
-                raise PythiaSweepError(f"probe {revision} failed: {record['error']}")
+            (record,) = [r for r in tracker.load_records(parent) if r.revision == revision]
+            if not record.ok:
+                raise PythiaSweepError(f"probe {revision} failed: {record.error}")
             return metric_value(record, metric)
 
         bracket = bisect_emergence(published, known, measure, threshold)

@@ -1,7 +1,7 @@
 """One checkpoint end to end, no Ray: fetch, load, run every condition of a task, score, return a small record.
 
-The record is plain JSON-able data (no tensors): the sweep ships it from a worker to the driver, the
-driver logs it to MLflow, the report reads it back. A checkpoint that cannot be fetched or loaded is a
+The record is a `records.CheckpointRecord`, JSON-able (no tensors): the sweep ships it from a worker to the
+driver, the driver logs it to MLflow, the report reads it back. A checkpoint that cannot be fetched or loaded is a
 record too, with status "failed" and the error text, so a sweep goes on past it.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -26,6 +26,7 @@ from pythia_sweep.config import SweepConfig
 from pythia_sweep.errors import ConfigError, RevisionNotPublished
 from pythia_sweep.evaluation import Condition, evaluate, head_name, make_conditions, null_plan
 from pythia_sweep.patching import attention_layout
+from pythia_sweep.records import CheckpointRecord
 from pythia_sweep.scoring import summarize_record
 from pythia_sweep.tasks import Task, TokenizedPair, load_task
 
@@ -187,20 +188,10 @@ def preflight(config: SweepConfig, task: Task, metadata_path: str) -> tuple[Plan
     return plan, len(pairs)
 
 
-def base_record(config: SweepConfig, task: Task, revision: str) -> dict:
-    return {
-        "model": config.model,
-        "revision": revision,
-        "step": step_of(revision),
-        "sweep_id": config.sweep_id(task.digest),
-        "task": task.describe(),
-        "status": "failed",
-        "error": None,
-        "commit": None,
-        "weight_sha256": {},
-        "weights_digest": None,
-        "timings": {},
-    }
+def base_record(config: SweepConfig, task: Task, revision: str) -> CheckpointRecord:
+    """A checkpoint's record before anything is known of it: status failed, nothing measured."""
+    return CheckpointRecord(model=config.model, revision=revision, step=step_of(revision), sweep_id=config.sweep_id(task.digest),
+                            task=task.describe())  # fmt: skip
 
 
 def run_checkpoint(
@@ -212,7 +203,7 @@ def run_checkpoint(
     cache_dir: str | None = None,
     fetched: FetchedCheckpoint | None = None,
     models: ModelCache | None = None,
-) -> dict:
+) -> CheckpointRecord:
     """Measure one revision on the task (default: the config's task file); returns a full record, or a
     failure record naming what went wrong.
 
@@ -231,7 +222,7 @@ def run_checkpoint(
             if revision not in {c.revision for c in published}:
                 raise RevisionNotPublished(not_published_message(config.model, revision, published))
             fetched = fetch(config.model, revision, cache_dir)
-        record.update(commit=fetched.commit, weight_sha256=fetched.weight_sha256, weights_digest=fetched.weights_digest)
+        record = replace(record, commit=fetched.commit, weight_sha256=fetched.weight_sha256, weights_digest=fetched.weights_digest)
         t1 = time.perf_counter()
         device = pick_device(config.device)
         dtype = pick_dtype(config.dtype, device)
@@ -240,17 +231,13 @@ def run_checkpoint(
     except ConfigError:
         raise
     except Exception as error:  # noqa: BLE001 - a checkpoint's failure is data, the sweep goes on
-        record["error"] = f"{type(error).__name__}: {error}"
-        record["timings"] = {"fetch_s": time.perf_counter() - t0}
-        return record
-    record["timings"] = {"fetch_s": t1 - t0, "load_s": t2 - t1}
-    record.update(measure(config, task, loaded))
-    record["timings"]["compute_s"] = time.perf_counter() - t2
-    return record
+        return replace(record, error=f"{type(error).__name__}: {error}", timings={"fetch_s": time.perf_counter() - t0})
+    measured = measure(config, task, loaded)
+    return replace(record, status="ok", **measured, timings={"fetch_s": t1 - t0, "load_s": t2 - t1, "compute_s": time.perf_counter() - t2})
 
 
 def measure(config: SweepConfig, task: Task, loaded: LoadedModel) -> dict:
-    """Run every condition of the task on a loaded model; the measured part of a record (status "ok")."""
+    """Run every condition of the task on a loaded model; the measured fields of a CheckpointRecord (status "ok")."""
     layout = attention_layout(loaded.model)
     plan = plan_checkpoint(config, task, layout.n_layers, layout.n_heads)
     groups, methods, conditions = plan.groups, plan.methods, plan.conditions
@@ -268,7 +255,6 @@ def measure(config: SweepConfig, task: Task, loaded: LoadedModel) -> dict:
         positions = getattr(loaded.model.config, "max_position_embeddings", 2048)
         evidence = attention_evidence(loaded.model, loaded.tokenizer, n_sequences=8, length=min(16, (positions - 1) // 2), seed=config.seed)
     return {
-        "status": "ok",
         "settings": {
             "groups": {name: [list(h) for h in heads] for name, heads in groups.items()},
             "n_layers": layout.n_layers,

@@ -1,6 +1,8 @@
-"""A sweep's numbers as one long table: a row per (revision, condition or contrast, metric), identity as columns.
+"""The checkpoint record, typed, and a sweep's numbers as one long table, identity as columns.
 
-A checkpoint record (engine.measure) nests its numbers by condition, contrast, null and evidence. Readers that
+`CheckpointRecord` is the one value a checkpoint's result is: the worker builds it, the driver records it, every
+reader reads it. Its numbers nest by condition, contrast, null and evidence (engine.measure); the long table
+flattens them to a row per (revision, condition or contrast, metric). A record its numbers by condition, contrast, null and evidence. Readers that
 select by name would have to parse names back ("L06H03" -> layer 6, head 3; a group called `Late_heads` is then
 mistaken for a head). The long table keeps identity as data instead:
 
@@ -21,9 +23,69 @@ The same table is written beside each report as long.parquet.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 import polars as pl
+
+STATUSES = ("ok", "failed", "duplicate")  # measured; could not be fetched or loaded; identical weights to another
+
+
+@dataclass(frozen=True)
+class CheckpointRecord:
+    """One checkpoint's result: built by the worker (engine.run_checkpoint), recorded by the driver (tracking),
+    read back by everyone (report, refine, the long table). Small and JSON-able: no tensors cross Ray.
+
+    The measured part (status "ok") is scoring.summarize_record's numbers (`conditions`, `contrasts`, `null`),
+    the plan it ran (`settings`), the attention evidence, the prompts and one response row per
+    (condition, prompt). `dataclasses.replace` makes a changed copy: a record is never edited in place."""
+
+    model: str  # Hub repo id
+    revision: str  # the branch measured, e.g. "step1000"
+    step: int | None  # training step from the revision name; None for names without one
+    sweep_id: str  # SweepConfig.sweep_id of the sweep it belongs to
+    task: dict  # Task.describe(): name, question, source, digest
+    status: str = "failed"  # one of STATUSES
+    error: str | None = None  # why it failed, or which revision it duplicates
+    commit: str | None = None  # the git commit the branch pointed to
+    weight_sha256: dict[str, str] = field(default_factory=dict)  # weight file -> sha256
+    weights_digest: str | None = None  # one hash over all weight files: equal digests, identical weights
+    duplicate_of: tuple[str, ...] = ()  # the revision measured in its place (status "duplicate")
+    timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
+    worker: dict | None = None  # host, pid, node, peak memory, threads of the worker that measured it
+    settings: dict = field(default_factory=dict)  # groups, layout, prompts, null plan, methods, batch size, device
+    conditions: dict[str, dict] = field(default_factory=dict)  # condition -> kind, heads, method, metrics, intervals
+    contrasts: dict[str, dict] = field(default_factory=dict)  # contrast -> plus, minus, metric, values, intervals
+    null: dict = field(default_factory=dict)  # the null sets' values, band and each group's placement
+    evidence: dict | None = None  # ICL score, per-head induction and previous-token scores
+    prompts: dict[str, dict] = field(default_factory=dict)  # prompt id -> clean, corrupted, answers
+    responses: list[dict] = field(default_factory=list)  # one row per (condition, prompt)
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"status={self.status!r} is not valid: one of {', '.join(STATUSES)}")
+        object.__setattr__(self, "duplicate_of", tuple(self.duplicate_of or ()))
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self) | {"duplicate_of": list(self.duplicate_of)}
+
+    @classmethod
+    def from_json(cls, data: dict, where: str = "record.json") -> CheckpointRecord:
+        """A record read back from the store; a key the type does not know is refused, never dropped."""
+        unknown = sorted(set(data) - FIELDS)
+        if unknown:
+            raise ValueError(f"{where}: {unknown[0]}={data[unknown[0]]!r} is not valid: a record field ({', '.join(sorted(FIELDS))})")
+        return cls(**{k: v for k, v in data.items() if v is not None or k in NULLABLE})
+
+
+FIELDS = {f.name for f in dataclasses.fields(CheckpointRecord)}
+NULLABLE = {"step", "error", "commit", "weights_digest", "worker", "evidence"}
+
 
 CONDITION_METRICS = ("success_rate", "logprob_diff", "prob_diff", "restoration")
 CONTRAST_METRICS = ("success_rate", "logprob_diff", "prob_diff")
@@ -34,9 +96,9 @@ SCHEMA = {
 }  # fmt: skip
 
 
-def _rows(record: dict) -> Iterable[dict]:
-    base = {"revision": record["revision"], "step": record.get("step")}
-    for name, c in (record.get("conditions") or {}).items():
+def _rows(record: CheckpointRecord) -> Iterable[dict]:
+    base = {"revision": record.revision, "step": record.step}
+    for name, c in record.conditions.items():
         single = c.get("kind") == "head" and len(c.get("heads", [])) == 1
         layer, head = c["heads"][0] if single else (None, None)
         for metric in CONDITION_METRICS:
@@ -45,12 +107,12 @@ def _rows(record: dict) -> Iterable[dict]:
             ci = c.get(f"{metric}_ci") or (None, None)
             yield base | {"method": c.get("method"), "condition": name, "kind": c.get("kind"), "layer": layer, "head": head,
                           "metric": metric, "value": c[metric], "ci_low": ci[0], "ci_high": ci[1]}  # fmt: skip
-    for name, c in (record.get("contrasts") or {}).items():
+    for name, c in record.contrasts.items():
         for metric in CONTRAST_METRICS:
             ci = c.get(f"{metric}_ci") or (None, None)
             yield base | {"method": c.get("method"), "condition": name, "kind": "contrast", "layer": None, "head": None,
                           "metric": metric, "value": c.get(metric), "ci_low": ci[0], "ci_high": ci[1]}  # fmt: skip
-    evidence = record.get("evidence") or {}
+    evidence = record.evidence or {}
     if evidence:
         empty = {"method": None, "kind": "evidence", "ci_low": None, "ci_high": None}
         yield base | empty | {"condition": "icl", "layer": None, "head": None, "metric": "icl_score", "value": evidence["icl_score"]}
@@ -60,16 +122,16 @@ def _rows(record: dict) -> Iterable[dict]:
                     yield base | empty | {"condition": score, "layer": layer, "head": head, "metric": score, "value": value}
 
 
-def long_table(records: Iterable[dict]) -> pl.DataFrame:
+def long_table(records: Iterable[CheckpointRecord]) -> pl.DataFrame:
     """Every number of every ok record, one row each (columns: SCHEMA), in the records' order."""
-    return pl.DataFrame([row for r in records if r.get("status") == "ok" for row in _rows(r)], schema=SCHEMA, orient="row")
+    return pl.DataFrame([row for r in records if r.ok for row in _rows(r)], schema=SCHEMA, orient="row")
 
 
-def per_prompt(record: dict, condition: str, metric: str) -> dict[str, float] | None:
+def per_prompt(record: CheckpointRecord, condition: str, metric: str) -> dict[str, float] | None:
     """Each prompt's value of `metric` under `condition` in one record, by prompt id; None where the
     condition was not decoded (a success rate needs a generation)."""
     key = ROW_KEY[metric]
-    rows = {r["prompt_id"]: r[key] for r in record.get("responses", []) if r["condition"] == condition}
+    rows = {r["prompt_id"]: r[key] for r in record.responses if r["condition"] == condition}
     if not rows or any(v is None for v in rows.values()):
         return None
     return {pid: float(v) for pid, v in rows.items()}

@@ -17,16 +17,16 @@ from pythia_sweep import analysis
 from pythia_sweep.checkpoints import Checkpoint
 
 
-def metric_value(record: dict, metric: str) -> float:
+def metric_value(record, metric: str) -> float:
     """A record's value of `metric`, by the record's own names: a contrast ("strength": its headline
     metric) or any flattened number ("clean/success_rate", "strength/logprob_diff", ...)."""
     from pythia_sweep.tracking import flatten
 
-    if metric in record.get("contrasts", {}):
-        return record["contrasts"][metric]["value"]
+    if metric in record.contrasts:
+        return record.contrasts[metric]["value"]
     flat = flatten(record)
     if metric not in flat:
-        known = sorted(record.get("contrasts", {})) + sorted(k for k in flat if not k.startswith(("time/", "null/")) and "_ci_" not in k)[:12]
+        known = sorted(record.contrasts) + sorted(k for k in flat if not k.startswith(("time/", "null/")) and "_ci_" not in k)[:12]
         raise ValueError(f"metric={metric!r} is not in this sweep's records: use one of {', '.join(known)} ...")
     return flat[metric]
 

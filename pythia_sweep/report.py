@@ -3,9 +3,11 @@
 Every label comes from the sweep's task (its question, groups and contrasts) and every column from the
 records' own names (tracking.flatten): nothing here knows which task it draws.
 
-The reducer reads every checkpoint record of a sweep (finished or partial) back from MLflow, keeps one per
-checkpoint, and orders them by training step. Revisions with identical weights (a public checkpoint served
-twice) are flagged and left out of emergence detection, as are failed ones. The page is self-contained
+The reducer (`reduce`) reads every checkpoint record of a sweep (finished or partial) back from MLflow, keeps
+one per checkpoint, and orders them by training step. Each policy is one function it calls: where training
+ends (checkpoints.final_step), which revisions are one checkpoint and whose the measurement is
+(checkpoints.identical_weights), which null test the verdict cites (scoring.null_test); what the numbers
+support is verdict.py's. A checkpoint not analysed says why (`excluded_because`). The page is self-contained
 (plotly.js embedded) so it opens offline.
 """
 
@@ -28,7 +30,7 @@ from pythia_sweep import verdict as verdicts
 from pythia_sweep.checkpoints import Checkpoint, IdenticalWeights, identical_weights
 from pythia_sweep.checkpoints import final_step as end_of_training
 from pythia_sweep.config import SweepConfig
-from pythia_sweep.records import long_table, per_prompt
+from pythia_sweep.records import CheckpointRecord, long_table, per_prompt
 from pythia_sweep.scoring import null_test
 from pythia_sweep.tasks import Contrast, Task
 from pythia_sweep.tracking import SweepReader, SweepRecorder, TrackingStoreError, experiment_name, flatten
@@ -44,7 +46,7 @@ def colors_for(names: list[str]) -> dict[str, str]:
     return {**FIXED_COLORS, **{n: PALETTE[i % len(PALETTE)] for i, n in enumerate(groups)}}
 
 
-def timeline(records: list[dict], final_step: int | None, twins: list[IdenticalWeights] = ()) -> pl.DataFrame:
+def timeline(records: list[CheckpointRecord], final_step: int | None, twins: list[IdenticalWeights] = ()) -> pl.DataFrame:
     """One row per checkpoint, ordered by step: status, hashes, whether it is analysed (and why not), and every
     number of the record under its flattened name ('<condition>/<metric>', '<contrast>/<metric>', intervals).
 
@@ -60,22 +62,22 @@ def timeline(records: list[dict], final_step: int | None, twins: list[IdenticalW
                 excluded[revision] = f"identical weights to {group.owner}; the measurement belongs to {group.owner}"
     rows = []
     for r in records:
-        step, ok = r.get("step"), r.get("status") == "ok"
-        reason = excluded.get(r["revision"]) or (None if ok else r.get("error") or r.get("status"))
+        step, ok = r.step, r.ok
+        reason = excluded.get(r.revision) or (None if ok else r.error or r.status)
         if ok and step is None:
             reason = "no training step in the revision name"
         row = {
-            "revision": r["revision"],
+            "revision": r.revision,
             "step": step,
             "fraction": step / final_step if final_step and step is not None else None,
-            "status": r.get("status"),
-            "error": r.get("error"),
-            "commit": r.get("commit"),
-            "weights_digest": r.get("weights_digest"),
-            "duplicate_of": next((g.owner or "unknown" for g in twins if r["revision"] in g.members and r["revision"] != g.owner), None),
+            "status": r.status,
+            "error": r.error,
+            "commit": r.commit,
+            "weights_digest": r.weights_digest,
+            "duplicate_of": next((g.owner or "unknown" for g in twins if r.revision in g.members and r.revision != g.owner), None),
             "analysed": ok and reason is None,
             "excluded_because": reason,
-            "n_prompts": (r.get("settings") or {}).get("n_prompts"),
+            "n_prompts": r.settings.get("n_prompts"),
         }
         row |= {k: v for k, v in flatten(r).items() if not k.startswith("time/")}
         rows.append(row)
@@ -83,12 +85,12 @@ def timeline(records: list[dict], final_step: int | None, twins: list[IdenticalW
     return frame.sort("step", nulls_last=True) if len(frame) else frame
 
 
-def drawn_conditions(records: list[dict]) -> list[str]:
+def drawn_conditions(records: list[CheckpointRecord]) -> list[str]:
     """The conditions drawn as lines: baseline, clean, the groups and all heads of the primary method (the one
     the baseline is measured with), by each condition's own kind and method fields."""
     shown: dict[str, None] = {}
     for r in records:
-        conditions = r.get("conditions") or {}
+        conditions = r.conditions
         primary = (conditions.get("baseline") or {}).get("method")
         shown |= {n: None for n, c in conditions.items() if c.get("kind") in SHOWN_KINDS and c.get("method") == primary}
     return list(shown)
@@ -98,12 +100,12 @@ def _column(frame: pl.DataFrame, name: str) -> list:
     return frame[name].to_list() if name in frame.columns else [None] * len(frame)
 
 
-def per_prompt_matrix(records: dict[str, dict], revisions: list[str], contrast: str) -> np.ndarray | None:
+def per_prompt_matrix(records: dict[str, CheckpointRecord], revisions: list[str], contrast: str) -> np.ndarray | None:
     """(checkpoints, prompts): each prompt's contrast value (plus - minus on the contrast's metric) at each
     revision, over the prompts every revision measured; None where a side was not decoded or no prompts are shared."""
     columns = []
     for revision in revisions:
-        c = records[revision]["contrasts"][contrast]
+        c = records[revision].contrasts[contrast]
         plus, minus = (per_prompt(records[revision], c[side], c["metric"]) for side in ("plus", "minus"))
         if plus is None or minus is None:
             return None
@@ -114,7 +116,7 @@ def per_prompt_matrix(records: dict[str, dict], revisions: list[str], contrast: 
     return np.array([[c[pid] for pid in shared] for c in columns])  # (C, P)
 
 
-def series_summary(usable: pl.DataFrame, records: dict[str, dict], contrast_name: str, contrast: Contrast,
+def series_summary(usable: pl.DataFrame, records: dict[str, CheckpointRecord], contrast_name: str, contrast: Contrast,
                    final_step: int | None, hypotheses: dict, resamples: int, seed: int) -> dict:  # fmt: skip
     """The analysis plan on one contrast's series (`contrast_name` as the records name it) over the analysed
     checkpoints: emergence point and its step interval, type, shape on training time, events."""
@@ -155,11 +157,11 @@ def series_summary(usable: pl.DataFrame, records: dict[str, dict], contrast_name
     }
 
 
-def summarize(frame: pl.DataFrame, records: list[dict], task: Task, final_step: int | None, methods: list[str] | None = None,
+def summarize(frame: pl.DataFrame, records: list[CheckpointRecord], task: Task, final_step: int | None, methods: list[str] | None = None,
               twins: list[IdenticalWeights] = (), resamples: int = 2000, seed: int = 0) -> dict:  # fmt: skip
     """Everything the analysis plan asks for, machine-readable: for the headline contrast, and for every
     contrast of every method the sweep ran (`results`, keyed '<contrast>/<metric>'), each with its claim."""
-    by_revision = {r["revision"]: r for r in records}
+    by_revision = {r.revision: r for r in records}
     failed = frame.filter(pl.col("status") == "failed")
     usable = frame.filter(pl.col("analysed"))
     methods = methods or [""]
@@ -172,8 +174,8 @@ def summarize(frame: pl.DataFrame, records: list[dict], task: Task, final_step: 
                 results[res["key"]] = res | {"base_contrast": contrast.name, "method": method, "primary": m == 0}
     headline_key = f"{task.headline.name}/{task.headline.metric}"
     head = results[headline_key]
-    final = by_revision[usable["revision"][-1]] if len(usable) else {}
-    null = null_test(final.get("null"), task.headline, (final.get("settings") or {}).get("null"))
+    final = by_revision[usable["revision"][-1]] if len(usable) else None
+    null = null_test(final.null if final else None, task.headline, final.settings.get("null") if final else None)
     clean = verdicts.clean_check(usable)
     for res in results.values():
         res["claim"] = verdicts.claim(res, clean, null if res["primary"] else None)
@@ -183,7 +185,7 @@ def summarize(frame: pl.DataFrame, records: list[dict], task: Task, final_step: 
         "checkpoints": len(frame),
         "usable_checkpoints": len(usable),
         "final_step": final_step,
-        "n_prompts": (final.get("settings") or {}).get("n_prompts"),
+        "n_prompts": final.settings.get("n_prompts") if final else None,
         **{k: head[k] for k in ("emergence_point", "emergence_step_interval", "emergence_type", "hypothesis", "final_value",
                                 "final_class", "shape", "monotonic", "events", "claim")},
         "results": results,
@@ -414,27 +416,27 @@ def heatmap_figure(frame: pl.DataFrame, long: pl.DataFrame) -> go.Figure | None:
     return fig
 
 
-def context_tables(records: list[dict], task: Task, config: SweepConfig) -> list[tuple[str, str]]:
+def context_tables(records: list[CheckpointRecord], task: Task, config: SweepConfig) -> list[tuple[str, str]]:
     """What a reader needs to trust the numbers: the task's prompts, example generations at the last measured
     checkpoint, the run config, and the versions of the libraries that produced them."""
     from importlib.metadata import PackageNotFoundError, version
 
-    ok = [r for r in records if r.get("status") == "ok"]
+    ok = [r for r in records if r.ok]
     tables = []
     if ok:
         last = ok[-1]
         prompts = [{"prompt": pid, "clean": p["clean"], "corrupted": p["corrupted"],
                     "correct": ", ".join(map(repr, p["correct"])) + (" ..." if p["n_correct"] > 5 else ""),
                     "wrong": ", ".join(map(repr, p["wrong"])) + (" ..." if p["n_wrong"] > 5 else "")}
-                   for pid, p in list(last.get("prompts", {}).items())[:6]]  # fmt: skip
-        n = len(last.get("prompts", {}))
+                   for pid, p in list(last.prompts.items())[:6]]  # fmt: skip
+        n = len(last.prompts)
         tables.append((f"The task's prompts ({min(n, 6)} of {n}; {task.source})", _table(prompts, ["prompt", "clean", "corrupted", "correct", "wrong"])))
         shown = {"baseline", "clean", task.headline.plus, task.headline.minus}
-        first_ids = list(last.get("prompts", {}))[:3]
+        first_ids = list(last.prompts)[:3]
         examples = [{"condition": r["condition"], "prompt": r["prompt_id"], "success": "yes" if r["success"] else "no",
                      "generation": repr(r["response"]), "log-prob difference": f"{r['logprob_diff']:+.3f}"}
-                    for r in last.get("responses", []) if r["condition"] in shown and r["prompt_id"] in first_ids]  # fmt: skip
-        tables.append((f"Example generations at {last['revision']}", _table(examples, ["condition", "prompt", "success", "generation", "log-prob difference"])))
+                    for r in last.responses if r["condition"] in shown and r["prompt_id"] in first_ids]  # fmt: skip
+        tables.append((f"Example generations at {last.revision}", _table(examples, ["condition", "prompt", "success", "generation", "log-prob difference"])))
     settings = [{"setting": k, "value": json.dumps(v) if not isinstance(v, str) else v} for k, v in config.to_dict().items()]
     tables.append(("Run config", _table(settings + [{"setting": "task digest", "value": task.digest}], ["setting", "value"])))
     versions = []
@@ -587,15 +589,15 @@ def build_report(
     return Report(folder, html_path.resolve(), summary, summary["verdict"], frame, long)
 
 
-def reduce(records: list[dict], task: Task, config: SweepConfig, published: list[Checkpoint] | None,
+def reduce(records: list[CheckpointRecord], task: Task, config: SweepConfig, published: list[Checkpoint] | None,
            final_step: int | None = None) -> tuple[dict, pl.DataFrame, pl.DataFrame]:  # fmt: skip
     """A sweep's records -> (summary, timeline, long table), by the one rule for each policy: where training
     ends (checkpoints.final_step: the published list, else the last ok record), which revisions are one
     checkpoint (checkpoints.identical_weights), and which null test a verdict cites (scoring.null_test)."""
-    ok = [r for r in records if r.get("status") == "ok"]
-    final_step = final_step or end_of_training(published, [r.get("step") for r in ok])
-    final_revision = published[-1].revision if published else (max(ok, key=lambda r: r.get("step") or -1)["revision"] if ok else None)
-    digests = {r["revision"]: r.get("weights_digest") for r in records if r.get("status") in ("ok", "duplicate")}
+    ok = [r for r in records if r.ok]
+    final_step = final_step or end_of_training(published, [r.step for r in ok])
+    final_revision = published[-1].revision if published else (max(ok, key=lambda r: r.step or -1).revision if ok else None)
+    digests = {r.revision: r.weights_digest for r in records if r.status in ("ok", "duplicate")}
     twins = identical_weights(digests, final_revision)
     frame = timeline(records, final_step, twins)
     summary = summarize(frame, records, task, final_step, list(config.methods(task.align)), twins, config.bootstrap_resamples, config.seed)

@@ -19,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import ray
 import torch
@@ -41,6 +41,7 @@ from pythia_sweep.checkpoints import (
 from pythia_sweep.config import SweepConfig
 from pythia_sweep.engine import ModelCache, base_record, preflight, run_checkpoint
 from pythia_sweep.errors import PythiaSweepError
+from pythia_sweep.records import CheckpointRecord
 from pythia_sweep.tasks import Task, load_task
 from pythia_sweep.tracking import SweepRecorder
 
@@ -112,7 +113,7 @@ class CheckpointWorker:
             bar = DownloadBar.named if self.progress else None
             self.prefetched[revision] = self.downloads.submit(fetch, self.config.model, revision, progress=bar)
 
-    def run(self, revision: str, next_revision: str | None) -> dict:
+    def run(self, revision: str, next_revision: str | None) -> CheckpointRecord:
         self._prefetch(revision)
         self._prefetch(next_revision)  # downloads while this checkpoint computes
         waited = time.perf_counter()
@@ -125,13 +126,12 @@ class CheckpointWorker:
         if self.before_checkpoint:
             self.before_checkpoint(revision)
         record = run_checkpoint(self.config, revision, task=self.task, published=self.published, fetched=fetched, models=self.models)
-        record["timings"]["wait_for_weights_s"] = waited
-        record["worker"] = {
+        worker = {
             "host": socket.gethostname(), "pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "torch_threads": torch.get_num_threads(),  # Ray gives a worker of one CPU one thread
         }  # fmt: skip
-        return record
+        return replace(record, timings=record.timings | {"wait_for_weights_s": waited}, worker=worker)
 
 
 @dataclass
@@ -206,21 +206,20 @@ def run_sweep(
     skipped = [c.revision for c in schedule if c.revision in done]
     result = SweepResult(parent, tracker.uri, [], skipped, [])
 
-    def record(rec: dict) -> None:
+    def record(rec: CheckpointRecord) -> None:
         start = time.perf_counter()
         written = tracker.record_checkpoint(parent, rec)
         result.log_s += time.perf_counter() - start
         if written is not None:
-            result.recorded.append(rec["revision"])
-            if rec["status"] == "failed":
-                result.failed.append(rec["revision"])
-                result.errors[rec["revision"]] = rec["error"]
+            result.recorded.append(rec.revision)
+            if rec.status == "failed":
+                result.failed.append(rec.revision)
+                result.errors[rec.revision] = rec.error
 
     for c in schedule:  # unpublished revisions need no worker: their failure record is known now
         if c.revision not in done and c.revision not in available:
-            rec = base_record(config, task, c.revision)
-            rec["error"] = f"RevisionNotPublished: {not_published_message(config.model, c.revision, published)}"
-            record(rec)
+            error = f"RevisionNotPublished: {not_published_message(config.model, c.revision, published)}"
+            record(replace(base_record(config, task, c.revision), error=error))
     todo = [c.revision for c in schedule if c.revision not in done and c.revision in available]
     weights = weights_of(config.model, [c.revision for c in schedule if c.revision in available]) if todo else {}
     twins = identical_weights({r: w.weights_digest for r, w in weights.items()}, published[-1].revision)
@@ -253,14 +252,14 @@ def run_sweep(
     return result
 
 
-def duplicate_record(record: dict, weights, original: str) -> dict:
+def duplicate_record(record: CheckpointRecord, weights, original: str) -> CheckpointRecord:
     """The record of a revision whose weight files are byte-identical to the measured one's (by the Hub's
     LFS sha256; which one is measured is `identical_weights`'s rule): not measured, reported as a duplicate."""
-    return record | {
-        "status": "duplicate", "duplicate_of": [original], "commit": weights.commit,
-        "weight_sha256": weights.weight_sha256, "weights_digest": weights.weights_digest,
-        "error": f"identical weight files to {original} (LFS sha256 from the Hub's metadata); not downloaded",
-    }  # fmt: skip
+    return replace(
+        record, status="duplicate", duplicate_of=(original,), commit=weights.commit, weight_sha256=weights.weight_sha256,
+        weights_digest=weights.weights_digest,
+        error=f"identical weight files to {original} (LFS sha256 from the Hub's metadata); not downloaded",
+    )  # fmt: skip
 
 
 def _drain(failure_record, make_worker, n_workers: int, resource: str, queue: deque, record, bar: tqdm) -> None:
@@ -295,9 +294,7 @@ def _drain(failure_record, make_worker, n_workers: int, resource: str, queue: de
             if attempts[revision] < MAX_ATTEMPTS:
                 queue.appendleft(revision)
             else:
-                rec = failure_record(revision)
-                rec["error"] = f"worker died {MAX_ATTEMPTS} times on this checkpoint: {error}"
-                record(rec)
+                record(replace(failure_record(revision), error=f"worker died {MAX_ATTEMPTS} times on this checkpoint: {error}"))
                 failed += 1
                 bar.update(1)
             del workers[slot]
@@ -312,7 +309,7 @@ def _drain(failure_record, make_worker, n_workers: int, resource: str, queue: de
                 raise error.cause from None  # a setting wrong for every checkpoint (layer, heads): stop
             raise
         record(rec)
-        failed += rec["status"] != "ok"
+        failed += not rec.ok
         bar.update(1)
         assign(slot)
 

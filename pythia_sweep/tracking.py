@@ -29,6 +29,7 @@ from tqdm import tqdm
 from pythia_sweep.checkpoints import Checkpoint
 from pythia_sweep.config import SweepConfig, config_from_dict
 from pythia_sweep.errors import PythiaSweepError
+from pythia_sweep.records import CheckpointRecord
 from pythia_sweep.tasks import Task, task_from_dict
 
 # One bar per downloaded file is noise when a report reads hundreds of small records; ours counts records.
@@ -58,7 +59,7 @@ def _ci(metrics: dict, key: str, interval) -> None:
         metrics[f"{key}_ci_low"], metrics[f"{key}_ci_high"] = interval
 
 
-def flatten(record: dict, compared_only: bool = False) -> dict[str, float]:
+def flatten(record: CheckpointRecord, compared_only: bool = False) -> dict[str, float]:
     """Every number of an ok record under one name: '<condition>/<metric>', '<contrast>/<metric>',
     'null/<metric>_q05', 'null/<group>/<metric>_p', 'time/<stage>', each interval as _ci_low/_ci_high.
 
@@ -66,18 +67,18 @@ def flatten(record: dict, compared_only: bool = False) -> dict[str, float]:
     intervals, the null's band and p-values, timings), chosen by each condition's kind, not by its name: single
     heads, null sets and per-head evidence stay in the record, the parquet and the long table."""
     metrics: dict[str, float] = {}
-    for name, c in record.get("conditions", {}).items():
+    for name, c in record.conditions.items():
         if compared_only and c.get("kind") not in COMPARED_KINDS:
             continue
         for metric in CONDITION_METRICS:
             if c.get(metric) is not None:
                 metrics[f"{name}/{metric}"] = c[metric]
             _ci(metrics, f"{name}/{metric}", c.get(f"{metric}_ci"))
-    for name, c in record.get("contrasts", {}).items():
+    for name, c in record.contrasts.items():
         for metric in CONTRAST_METRICS:
             metrics[f"{name}/{metric}"] = c[metric]
             _ci(metrics, f"{name}/{metric}", c.get(f"{metric}_ci"))
-    null = record.get("null") or {}
+    null = record.null or {}
     for key, value in null.items():
         if key.endswith(("_q05", "_q95")):
             metrics[f"null/{key}"] = value
@@ -86,7 +87,7 @@ def flatten(record: dict, compared_only: bool = False) -> dict[str, float]:
             if position["p_value"] is not None:
                 metrics[f"null/{group}/{metric}_p"] = position["p_value"]
                 metrics[f"null/{group}/{metric}_percentile"] = position["percentile"]
-    evidence = record.get("evidence") or {}
+    evidence = record.evidence or {}
     if evidence:
         metrics["evidence/icl_score"] = evidence["icl_score"]
         for score in ("induction", "previous_token"):
@@ -97,25 +98,25 @@ def flatten(record: dict, compared_only: bool = False) -> dict[str, float]:
             for layer, row in enumerate(table):
                 for head, value in enumerate(row):
                     metrics[f"evidence/{score}/L{layer:02d}H{head:02d}"] = value
-    for key, value in record.get("timings", {}).items():
+    for key, value in record.timings.items():
         metrics[f"time/{key}"] = value
     return {k: float(v) for k, v in metrics.items() if v is not None}
 
 
-def responses_text(record: dict) -> str:
+def responses_text(record: CheckpointRecord) -> str:
     """A checkpoint's generations, readable: a header, then one line per (condition, prompt)."""
     lines = [
-        f"# {record['model']} @ {record['revision']} (step {record['step']}), task {record['task']['name']}",
+        f"# {record.model} @ {record.revision} (step {record.step}), task {record.task['name']}",
         "# condition, prompt id, OK where the task's success rule accepts the generation, the generation",
     ]
-    for pid, p in record.get("prompts", {}).items():
+    for pid, p in record.prompts.items():
         lines.append(f"# prompt {pid}: clean {p['clean']!r} -> {p['correct']}{' ...' if p['n_correct'] > 5 else ''}; "
                      f"corrupted {p['corrupted']!r} -> {p['wrong']}{' ...' if p['n_wrong'] > 5 else ''}")  # fmt: skip
     lines += ["", f"{'condition':>16}  {'prompt id':<28} OK  generation"]
     lines += [
         f"{r['condition']:>16}  {r['prompt_id']:<28} {'OK' if r['success'] else '  '}  "
         + ("(not decoded: teacher-forced metrics only)" if r["response"] is None else repr(r["response"]))
-        for r in record["responses"]
+        for r in record.responses
     ]
     return "\n".join(lines) + "\n"
 
@@ -246,13 +247,13 @@ class SweepRecorder(_Store):
         """Revisions with a final result: measured, or recorded as a duplicate of another revision."""
         return {r.data.tags["revision"] for r in self.checkpoint_runs(parent) if r.data.tags.get("checkpoint_status") in ("ok", "duplicate")}
 
-    def record_checkpoint(self, parent: str, record: dict) -> str | None:
+    def record_checkpoint(self, parent: str, record: CheckpointRecord) -> str | None:
         """Log one checkpoint's record as a child run; returns its id, or None if already recorded ok.
 
         A previous failed result for the same revision is deleted when the new one lands, so each
         checkpoint has exactly one result in the sweep.
         """
-        revision = record["revision"]
+        revision = record.revision
         siblings = self.checkpoint_runs(parent)  # one listing serves the idempotency and duplicate checks
         previous = [r for r in siblings if r.data.tags.get("revision") == revision]
         if any(r.data.tags.get("checkpoint_status") in ("ok", "duplicate") for r in previous):
@@ -261,39 +262,39 @@ class SweepRecorder(_Store):
             "mlflow.parentRunId": parent,
             "kind": "checkpoint",
             "revision": revision,
-            "step": str(record["step"]),
-            "checkpoint_status": record["status"],
-            "commit": record.get("commit") or "",
-            "weights_digest": record.get("weights_digest") or "",
-            "sweep_id": record["sweep_id"],
+            "step": str(record.step),
+            "checkpoint_status": record.status,
+            "commit": record.commit or "",
+            "weights_digest": record.weights_digest or "",
+            "sweep_id": record.sweep_id,
         }
-        if record.get("error"):
-            tags["error"] = record["error"][:5000]
-        if record.get("duplicate_of"):  # which revisions are one checkpoint is checkpoints.identical_weights' rule
-            tags["duplicate_of"] = ",".join(record["duplicate_of"])
-        metrics = flatten(record, compared_only=True) if record["status"] == "ok" else {}
-        if record["step"] is not None:
-            metrics["training_step"] = float(record["step"])  # numeric: the runs table sorts by it
-        run_name = f"step{record['step']:07d}" if record["step"] is not None else revision  # sorts as text too
+        if record.error:
+            tags["error"] = record.error[:5000]
+        if record.duplicate_of:  # which revisions are one checkpoint is checkpoints.identical_weights' rule
+            tags["duplicate_of"] = ",".join(record.duplicate_of)
+        metrics = flatten(record, compared_only=True) if record.ok else {}
+        if record.step is not None:
+            metrics["training_step"] = float(record.step)  # numeric: the runs table sorts by it
+        run_name = f"step{record.step:07d}" if record.step is not None else revision  # sorts as text too
         run = self.client.create_run(self._experiment_of(parent), run_name=run_name, tags=tags)
         run_id = run.info.run_id
         now = int(time.time() * 1000)
-        params = [Param("revision", revision), Param("step", str(record["step"])), Param("commit", record.get("commit") or "")]
-        params += [Param(f"sha256/{name}", digest) for name, digest in record.get("weight_sha256", {}).items()]
+        params = [Param("revision", revision), Param("step", str(record.step)), Param("commit", record.commit or "")]
+        params += [Param(f"sha256/{name}", digest) for name, digest in record.weight_sha256.items()]
         items = list(metrics.items())
         for start in range(0, max(len(items), 1), 900):  # log_batch takes at most 1000 metrics
             self.client.log_batch(
                 run_id, params=params if start == 0 else [],
-                metrics=[Metric(k, v, now, record["step"] or 0) for k, v in items[start : start + 900]],
+                metrics=[Metric(k, v, now, record.step or 0) for k, v in items[start : start + 900]],
             )  # fmt: skip
-        self.client.log_dict(run_id, record, "record.json")
-        if record.get("responses"):
+        self.client.log_dict(run_id, record.to_json(), "record.json")
+        if record.responses:
             self.client.log_text(run_id, responses_text(record), "responses.txt")
-        if record["step"] is not None:
-            trend = [Metric(k, v, now, record["step"]) for k, v in metrics.items() if not k.startswith(("time/", "training_step"))]
+        if record.step is not None:
+            trend = [Metric(k, v, now, record.step) for k, v in metrics.items() if not k.startswith(("time/", "training_step"))]
             for start in range(0, len(trend), 900):
                 self.client.log_batch(parent, metrics=trend[start : start + 900])
-        self.client.set_terminated(run_id, status="FAILED" if record["status"] == "failed" else "FINISHED")
+        self.client.set_terminated(run_id, status="FAILED" if record.status == "failed" else "FINISHED")
         for old in previous:
             self.client.delete_run(old.info.run_id)
         return run_id
@@ -352,16 +353,19 @@ class SweepReader(_Store):
             return None
         return [Checkpoint(c["revision"], c["step"]) for c in json.loads(Path(path).read_text())]
 
-    def load_records(self, parent: str) -> list[dict]:
+    def load_records(self, parent: str) -> list[CheckpointRecord]:
         """Every checkpoint record of a sweep (one per revision), ordered by training step."""
-        records = {}
+        records: dict[str, CheckpointRecord] = {}
         for run in tqdm(self.checkpoint_runs(parent), desc="reading records", unit="run", leave=False):
             revision = run.data.tags.get("revision")
             if revision in records:
                 continue
             path = self.client.download_artifacts(run.info.run_id, "record.json")
-            records[revision] = json.loads(Path(path).read_text())
-        return sorted(records.values(), key=lambda r: (r["step"] is None, r["step"] or 0))
+            try:
+                records[revision] = CheckpointRecord.from_json(json.loads(Path(path).read_text()), f"record.json of run {run.info.run_id}")
+            except (TypeError, ValueError) as error:
+                raise TrackingStoreError(str(error)) from error
+        return sorted(records.values(), key=lambda r: (r.step is None, r.step or 0))
 
     def run_url(self, parent: str) -> str | None:
         """The sweep's page in the MLflow UI, when the store is a tracking server."""

@@ -4,12 +4,15 @@ The records are built the way engine.measure builds them (per-prompt response ro
 contrasts naming their two sides, the null's placement), so the reducer reads them exactly as it reads a
 sweep's: the emergence-step interval resamples these prompts."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from pythia_sweep import analysis
 from pythia_sweep.checkpoints import Checkpoint, final_step, identical_weights
 from pythia_sweep.config import SweepConfig
+from pythia_sweep.records import CheckpointRecord
 from pythia_sweep.report import reduce
 from pythia_sweep.scoring import null_position, paired_difference_interval, wilson_interval
 from pythia_sweep.tasks import load_task
@@ -19,6 +22,7 @@ CONFIG = SweepConfig(task="tasks/decimal-robust.toml", bootstrap_resamples=400)
 STEPS = [0, 1000, 2000, 4000, 8000, 16000, 32000, 64000, 128000, 143000]
 PUBLISHED = [Checkpoint(f"step{s}", s) for s in sorted({0, 1, *STEPS})]
 N = 48
+IDENTITY = {"model": "EleutherAI/pythia-160m", "sweep_id": "test", "task": TASK.describe()}
 
 
 def record(revision, step, strength, *, n=N, clean=1.0, status="ok", digest=None, error=None, null_p=None, possible=None,
@@ -26,7 +30,7 @@ def record(revision, step, strength, *, n=N, clean=1.0, status="ok", digest=None
     """A record whose even/odd success rates differ by `strength` over `n` prompts (even wins on its first prompts).
     `wide`: the even side's wins are concentrated, odd's spread, so the contrast's per-prompt values vary most."""
     if status != "ok":
-        return {"revision": revision, "step": step, "status": status, "error": error or "boom", "weights_digest": digest}
+        return CheckpointRecord(**IDENTITY, revision=revision, step=step, status=status, error=error or "boom", weights_digest=digest)
     even_k = round(n * max(0.0, min(1.0, 0.5 + strength / 2)))
     odd_k = even_k - round(n * strength)
     success = {"baseline": [0] * n, "clean": [1] * round(n * clean) + [0] * (n - round(n * clean)),
@@ -49,13 +53,11 @@ def record(revision, step, strength, *, n=N, clean=1.0, status="ok", digest=None
     null = {"k": 0, "groups": {}}
     if null_p is not None:
         null = {"k": 20, "size": 6, "groups": {"even": {m: {"p_value": null_p, "percentile": 50.0} for m in ("success_rate", "logprob_diff", "prob_diff")}}}
-    return {
-        "revision": revision, "step": step, "status": "ok", "error": None, "weights_digest": digest or f"d{revision}",
-        "contrasts": {"strength": contrast},
-        "conditions": {"even": cond("even", "group"), "odd": cond("odd", "group"), "baseline": cond("baseline", "baseline"), "clean": cond("clean", "clean")},
-        "null": null, "settings": {"n_prompts": n, "null": {"group": "even", "possible": 923 if possible is None else possible}},
-        "responses": rows,
-    }  # fmt: skip
+    return CheckpointRecord(
+        **IDENTITY, revision=revision, step=step, status="ok", weights_digest=digest or f"d{revision}", contrasts={"strength": contrast},
+        conditions={"even": cond("even", "group"), "odd": cond("odd", "group"), "baseline": cond("baseline", "baseline"), "clean": cond("clean", "clean")},
+        null=null, settings={"n_prompts": n, "null": {"group": "even", "possible": 923 if possible is None else possible}}, responses=rows,
+    )  # fmt: skip
 
 
 def summary_of(records, published=PUBLISHED, task=TASK):
@@ -203,7 +205,7 @@ def test_case8_identical_weights_belong_to_the_final_revision_then_step0_else_no
 def test_case8_step0_and_the_final_revision_stay_in_the_analysis():
     step0_is_step1 = [record("step0", 0, 0.0, digest="init"), record("step1", 1, 0.0, digest="init")] + timeline_of(
         [0, 0, 0, 0, 0.05, 0.9, 0.95, 1.0, 1.0], null_p=0.01)[1:]  # fmt: skip
-    step0_is_step1 = [r for r in step0_is_step1 if r["revision"] != "step1000"] + [record("step1000", 1000, 0.0)]
+    step0_is_step1 = [r for r in step0_is_step1 if r.revision != "step1000"] + [record("step1000", 1000, 0.0)]
     s = summary_of(step0_is_step1)
     assert s["quality"]["duplicates"] == [{"members": ["step0", "step1"], "measurement_belongs_to": "step0"}]
     assert s["earliest_shows_none"] if "earliest_shows_none" in s else s["quality"]["earliest_shows_none"]
@@ -212,8 +214,7 @@ def test_case8_step0_and_the_final_revision_stay_in_the_analysis():
     assert frame.filter(frame["revision"] == "step1")["analysed"].item() is False
 
     late = timeline_of([0, 0, 0, 0, 0, 0.05, 0.9, 0.95, 1.0, 1.0], null_p=0.01)
-    for r in late[-3:]:
-        r["weights_digest"] = "final"  # step64000, step128000 and step143000 serve the final model's weights
+    late[-3:] = [replace(r, weights_digest="final") for r in late[-3:]]  # step64000 ... step143000 serve the final weights
     s = summary_of(late)
     assert s["quality"]["duplicates"] == [{"members": ["step64000", "step128000", "step143000"], "measurement_belongs_to": "step143000"}]
     assert s["usable_checkpoints"] == 8 and s["quality"]["final_shows_known_result"]
@@ -232,7 +233,7 @@ def test_two_methods_with_identical_numbers_are_stated_once():
     config = SweepConfig(task="tasks/decimal-robust.toml", bootstrap_resamples=400, method="both")
     records = timeline_of([0, 0, 0, 0, 0, 0.05, 0.9, 0.95, 1.0, 1.0], null_p=0.01)
     for r in records:
-        r["contrasts"]["upstream/strength"] = dict(r["contrasts"]["strength"], method="upstream")
+        r.contrasts["upstream/strength"] = dict(r.contrasts["strength"], method="upstream")
     s = reduce(records, TASK, config, PUBLISHED)[0]
     assert s["verdict"].count("emerges at") == 1 and "strength (even - odd, success rate; upstream identical) emerges" in s["verdict"]
 

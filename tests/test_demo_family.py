@@ -77,8 +77,8 @@ def measure_family(repo: str) -> tuple[list[float], list[float]]:
     models, headline, icl = ModelCache(), [], []
     for step in STEPS:
         record = run_checkpoint(config, f"step{step}", task=task, models=models)
-        assert record["status"] == "ok", record["error"]
-        headline.append(record["contrasts"][task.headline.name]["value"])
+        assert record.status == "ok", record.error
+        headline.append(record.contrasts[task.headline.name]["value"])
         icl.append(attention_evidence(models.loaded.model, models.loaded.tokenizer)["icl_score"])
     return headline, icl
 

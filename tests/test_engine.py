@@ -1,5 +1,7 @@
 """One checkpoint end to end on the cached tiny revisions, and the checkpoint sources."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -64,33 +66,31 @@ def test_fetch_records_commit_and_weight_hashes(hub_cache):
 
 def test_missing_revision_names_it_and_the_published_range(hub_cache):
     record = run_checkpoint(SweepConfig(**FAST), "step256000")
-    assert record["status"] == "failed"
-    assert "'step256000' does not exist for tiny-test/neox" in record["error"]
-    assert "step0" in record["error"] and "step1000" in record["error"]
+    assert record.status == "failed"
+    assert "'step256000' does not exist for tiny-test/neox" in record.error
+    assert "step0" in record.error and "step1000" in record.error
 
 
 def test_full_record_and_bit_identical_rerun(hub_cache):
     config = SweepConfig(**FAST, task="tasks/decimal-seed.toml")
     first = run_checkpoint(config, "step1000")
-    assert first["status"] == "ok", first["error"]
-    assert first["commit"] and first["weight_sha256"]
-    assert set(first["timings"]) == {"fetch_s", "load_s", "compute_s"}
-    even = first["conditions"]["even"]
+    assert first.status == "ok", first.error
+    assert first.commit and first.weight_sha256
+    assert set(first.timings) == {"fetch_s", "load_s", "compute_s"}
+    even = first.conditions["even"]
     assert even["n_trials"] == 15 and even["n_prompts"] == 1  # 15 identical greedy trials, computed once
-    assert {"baseline", "clean", "even", "odd", "all", "L06H00", "L06H11", "null00"} <= set(first["conditions"])
-    assert first["contrasts"]["strength"]["success_rate"] == even["success_rate"] - first["conditions"]["odd"]["success_rate"]
-    assert first["conditions"]["baseline"]["restoration"] in (0.0, None) and first["task"]["name"] == "decimal-seed"
-    assert len(first["responses"]) == len(first["conditions"])  # one distinct row per condition
+    assert {"baseline", "clean", "even", "odd", "all", "L06H00", "L06H11", "null00"} <= set(first.conditions)
+    assert first.contrasts["strength"]["success_rate"] == even["success_rate"] - first.conditions["odd"]["success_rate"]
+    assert first.conditions["baseline"]["restoration"] in (0.0, None) and first.task["name"] == "decimal-seed"
+    assert len(first.responses) == len(first.conditions)  # one distinct row per condition
     second = run_checkpoint(config, "step1000")
-    for record in (first, second):
-        record.pop("timings")
-    assert first == second
+    assert replace(first, timings={}) == replace(second, timings={})  # every field but the timings, bit for bit
 
 
 def test_both_methods_side_by_side(hub_cache):
     record = run_checkpoint(SweepConfig(**FAST, task="tasks/decimal-seed.toml", method="both", single_heads=False), "step1")
-    assert set(record["contrasts"]) == {"strength", "upstream/strength"}
-    assert {"upstream/even", "upstream/odd"} <= set(record["conditions"])
+    assert set(record.contrasts) == {"strength", "upstream/strength"}
+    assert {"upstream/even", "upstream/odd"} <= set(record.conditions)
 
 
 @pytest.mark.parametrize("site, patch_during", [("head", "prompt"), ("post-projection", "every-step")])
@@ -196,7 +196,7 @@ def test_model_skeleton_is_reused_and_weights_loaded_in_place(hub_cache):
     for (name, a), (_, b) in zip(second.model.state_dict().items(), fresh.model.state_dict().items()):
         assert torch.equal(a, b), name  # ... now holding exactly step1's weights
     config = SweepConfig(**FAST, task="tasks/decimal-seed.toml", single_heads=False)
-    assert run_checkpoint(config, "step1", models=cache)["conditions"] == run_checkpoint(config, "step1")["conditions"]
+    assert run_checkpoint(config, "step1", models=cache).conditions == run_checkpoint(config, "step1").conditions
     llama = cache.load(fetch("tiny-test/llama", "step0").path, torch.device("cpu"), torch.float32)
     assert llama.model is not first.model  # another config: a fresh load
 
@@ -220,10 +220,10 @@ def test_batch_size_follows_free_memory_and_model_size():
 def test_auto_batch_size_is_resolved_and_recorded(hub_cache):
     auto = run_checkpoint(SweepConfig(**FAST, task="tasks/decimal-seed.toml", single_heads=False), "step1")
     fixed = run_checkpoint(SweepConfig(**FAST, task="tasks/decimal-seed.toml", single_heads=False, batch_size=2), "step1")
-    assert auto["settings"]["batch_size"] >= 1 and fixed["settings"]["batch_size"] == 2
-    for name, stats in auto["conditions"].items():  # batching never changes a result
-        assert stats["success_rate"] == fixed["conditions"][name]["success_rate"]
-        assert stats["logprob_diff"] == pytest.approx(fixed["conditions"][name]["logprob_diff"], abs=1e-4)
+    assert auto.settings["batch_size"] >= 1 and fixed.settings["batch_size"] == 2
+    for name, stats in auto.conditions.items():  # batching never changes a result
+        assert stats["success_rate"] == fixed.conditions[name]["success_rate"]
+        assert stats["logprob_diff"] == pytest.approx(fixed.conditions[name]["logprob_diff"], abs=1e-4)
 
 
 @pytest.mark.parametrize("family", ["neox", "llama"])

@@ -85,8 +85,8 @@ def _submit_and_check(hub_cache, tmp_path, env, tracking, dashboard, cluster, se
     reader = SweepReader(tracking)
     parent = reader.find_sweep()
     records = reader.load_records(parent)
-    assert sorted(r["revision"] for r in records) == ["step0", "step1", "step2", "step4"]
-    assert len({r["worker"]["node"] for r in records}) == 2  # workers ran on both nodes
+    assert sorted(r.revision for r in records) == ["step0", "step1", "step2", "step4"]
+    assert len({r.worker["node"] for r in records}) == 2  # workers ran on both nodes
     report = subprocess.run([sys.executable, "-m", "jobs.report", "--tracking-uri", tracking, "--sweep", parent,
                              "--reports-dir", str(tmp_path / "reports")], cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert report.returncode == 0, report.stderr[-3000:]

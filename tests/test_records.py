@@ -1,5 +1,6 @@
 """The long table: every number of a record, with identity as columns, so no reader parses a name."""
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 import polars as pl
@@ -27,24 +28,25 @@ def measured(hub_cache):
     task = task_from_dict(TASK, "late.toml")
     config = SweepConfig(model=NEOX_REPO, null_subsets=2, max_new_tokens=2, bootstrap_resamples=100, single_heads=True)
     record = run_checkpoint(config, "step1000", task=task)
-    assert record["status"] == "ok", record["error"]
+    assert record.status == "ok", record.error
     return record
 
 
 def test_every_number_of_the_record_is_one_row_with_its_identity(measured):
-    long = long_table([measured, {"revision": "step9", "status": "failed"}])  # a failed record has no numbers
+    failed = replace(measured, revision="step9", status="failed", conditions={}, contrasts={}, evidence=None)
+    long = long_table([measured, failed])  # a failed record has no numbers
     assert dict(long.schema) == SCHEMA and set(long["revision"]) == {"step1000"}
     heads = long.filter((pl.col("kind") == "head") & (pl.col("metric") == "logprob_diff"))
-    expected = {tuple(c["heads"][0]): c["logprob_diff"] for c in measured["conditions"].values() if c["kind"] == "head"}
+    expected = {tuple(c["heads"][0]): c["logprob_diff"] for c in measured.conditions.values() if c["kind"] == "head"}
     assert {(r["layer"], r["head"]): r["value"] for r in heads.iter_rows(named=True)} == expected
     assert sorted(expected) == [(5, h) for h in range(12)]  # every head of the layer the groups touch
     groups = long.filter(pl.col("condition").is_in(["Late_heads", "L_other"]))
     assert set(groups["kind"]) == {"group"} and groups["layer"].is_null().all()  # names that look like heads are groups
     gap = long.filter((pl.col("kind") == "contrast") & (pl.col("metric") == "logprob_diff")).row(0, named=True)
-    assert gap["condition"] == "gap" and gap["value"] == measured["contrasts"]["gap"]["logprob_diff"]
-    assert (gap["ci_low"], gap["ci_high"]) == tuple(measured["contrasts"]["gap"]["logprob_diff_ci"])
+    assert gap["condition"] == "gap" and gap["value"] == measured.contrasts["gap"]["logprob_diff"]
+    assert (gap["ci_low"], gap["ci_high"]) == tuple(measured.contrasts["gap"]["logprob_diff_ci"])
     induction = long.filter((pl.col("kind") == "evidence") & (pl.col("metric") == "induction"))
-    assert len(induction) == len(measured["evidence"]["induction"]) * len(measured["evidence"]["induction"][0])
+    assert len(induction) == len(measured.evidence["induction"]) * len(measured.evidence["induction"][0])
 
 
 def test_the_demo_names_carrying_heads_from_the_table_not_from_names(measured):
@@ -52,7 +54,20 @@ def test_the_demo_names_carrying_heads_from_the_table_not_from_names(measured):
 
     frame = pl.DataFrame({"revision": ["step1000"], "analysed": [True]})
     top = carrying_heads(SimpleNamespace(frame=frame, long=long_table([measured])), k=12)
-    base = measured["conditions"]["baseline"]["logprob_diff"]
-    gains = sorted(((tuple(c["heads"][0]), c["logprob_diff"] - base) for c in measured["conditions"].values() if c["kind"] == "head"),
+    base = measured.conditions["baseline"]["logprob_diff"]
+    gains = sorted(((tuple(c["heads"][0]), c["logprob_diff"] - base) for c in measured.conditions.values() if c["kind"] == "head"),
                    key=lambda g: -g[1])  # fmt: skip
     assert [((layer, head), pytest.approx(gain)) for layer, head, gain in top] == [(h, pytest.approx(g)) for h, g in gains]
+
+
+def test_a_record_round_trips_through_json_and_an_unknown_field_is_refused(measured):
+    import json
+
+    from pythia_sweep.records import CheckpointRecord
+
+    data = json.loads(json.dumps(measured.to_json()))  # as record.json holds it in the store
+    assert CheckpointRecord.from_json(data) == measured
+    with pytest.raises(ValueError, match=r"record.json: statuss='ok' is not valid: a record field \(commit, conditions"):
+        CheckpointRecord.from_json(data | {"statuss": "ok"})
+    with pytest.raises(ValueError, match="status='done' is not valid: one of ok, failed, duplicate"):
+        replace(measured, status="done")

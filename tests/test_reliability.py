@@ -29,8 +29,8 @@ def test_corrupt_weight_file_is_a_failed_record_naming_revision_and_file(neox, h
     blob = (repo_folder(hub_cache, "tiny-test/corrupt") / "snapshots").glob("*/model.safetensors").__next__().resolve()
     blob.write_bytes(blob.read_bytes()[:1000])  # a truncated download
     record = run_checkpoint(SweepConfig(**{**FAST, "model": "tiny-test/corrupt"}), "step7")
-    assert record["status"] == "failed"
-    assert "CorruptCheckpoint" in record["error"] and "model.safetensors" in record["error"] and "'step7'" in record["error"]
+    assert record.status == "failed"
+    assert "CorruptCheckpoint" in record.error and "model.safetensors" in record.error and "'step7'" in record.error
 
 
 @pytest.mark.parametrize(

@@ -54,18 +54,18 @@ def test_shipped_tasks_load_validate_and_run_on_the_tiny_model(hub_cache, name):
     task = load_task(REPO / "tasks" / f"{name}.toml")
     layer = 4 if (task.layer or 0) > 7 else None  # the tiny model has 8 layers: move a deeper default layer
     record = run_checkpoint(SweepConfig(**FAST, task=f"tasks/{name}.toml", layer=layer), "step1000", task=task)
-    assert record["status"] == "ok", record["error"]
+    assert record.status == "ok", record.error
     contrast = task.headline.name
-    assert set(record["contrasts"]) == {contrast}
-    groups = record["settings"]["groups"]
+    assert set(record.contrasts) == {contrast}
+    groups = record.settings["groups"]
     assert list(groups) == task.group_names and all(groups.values())
-    n_prompts = record["settings"]["n_prompts"]
+    n_prompts = record.settings["n_prompts"]
     assert n_prompts == len(task.pairs(_tokenizer()))
-    assert len(record["responses"]) == len(record["conditions"]) * n_prompts
+    assert len(record.responses) == len(record.conditions) * n_prompts
     plus, minus = task.headline.plus, task.headline.minus
-    expected = record["conditions"][plus][task.headline.metric] - record["conditions"][minus][task.headline.metric]
-    assert record["contrasts"][contrast]["value"] == pytest.approx(expected)
-    for c in record["conditions"].values():  # every metric is there, intervals where there are 2+ prompts
+    expected = record.conditions[plus][task.headline.metric] - record.conditions[minus][task.headline.metric]
+    assert record.contrasts[contrast]["value"] == pytest.approx(expected)
+    for c in record.conditions.values():  # every metric is there, intervals where there are 2+ prompts
         assert 0 <= c["success_rate"] <= 1 and c["logprob_diff"] == c["logprob_diff"]
         assert -1 <= c["prob_diff"] <= 1
 
