@@ -316,7 +316,15 @@ def headline_figure(frame: pl.DataFrame, summary: dict, task: Task) -> go.Figure
     if point:  # the marker spans the drawn values and levels, in the headline's own unit
         drawn = [v for key, _ in same_units for v in _column(ok, key) + _column(ok, f"{key}_ci_low") + _column(ok, f"{key}_ci_high") if v is not None]
         span = max([abs(v) for v in drawn] + [task.headline.threshold])
-        fig.add_trace(_vertical(point["step"], -span, span, f"first above the strong level: {point['revision']}"))
+        interval = summary["emergence_step_interval"] or {}
+        name = f"first above the strong level: {point['revision']}"
+        if interval.get("low") is not None and interval.get("high") is not None:  # the step's 95% interval, shaded
+            low, high = max(interval["low"], 1), max(interval["high"], 1)
+            name += f" (shaded: its 95% interval over resampled prompts, step {interval['low']:,} to {interval['high']:,})"
+            fig.add_trace(go.Scatter(x=[low, low, high, high, low], y=[-span, span, span, -span, -span], mode="lines", fill="toself",
+                                     fillcolor=_rgba(FIXED_COLORS["clean"], 0.12), line={"width": 0}, showlegend=False,
+                                     legendgroup="emergence", hoverinfo="skip"))  # fmt: skip
+        fig.add_trace(_vertical(point["step"], -span, span, name).update(legendgroup="emergence"))
     metric = task.headline.metric.replace("_", " ")
     fig.update_layout(title=f"{task.headline.name} = {task.headline.plus} - {task.headline.minus} ({metric}) over training",
                       template="plotly_white", xaxis={"type": "log", "title": "training step (log; step 0 drawn at 1)"},
