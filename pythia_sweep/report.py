@@ -16,7 +16,7 @@ from __future__ import annotations
 import html
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -607,9 +607,29 @@ def reduce(records: list[CheckpointRecord], task: Task, config: SweepConfig, pub
     final_revision = published[-1].revision if published else (max(ok, key=lambda r: r.step or -1).revision if ok else None)
     digests = {r.revision: r.weights_digest for r in records if r.status in ("ok", "duplicate")}
     twins = identical_weights(digests, final_revision)
+    records = _attribute_to_owners(records, twins)
     frame = timeline(records, final_step, twins)
     summary = summarize(frame, records, task, final_step, list(config.methods(task.align)), twins, config.bootstrap_resamples, config.seed)
     return summary, frame, long_table(records)
+
+
+def _attribute_to_owners(records: list[CheckpointRecord], twins: list[IdenticalWeights]) -> list[CheckpointRecord]:
+    """Where the revision a measurement belongs to was not the one measured (a sweep recorded before the
+    duplicate rule gave `main`'s weights to the final step measured them at the earliest twin), the numbers
+    move to their owner and the measured twin becomes its duplicate: the same weights, the same numbers."""
+    by_revision = {r.revision: r for r in records}
+    for group in twins:
+        owner = by_revision.get(group.owner)
+        measured = next((by_revision[m] for m in group.members if m in by_revision and by_revision[m].ok), None)
+        if owner is None or owner.ok or measured is None:
+            continue
+        by_revision[owner.revision] = replace(measured, revision=owner.revision, step=owner.step, commit=owner.commit, error=None,
+                                              duplicate_of=())  # fmt: skip
+        by_revision[measured.revision] = replace(
+            measured, status="duplicate", duplicate_of=(owner.revision,), conditions={}, contrasts={}, null={}, evidence=None,
+            responses=[], error=f"identical weight files to {owner.revision}, to which the measurement belongs",
+        )  # fmt: skip
+    return sorted(by_revision.values(), key=lambda r: (r.step is None, r.step or 0))
 
 
 def _published_now(config: SweepConfig) -> list[Checkpoint] | None:

@@ -189,7 +189,7 @@ def null_test(null: dict | None, contrast, null_settings: dict | None = None) ->
     if not null.get("k"):
         if possible == 0:
             return out | {"status": "no null possible",
-                          "statement": f"no null control is possible: no other set of {null_settings.get('size', 'as many')} heads exists "
+                          "statement": f"no other set of {null_settings.get('size', 'as many')} heads exists "
                                        f"among {null_settings.get('pool_description', 'the pool')} (the {group} group is all of them; "
                                        "null_pool = \"all-layers\" in the task draws from every layer)"}  # fmt: skip
         return out | {"status": "not run", "statement": "the sweep drew no random head sets (null_subsets = 0)"}

@@ -136,10 +136,11 @@ def verdict(summary: dict, task) -> str:
         elif not res["monotonic"]:
             parts.append(f"It is not monotonic: it falls back by more than {res['levels'][2]:g} after a rise, below the strong level.")
     null = summary["null"]
-    if null["status"] in ("beats", "does not beat"):
+    cited = any(null["statement"] in reason for res in stated for reason in res["claim"]["reasons"])
+    if null["status"] in ("beats", "does not beat") and not cited:
         parts.append(f"At the final checkpoint {null['statement']}.")
     elif null["status"] == "no null possible":
-        parts.append(f"No null control: {null['statement']}.")
+        parts.append(f"No null control is possible: {null['statement']}.")
     clean = summary["clean"]
     if clean and clean["answered"]:
         parts.append(f"The model answers the clean prompt (clean success rate {clean['final']:.2f} at the final checkpoint).")

@@ -154,13 +154,13 @@ def test_case5_wide_intervals_are_cannot_call_not_emergence():
 def test_case5_a_group_that_does_not_beat_the_null_is_cannot_call():
     s = summary_of(timeline_of([0, 0, 0, 0, 0, 0.05, 0.9, 0.95, 1.0, 1.0], null_p=0.19))
     assert s["null"]["status"] == "does not beat" and s["claim"]["call"] == "cannot call"
-    assert s["verdict"].startswith("Cannot call strength") and "null p = 0.19" in s["verdict"]
+    assert s["verdict"].startswith("Cannot call strength") and s["verdict"].count("null p = 0.19") == 1  # a reason, said once
 
 
 def test_case5_no_null_possible_is_a_stated_fact_not_a_failed_test():
     s = summary_of(timeline_of([0, 0, 0, 0, 0, 0.05, 0.9, 0.95, 1.0, 1.0], possible=0))
     assert s["null"]["status"] == "no null possible" and "group_beats_null_at_final" not in s
-    assert s["claim"]["call"] == "emerges" and "No null control: no null control is possible" in s["verdict"]
+    assert s["claim"]["call"] == "emerges" and "No null control is possible: no other set of" in s["verdict"]
 
 
 def test_case5_a_clean_prompt_the_model_fails_is_flagged_and_blocks_the_call():
@@ -240,3 +240,19 @@ def test_two_methods_with_identical_numbers_are_stated_once():
 
 def test_null_position_exact_p_value_is_never_zero():
     assert null_position(1.0, [0.0] * 10)["p_value"] == 1 / 11
+
+
+def test_case8_a_sweep_recorded_before_the_rule_gives_its_numbers_to_the_owner():
+    """Older sweeps measured the earliest twin (step64000) and recorded the final step as its duplicate: the
+    numbers now belong to step143000, where they are analysed, and step64000 is the duplicate."""
+    late = timeline_of([0, 0, 0, 0, 0, 0.05, 0.9, 0.95, 1.0, 1.0], null_p=0.01)
+    late[-3] = replace(late[-3], weights_digest="final")
+    late[-1] = CheckpointRecord(**IDENTITY, revision="step143000", step=143000, status="duplicate", weights_digest="final",
+                                duplicate_of=("step64000",))  # fmt: skip
+    measured = late[-3].contrasts["strength"]["success_rate"]
+    summary, frame, long = reduce(late, TASK, CONFIG, PUBLISHED)
+    final = frame.filter(frame["revision"] == "step143000").row(0, named=True)
+    assert final["analysed"] and final["strength/success_rate"] == measured  # step64000's numbers, now its owner's
+    assert frame.filter(frame["revision"] == "step64000")["analysed"].item() is False
+    assert summary["final_value"] == measured and set(long["revision"]) >= {"step143000"}
+    assert "step64000" not in set(long["revision"])  # one measurement, one place
