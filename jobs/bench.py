@@ -81,8 +81,8 @@ def make_checkpoints(repo: str, n: int, shape: dict) -> list[str]:
     """N revisions with the given config and random weights, saved in float16 in the Hub's layout."""
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-    from pythia_sweep.testing.demo_family import build_tokenizer, corpus
-    from pythia_sweep.testing.hub_cache import repo_folder, save_revision
+    from pythia_sweep.demo.demo_family import build_tokenizer, corpus
+    from pythia_sweep.demo.hub_cache import repo_folder, save_revision
 
     revisions = [f"step{1000 * (i + 1)}" for i in range(n)]
     cache = os.environ["HF_HUB_CACHE"]
@@ -104,7 +104,7 @@ def direct_way(repo: str, revisions: list[str]) -> list[float]:
     from huggingface_hub import snapshot_download
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from pythia_sweep.tasks import load_task
+    from pythia_sweep.task_schema import load_task
 
     task = load_task(SEED_TASK)  # the methodology's pair and its success check, from the task file
     (pair,) = task.pairs()
@@ -145,8 +145,8 @@ def direct_way(repo: str, revisions: list[str]) -> list[float]:
 
 def _rows(task_file: str, shape: dict, **settings) -> list[str]:
     """The prompt text of every distinct row (condition x prompt) the project runs for a task."""
-    from pythia_sweep.evaluation import make_conditions
-    from pythia_sweep.tasks import load_task
+    from pythia_sweep.conditions import make_conditions
+    from pythia_sweep.task_schema import load_task
 
     task = load_task(task_file)
     groups = task.resolve_groups(shape["num_hidden_layers"], shape["num_attention_heads"])
@@ -189,7 +189,7 @@ def project(repo: str, revisions: list[str], store: str, reports: Path, **settin
     import ray
 
     from pythia_sweep.config import SweepConfig
-    from pythia_sweep.report import build_report
+    from pythia_sweep.report.build import build_report
     from pythia_sweep.sweep import run_sweep
     from pythia_sweep.tracking import SweepReader
 
@@ -229,9 +229,9 @@ def hardware_floor(repo: str, revision: str, task_file: str, threads: int, batch
     from huggingface_hub import snapshot_download
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from pythia_sweep.evaluation import make_conditions
+    from pythia_sweep.conditions import make_conditions
     from pythia_sweep.floor import floor_seconds, matmul_throughput, needed_flops, shapes_of
-    from pythia_sweep.tasks import load_task
+    from pythia_sweep.task_schema import load_task
 
     path = snapshot_download(repo, revision=revision)
     config = AutoConfig.from_pretrained(path)

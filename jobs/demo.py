@@ -42,11 +42,11 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     from pythia_sweep.checkpoints import published_revisions
     from pythia_sweep.config import load_config
-    from pythia_sweep.refine import bisect_emergence, metric_value
-    from pythia_sweep.report import build_report
+    from pythia_sweep.refine import refine_sweep
+    from pythia_sweep.report.build import build_report
     from pythia_sweep.sweep import run_sweep
-    from pythia_sweep.tasks import load_task
-    from pythia_sweep.testing.demo_family import family_exists, train_family
+    from pythia_sweep.task_schema import load_task
+    from pythia_sweep.demo.demo_family import family_exists, train_family
     from pythia_sweep.tracking import SweepReader
 
     cache = os.environ["HF_HUB_CACHE"]
@@ -67,15 +67,9 @@ def main(argv=None) -> int:
 
     point = summary["emergence_point"]
     if point and point.get("previous_revision"):
-        reader = SweepReader(result.tracking_uri)
-        known = {r.revision: metric_value(r, task.headline.name) for r in reader.load_records(result.parent_run_id) if r.ok}
-
-        def measure(revision: str) -> float:
-            run_sweep(config.replace(checkpoints=(revision,)), task, tracking_uri=result.tracking_uri, published=published, progress=False)
-            (record,) = [r for r in reader.load_records(result.parent_run_id) if r.revision == revision]
-            return metric_value(record, task.headline.name)
-
-        bracket = bisect_emergence(published, known, measure, task.headline.threshold)
+        records = SweepReader(result.tracking_uri).load_records(result.parent_run_id)
+        bracket = refine_sweep(config, task, published, records, task.headline.name, task.headline.threshold,
+                               tracking_uri=result.tracking_uri)  # fmt: skip
         print(f"\n2. refine: {task.headline.name} first exceeds {task.headline.threshold:g} between {bracket.below} and "
               f"{bracket.above} (neighbouring saved revisions; {len(bracket.fetched)} extra checkpoints measured: "
               f"{', '.join(bracket.fetched) or 'none'})", flush=True)  # fmt: skip

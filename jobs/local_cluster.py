@@ -15,19 +15,16 @@ same head and worker raylets with 127.0.0.1 kept. On a real cluster, use `ray st
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import sys
 import time
 
-
-class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """--help shows the module's examples as written, and every flag's default."""
+from jobs.cli import parser_for
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.local_cluster", description=__doc__, formatter_class=HelpFormatter)
+    parser = parser_for("jobs.local_cluster", __doc__)
     parser.add_argument("--nodes", type=int, default=2, help="nodes in all, the head included")
     parser.add_argument("--cpus-per-node", type=int, default=1, help="CPU slots per node: one sweep worker each")
     parser.add_argument("--dashboard-port", type=int, default=8265, help="job-submission (dashboard) port")

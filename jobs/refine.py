@@ -10,16 +10,13 @@ Each probe is a one-checkpoint sweep recorded in the same MLflow sweep; the repo
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-
-class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """--help shows the module's examples as written, and every flag's default."""
+from jobs.cli import parser_for, refused
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.refine", description=__doc__, formatter_class=HelpFormatter)
+    parser = parser_for("jobs.refine", __doc__)
     parser.add_argument("config", help="the run config of the sweep to refine")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI; unset: $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db")
     parser.add_argument("--threshold", type=float, help="threshold whose first crossing is bracketed (default: the headline's strong level)")
@@ -37,39 +34,27 @@ def main(argv=None) -> int:
 
     try:
         config = load_config(args.config, task=args.task)
-        from pythia_sweep.tasks import load_task
+        from pythia_sweep.task_schema import load_task
 
         task = load_task(config.task)
         metric = args.metric or task.headline.name
         threshold = args.threshold if args.threshold is not None else task.headline.threshold
         published = published_revisions(config.model)
-        from pythia_sweep.refine import bisect_emergence, metric_value
-        from pythia_sweep.sweep import run_sweep
+        from pythia_sweep.refine import metric_value, refine_sweep
         from pythia_sweep.tracking import SweepReader
 
         tracker = SweepReader(args.tracking_uri)
         parent = tracker.existing_sweep(config, task)
         records = [r for r in tracker.load_records(parent) if r.ok] if parent else []
         if not records:
-            print(f"error: sweep {parent} has no finished checkpoints: run `python -m jobs.sweep {args.config}` first", file=sys.stderr)
-            return 2
+            return refused(f"sweep {parent} has no finished checkpoints: run `python -m jobs.sweep {args.config}` first")
         try:
-            known = {r.revision: metric_value(r, metric) for r in records}
+            metric_value(records[0], metric)  # a metric the records do not have: refused before any probe
         except ValueError as error:
             parser.error(str(error))
-
-        def measure(revision: str) -> float:
-            run_sweep(config.replace(checkpoints=(revision,)), task, tracking_uri=tracker.uri, ray_address=args.address,
-                      published=published, progress=False)  # fmt: skip
-            (record,) = [r for r in tracker.load_records(parent) if r.revision == revision]
-            if not record.ok:
-                raise PythiaSweepError(f"probe {revision} failed: {record.error}")
-            return metric_value(record, metric)
-
-        bracket = bisect_emergence(published, known, measure, threshold)
+        bracket = refine_sweep(config, task, published, records, metric, threshold, tracking_uri=tracker.uri, ray_address=args.address)
     except PythiaSweepError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return refused(error)
     if bracket.above is None or bracket.below is None:
         print(f"nothing to bisect: {bracket.note}")
     else:
@@ -78,7 +63,7 @@ def main(argv=None) -> int:
           f"instead of the {bracket.gap} published revisions in the gap")  # fmt: skip
     if bracket.note and bracket.above and bracket.below:
         print(bracket.note)
-    from pythia_sweep.report import build_report
+    from pythia_sweep.report.build import build_report
 
     try:  # the probes are in the sweep now: the report must say what they changed
         report = build_report(parent, tracking_uri=tracker.uri, reports_dir=args.reports_dir)

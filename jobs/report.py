@@ -7,28 +7,24 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-
-class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """--help shows the module's examples as written, and every flag's default."""
+from jobs.cli import parser_for, refused
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.report", description=__doc__, formatter_class=HelpFormatter)
+    parser = parser_for("jobs.report", __doc__)
     parser.add_argument("--sweep", help="parent run id or run name of the sweep; unset: the latest sweep")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI; unset: $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db")
     parser.add_argument("--reports-dir", default="reports", help="where reports are written")
     args = parser.parse_args(argv)
     from pythia_sweep.errors import PythiaSweepError
-    from pythia_sweep.report import build_report
+    from pythia_sweep.report.build import build_report
 
     try:
         report = build_report(args.sweep, tracking_uri=args.tracking_uri, reports_dir=args.reports_dir)
     except PythiaSweepError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return refused(error)
     print(report.verdict)
     print(f"report: {report.html_path}")
     return 0

@@ -12,17 +12,14 @@ controls: every head of every layer is patched alone.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-
-class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """--help shows the module's examples as written, and every flag's default."""
+from jobs.cli import parser_for, refused
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jobs.scan", description=__doc__, formatter_class=HelpFormatter)
+    parser = parser_for("jobs.scan", __doc__)
     parser.add_argument("config", help="run config (TOML): model, task and patching method")
     parser.add_argument("--revisions", nargs="+", required=True, help="checkpoints to scan, e.g. step143000")
     parser.add_argument("--task", help="override: the task file whose prompts are scanned")
@@ -32,8 +29,8 @@ def main(argv=None) -> int:
     from pythia_sweep.config import load_config
     from pythia_sweep.engine import load_model, pick_device, pick_dtype, scan_layers
     from pythia_sweep.errors import PythiaSweepError, RevisionNotPublished
-    from pythia_sweep.report import scan_page
-    from pythia_sweep.tasks import load_task
+    from pythia_sweep.report.build import scan_page
+    from pythia_sweep.task_schema import load_task
     from pythia_sweep.tracking import experiment_name
 
     try:
@@ -50,8 +47,7 @@ def main(argv=None) -> int:
             path = scan_page(rows, f"{config.model} at {revision}", folder / f"scan-{revision}")
             print(f"scan of {revision}: {path}")
     except PythiaSweepError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return refused(error)
     return 0
 
 

@@ -14,9 +14,7 @@ import argparse
 import os
 import sys
 
-
-class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """--help shows the module's examples as written, and every flag's default."""
+from jobs.cli import parser_for, refused
 
 
 def keep_local_ray_on_loopback(address: str | None) -> None:
@@ -27,7 +25,7 @@ def keep_local_ray_on_loopback(address: str | None) -> None:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m jobs.sweep", description=__doc__, formatter_class=HelpFormatter)
+    parser = parser_for("jobs.sweep", __doc__)
     parser.add_argument("config", help="run config (TOML), e.g. jobs/configs/pythia160m-log.toml")
     parser.add_argument("--model", help="override: Hub repo id, e.g. EleutherAI/pythia-410m")
     parser.add_argument("--checkpoints", help="override: schedule (seed, log, all) or comma-separated revisions")
@@ -57,7 +55,7 @@ def main(argv=None) -> int:
             method=args.method, workers=args.workers,
         )  # fmt: skip
         from pythia_sweep.checkpoints import published_revisions
-        from pythia_sweep.tasks import load_task
+        from pythia_sweep.task_schema import load_task
 
         task = load_task(config.task)  # a malformed task file: one line, before anything starts
         published = published_revisions(config.model)  # before the heavy imports: no Hub, stop at once
@@ -69,7 +67,7 @@ def main(argv=None) -> int:
             f"({len(result.failed)} failed), {len(result.skipped)} already done; store {result.tracking_uri}"
         )
         if not args.no_report:
-            from pythia_sweep.report import build_report
+            from pythia_sweep.report.build import build_report
 
             try:
                 report = build_report(result.parent_run_id, tracking_uri=result.tracking_uri, reports_dir=args.reports_dir)
@@ -80,8 +78,7 @@ def main(argv=None) -> int:
                 print(report.verdict)
                 print(f"report: {report.html_path}")
     except PythiaSweepError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return refused(error)
     except KeyboardInterrupt:
         print("interrupted: the sweep is marked KILLED; run the same command again to resume it", file=sys.stderr)
         return 130

@@ -6,8 +6,8 @@ checkpoints (which revisions, fetched how; the duplicate and final-step rules) -
 clean/corrupted token positions) -> patching (replace chosen heads' outputs) -> evaluation (batched conditions
 over prompts) -> scoring (success, log-prob and probability differences, restoration, intervals, contrasts,
 the null test) -> engine (one checkpoint end to end) -> sweep (Ray: every checkpoint) -> tracking (MLflow) ->
-records (the long table) -> analysis + verdict + report (polars + plotly). `testing/` holds the stand-ins: a
-local Hub cache writer, the offline demo family, fault injection.
+records (the long table) -> analysis -> report/ (reduce, verdict, figures, page, build: polars + plotly).
+`demo/` is what `make demo` runs offline: the demo model family and a writer of the Hub's cache layout.
 
 In a notebook, a sweep's numbers as one polars frame: `pythia_sweep.load_long_table()` (records.py).
 """

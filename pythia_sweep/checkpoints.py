@@ -8,7 +8,7 @@ reports them as unpublished (with the published range) rather than quietly repla
 Many branches serve identical weights (pythia-2.8b: 76 of 154 equal `main`; step0 == step1 everywhere).
 `find_duplicates` (by the one rule, `identical_weights`) compares the weight files' LFS sha256 from the Hub's metadata before anything is
 downloaded, so each distinct set of weights is fetched once; `fetch` checks every downloaded file against
-the same hash. Online, every Hub operation goes through `_hub_call`: answers meaning "try again later"
+the same hash. Online, every Hub operation goes through `hub.hub_call`: answers meaning "try again later"
 (HTTP 408, 429, 5xx) are retried with backoff a bounded number of times, and a Hub that cannot be reached
 at all is one `HubUnreachable` line at once.
 """
@@ -17,18 +17,15 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import logging
 import re
 import shutil
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import httpx2
 from huggingface_hub import DryRunFileInfo, HfApi, constants, hf_hub_download, is_offline_mode, scan_cache_dir, snapshot_download
 from huggingface_hub.constants import HF_HUB_CACHE
 from huggingface_hub.errors import (
@@ -36,16 +33,14 @@ from huggingface_hub.errors import (
     CorruptedCacheException,
     HfHubHTTPError,
     LocalEntryNotFoundError,
-    OfflineModeIsEnabled,
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
 from huggingface_hub.utils import are_progress_bars_disabled
 
-from pythia_sweep.errors import CorruptCheckpoint, DiskFull, HubUnreachable, PythiaSweepError, RevisionNotPublished
+from pythia_sweep.errors import CorruptCheckpoint, DiskFull, HubUnreachable, RevisionNotPublished
+from pythia_sweep.hub import hub_call, is_connection_failure, one_line
 
-log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 STEP_BRANCH = re.compile(r"^step(\d+)(?:-tokens\d+[KMBT]?)?$")  # Pythia "step1000"; OLMo "step1000-tokens4B"
 SEED_SCHEDULE = (  # the methodology's eleven revisions, literally (three of them do not exist for Pythia)
@@ -56,10 +51,6 @@ CONFIG_FILES = ["config.json", "generation_config.json"]
 TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt"]
 SAFETENSORS_FILES = ["*.safetensors", "*.safetensors.index.json"]
 BIN_FILES = ["pytorch_model*.bin", "pytorch_model.bin.index.json"]
-RETRY_STATUSES = (408, 429, 500, 502, 503, 504)  # the Hub's "try again later" answers (huggingface_hub's list)
-HUB_ATTEMPTS = 5  # tries of one Hub operation before it is refused as HubUnreachable
-BACKOFF_S = (1.0, 2.0, 4.0, 8.0)  # waits before tries 2..5, unless the server's Retry-After says otherwise
-MAX_WAIT_S = 60.0  # the longest Retry-After honoured; longer ones are cut to this
 
 
 @dataclass(frozen=True)
@@ -85,12 +76,12 @@ def published_revisions(repo_id: str, cache_dir: str | Path | None = None) -> li
             )
     else:
         try:
-            refs = _hub_call(f"list the revisions of {repo_id!r}", lambda: HfApi().list_repo_refs(repo_id))
+            refs = hub_call(f"list the revisions of {repo_id!r}", lambda: HfApi().list_repo_refs(repo_id))
         except RepositoryNotFoundError as error:
             raise RevisionNotPublished(f"model repo {repo_id!r} does not exist on the Hugging Face Hub") from error
         except HfHubHTTPError as error:  # 401/403 and the like: the Hub is there but will not answer
             raise HubUnreachable(f"the Hugging Face Hub at {constants.ENDPOINT} refused to list the revisions "
-                                 f"of {repo_id!r}: {_one_line(error)}") from error  # fmt: skip
+                                 f"of {repo_id!r}: {one_line(error)}") from error  # fmt: skip
         names = [b.name for b in refs.branches]
     checkpoints = [Checkpoint(n, step_of(n)) for n in names if step_of(n) is not None]
     return sorted(checkpoints, key=lambda c: c.step)
@@ -161,7 +152,7 @@ def fetch_metadata(repo_id: str, revision: str, cache_dir: str | Path | None = N
 
     if is_offline_mode():
         return download()
-    return _hub_call(f"fetch the config and tokenizer of revision {revision!r} of {repo_id}", download)
+    return hub_call(f"fetch the config and tokenizer of revision {revision!r} of {repo_id}", download)
 
 
 @dataclass(frozen=True)
@@ -195,7 +186,7 @@ def fetch(repo_id: str, revision: str, cache_dir: str | Path | None = None,
     if offline:
         folder = _download(repo_id, revision, cache_dir)
     else:
-        folder = _hub_call(what, lambda: _download(repo_id, revision, cache_dir, progress))
+        folder = hub_call(what, lambda: _download(repo_id, revision, cache_dir, progress))
     names = _weight_files(p.name for p in folder.iterdir() if p.is_file())
     if not names:
         raise CorruptCheckpoint(f"revision {revision!r} of {repo_id} has no weight files (*.safetensors or *.bin)")
@@ -204,7 +195,7 @@ def fetch(repo_id: str, revision: str, cache_dir: str | Path | None = None,
     if corrupt and not offline:
         for name in corrupt:  # one more download of each corrupt file, alone, from the same commit; then give up
             bar = progress(f"{revision} {name}") if progress else None
-            _hub_call(what, lambda name=name, bar=bar: hf_hub_download(repo_id, name, revision=folder.name, cache_dir=cache_dir,
+            hub_call(what, lambda name=name, bar=bar: hf_hub_download(repo_id, name, revision=folder.name, cache_dir=cache_dir,
                                                                        force_download=True, tqdm_class=bar))  # fmt: skip
             hashes[name] = file_sha256(folder / name)
         corrupt = [name for name in corrupt if not _matches_blob_name(folder / name, hashes[name])]
@@ -285,7 +276,7 @@ def _weight_patterns(repo_id: str, revision: str, cache_dir: str | Path | None) 
     with its commit, size (from HEAD requests) and whether it will be downloaded (not cached yet).
 
     When the Hub cannot be connected to, nothing can be downloaded: the cache answers (or `snapshot_download`
-    says it cannot), so the listing is empty. A "try again later" answer propagates to `_hub_call`, which retries.
+    says it cannot), so the listing is empty. A "try again later" answer propagates to `hub.hub_call`, which retries.
     """
     try:
         for weights in (SAFETENSORS_FILES, BIN_FILES):
@@ -298,7 +289,7 @@ def _weight_patterns(repo_id: str, revision: str, cache_dir: str | Path | None) 
     except RepositoryNotFoundError as error:
         raise RevisionNotPublished(f"model repo {repo_id!r} does not exist on the Hugging Face Hub") from error
     except Exception as error:  # DryRunError wraps what stopped it
-        if _transient_response(error) is not None or _connection_failure(error) is None:
+        if not is_connection_failure(error):  # a transient answer is retried by hub_call; anything else is not ours
             raise
     return SAFETENSORS_FILES + BIN_FILES, []
 
@@ -337,7 +328,7 @@ def published_weights(repo_id: str, revision: str, cache_dir: str | Path | None 
         size = sum(siblings[n].size or 0 for n in names)
         return PublishedWeights(revision, info.sha, hashes, _digest(hashes), size)
 
-    return _hub_call(f"read the file list of revision {revision!r} of {repo_id}", ask)
+    return hub_call(f"read the file list of revision {revision!r} of {repo_id}", ask)
 
 
 def _cached_weights(repo_id: str, revision: str, cache_dir: str | Path | None) -> PublishedWeights:
@@ -429,79 +420,6 @@ def find_duplicates(repo_id: str, revisions: Iterable[str], cache_dir: str | Pat
     return {name: measured.get(name, name) for name in names}
 
 
-def _hub_call(what: str, call: Callable[[], T]) -> T:
-    """Run one Hub operation, retrying the answers that mean "try again later".
-
-    huggingface_hub 2.4 retries some requests itself (tree listings; a file's HEAD, on a second attempt; a
-    download's 408/429), but not `list_repo_refs`, `model_info`/`repo_info` (the first request of every
-    `snapshot_download`) nor a 5xx answer to a file's GET. Those reach here, often wrapped (DryRunError,
-    LocalEntryNotFoundError), and the whole operation is tried again after the server's `Retry-After` or a
-    doubling wait, HUB_ATTEMPTS tries in all; files already downloaded stay in the cache and are not
-    downloaded again. A Hub that cannot be connected to is reported at once, in one line.
-    """
-    attempt = 0
-    while True:
-        attempt += 1
-        try:
-            return call()
-        except PythiaSweepError:
-            raise
-        except Exception as error:
-            response = _transient_response(error)
-            if response is None:
-                cause = _connection_failure(error)
-                if cause is None:
-                    raise
-                raise HubUnreachable(
-                    f"cannot reach the Hugging Face Hub at {constants.ENDPOINT} to {what} "
-                    f"({type(cause).__name__}: {_one_line(cause)}). Without Hub access run `make demo` "
-                    "(offline demo family), or set HF_HUB_OFFLINE=1 to sweep what the local cache holds"
-                ) from error
-            status = response.status_code
-            if attempt == HUB_ATTEMPTS:
-                raise HubUnreachable(
-                    f"the Hugging Face Hub at {constants.ENDPOINT} answered HTTP {status} to {what}, "
-                    f"{HUB_ATTEMPTS} tries in a row ({response.request.method} {response.request.url}); try again later"
-                ) from error
-            retry_after = _retry_after(response)
-            wait = min(BACKOFF_S[attempt - 1] if retry_after is None else retry_after, MAX_WAIT_S)
-            log.warning("the Hub answered HTTP %d to %s; try %d of %d in %.0f s", status, what, attempt + 1,
-                        HUB_ATTEMPTS, wait)  # fmt: skip
-            time.sleep(wait)
-
-
-def _causes(error: BaseException) -> Iterable[BaseException]:
-    """The error and what it wraps (huggingface_hub often re-raises a network error inside another)."""
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        yield error
-        error = error.__cause__ or error.__context__
-
-
-def _transient_response(error: BaseException) -> httpx2.Response | None:
-    for e in _causes(error):
-        if isinstance(e, HfHubHTTPError) and e.response is not None and e.response.status_code in RETRY_STATUSES:
-            return e.response
-    return None
-
-
-def _connection_failure(error: BaseException) -> BaseException | None:
-    for e in _causes(error):
-        if isinstance(e, (httpx2.TransportError, OfflineModeIsEnabled)):
-            return e
-    return None
-
-
-def _retry_after(response: httpx2.Response) -> float | None:
-    value = response.headers.get("Retry-After", "").strip()
-    return float(value) if value.isdigit() else None
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
-
-
 def check_free_space(needed: int, folder: Path, what: str, margin: float = 1.05) -> None:
     """Refuse a download that cannot fit, saying how much space it needs and where."""
     probe = folder
@@ -515,9 +433,6 @@ def check_free_space(needed: int, folder: Path, what: str, margin: float = 1.05)
         )
 
 
-def file_sha256(path: str | Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
+def file_sha256(path: str | Path) -> str:
     with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()

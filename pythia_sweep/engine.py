@@ -24,11 +24,13 @@ from pythia_sweep.checkpoints import (
 )
 from pythia_sweep.config import SweepConfig
 from pythia_sweep.errors import ConfigError, RevisionNotPublished
-from pythia_sweep.evaluation import Condition, evaluate, head_name, make_conditions, null_plan
+from pythia_sweep.conditions import Condition, head_name, make_conditions, null_plan
+from pythia_sweep.evaluation import evaluate
 from pythia_sweep.patching import attention_layout
 from pythia_sweep.records import CheckpointRecord
 from pythia_sweep.scoring import summarize_record
-from pythia_sweep.tasks import Task, TokenizedPair, load_task
+from pythia_sweep.tasks import Task, TokenizedPair
+from pythia_sweep.task_schema import load_task
 
 
 def pick_device(choice: str) -> torch.device:

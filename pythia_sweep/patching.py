@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
+from pythia_sweep.config import SITES
 from pythia_sweep.errors import ConfigError, UnsupportedModel
 from pythia_sweep.prompts import align_positions
 
@@ -41,7 +42,6 @@ OUTPUT_PROJECTION = {
     "mistral": "model.layers.{layer}.self_attn.o_proj",
     "qwen2": "model.layers.{layer}.self_attn.o_proj",
 }
-SITES = ("head", "post-projection")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ first rise only.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from pythia_sweep import analysis
@@ -82,3 +82,24 @@ def bisect_emergence(
             + "): there is no single emergence step; this brackets the first rise only"
         )
     return bracket
+
+
+def refine_sweep(config, task, published: Sequence[Checkpoint], records: Iterable, metric: str, threshold: float, *,
+                 tracking_uri: str, ray_address: str | None = None) -> Bracket:  # fmt: skip
+    """Bisect a recorded sweep: its ok `records` are the known points of `metric` (a contrast or any flattened
+    number); each probe is a one-checkpoint sweep of the same config, recorded in the same MLflow sweep, and read
+    from the record `run_sweep` returns (no store re-read per probe)."""
+    from pythia_sweep.errors import PythiaSweepError
+    from pythia_sweep.sweep import run_sweep
+
+    known = {r.revision: metric_value(r, metric) for r in records if r.ok}
+
+    def measure(revision: str) -> float:
+        result = run_sweep(config.replace(checkpoints=(revision,)), task, tracking_uri=tracking_uri, ray_address=ray_address,
+                           published=published, progress=False)  # fmt: skip
+        record = next((r for r in result.records if r.revision == revision), None)
+        if record is None or not record.ok:
+            raise PythiaSweepError(f"probe {revision} " + (f"failed: {record.error}" if record else "was not measured: it is recorded already"))
+        return metric_value(record, metric)
+
+    return bisect_emergence(published, known, measure, threshold)

@@ -19,10 +19,10 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats
 
+from pythia_sweep.records import CONTRAST_METRICS, ROW_KEY
+
 MEAN_METRICS = ("logprob_diff", "prob_diff")  # per-row numbers averaged over prompts
-CONTRAST_METRICS = ("success_rate", "logprob_diff", "prob_diff")
 NULL_METRICS = CONTRAST_METRICS  # the null places a group on whichever metric its headline is taken on
-ROW_KEY = {"success_rate": "success", "logprob_diff": "logprob_diff", "prob_diff": "prob_diff"}
 
 
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:

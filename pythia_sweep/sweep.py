@@ -42,7 +42,8 @@ from pythia_sweep.config import SweepConfig
 from pythia_sweep.engine import ModelCache, base_record, preflight, run_checkpoint
 from pythia_sweep.errors import PythiaSweepError
 from pythia_sweep.records import CheckpointRecord
-from pythia_sweep.tasks import Task, load_task
+from pythia_sweep.tasks import Task
+from pythia_sweep.task_schema import load_task
 from pythia_sweep.tracking import SweepRecorder
 
 FORWARDED_ENV = ("HF_HUB_OFFLINE", "HF_HUB_CACHE", "HF_HOME", "HF_TOKEN", "HF_ENDPOINT", "HF_HUB_DISABLE_PROGRESS_BARS",
@@ -143,6 +144,7 @@ class SweepResult:
     failed: list[str]
     log_s: float = 0.0  # driver time spent writing to MLflow
     errors: dict[str, str] = field(default_factory=dict)  # failed revision -> why, as recorded
+    records: list[CheckpointRecord] = field(default_factory=list)  # what this invocation recorded, in order
 
 
 def worker_count(config: SweepConfig, n_checkpoints: int) -> tuple[int, dict]:
@@ -212,6 +214,7 @@ def run_sweep(
         result.log_s += time.perf_counter() - start
         if written is not None:
             result.recorded.append(rec.revision)
+            result.records.append(rec)
             if rec.status == "failed":
                 result.failed.append(rec.revision)
                 result.errors[rec.revision] = rec.error

@@ -15,13 +15,13 @@ metric, the parquet column and the report's label.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import time
 import urllib.request
 from pathlib import Path
 
+from filelock import FileLock
 from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from tqdm import tqdm
@@ -29,15 +29,15 @@ from tqdm import tqdm
 from pythia_sweep.checkpoints import Checkpoint
 from pythia_sweep.config import SweepConfig, config_from_dict
 from pythia_sweep.errors import PythiaSweepError
-from pythia_sweep.records import CheckpointRecord
-from pythia_sweep.tasks import Task, task_from_dict
+from pythia_sweep.conditions import SUMMARY_KINDS
+from pythia_sweep.records import CONDITION_METRICS, CONTRAST_METRICS, CheckpointRecord
+from pythia_sweep.tasks import Task
+from pythia_sweep.task_schema import task_from_dict
 
 # One bar per downloaded file is noise when a report reads hundreds of small records; ours counts records.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 DEFAULT_STORE = "mlruns/mlflow.db"
-CONDITION_METRICS = ("success_rate", "logprob_diff", "prob_diff", "restoration")
-CONTRAST_METRICS = ("success_rate", "logprob_diff", "prob_diff")
-COMPARED_KINDS = ("baseline", "clean", "group", "all")  # conditions a person compares in the UI; single heads
+COMPARED_KINDS = SUMMARY_KINDS  # conditions a person compares in the UI; single heads
 # and null sets stay in the record and the parquet (hundreds of numbers a checkpoint)
 
 
@@ -121,19 +121,12 @@ def responses_text(record: CheckpointRecord) -> str:
     return "\n".join(lines) + "\n"
 
 
-@contextlib.contextmanager
-def _creation_lock(uri: str):
+def _creation_lock(uri: str) -> contextlib.AbstractContextManager:
     """For a SQLite store, an exclusive lock on a file beside it while the store is opened (and, the first
     time, created and migrated); other stores need none."""
     if not uri.startswith("sqlite:///"):
-        yield
-        return
-    with open(Path(uri.removeprefix("sqlite:///")).with_suffix(".lock"), "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        return contextlib.nullcontext()
+    return FileLock(Path(uri.removeprefix("sqlite:///")).with_suffix(".lock"))
 
 
 class _Store:

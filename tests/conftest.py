@@ -35,7 +35,7 @@ def task_corpus() -> list[str]:
 
 
 def _tokenizer():
-    from pythia_sweep.testing.demo_family import build_tokenizer, corpus
+    from pythia_sweep.demo.demo_family import build_tokenizer, corpus
 
     return build_tokenizer(corpus(1500, seed=1) + task_corpus(), vocab_size=700, digit_pairs=True)
 
@@ -43,7 +43,7 @@ def _tokenizer():
 def _neox(vocab, seed):
     from transformers import GPTNeoXForCausalLM
 
-    from pythia_sweep.testing.demo_family import tiny_neox_config
+    from pythia_sweep.demo.demo_family import tiny_neox_config
 
     torch.manual_seed(seed)
     cfg = tiny_neox_config(vocab, hidden_size=48, num_hidden_layers=8, intermediate_size=96)
@@ -64,7 +64,7 @@ def _llama(vocab, seed):
 @pytest.fixture(scope="session")
 def hub_cache():
     """Publish the tiny families once per session; returns the cache folder."""
-    from pythia_sweep.testing.hub_cache import save_revision
+    from pythia_sweep.demo.hub_cache import save_revision
 
     cache = os.environ["HF_HUB_CACHE"]
     tok = _tokenizer()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from pythia_sweep.testing.hub_server import HubServer
+from support.hub_server import HubServer
 
 REPO = Path(__file__).resolve().parents[1]
 MARK = "@@online-result@@"

@@ -13,9 +13,9 @@ from pythia_sweep import analysis
 from pythia_sweep.checkpoints import Checkpoint, final_step, identical_weights
 from pythia_sweep.config import SweepConfig
 from pythia_sweep.records import CheckpointRecord
-from pythia_sweep.report import reduce
+from pythia_sweep.report.reduce import reduce
 from pythia_sweep.scoring import null_position, paired_difference_interval, wilson_interval
-from pythia_sweep.tasks import load_task
+from pythia_sweep.task_schema import load_task
 
 TASK = load_task("tasks/decimal-robust.toml")
 CONFIG = SweepConfig(task="tasks/decimal-robust.toml", bootstrap_resamples=400)

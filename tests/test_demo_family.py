@@ -12,8 +12,9 @@ from pythia_sweep import analysis
 from pythia_sweep.config import SweepConfig
 from pythia_sweep.engine import ModelCache, run_checkpoint
 from pythia_sweep.evidence import attention_evidence
-from pythia_sweep.tasks import load_task, word_tokens
-from pythia_sweep.testing.demo_family import TrainingRows, corpus, demo_tokenizer, train_family
+from pythia_sweep.prompt_pairs import word_tokens
+from pythia_sweep.task_schema import load_task
+from pythia_sweep.demo.demo_family import TrainingRows, corpus, demo_tokenizer, train_family
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -124,7 +125,7 @@ def test_refine_rebuilds_the_report_and_the_terminal_and_report_agree_after_it(s
     import ray
 
     from pythia_sweep.config import load_config
-    from pythia_sweep.report import build_report
+    from pythia_sweep.report.build import build_report
     from pythia_sweep.sweep import run_sweep
 
     coarse = ["step0", "step64", "step128", "step192", "step256", "step320"]

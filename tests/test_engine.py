@@ -8,9 +8,10 @@ import torch
 from pythia_sweep.checkpoints import SEED_SCHEDULE, fetch, published_revisions, resolve_schedule
 from pythia_sweep.config import SweepConfig
 from pythia_sweep.engine import run_checkpoint
-from pythia_sweep.evaluation import Condition, evaluate
+from pythia_sweep.conditions import Condition
+from pythia_sweep.evaluation import evaluate
 from pythia_sweep.patching import attention_layout
-from pythia_sweep.tasks import load_task
+from pythia_sweep.task_schema import load_task
 
 from conftest import NEOX_REPO
 
@@ -176,7 +177,7 @@ def test_generation_config_beyond_plain_greedy_is_refused_by_name(neox):
 
 def test_layer_by_head_scan(neox, tmp_path):
     from pythia_sweep.engine import scan_layers
-    from pythia_sweep.report import scan_page
+    from pythia_sweep.report.build import scan_page
 
     rows = scan_layers(SweepConfig(**FAST, task="tasks/decimal-seed.toml"), SEED, neox, layers=[5, 6])
     assert len(rows) == 1 + 2 * 12 and rows[0]["head"] == -1
@@ -232,7 +233,7 @@ def test_layers_below_the_patch_run_once_per_prompt_with_the_same_results(reques
     """Sharing the layers below the lowest patched layer across a prompt's conditions changes no output:
     every condition kind (clean prompt, groups in two layers, single heads not decoded, null sets), tokens
     identical and log-probs within float tolerance of running every row through every layer."""
-    from pythia_sweep.evaluation import make_conditions
+    from pythia_sweep.conditions import make_conditions
 
     loaded = request.getfixturevalue(family)
     layout = attention_layout(loaded.model)
@@ -269,7 +270,7 @@ def test_a_first_answer_rule_stops_decoding_a_row_once_its_outcome_is_fixed(neox
 
     from test_tasks import OWN_TASK
 
-    from pythia_sweep.tasks import task_from_dict
+    from pythia_sweep.task_schema import task_from_dict
 
     task = task_from_dict(tomllib.loads(OWN_TASK), "capitals.toml")
     layout = attention_layout(neox.model)

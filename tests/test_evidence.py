@@ -23,7 +23,7 @@ L = 6  # tokens in the first occurrence: sequences are BOS + 6 + 6 = 13 tokens
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from pythia_sweep.testing.demo_family import build_tokenizer, corpus
+    from pythia_sweep.demo.demo_family import build_tokenizer, corpus
 
     return build_tokenizer(corpus(300, seed=2), vocab_size=300)
 
@@ -31,7 +31,7 @@ def tokenizer():
 def tiny_neox(vocab: int, seed: int = 0):
     from transformers import GPTNeoXForCausalLM
 
-    from pythia_sweep.testing.demo_family import tiny_neox_config
+    from pythia_sweep.demo.demo_family import tiny_neox_config
 
     torch.manual_seed(seed)
     config = tiny_neox_config(vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, rotary_pct=1.0)
@@ -186,7 +186,7 @@ def test_sequences_longer_than_the_model_takes_are_refused_by_name(tokenizer):
 def test_random_tokens_leave_out_special_and_reserved_tokens():
     from tokenizers import AddedToken
 
-    from pythia_sweep.testing.demo_family import build_tokenizer, corpus
+    from pythia_sweep.demo.demo_family import build_tokenizer, corpus
 
     tokenizer = build_tokenizer(corpus(300, seed=2), vocab_size=300)  # its own copy: tokens are added below
     tokenizer.add_tokens([AddedToken("<|reserved_0|>", special=True), AddedToken("  ", special=False)])

@@ -5,9 +5,10 @@ from dataclasses import replace
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from pythia_sweep.evaluation import Condition
+from pythia_sweep.conditions import Condition
 from pythia_sweep.floor import floor_seconds, matmul_throughput, needed_flops, shapes_of
-from pythia_sweep.tasks import PromptPair, TokenizedPair
+from pythia_sweep.tasks import TokenizedPair
+from pythia_sweep.prompt_pairs import PromptPair
 
 
 def _pair(pid, corrupted, answers):

@@ -1,7 +1,7 @@
 """The paths users take online, for real: the unchanged huggingface_hub client against a Hub on 127.0.0.1.
 
 Each test serves tests/conftest.py's tiny fixtures (or a repo it publishes itself) with
-`pythia_sweep.testing.hub_server` and runs pythia_sweep online in a child process (hub_fixtures.py says
+`support.hub_server` and runs pythia_sweep online in a child process (hub_fixtures.py says
 why). The server counts what it served, so a test can say what was downloaded and how often.
 """
 
@@ -14,10 +14,11 @@ import pytest
 from conftest import NEOX_REPO, STEPS
 from hub_fixtures import hub, run_online  # noqa: F401 - `hub` is a fixture
 
-from pythia_sweep.checkpoints import HUB_ATTEMPTS, fetch, find_duplicates, published_weights
+from pythia_sweep.checkpoints import fetch, find_duplicates, published_weights
+from pythia_sweep.hub import HUB_ATTEMPTS
 from pythia_sweep.errors import CorruptCheckpoint
-from pythia_sweep.testing.hub_cache import repo_folder, write_revision
-from pythia_sweep.testing.hub_server import HubServer
+from pythia_sweep.demo.hub_cache import repo_folder, write_revision
+from support.hub_server import HubServer
 
 WEIGHTS = "model.safetensors"
 FETCH = f"""

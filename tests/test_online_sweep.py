@@ -14,9 +14,9 @@ from conftest import NEOX_REPO
 from hub_fixtures import REPO, hub, online_env  # noqa: F401 - `hub` is a fixture
 from tqdm import tqdm
 
-from pythia_sweep.testing.demo_family import DEMO_REPO, train_family
-from pythia_sweep.testing.hub_cache import repo_folder
-from pythia_sweep.testing.hub_server import HubServer
+from pythia_sweep.demo.demo_family import DEMO_REPO, train_family
+from pythia_sweep.demo.hub_cache import repo_folder
+from support.hub_server import HubServer
 from pythia_sweep.tracking import SweepReader
 
 pytestmark = pytest.mark.slow
@@ -57,7 +57,7 @@ def test_identical_revisions_are_recorded_as_duplicates_without_downloading_them
 
 @pytest.fixture(scope="module")
 def demo_hub_root(tmp_path_factory):
-    """The demo family (`make demo`'s model, trained by pythia_sweep.testing.demo_family) cut to its first four
+    """The demo family (`make demo`'s model, trained by pythia_sweep.demo.demo_family) cut to its first four
     optimizer steps, saved as step0, step1, step2 and step4 (distinct weights) in a folder for the Hub server."""
     root = tmp_path_factory.mktemp("demo-hub")
     train_family(root, DEMO_REPO, steps=(0, 1, 2, 4), log=lambda line: None)

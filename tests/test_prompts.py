@@ -11,7 +11,7 @@ BUGGY = "Q: Which is bigger: 9.8 or 9.11?\nA:"
 
 @pytest.fixture(scope="module")
 def tok():
-    from pythia_sweep.testing.demo_family import build_tokenizer, corpus
+    from pythia_sweep.demo.demo_family import build_tokenizer, corpus
 
     return build_tokenizer(corpus(1500, seed=1), vocab_size=200)
 

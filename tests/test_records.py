@@ -9,7 +9,7 @@ import pytest
 from pythia_sweep.config import SweepConfig
 from pythia_sweep.engine import run_checkpoint
 from pythia_sweep.records import SCHEMA, long_table
-from pythia_sweep.tasks import task_from_dict
+from pythia_sweep.task_schema import task_from_dict
 
 from conftest import NEOX_REPO
 

@@ -13,9 +13,9 @@ import ray
 
 from pythia_sweep.config import SweepConfig
 from pythia_sweep.engine import run_checkpoint
-from pythia_sweep.testing.hub_cache import repo_folder, save_revision
+from pythia_sweep.demo.hub_cache import repo_folder, save_revision
 from pythia_sweep.sweep import run_sweep
-from pythia_sweep.tasks import load_task
+from pythia_sweep.task_schema import load_task
 from pythia_sweep.tracking import SweepReader as Tracker, TrackingStoreError
 
 from conftest import NEOX_REPO

@@ -14,7 +14,7 @@ import pytest
 import ray
 
 from pythia_sweep.config import SweepConfig
-from pythia_sweep.report import build_report, compare_sweeps
+from pythia_sweep.report.build import build_report, compare_sweeps
 from pythia_sweep.sweep import run_sweep
 from pythia_sweep.tracking import SweepReader as Tracker
 

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from pythia_sweep.scoring import bootstrap_mean_interval, null_position, restoration, restoration_interval, wilson_interval
-from pythia_sweep.tasks import load_task
+from pythia_sweep.task_schema import load_task
 
 
 def check_bug_fixed(output: str) -> bool:

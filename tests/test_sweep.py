@@ -49,7 +49,7 @@ def test_sweep_records_one_child_per_checkpoint_and_resumes(hub_cache, tmp_path,
     parent = tracker.client.get_run(result.parent_run_id)
     assert parent.info.status == "FINISHED" and parent.data.params["task"] == "tasks/decimal-seed.toml"
 
-    from pythia_sweep.tasks import load_task
+    from pythia_sweep.task_schema import load_task
 
     assert tracker.find_sweep(config.sweep_id(load_task(config.task).digest)) == result.parent_run_id  # by sweep_id too
     empty = tracker.client.create_run(parent.info.experiment_id, tags={"kind": "sweep"})  # a sweep stopped before any record
@@ -64,7 +64,12 @@ def test_sweep_records_one_child_per_checkpoint_and_resumes(hub_cache, tmp_path,
 
 
 def test_worker_killed_mid_checkpoint_yields_exactly_one_result(hub_cache, tmp_path, local_ray):
-    from pythia_sweep.testing.faults import KillOnce
+    import ray.cloudpickle
+
+    import support.faults
+    from support.faults import KillOnce
+
+    ray.cloudpickle.register_pickle_by_value(support.faults)  # the workers import no tests/: ship the class itself
 
     (tmp_path / "kills").mkdir()
     uri = f"sqlite:///{tmp_path}/mlflow.db"
@@ -110,7 +115,7 @@ def test_node_removed_mid_sweep_moves_its_checkpoints(hub_cache, tmp_path):
 
 
 def test_identical_weights_are_flagged_in_records_and_report(hub_cache, tmp_path, local_ray):
-    from pythia_sweep.report import build_report
+    from pythia_sweep.report.build import build_report
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     config = SweepConfig(**{**FAST, "model": NEOX_REPO + "-dup"}, checkpoints="all", workers=1)

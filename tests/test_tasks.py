@@ -12,7 +12,7 @@ import pytest
 from pythia_sweep.config import SweepConfig
 from pythia_sweep.engine import run_checkpoint
 from pythia_sweep.errors import ConfigError
-from pythia_sweep.tasks import load_task, task_from_dict
+from pythia_sweep.task_schema import load_task, task_from_dict
 
 from conftest import NEOX_REPO
 
@@ -152,7 +152,7 @@ def test_group_head_out_of_range_stops_the_command_before_ray(hub_cache, tmp_pat
 def test_a_task_the_code_has_never_seen_sweeps_with_its_own_names(hub_cache, tmp_path):
     import ray
 
-    from pythia_sweep.report import build_report
+    from pythia_sweep.report.build import build_report
     from pythia_sweep.sweep import run_sweep
     from pythia_sweep.tracking import SweepReader
 

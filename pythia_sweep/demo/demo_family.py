@@ -25,9 +25,9 @@ All four layer-1 heads become induction heads (prefix-matching scores 0.93-0.99 
 of layer 0 previous-token heads (0.99 and 0.76).
 
 The tokenizer (byte-level BPE, like GPT-NeoX's) is trained on the decimal texts and a list of common words, so
-that `tasks.word_tokens` finds the single-token " word" tokens the induction task's prompts are made of.
+that `prompt_pairs.word_tokens` finds the single-token " word" tokens the induction task's prompts are made of.
 Revisions are saved at log-spaced steps and densely through the phase change, as `step*` branches of a local
-Hugging Face cache in the Hub's layout (testing/hub_cache.py): a demo sweep runs exactly the code path a Pythia
+Hugging Face cache in the Hub's layout (demo/hub_cache.py): a demo sweep runs exactly the code path a Pythia
 sweep runs, and `refine` has published revisions to bisect over.
 """
 
@@ -43,8 +43,8 @@ from pathlib import Path
 
 import torch
 
-from pythia_sweep.tasks import load_task
-from pythia_sweep.testing.hub_cache import repo_folder, save_revision
+from pythia_sweep.task_schema import load_task
+from pythia_sweep.demo.hub_cache import repo_folder, save_revision
 
 TASKS = Path(__file__).resolve().parents[2] / "tasks"
 

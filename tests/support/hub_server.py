@@ -1,7 +1,7 @@
 """A Hugging Face Hub on 127.0.0.1, serving a local folder in the Hub's cache layout, with faults on demand.
 
 The real `huggingface_hub` client (2.4) runs against it unchanged with `HF_ENDPOINT=http://127.0.0.1:PORT`
-and `HF_HUB_OFFLINE=0`. The folder is what `pythia_sweep.testing.hub_cache` (or a real download) writes:
+and `HF_HUB_OFFLINE=0`. The folder is what `pythia_sweep.demo.hub_cache` (or a real download) writes:
 
     <root>/models--ORG--NAME/refs/<branch>               the branch's commit hash
     <root>/models--ORG--NAME/snapshots/<commit>/<file>   -> ../../blobs/<etag>

@@ -1,0 +1,183 @@
+"""How a task's [prompts] table becomes clean/corrupted prompt pairs, one generator per `kind`:
+
+  pairs             written out, one table per pair
+  templates         templates x rows of named values (written out, or the product of named tables), seeded
+  repeated-tokens   Olsson et al.'s repeated random-word sequences, drawn from the tokenizer's single-token words
+
+The clean prompt is the patch source, the corrupted one the target. Every generator refuses, by field, what it
+cannot make (an empty filter result, a template field no row has, ids that collide).
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import string
+from dataclasses import dataclass
+
+from pythia_sweep.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class PromptPair:
+    id: str  # stable name within the task
+    clean: str  # the prompt the model answers correctly: the patch source
+    corrupted: str  # the prompt whose answer the patch should repair: the patch target
+    correct: tuple[str, ...]  # exact continuations that count as right
+    wrong: tuple[str, ...]  # exact continuations that count as wrong
+    weight: int = 1  # how many identical greedy trials this prompt stands for
+
+
+def as_list(value) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _pair_from_table(i: int, p: dict) -> PromptPair:
+    return PromptPair(
+        str(p.get("id", f"p{i}")), p["clean"], p["corrupted"], tuple(as_list(p["correct"])), tuple(as_list(p["wrong"])),
+        int(p.get("weight", 1)),
+    )  # fmt: skip
+
+
+def _value_rows(spec: dict, source: str) -> list[dict]:
+    """Rows of named values: written out (`values`), or the product of named tables (`tables`)."""
+    if "values" in spec:
+        return [dict(row) for row in spec["values"]]
+    names, columns = [], []
+    for name, table in spec["tables"].items():
+        if isinstance(table, dict):  # {range = [lo, hi], format = "{:02d}"}: integers lo..hi inclusive
+            lo, hi = table["range"]
+            table = [table.get("format", "{}").format(n) for n in range(lo, hi + 1)]
+        names.append(name)
+        columns.append(table)
+    rows = [dict(zip(names, combo)) for combo in itertools.product(*columns)]
+    distinct = spec.get("distinct", [])  # fields that must differ within a row (two names of one prompt)
+    kept = [row for row in rows if len({row[k] for k in distinct}) == len(distinct)]
+    if not kept:
+        raise ConfigError(f"{source}: prompts.distinct", distinct, f"fields whose values can differ (no row of {len(rows)} keeps them distinct)")
+    return kept
+
+
+def _fill(template: str, values: dict, where: str) -> str:
+    try:
+        return template.format(**values)
+    except (KeyError, IndexError, ValueError) as error:
+        raise ConfigError(where, template, f"a template whose fields are among {sorted(values)} ({error})") from error
+
+
+def _answers(spec, values: dict, where: str) -> tuple[str, ...]:
+    """Answer templates, or a number range {numbers = "{n:02d}", above|from = .., up_to|below = ..}."""
+    out = []
+    for item in as_list(spec):
+        if isinstance(item, dict):
+            lo = int(_fill(str(item["above"]), values, where)) + 1 if "above" in item else int(_fill(str(item.get("from", 0)), values, where))
+            hi = int(_fill(str(item["below"]), values, where)) - 1 if "below" in item else int(_fill(str(item["up_to"]), values, where))
+            out += [item["numbers"].format(n=n) for n in range(lo, hi + 1)]
+        else:
+            out.append(_fill(item, values, where))
+    if not out:
+        raise ConfigError(where, spec, f"at least one answer for values {values}")
+    return tuple(out)
+
+
+def _template_pairs(source: str, spec: dict, tokenizer) -> list[PromptPair]:
+    rows = _value_rows(spec, source)
+    combos = [(t, r) for t in range(len(spec["templates"])) for r in range(len(rows))]
+    count = spec.get("count", 0)
+    if count and count < len(combos):
+        combos = sorted(random.Random(spec.get("seed", 0)).sample(combos, count))
+    id_format = spec.get("id", "t{template}-r{row}")
+    keep_if = spec.get("keep_if_single_tokens")
+    if keep_if and isinstance(keep_if[0], str):
+        keep_if = [keep_if]
+    pairs, dropped = [], 0
+    for t, r in combos:
+        template, values = spec["templates"][t], {**rows[r]}
+        where = f"{source}: prompts"
+        if keep_if and tokenizer is not None and not all(_splits_as(tokenizer, [_fill(p, values, where) for p in parts]) for parts in keep_if):
+            dropped += 1
+            continue
+        pairs.append(PromptPair(
+            _fill(id_format, {**values, "template": t, "row": r}, f"{where}.id"),
+            _fill(template["clean"], values, f"{where}.templates[{t}].clean"),
+            _fill(template["corrupted"], values, f"{where}.templates[{t}].corrupted"),
+            _answers(spec["correct"], values, f"{where}.correct"), _answers(spec["wrong"], values, f"{where}.wrong"),
+            int(spec.get("weight", 1)),
+        ))  # fmt: skip
+    if not pairs:
+        raise ConfigError(f"{source}: prompts.keep_if_single_tokens", keep_if,
+                          f"a filter that keeps some prompts for this tokenizer (all {dropped} were dropped)")  # fmt: skip
+    check_unique_ids([p.id for p in pairs], f"{source}: prompts.id", lambda f, v, a: ConfigError(f, v, a))
+    return pairs
+
+
+def _splits_as(tokenizer, parts: list[str]) -> bool:
+    """True where the joined text tokenizes as exactly one token per part, each the part itself."""
+    from pythia_sweep.prompts import encode
+
+    whole = encode(tokenizer, "".join(parts))
+    return len(whole) == len(parts) and all(tokenizer.decode([t]) == p for t, p in zip(whole, parts))
+
+
+def word_tokens(tokenizer) -> list[int]:
+    """Vocabulary tokens that are a space and a lower-case word, and re-encode to themselves alone: the
+    readable random tokens of repeated sequences (each one token wherever it stands after a space)."""
+    from pythia_sweep.prompts import encode
+
+    words = []
+    for token_id in range(len(tokenizer)):
+        text = tokenizer.decode([token_id])
+        if len(text) >= 3 and text[0] == " " and all(c in string.ascii_lowercase for c in text[1:]):
+            if encode(tokenizer, text) == [token_id]:
+                words.append(token_id)
+    return words
+
+
+def _repeated_token_pairs(source: str, spec: dict, tokenizer) -> list[PromptPair]:
+    """Olsson et al.'s repeated random sequences: a sequence of `length` random words, then its first half
+    again; the clean answer is the word that followed in the first occurrence. The corrupted prompt replaces
+    that word (first occurrence only) by another, so induction predicts the other word; both prompts have
+    the same length."""
+    if tokenizer is None:
+        raise ConfigError(f"{source}: prompts.kind", "repeated-tokens", "a tokenizer to draw words from (given per model)")
+    words = [tokenizer.decode([t]) for t in word_tokens(tokenizer)]
+    length, count = spec["length"], spec["count"]
+    if len(words) < length + 1:
+        raise ConfigError(f"{source}: prompts.length", length,
+                          f"at most {len(words) - 1} for this tokenizer ({len(words)} single-token words)")  # fmt: skip
+    rng = random.Random(spec.get("seed", 0))
+    repeat = spec.get("repeat", length // 2)
+    prefix = spec.get("prefix", "")
+    pairs = []
+    for i in range(count):
+        drawn = rng.sample(words, length + 1)
+        seq, other = drawn[:length], drawn[length]
+        answer = seq[repeat]
+        corrupted_seq = seq[:repeat] + [other] + seq[repeat + 1 :]
+        clean = prefix + "".join(seq) + "".join(seq[:repeat])
+        corrupted = prefix + "".join(corrupted_seq) + "".join(seq[:repeat])
+        pairs.append(PromptPair(f"seq{i:03d}", clean, corrupted, (answer,), (other,)))
+    return pairs
+
+
+def check_unique_ids(ids: list[str], where: str, bad) -> None:
+    """Two prompts of one id would be merged into one observation (and the prompt count would disagree)."""
+    seen: dict[str, int] = {}
+    for i, pid in enumerate(ids):
+        if pid in seen:
+            raise bad(where, pid, f"an id given once (prompts {seen[pid]} and {i} share it; make the id pattern name every field that varies)")
+        seen[pid] = i
+
+
+def _written_pairs(source: str, spec: dict, tokenizer) -> list[PromptPair]:
+    return [_pair_from_table(i, p) for i, p in enumerate(spec["pairs"])]
+
+
+GENERATORS = {"pairs": _written_pairs, "templates": _template_pairs, "repeated-tokens": _repeated_token_pairs}
+PROMPT_KINDS = tuple(GENERATORS)
+
+
+def make_pairs(source: str, spec: dict, tokenizer=None) -> list[PromptPair]:
+    """A [prompts] table's pairs (`source` names the file in refusals; a tokenizer is needed for repeated-token
+    prompts and tokenization filters)."""
+    return GENERATORS[spec["kind"]](source, spec, tokenizer)

@@ -1,0 +1,165 @@
+"""Build a sweep's report from the tracking store: reduce, draw, write parquet, JSON and HTML, log the summary
+back to the sweep's parent run; and the pages comparing sweeps and showing a layer x head scan."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import plotly.graph_objects as go
+import polars as pl
+
+from pythia_sweep.checkpoints import Checkpoint
+from pythia_sweep.config import SweepConfig
+from pythia_sweep.report.figures import (
+    step_axis,
+    colors_for,
+    detail_figure,
+    evidence_figures,
+    headline_figure,
+    heatmap_figure,
+    rates_figure,
+)
+from pythia_sweep.report.page import html_table, context_tables, render_html
+from pythia_sweep.report.reduce import column, drawn_conditions, reduce
+from pythia_sweep.tracking import SweepReader, SweepRecorder, TrackingStoreError, experiment_name
+
+
+@dataclass
+class Report:
+    folder: Path
+    html_path: Path
+    summary: dict
+    verdict: str
+    frame: pl.DataFrame  # one row per checkpoint (results.parquet)
+    long: pl.DataFrame  # one row per number (long.parquet, records.long_table)
+
+
+def build_report(
+    sweep: str | None = None,
+    *,
+    tracking_uri: str | None = None,
+    reports_dir: str | Path = "reports",
+    final_step: int | None = None,
+    log_to_mlflow: bool = True,
+) -> Report:
+    """Reduce a sweep (parent run id, sweep_id or name; default the latest) to parquet, JSON and HTML."""
+    reader = SweepReader(tracking_uri)
+    parent = reader.find_sweep(sweep)
+    config = reader.sweep_config(parent)
+    task = reader.sweep_task(parent)
+    records = reader.load_records(parent)
+    if not records:
+        raise TrackingStoreError(f"sweep {parent} has no checkpoint records yet: run or resume it first")
+    published = reader.published(parent) or _published_now(config)
+    summary, frame, long = reduce(records, task, config, published, final_step)
+    summary |= {"sweep": parent, "config": config.to_dict(), "experiment": experiment_name(config.model, task.name)}
+    final_step = summary["final_step"]
+    folder = Path(reports_dir) / _safe(summary["experiment"]) / parent
+    folder.mkdir(parents=True, exist_ok=True)
+    frame.write_parquet(folder / "results.parquet")
+    long.write_parquet(folder / "long.parquet")
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+    shown = drawn_conditions(records)
+    colors = colors_for(shown)
+    figures = [f for f in (headline_figure(frame, summary, task), rates_figure(frame, shown, colors),
+                           detail_figure(frame, summary, task, colors), heatmap_figure(frame, long)) if f]  # fmt: skip
+    figures += evidence_figures(frame, long, summary)
+    problems = [{"revision": r["revision"], "problem": r["excluded_because"]} for r in frame.filter(~pl.col("analysed")).iter_rows(named=True)]
+    key = summary["headline"]
+    columns = {"revision": "revision", "step": "step", "status": "status", key: task.headline.name,
+               f"{key}_ci_low": "interval low", f"{key}_ci_high": "interval high",
+               **{f"{n}/success_rate": f"{n}: success" for n in shown}}  # fmt: skip
+    checkpoints = []
+    for row in frame.select([c for c in columns if c in frame.columns]).to_dicts():
+        checkpoints.append({columns[k]: (f"{v:+.3f}" if k.startswith(key) else f"{v:.3f}") if isinstance(v, float) else v for k, v in row.items()})
+    link = reader.run_url(parent)
+    subtitle = (f"{config.model} · task {task.name} ({task.source}) · sweep {parent} · method {config.method} · "
+                f"{len(frame)} checkpoints · final step {final_step}" + (f" · MLflow run: {link}" if link else f" · MLflow run {parent} in {reader.uri}"))  # fmt: skip
+    page = render_html(
+        f"{config.model}: {task.question}", subtitle, summary["verdict"], figures,
+        [("Failed or duplicate revisions", html_table(problems, ["revision", "problem"])),
+         ("Checkpoints", html_table(checkpoints, list(checkpoints[0]) if checkpoints else [])),
+         *context_tables(records, task, config)],
+    )  # fmt: skip
+    html_path = folder / "report.html"
+    html_path.write_text(page)
+    if log_to_mlflow:
+        recorder = SweepRecorder(reader.uri)
+        recorder.log_report(parent, folder)
+        metrics = {f"final/{k}": res["final_value"] for k, res in summary["results"].items()}
+        metrics["usable_checkpoints"] = summary["usable_checkpoints"]
+        if summary["emergence_point"]:
+            metrics["emergence_step"] = summary["emergence_point"]["step"]
+            metrics["emergence_fraction"] = summary["emergence_point"]["fraction"]
+        interval = summary["emergence_step_interval"] or {}
+        metrics["emergence_step_low"], metrics["emergence_step_high"] = interval.get("low"), interval.get("high")
+        metrics["emergence_resamples_crossing"] = interval.get("share_emerging")
+        recorder.log_summary(parent, metrics, summary["verdict"])
+    return Report(folder, html_path.resolve(), summary, summary["verdict"], frame, long)
+
+
+def _published_now(config: SweepConfig) -> list[Checkpoint] | None:
+    """The published revisions from the Hub (or the local cache offline), for a sweep saved without them."""
+    from pythia_sweep.checkpoints import published_revisions
+
+    try:
+        return published_revisions(config.model)
+    except Exception:  # noqa: BLE001 - offline and uncached: final_step falls back to the last ok record
+        return None
+
+
+def _safe(name: str) -> str:
+    return name.replace("/", "__")
+
+
+def _json_default(value):
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return str(value)
+
+
+def compare_sweeps(sweeps: list[str], *, tracking_uri: str | None = None, out: str | Path = "reports/compare.html") -> Path:
+    """One page overlaying the headline timelines of several sweeps (each method of each sweep a line)."""
+    reader = SweepReader(tracking_uri)
+    fig = go.Figure()
+    for sweep in sweeps:
+        parent = reader.find_sweep(sweep)
+        config, task = reader.sweep_config(parent), reader.sweep_task(parent)
+        summary, frame, _ = reduce(reader.load_records(parent), task, config, reader.published(parent))
+        frame = frame.filter(pl.col("analysed"))
+        label = f"{config.label(task.name)} ({parent[:8]})"
+        for m, method in enumerate(config.methods(task.align)):
+            name = task.headline.name if m == 0 else f"{method}/{task.headline.name}"
+            key = f"{name}/{task.headline.metric}"
+            if key in frame.columns:
+                fig.add_trace(go.Scatter(x=step_axis(frame), y=column(frame, key), mode="lines+markers", name=f"{label}: {name}",
+                                         line={"dash": "solid" if m == 0 else "dot"}, text=frame["revision"].to_list()))  # fmt: skip
+    fig.update_layout(title="Headline contrasts over training, sweeps compared", template="plotly_white",
+                      xaxis={"type": "log", "title": "training step (log; step 0 drawn at 1)"}, height=520)  # fmt: skip
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render_html("Sweeps compared", ", ".join(sweeps), f"{len(sweeps)} sweeps overlaid.", [fig], []))
+    return out.resolve()
+
+
+def scan_page(rows: list[dict], title: str, stem: Path) -> Path:
+    """The layer x head scan as a heatmap page (and a parquet of its rows)."""
+    frame = pl.DataFrame(rows)
+    baseline = frame.filter(pl.col("head") == -1)["logprob_diff"][0]
+    heads = frame.filter(pl.col("head") >= 0).with_columns((pl.col("logprob_diff") - baseline).alias("delta"))
+    layers = sorted(heads["layer"].unique().to_list())
+    n_heads = heads["head"].max() + 1
+    z = [[heads.filter((pl.col("layer") == layer) & (pl.col("head") == h))["delta"][0] for h in range(n_heads)] for layer in layers]
+    lim = max(abs(v) for row in z for v in row) or 1.0
+    fig = go.Figure(go.Heatmap(z=z, x=[f"head {h}" for h in range(n_heads)], y=[f"layer {layer}" for layer in layers],
+                               colorscale="RdBu", zmid=0, zmin=-lim, zmax=lim, colorbar={"title": "Δ log-prob<br>vs baseline"}))  # fmt: skip
+    fig.update_layout(title=f"Each head patched alone: {title}", template="plotly_white", height=120 + 40 * len(layers))
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    heads.write_parquet(stem.with_suffix(".parquet"))
+    path = stem.with_suffix(".html")
+    path.write_text(render_html(f"Layer x head scan: {title}", f"corrupted baseline log-prob difference {baseline:+.3f}",
+                                "Blue: the head moves the answer toward the clean prompt's; red: away from it.", [fig], []))  # fmt: skip
+    return path.resolve()

@@ -1,0 +1,239 @@
+"""The report's figures (plotly): the headline over training with its intervals, levels and the emergence step's
+interval; rates and log-prob differences with the null band; the checkpoints around the emergence; the
+single-head and attention-evidence heatmaps. Lines that coincide are told apart by dash and marker; a legend
+names only what is drawn."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+import polars as pl
+from plotly.subplots import make_subplots
+
+from pythia_sweep.report import verdict as verdicts
+from pythia_sweep.report.reduce import column
+from pythia_sweep.tasks import Task
+
+
+PALETTE = ("#1f77b4", "#d62728", "#ff7f0e", "#17becf", "#bcbd22", "#e377c2", "#8c564b")
+FIXED_COLORS = {"baseline": "#7f7f7f", "clean": "#2ca02c", "all": "#9467bd"}
+def colors_for(names: list[str]) -> dict[str, str]:
+    """A fixed colour for baseline, clean and all; the palette, in order, for the task's groups."""
+    groups = [n for n in names if n not in FIXED_COLORS]
+    return {**FIXED_COLORS, **{n: PALETTE[i % len(PALETTE)] for i, n in enumerate(groups)}}
+
+
+def step_axis(frame: pl.DataFrame) -> list[float]:
+    return [max(s, 1) for s in frame["step"].to_list()]  # step 0 drawn at 1 on the log axis
+
+
+def _band(fig, x, low, high, color, name, row=None, col=None, opacity=0.18, legend=False, group=None) -> bool:
+    """An interval band, filled from `low` to `high`; returns whether one was drawn. None is drawn where the two
+    are equal at every x (it could not be seen). A line's band is named in its line's legend entry; only the null
+    band has one of its own (`legend`), one for all its panels (`group`)."""
+    pairs = [(a, lo, hi) for a, lo, hi in zip(x, low, high) if lo is not None and hi is not None]
+    if all(lo == hi for _, lo, hi in pairs):
+        return False
+    xs, lows, highs = zip(*pairs)
+    kw = {"row": row, "col": col} if row else {}
+    fig.add_trace(go.Scatter(x=list(xs), y=list(highs), mode="lines", line={"width": 0}, showlegend=False, hoverinfo="skip",
+                             legendgroup=group), **kw)  # fmt: skip
+    fig.add_trace(
+        go.Scatter(x=list(xs), y=list(lows), mode="lines", line={"width": 0}, fill="tonexty", name=name,
+                   fillcolor=_rgba(color, opacity), hoverinfo="skip", showlegend=legend, legendgroup=group), **kw,
+    )  # fmt: skip
+    return True
+
+
+def _vertical(step: int, low: float, high: float, name: str, legend: bool = True) -> go.Scatter:
+    """A vertical line at a training step, as a trace in data coordinates (a layout shape on a log axis is
+    placed in the axis's log units, which moved it when the axis type was set after the shape)."""
+    x = max(step, 1)
+    return go.Scatter(x=[x, x], y=[low, high], mode="lines", name=name, showlegend=legend,
+                      line={"color": FIXED_COLORS["clean"], "width": 2}, hoverinfo="name")  # fmt: skip
+
+
+def _rgba(hex_color: str, alpha: float) -> str:
+    r, g, b = (int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+DASHES = ("solid", "dash", "dot", "dashdot", "longdash", "longdashdot")
+SYMBOLS = ("circle", "square", "diamond", "triangle-up", "x", "star")
+def line_style(i: int) -> tuple[str, str]:
+    """The i-th line's dash and marker: distinct pairs for the first 36 lines, so lines that coincide stay
+    told apart by their dash or marker (colour alone does not survive overlap)."""
+    return DASHES[i % len(DASHES)], SYMBOLS[(i + i // len(DASHES)) % len(SYMBOLS)]
+
+
+def headline_figure(frame: pl.DataFrame, summary: dict, task: Task) -> go.Figure:
+    """The headline contrast over training, one line per method, with its interval, levels and emergence."""
+    ok = frame.filter(pl.col("status") == "ok")
+    x = step_axis(ok)
+    fig = go.Figure()
+    same_units = [(key, res) for key, res in summary["results"].items() if res["metric"] == task.headline.metric]
+    for i, (key, res) in enumerate(same_units):  # contrasts on the headline's metric: one axis, one unit
+        color = PALETTE[i % len(PALETTE)]
+        name = verdicts.describe_contrast(task, res) + ", band: 95% interval"
+        _band(fig, x, column(ok, f"{key}_ci_low"), column(ok, f"{key}_ci_high"), color, f"{res['contrast']}: 95% bootstrap interval", opacity=0.18 if i == 0 else 0.1)
+        fig.add_trace(go.Scatter(x=x, y=column(ok, key), mode="lines+markers", name=name, text=ok["revision"].to_list(),
+                                 line={"color": color, "width": 3 if i == 0 else 2, "dash": line_style(i)[0]}, marker={"symbol": line_style(i)[1]},
+                                 hovertemplate="%{text}<br>%{y:.3f}<extra>" + res["contrast"] + "</extra>"))  # fmt: skip
+    dup = ok.filter(~pl.col("analysed"))
+    if len(dup):
+        fig.add_trace(go.Scatter(x=step_axis(dup), y=column(dup, summary["headline"]), mode="markers", name="identical weights (left out)",
+                                 marker={"symbol": "x", "size": 12, "color": "black"}))  # fmt: skip
+    for level, name in zip(task.headline.levels, ("strong", "moderate", "weak")):
+        for sign in (1, -1):
+            fig.add_hline(y=sign * level, line={"dash": "dash", "color": "#999" if sign > 0 else "#ccc", "width": 1},
+                          annotation_text=f"{name} ({sign * level:+g})", annotation_position="right")  # fmt: skip
+    point = summary["emergence_point"]
+    if point:  # the marker spans the drawn values and levels, in the headline's own unit
+        drawn = [v for key, _ in same_units for v in column(ok, key) + column(ok, f"{key}_ci_low") + column(ok, f"{key}_ci_high") if v is not None]
+        span = max([abs(v) for v in drawn] + [task.headline.threshold])
+        interval = summary["emergence_step_interval"] or {}
+        name = f"first above the strong level: {point['revision']}"
+        if interval.get("low") is not None and interval.get("high") is not None:  # the step's 95% interval, shaded
+            low, high = max(interval["low"], 1), max(interval["high"], 1)
+            name += f" (shaded: its 95% interval over resampled prompts, step {interval['low']:,} to {interval['high']:,})"
+            fig.add_trace(go.Scatter(x=[low, low, high, high, low], y=[-span, span, span, -span, -span], mode="lines", fill="toself",
+                                     fillcolor=_rgba(FIXED_COLORS["clean"], 0.12), line={"width": 0}, showlegend=False,
+                                     legendgroup="emergence", hoverinfo="skip"))  # fmt: skip
+        fig.add_trace(_vertical(point["step"], -span, span, name).update(legendgroup="emergence"))
+    metric = task.headline.metric.replace("_", " ")
+    fig.update_layout(title=f"{task.headline.name} = {task.headline.plus} - {task.headline.minus} ({metric}) over training",
+                      template="plotly_white", xaxis={"type": "log", "title": "training step (log; step 0 drawn at 1)"},
+                      yaxis={"title": f"{task.headline.name} ({metric})"}, height=460, legend={"orientation": "h", "y": -0.2},
+                      margin={"r": 130})  # fmt: skip
+    if task.headline.metric == "success_rate":
+        fig.update_yaxes(range=[-1.05, 1.05])
+    return fig
+
+
+def rates_figure(frame: pl.DataFrame, shown: list[str], colors: dict[str, str]) -> go.Figure:
+    """Success rate and log-prob difference of baseline, clean, each group and all heads, with intervals
+    and the null band; lines that would hide each other are drawn with distinct dashes and markers."""
+    ok = frame.filter(pl.col("status") == "ok")
+    x = step_axis(ok)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(
+        "Success rate (the task's success rule), Wilson 95%", "Answer log-prob difference log Σp(correct) - log Σp(wrong), bootstrap 95%"))  # fmt: skip
+    if "null/success_rate_q05" in ok.columns:
+        null = {"color": "#444444", "name": "null: random head sets (5-95%)", "opacity": 0.12, "group": "null"}
+        named = _band(fig, x, column(ok, "null/success_rate_q05"), column(ok, "null/success_rate_q95"), row=1, col=1, legend=True, **null)
+        _band(fig, x, column(ok, "null/logprob_diff_q05"), column(ok, "null/logprob_diff_q95"), row=1, col=2, legend=not named, **null)
+    for i, name in enumerate(shown):
+        if f"{name}/success_rate" not in ok.columns:
+            continue
+        rate, low, high = column(ok, f"{name}/success_rate"), column(ok, f"{name}/success_rate_ci_low"), column(ok, f"{name}/success_rate_ci_high")
+        dash, symbol = line_style(i)
+        style, marker = {"color": colors.get(name, "#333"), "dash": dash}, {"symbol": symbol, "size": 7}
+        fig.add_trace(go.Scatter(
+            x=x, y=rate, mode="lines+markers", name=name, legendgroup=name, line=style, marker=marker,
+            error_y={"type": "data", "symmetric": False, "array": [(h - r) if None not in (h, r) else 0 for h, r in zip(high, rate)],
+                     "arrayminus": [(r - lo) if None not in (r, lo) else 0 for r, lo in zip(rate, low)], "thickness": 1},
+        ), row=1, col=1)  # fmt: skip
+        fig.add_trace(go.Scatter(x=x, y=column(ok, f"{name}/logprob_diff"), mode="lines+markers", name=name, legendgroup=name,
+                                 showlegend=False, line=style, marker=marker), row=1, col=2)  # fmt: skip
+    fig.update_xaxes(type="log", title="training step (log)")
+    fig.update_yaxes(title="success rate", range=[-0.05, 1.05], row=1, col=1)
+    fig.update_yaxes(title="log-prob difference (nats)", row=1, col=2)
+    fig.update_layout(template="plotly_white", height=440, legend={"orientation": "h", "y": -0.25})
+    return fig
+
+
+def detail_figure(frame: pl.DataFrame, summary: dict, task: Task, colors: dict[str, str]) -> go.Figure | None:
+    """The checkpoints around the emergence point: the headline with its interval, and the log-prob
+    differences of the contrast's two sides and the baseline."""
+    point = summary["emergence_point"]
+    ok = frame.filter(pl.col("analysed"))
+    if not point or not len(ok):
+        return None
+    key = summary["headline"]
+    i = ok["revision"].to_list().index(point["revision"])
+    near = ok.slice(max(i - 3, 0), 7)
+    values = column(near, key)
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig.add_trace(go.Bar(x=near["revision"].to_list(), y=values, name=task.headline.name,
+                         marker_color=[FIXED_COLORS["clean"] if r == point["revision"] else PALETTE[0] for r in near["revision"]],
+                         error_y={"type": "data", "symmetric": False,
+                                  "array": [(h if h is not None else v) - v for h, v in zip(column(near, f"{key}_ci_high"), values)],
+                                  "arrayminus": [v - (lo if lo is not None else v) for lo, v in zip(column(near, f"{key}_ci_low"), values)]}))  # fmt: skip
+    for name in dict.fromkeys((task.headline.plus, task.headline.minus, "baseline")):
+        fig.add_trace(go.Scatter(x=near["revision"].to_list(), y=column(near, f"{name}/logprob_diff"), mode="lines+markers",
+                                 name=f"{name}: log-prob difference", line={"color": colors.get(name, "#333")}), secondary_y=True)  # fmt: skip
+    fig.add_hline(y=task.headline.threshold, line={"dash": "dash", "color": "#999"}, annotation_text=f"strong ({task.headline.threshold:g})")
+    fig.update_layout(title=f"Around the emergence point ({point['revision']})", template="plotly_white", height=400)
+    fig.update_yaxes(title=task.headline.name, secondary_y=False)
+    fig.update_yaxes(title="log-prob difference (nats)", secondary_y=True)
+    return fig
+
+
+def heatmap_figure(frame: pl.DataFrame, long: pl.DataFrame) -> go.Figure | None:
+    """Each single head's change in log-prob difference over the baseline, per checkpoint. The colour scale
+    is symmetric and at least as wide as the null band, so a change no bigger than random head sets make
+    shows as (almost) no colour. Heads are read from the long table's layer and head columns."""
+    ok = frame.filter(pl.col("status") == "ok")
+    single = long.filter((pl.col("kind") == "head") & (pl.col("metric") == "logprob_diff"))
+    if not len(single):
+        return None
+    baseline = long.filter((pl.col("kind") == "baseline") & (pl.col("metric") == "logprob_diff")).select("revision", pl.col("value").alias("base"))
+    delta = single.join(baseline, on="revision", how="left").with_columns((pl.col("value") - pl.col("base")).alias("delta"))
+    rates = long.filter((pl.col("kind") == "head") & (pl.col("metric") == "success_rate")).select("revision", "layer", "head", pl.col("value").alias("rate"))
+    delta = delta.join(rates, on=["revision", "layer", "head"], how="left")
+    revisions = ok["revision"].to_list()
+    heads = delta.select("layer", "head").unique().sort("layer", "head").rows()
+    cell = {(r["revision"], r["layer"], r["head"]): r for r in delta.iter_rows(named=True)}
+    z = [[cell.get((rev, layer, head), {}).get("delta") for rev in revisions] for layer, head in heads]
+    decoded = len(rates) > 0  # single heads are teacher-forced in a sweep
+    custom = [[cell.get((rev, layer, head), {}).get("rate") for rev in revisions] for layer, head in heads] if decoded else None
+    widths = [hi - lo for lo, hi in zip(column(ok, "null/logprob_diff_q05"), column(ok, "null/logprob_diff_q95")) if None not in (lo, hi)]
+    lim = max([abs(v) for row in z for v in row if v is not None] + widths + [0.1])
+    fig = go.Figure(go.Heatmap(
+        z=z, x=revisions, y=[f"layer {layer} head {head}" for layer, head in heads], colorscale="RdBu", zmid=0,
+        zmin=-lim, zmax=lim, customdata=custom, colorbar={"title": "Δ log-prob<br>vs baseline<br>(nats)"},
+        hovertemplate="%{y} at %{x}<br>Δ log-prob %{z:.3f}" + ("<br>success rate %{customdata:.2f}" if decoded else "") + "<extra></extra>",
+    ))  # fmt: skip
+    fig.update_layout(title=f"Each head patched alone: change in answer log-prob difference over the corrupted baseline "
+                            f"(scale ±{lim:.2f} nats, at least the null band's width)",
+                      template="plotly_white", height=max(300, 22 * len(heads) + 160), xaxis={"title": "checkpoint"})  # fmt: skip
+    return fig
+
+
+def evidence_figures(frame: pl.DataFrame, long: pl.DataFrame, summary: dict) -> list[go.Figure]:
+    """The second line of evidence over training: the in-context-learning score and the strongest heads'
+    induction and previous-token scores as curves, and each head's induction score as a heatmap."""
+    ok = frame.filter(pl.col("status") == "ok")
+    if "evidence/icl_score" not in ok.columns or ok["evidence/icl_score"].is_null().all():
+        return []
+    x = step_axis(ok)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=(
+        "In-context-learning score: loss on the repeat - loss on the first pass (nats)",
+        "Strongest head's attention-pattern score (share of attention on the pattern)"))  # fmt: skip
+    fig.add_trace(go.Scatter(x=x, y=column(ok, "evidence/icl_score"), mode="lines+markers", name="ICL score", text=ok["revision"].to_list(),
+                             line={"color": PALETTE[0]}), row=1, col=1)  # fmt: skip
+    for i, (key, name, color) in enumerate((("evidence/induction_max", "induction (prefix-matching)", PALETTE[1]), ("evidence/previous_token_max", "previous-token", PALETTE[2]))):
+        dash, symbol = line_style(i)  # the two scores often sit together (both near 0 before training)
+        fig.add_trace(go.Scatter(x=x, y=column(ok, key), mode="lines+markers", name=name, line={"color": color, "dash": dash},
+                                 marker={"symbol": symbol}), row=1, col=2)  # fmt: skip
+    point = summary["emergence_point"]
+    if point:
+        icl = [v for v in column(ok, "evidence/icl_score") if v is not None]
+        fig.add_trace(_vertical(point["step"], min(icl + [0.0]), max(icl + [0.0]), f"patching headline first above its strong level: {point['revision']}"), row=1, col=1)
+        fig.add_trace(_vertical(point["step"], 0.0, 1.0, f"patching headline first above its strong level: {point['revision']}", legend=False), row=1, col=2)
+    fig.update_xaxes(type="log", title="training step (log; green: the patching emergence)")
+    fig.update_yaxes(range=[-0.05, 1.05], row=1, col=2)
+    fig.update_layout(title="Second line of evidence: in-context learning and attention patterns on repeated random tokens",
+                      template="plotly_white", height=420, legend={"orientation": "h", "y": -0.25})  # fmt: skip
+    induction = long.filter((pl.col("kind") == "evidence") & (pl.col("metric") == "induction"))
+    if not len(induction):
+        return [fig]
+    revisions = ok["revision"].to_list()
+    heads = induction.select("layer", "head").unique().sort("layer", "head").rows()
+    cell = {(r["revision"], r["layer"], r["head"]): r["value"] for r in induction.iter_rows(named=True)}
+    z = [[cell.get((rev, layer, head)) for rev in revisions] for layer, head in heads]
+    heat = go.Figure(go.Heatmap(
+        z=z, x=revisions, y=[f"layer {layer} head {head}" for layer, head in heads], colorscale="Viridis",
+        zmin=0, zmax=1, colorbar={"title": "induction<br>score"}, hovertemplate="%{y} at %{x}<br>induction score %{z:.2f}<extra></extra>",
+    ))  # fmt: skip
+    heat.update_layout(title="Each head's induction (prefix-matching) score over training: 0 = never on the pattern, 1 = always",
+                       template="plotly_white", height=max(300, 14 * len(heads) + 160), xaxis={"title": "checkpoint"})  # fmt: skip
+    return [fig, heat]

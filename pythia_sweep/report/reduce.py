@@ -1,0 +1,260 @@
+"""A sweep's records -> a timeline (one row per checkpoint), the analysis plan and the summary.
+
+`reduce` keeps one record per checkpoint and orders them by training step. Each policy is one function it
+calls: where training ends (checkpoints.final_step), which revisions are one checkpoint and whose the
+measurement is (checkpoints.identical_weights), which null test the verdict cites (scoring.null_test); what
+the numbers support is verdict.py's. A checkpoint not analysed says why (`excluded_because`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import polars as pl
+
+from pythia_sweep import analysis
+from pythia_sweep.checkpoints import Checkpoint, IdenticalWeights, identical_weights
+from pythia_sweep.checkpoints import final_step as end_of_training
+from pythia_sweep.conditions import SUMMARY_KINDS
+from pythia_sweep.config import SweepConfig
+from pythia_sweep.records import CheckpointRecord, long_table, per_prompt
+from pythia_sweep.report import verdict as verdicts
+from pythia_sweep.scoring import null_test
+from pythia_sweep.tasks import Contrast, Task
+from pythia_sweep.tracking import flatten
+
+
+SHOWN_KINDS = SUMMARY_KINDS  # conditions drawn as lines (single heads: the heatmap)
+def timeline(records: list[CheckpointRecord], final_step: int | None, twins: list[IdenticalWeights] = ()) -> pl.DataFrame:
+    """One row per checkpoint, ordered by step: status, hashes, whether it is analysed (and why not), and every
+    number of the record under its flattened name ('<condition>/<metric>', '<contrast>/<metric>', intervals).
+
+    `final_step` (checkpoints.final_step) sets the training fractions; `twins` (checkpoints.identical_weights)
+    says which revisions are one checkpoint: only the revision a measurement belongs to is analysed."""
+    excluded = {}
+    for group in twins:
+        for revision in group.members:
+            if group.owner is None:
+                others = ", ".join(m for m in group.members if m != revision)
+                excluded[revision] = f"identical weights to {others}; which step they were saved at is unknown"
+            elif revision != group.owner:
+                excluded[revision] = f"identical weights to {group.owner}; the measurement belongs to {group.owner}"
+    rows = []
+    for r in records:
+        step, ok = r.step, r.ok
+        reason = excluded.get(r.revision) or (None if ok else r.error or r.status)
+        if ok and step is None:
+            reason = "no training step in the revision name"
+        row = {
+            "revision": r.revision,
+            "step": step,
+            "fraction": step / final_step if final_step and step is not None else None,
+            "status": r.status,
+            "error": r.error,
+            "commit": r.commit,
+            "weights_digest": r.weights_digest,
+            "duplicate_of": next((g.owner or "unknown" for g in twins if r.revision in g.members and r.revision != g.owner), None),
+            "analysed": ok and reason is None,
+            "excluded_because": reason,
+            "n_prompts": r.settings.get("n_prompts"),
+        }
+        row |= {k: v for k, v in flatten(r).items() if not k.startswith("time/")}
+        rows.append(row)
+    frame = pl.DataFrame(rows, infer_schema_length=None)
+    return frame.sort("step", nulls_last=True) if len(frame) else frame
+
+
+def drawn_conditions(records: list[CheckpointRecord]) -> list[str]:
+    """The conditions drawn as lines: baseline, clean, the groups and all heads of the primary method (the one
+    the baseline is measured with), by each condition's own kind and method fields."""
+    shown: dict[str, None] = {}
+    for r in records:
+        conditions = r.conditions
+        primary = (conditions.get("baseline") or {}).get("method")
+        shown |= {n: None for n, c in conditions.items() if c.get("kind") in SHOWN_KINDS and c.get("method") == primary}
+    return list(shown)
+
+
+def column(frame: pl.DataFrame, name: str) -> list:
+    return frame[name].to_list() if name in frame.columns else [None] * len(frame)
+
+
+def per_prompt_matrix(records: dict[str, CheckpointRecord], revisions: list[str], contrast: str) -> np.ndarray | None:
+    """(checkpoints, prompts): each prompt's contrast value (plus - minus on the contrast's metric) at each
+    revision, over the prompts every revision measured; None where a side was not decoded or no prompts are shared."""
+    columns = []
+    for revision in revisions:
+        c = records[revision].contrasts[contrast]
+        plus, minus = (per_prompt(records[revision], c[side], c["metric"]) for side in ("plus", "minus"))
+        if plus is None or minus is None:
+            return None
+        columns.append({pid: plus[pid] - minus[pid] for pid in plus if pid in minus})
+    shared = sorted(set.intersection(*(set(c) for c in columns))) if columns else []
+    if not shared:
+        return None
+    return np.array([[c[pid] for pid in shared] for c in columns])  # (C, P)
+
+
+def series_summary(usable: pl.DataFrame, records: dict[str, CheckpointRecord], contrast_name: str, contrast: Contrast,
+                   final_step: int | None, hypotheses: dict, resamples: int, seed: int) -> dict:  # fmt: skip
+    """The analysis plan on one contrast's series (`contrast_name` as the records name it) over the analysed
+    checkpoints: emergence point and its step interval, type, shape on training time, events."""
+    key = f"{contrast_name}/{contrast.metric}"
+    have = usable.filter(pl.col(key).is_not_null()) if key in usable.columns else usable.clear()
+    steps, values, revisions = have["step"].to_list(), column(have, key), have["revision"].to_list()
+    lows, highs = column(have, f"{key}_ci_low"), column(have, f"{key}_ci_high")
+    i = analysis.emergence_index(values, contrast.threshold)
+    point = None
+    if i is not None:
+        point = {
+            "revision": revisions[i], "step": steps[i], "fraction": steps[i] / final_step if final_step else None,
+            "value": values[i], "ci": [lows[i], highs[i]], "previous_revision": revisions[i - 1] if i > 0 else None,
+            "previous_ci": [lows[i - 1], highs[i - 1]] if i > 0 else None,
+        }  # fmt: skip
+    matrix = per_prompt_matrix(records, revisions, contrast_name) if revisions else None
+    interval = analysis.emergence_step_interval(steps, matrix, contrast.threshold, resamples, seed) if matrix is not None else None
+    kind = analysis.emergence_type(point["fraction"] if point else None)
+    width_limit = contrast.threshold  # an interval wider than the strong level cannot tell strong from none
+    return {
+        "key": key,
+        "contrast": contrast_name,
+        "metric": contrast.metric,
+        "levels": list(contrast.levels),
+        "emergence_point": point,
+        "emergence_step_interval": interval,
+        "emergence_type": kind,
+        "hypothesis": analysis.hypothesis(kind, hypotheses),
+        "final_value": values[-1] if values else None,
+        "final_ci": [lows[-1], highs[-1]] if values else None,
+        "final_class": analysis.strength_class(values[-1], contrast.levels) if values else None,
+        "first_value": values[0] if values else None,
+        "series": values,
+        "shape": analysis.rise_shape(steps, values, weak=contrast.levels[2]),
+        "monotonic": analysis.is_monotonic(values, contrast.levels[2]),
+        "events": analysis.crossing_events(steps, values, contrast.threshold),
+        "intervals_too_wide": [r for r, lo, hi in zip(revisions, lows, highs) if analysis.interval_too_wide(lo, hi, width_limit)],
+    }
+
+
+def summarize(frame: pl.DataFrame, records: list[CheckpointRecord], task: Task, final_step: int | None, methods: list[str] | None = None,
+              twins: list[IdenticalWeights] = (), resamples: int = 2000, seed: int = 0) -> dict:  # fmt: skip
+    """Everything the analysis plan asks for, machine-readable: for the headline contrast, and for every
+    contrast of every method the sweep ran (`results`, keyed '<contrast>/<metric>'), each with its claim."""
+    by_revision = {r.revision: r for r in records}
+    failed = frame.filter(pl.col("status") == "failed")
+    usable = frame.filter(pl.col("analysed"))
+    methods = methods or [""]
+    results = {}
+    for m, method in enumerate(methods):
+        for contrast in task.contrasts:
+            name = contrast.name if m == 0 else f"{method}/{contrast.name}"
+            if f"{name}/{contrast.metric}" in frame.columns or m == 0:
+                res = series_summary(usable, by_revision, name, contrast, final_step, task.hypotheses, resamples, seed)
+                results[res["key"]] = res | {"base_contrast": contrast.name, "method": method, "primary": m == 0}
+    headline_key = f"{task.headline.name}/{task.headline.metric}"
+    head = results[headline_key]
+    final = by_revision[usable["revision"][-1]] if len(usable) else None
+    null = null_test(final.null if final else None, task.headline, final.settings.get("null") if final else None)
+    clean = verdicts.clean_check(usable)
+    for res in results.values():
+        res["claim"] = verdicts.claim(res, clean, null if res["primary"] else None)
+    summary = {
+        "task": task.describe(),
+        "headline": headline_key,
+        "checkpoints": len(frame),
+        "usable_checkpoints": len(usable),
+        "final_step": final_step,
+        "n_prompts": final.settings.get("n_prompts") if final else None,
+        **{k: head[k] for k in ("emergence_point", "emergence_step_interval", "emergence_type", "hypothesis", "final_value",
+                                "final_class", "shape", "monotonic", "events", "claim")},
+        "results": results,
+        "null": null,
+        "clean": clean,
+        "quality": {
+            "final_shows_known_result": bool(head["final_value"] is not None and head["final_value"] > task.headline.threshold),
+            "earliest_shows_none": bool(head["first_value"] is not None and abs(head["first_value"]) <= task.headline.levels[2]),
+            "failed_revisions": [{"revision": r, "error": e} for r, e in zip(failed["revision"], failed["error"])],
+            "duplicate_revisions": [list(g.members) for g in twins],
+            "duplicates": [{"members": list(g.members), "measurement_belongs_to": g.owner} for g in twins],
+            "intervals_too_wide": head["intervals_too_wide"],
+        },
+    }
+    summary["evidence"] = evidence_summary(usable, head)
+    summary["verdict"] = verdicts.verdict(summary, task)
+    return summary
+
+
+def evidence_summary(usable: pl.DataFrame, head: dict) -> dict | None:
+    """When the attention-pattern evidence moves, and whether it moves with the patching headline: the largest
+    fall of the in-context-learning score within one doubling of training steps (analysis.rise_shape, the
+    same rule as the headline's shape), against the headline's emergence step; they coincide when the
+    emergence lies within one doubling of that window's end."""
+    if "evidence/icl_score" not in usable.columns:
+        return None
+    rows = usable.filter(pl.col("evidence/icl_score").is_not_null())
+    if len(rows) < 2:
+        return None
+    steps, icl = rows["step"].to_list(), rows["evidence/icl_score"].to_list()
+    shape = analysis.rise_shape(steps, [-v for v in icl])  # a fall of the ICL score is a rise of in-context learning
+    window = shape["window"]
+    out = {
+        "icl_first": icl[0], "icl_final": icl[-1], "icl_shape": shape["shape"], "icl_drop": shape["doubling_rise"],
+        "icl_drop_window": window, "icl_share": shape["share"],
+        "induction_max_final": rows["evidence/induction_max"].to_list()[-1] if "evidence/induction_max" in rows.columns else None,
+    }  # fmt: skip
+    where = (f"its largest fall within one doubling of training steps is {shape['doubling_rise']:.2f} nats, between steps "
+             f"{window[0]:,} and {window[1]:,} ({shape['shape']})")  # fmt: skip
+    point = head["emergence_point"]
+    if point is None or shape["shape"] == "flat":
+        out["coincides"] = None
+        out["statement"] = (
+            f"The in-context-learning score goes from {icl[0]:+.2f} to {icl[-1]:+.2f} nats"
+            + (" with no marked fall" if shape["shape"] == "flat" else f"; {where}")
+            + ("; the patching headline never crosses its strong level, so there is nothing to line it up with." if point is None
+               else f"; the patching headline first crosses its strong level at {point['revision']}.")
+        )  # fmt: skip
+        return out
+    distance = abs(float(analysis.training_time([point["step"]])[0] - analysis.training_time([window[1]])[0]))
+    out["coincides"] = distance <= 1.0
+    out["statement"] = (
+        f"The attention-pattern evidence agrees: {where}, within one doubling of the patching headline's first crossing "
+        f"at {point['revision']}." if out["coincides"] else
+        f"The attention-pattern evidence does NOT line up: {where}, while the patching headline first crosses at {point['revision']}."
+    )  # fmt: skip
+    return out
+
+
+def reduce(records: list[CheckpointRecord], task: Task, config: SweepConfig, published: list[Checkpoint] | None,
+           final_step: int | None = None) -> tuple[dict, pl.DataFrame, pl.DataFrame]:  # fmt: skip
+    """A sweep's records -> (summary, timeline, long table), by the one rule for each policy: where training
+    ends (checkpoints.final_step: the published list, else the last ok record), which revisions are one
+    checkpoint (checkpoints.identical_weights), and which null test a verdict cites (scoring.null_test)."""
+    ok = [r for r in records if r.ok]
+    final_step = final_step or end_of_training(published, [r.step for r in ok])
+    final_revision = published[-1].revision if published else (max(ok, key=lambda r: r.step or -1).revision if ok else None)
+    digests = {r.revision: r.weights_digest for r in records if r.status in ("ok", "duplicate")}
+    twins = identical_weights(digests, final_revision)
+    records = _attribute_to_owners(records, twins)
+    frame = timeline(records, final_step, twins)
+    summary = summarize(frame, records, task, final_step, list(config.methods(task.align)), twins, config.bootstrap_resamples, config.seed)
+    return summary, frame, long_table(records)
+
+
+def _attribute_to_owners(records: list[CheckpointRecord], twins: list[IdenticalWeights]) -> list[CheckpointRecord]:
+    """Where the revision a measurement belongs to was not the one measured (a sweep recorded before the
+    duplicate rule gave `main`'s weights to the final step measured them at the earliest twin), the numbers
+    move to their owner and the measured twin becomes its duplicate: the same weights, the same numbers."""
+    by_revision = {r.revision: r for r in records}
+    for group in twins:
+        owner = by_revision.get(group.owner)
+        measured = next((by_revision[m] for m in group.members if m in by_revision and by_revision[m].ok), None)
+        if owner is None or owner.ok or measured is None:
+            continue
+        by_revision[owner.revision] = replace(measured, revision=owner.revision, step=owner.step, commit=owner.commit, error=None,
+                                              duplicate_of=())  # fmt: skip
+        by_revision[measured.revision] = replace(
+            measured, status="duplicate", duplicate_of=(owner.revision,), conditions={}, contrasts={}, null={}, evidence=None,
+            responses=[], error=f"identical weight files to {owner.revision}, to which the measurement belongs",
+        )  # fmt: skip
+    return sorted(by_revision.values(), key=lambda r: (r.step is None, r.step or 0))
