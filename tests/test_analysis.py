@@ -256,3 +256,9 @@ def test_case8_a_sweep_recorded_before_the_rule_gives_its_numbers_to_the_owner()
     assert frame.filter(frame["revision"] == "step64000")["analysed"].item() is False
     assert summary["final_value"] == measured and set(long["revision"]) >= {"step143000"}
     assert "step64000" not in set(long["revision"])  # one measurement, one place
+
+
+def test_a_sweep_without_null_sets_says_so():
+    s = summary_of(timeline_of([0, 0, 0, 0, 0, 0.05, 0.9, 0.95, 1.0, 1.0]))  # k = 0, null sets possible
+    assert s["null"]["status"] == "not run"
+    assert "No null control: the sweep drew no random head sets (null_subsets = 0)." in s["verdict"]

@@ -3,8 +3,9 @@
 A series earns one of three calls (`claim`):
   emerges        it crosses the strong level, and the evidence holds: in at least 97.5% of prompt resamples it
                  crosses too (so the emergence step has a 95% interval within the sweep), the intervals at the
-                 crossing and at the checkpoint before it are no wider than the strong level, the model answers the clean prompt, and (primary
-                 method) the group stands out of the random head sets at the final checkpoint;
+                 crossing and at the checkpoint before it are no wider than the strong level, the model answers
+                 the clean prompt, and (primary method) the group is not outdone by the random head sets at the
+                 final checkpoint (it beats them, or no null is possible or drawn, which the verdict says);
   no emergence   it never crosses, and could not have: at most 2.5% of prompt resamples cross, the final
                  interval is no wider than the strong level, and the clean prompt is answered;
   cannot call    anything else, with every reason named.
@@ -141,6 +142,8 @@ def verdict(summary: dict, task) -> str:
         parts.append(f"At the final checkpoint {null['statement']}.")
     elif null["status"] == "no null possible":
         parts.append(f"No null control is possible: {null['statement']}.")
+    elif null["status"] in ("not run", "not applicable"):
+        parts.append(f"No null control: {null['statement']}.")
     clean = summary["clean"]
     if clean and clean["answered"]:
         parts.append(f"The model answers the clean prompt (clean success rate {clean['final']:.2f} at the final checkpoint).")
