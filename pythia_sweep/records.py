@@ -8,7 +8,7 @@ mistaken for a head). The long table keeps identity as data instead:
 
   revision, step     which checkpoint
   method             the measuring method's label ("per-head", "upstream"); None for evidence
-  condition          the condition or contrast name as the task gives it ("even", "baseline", "strength", "null03")
+  condition          the condition or contrast name as the task gives it ("baseline", "clean", a group, a contrast, "null03")
   kind               baseline, clean, group, all, head, null, contrast, or evidence
   layer, head        for a single head (kind head) or a head's evidence score; None otherwise
   metric             success_rate, logprob_diff, prob_diff, restoration; for evidence icl_score, induction, previous_token
