@@ -227,8 +227,8 @@ class SweepRecorder(_Store):
         self._mark_active(run.info.run_id, published)
         return run.info.run_id
 
-    def _mark_active(self, run_id: str, published: list[Checkpoint] | None) -> None:
-        """`last_active` (sortable text) makes "the latest sweep" the one last run or resumed (by refine too)."""
+    def _mark_active(self, run_id: str, published: list[Checkpoint] | None = None) -> None:
+        """`last_active` (sortable text) makes "the latest sweep" the one last run, resumed or reported (refine does both)."""
         self.client.set_tag(run_id, "last_active", f"{time.time():017.6f}")
         if published:
             self.client.log_dict(run_id, [{"revision": c.revision, "step": c.step} for c in published], "published.json")
@@ -302,6 +302,7 @@ class SweepRecorder(_Store):
         values = [Metric(k, float(v), now, 0) for k, v in metrics.items() if v is not None and v == v]
         self.client.log_batch(parent, metrics=values)
         self.client.set_tag(parent, "mlflow.note.content", verdict)
+        self._mark_active(parent, None)  # a rebuilt report (refine's) makes its sweep the latest
 
 
 class SweepReader(_Store):
