@@ -5,7 +5,8 @@ Per condition, over distinct prompts (15 identical greedy trials of one prompt a
   logprob_diff  log sum p(correct) - log sum p(wrong), teacher-forced over the answers' tokens; bootstrap 95%
   prob_diff     sum p(correct) - sum p(wrong) (Hanna et al. 2023); bootstrap 95%
   restoration   (patched - corrupted) / (clean - corrupted) of the mean log-prob difference, the Wang et al. /
-                Tigges et al. normalization: 0 = no repair, 1 = the clean run's level; paired bootstrap 95%
+                Tigges et al. normalization: 0 = no repair, 1 = the clean run's level; paired bootstrap 95%;
+                undefined (None) where clean and corrupted do not differ beyond noise (restoration_is_defined)
 A contrast is the difference of two conditions' metric (plus - minus) with a paired bootstrap interval over
 prompts. The null places each group among random head sets of the same size: percentile and a Monte Carlo
 permutation p-value.
@@ -62,6 +63,14 @@ def restoration(patched: Sequence[float], corrupted: Sequence[float], clean: Seq
     return None if abs(gap) < 1e-9 else float(np.mean(patched) - np.mean(corrupted)) / gap
 
 
+def restoration_is_defined(clean: Sequence[float], corrupted: Sequence[float], resamples: int, seed: int) -> bool:
+    """Whether (patched - corrupted) / (clean - corrupted) means anything: the clean run's log-prob difference
+    must exceed the corrupted run's beyond noise (its paired 95% interval excludes 0). Where the gap is within its
+    noise (step0 of a model: restoration 1.90, interval -10.1..11.0), restoration is undefined, not a number."""
+    ci = paired_difference_interval(clean, corrupted, resamples, seed)
+    return ci is not None and (ci[0] > 0 or ci[1] < 0)
+
+
 def restoration_interval(
     patched: Sequence[float], corrupted: Sequence[float], clean: Sequence[float], resamples: int, seed: int,
     confidence: float = 0.95,
@@ -87,7 +96,8 @@ def restoration_interval(
     return low, high
 
 
-def summarize_condition(rows: list[dict], corrupted: list[dict], clean: list[dict], resamples: int, seed: int) -> dict:
+def summarize_condition(rows: list[dict], corrupted: list[dict], clean: list[dict], resamples: int, seed: int,
+                        restoration_defined: bool = True) -> dict:  # fmt: skip
     """Every metric of one condition and its interval, over distinct prompts (rows in prompt order)."""
     n = len(rows)
     out = {"n_prompts": n, "n_trials": int(sum(r["weight"] for r in rows)), "decoded": any(r["success"] is not None for r in rows)}
@@ -102,9 +112,12 @@ def summarize_condition(rows: list[dict], corrupted: list[dict], clean: list[dic
         out[metric] = float(np.mean(values)) if n else float("nan")
         out[f"{metric}_ci"] = list(ci) if ci else None
     diffs = [[r["logprob_diff"] for r in side] for side in (rows, corrupted, clean)]
-    ci = restoration_interval(*diffs, resamples, seed)
-    out["restoration"] = restoration(*diffs)
-    out["restoration_ci"] = list(ci) if ci else None
+    if restoration_defined:
+        ci = restoration_interval(*diffs, resamples, seed)
+        out["restoration"] = restoration(*diffs)
+        out["restoration_ci"] = list(ci) if ci else None
+    else:  # clean and corrupted do not differ beyond noise: a ratio over that gap would be noise too
+        out["restoration"] = out["restoration_ci"] = None
     return out
 
 
@@ -132,11 +145,12 @@ def summarize_record(conditions, contrasts, rows: list[dict], resamples: int, se
     for row in rows:
         by_condition.setdefault(row["condition"], []).append(row)
     corrupted, clean = by_condition["baseline"], by_condition["clean"]
+    defined = restoration_is_defined([r["logprob_diff"] for r in clean], [r["logprob_diff"] for r in corrupted], resamples, seed)
     condition_stats = {}
     for i, cond in enumerate(conditions):
         condition_stats[cond.name] = {
             "kind": cond.kind, "heads": [list(h) for h in cond.heads], "prompt": cond.prompt, "method": cond.method,
-            **summarize_condition(by_condition[cond.name], corrupted, clean, resamples, seed + i),
+            **summarize_condition(by_condition[cond.name], corrupted, clean, resamples, seed + i, defined),
         }  # fmt: skip
     methods = list(dict.fromkeys(c.method for c in conditions))
     contrast_stats = {}

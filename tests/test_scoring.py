@@ -80,3 +80,12 @@ def test_null_position_exact_p_value():
     null = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
     assert null_position(1.0, null) == {"percentile": 100.0, "p_value": 1 / 11}
     assert null_position(0.0, null)["p_value"] == 1.0
+
+
+def test_restoration_is_undefined_where_clean_and_corrupted_differ_only_by_noise():
+    from pythia_sweep.scoring import restoration_is_defined
+
+    apart = restoration_is_defined([2.0, 1.0, 3.0, 2.5], [-2.0, -1.0, -3.0, -2.5], 500, seed=1)  # every prompt: clean far above
+    noise = restoration_is_defined([2.0, -1.0, 0.5, -1.5], [-2.0, 1.0, -0.5, 1.5], 500, seed=1)  # gaps +4, -2, +1, -3
+    assert apart and not noise
+    assert not restoration_is_defined([2.0], [-2.0], 500, seed=1)  # one prompt: no interval, no claim

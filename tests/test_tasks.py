@@ -167,7 +167,7 @@ def test_a_task_the_code_has_never_seen_sweeps_with_its_own_names(hub_cache, tmp
         ray.shutdown()
     reader = SweepReader(uri)
     child = reader.checkpoint_runs(result.parent_run_id)[0]
-    assert {"capital_gap/logprob_diff", "capital_heads/success_rate", "other_heads/restoration"} <= set(child.data.metrics)
+    assert {"capital_gap/logprob_diff", "capital_heads/success_rate", "other_heads/prob_diff"} <= set(child.data.metrics)
     assert reader.client.get_experiment(child.info.experiment_id).name == f"{NEOX_REPO}/capitals"
     report = build_report(result.parent_run_id, tracking_uri=uri, reports_dir=tmp_path / "r")
     summary = json.loads((report.folder / "summary.json").read_text())
