@@ -151,19 +151,26 @@ def detail_figure(frame: pl.DataFrame, summary: dict, task: Task, colors: dict[s
     i = ok["revision"].to_list().index(point["revision"])
     near = ok.slice(max(i - 3, 0), 7)
     values = column(near, key)
-    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    metric = task.headline.metric.replace("_", " ")
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1, subplot_titles=(
+        f"{task.headline.name} ({metric}), 95% interval", "answer log-prob difference of its sides and the baseline (nats)"))  # fmt: skip
     fig.add_trace(go.Bar(x=near["revision"].to_list(), y=values, name=task.headline.name,
                          marker_color=[FIXED_COLORS["clean"] if r == point["revision"] else PALETTE[0] for r in near["revision"]],
                          error_y={"type": "data", "symmetric": False,
                                   "array": [(h if h is not None else v) - v for h, v in zip(column(near, f"{key}_ci_high"), values)],
-                                  "arrayminus": [v - (lo if lo is not None else v) for lo, v in zip(column(near, f"{key}_ci_low"), values)]}))  # fmt: skip
-    for name in dict.fromkeys((task.headline.plus, task.headline.minus, "baseline")):
+                                  "arrayminus": [v - (lo if lo is not None else v) for lo, v in zip(column(near, f"{key}_ci_low"), values)]}),
+                  row=1, col=1)  # fmt: skip
+    for i, name in enumerate(dict.fromkeys((task.headline.plus, task.headline.minus, "baseline"))):
+        dash, symbol = line_style(i)
         fig.add_trace(go.Scatter(x=near["revision"].to_list(), y=column(near, f"{name}/logprob_diff"), mode="lines+markers",
-                                 name=f"{name}: log-prob difference", line={"color": colors.get(name, "#333")}), secondary_y=True)  # fmt: skip
-    fig.add_hline(y=task.headline.threshold, line={"dash": "dash", "color": "#999"}, annotation_text=f"strong ({task.headline.threshold:g})")
-    fig.update_layout(title=f"Around the emergence point ({point['revision']})", template="plotly_white", height=400)
-    fig.update_yaxes(title=task.headline.name, secondary_y=False)
-    fig.update_yaxes(title="log-prob difference (nats)", secondary_y=True)
+                                 name=f"{name}: log-prob difference", line={"color": colors.get(name, "#333"), "dash": dash},
+                                 marker={"symbol": symbol}), row=1, col=2)  # fmt: skip
+    fig.add_hline(y=task.headline.threshold, line={"dash": "dash", "color": "#999"}, annotation_text=f"strong ({task.headline.threshold:g})",
+                  row=1, col=1)  # fmt: skip
+    fig.update_layout(title=f"Around the emergence point ({point['revision']}): one unit per panel", template="plotly_white", height=420,
+                      legend={"orientation": "h", "y": -0.2})  # fmt: skip
+    fig.update_yaxes(title=f"{task.headline.name} ({metric})", row=1, col=1)
+    fig.update_yaxes(title="log-prob difference (nats)", row=1, col=2)
     return fig
 
 
