@@ -81,8 +81,12 @@ def test_full_record_and_bit_identical_rerun(hub_cache):
     even = first.conditions["even"]
     assert even["n_trials"] == 15 and even["n_prompts"] == 1  # 15 identical greedy trials, computed once
     assert {"baseline", "clean", "even", "odd", "all", "L06H00", "L06H11", "null00"} <= set(first.conditions)
-    assert first.contrasts["strength"]["success_rate"] == even["success_rate"] - first.conditions["odd"]["success_rate"]
-    assert first.conditions["baseline"]["restoration"] in (0.0, None) and first.task["name"] == "decimal-seed"
+    from test_scoring import check_bug_fixed  # the methodology's published check, on the generated texts
+
+    text = {r["condition"]: r["response"] for r in first.responses}
+    assert first.contrasts["strength"]["success_rate"] == check_bug_fixed(text["even"]) - check_bug_fixed(text["odd"])
+    assert first.conditions["baseline"]["restoration"] is None  # one prompt: no interval on the clean-corrupted gap
+    assert first.task["name"] == "decimal-seed"
     assert len(first.responses) == len(first.conditions)  # one distinct row per condition
     second = run_checkpoint(config, "step1000")
     assert replace(first, timings={}) == replace(second, timings={})  # every field but the timings, bit for bit
@@ -182,7 +186,11 @@ def test_layer_by_head_scan(neox, tmp_path):
     rows = scan_layers(SweepConfig(**FAST, task="tasks/decimal-seed.toml"), SEED, neox, layers=[5, 6])
     assert len(rows) == 1 + 2 * 12 and rows[0]["head"] == -1
     assert {(r["layer"], r["head"]) for r in rows[1:]} == {(layer, h) for layer in (5, 6) for h in range(12)}
-    assert len({round(r["logprob_diff"], 6) for r in rows[1:]}) > 1  # heads differ
+    layout, pair = attention_layout(neox.model), SEED.pairs()[0]
+    method = {"site": "head", "align": SEED.align, "patch_during": "prompt"}
+    for row in (r for r in rows[1:] if r["head"] in (0, 5, 11)):  # each row is its own head, by the plain way
+        cond = Condition("h", ((row["layer"], row["head"]),), "corrupted", "m", "head")
+        assert row["logprob_diff"] == pytest.approx(_plain_way(neox, layout, pair, cond, method, 4)[1], abs=1e-4), row
     assert scan_page(rows, "tiny", tmp_path / "scan").exists()
 
 
