@@ -27,7 +27,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     from pythia_sweep.checkpoints import fetch, not_published_message, published_revisions
     from pythia_sweep.config import load_config
-    from pythia_sweep.engine import load_model, pick_device, pick_dtype, scan_layers
+    from pythia_sweep.engine import load_model, pick_device, pick_dtype
+    from pythia_sweep.scan import scan_layers
     from pythia_sweep.errors import PythiaSweepError, RevisionNotPublished
     from pythia_sweep.report.build import scan_page
     from pythia_sweep.task_schema import load_task

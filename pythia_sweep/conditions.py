@@ -74,8 +74,7 @@ def make_conditions(
         conditions += [Condition(prefix + name, heads, "corrupted", label, "group") for name, heads in groups.items()]
         conditions.append(Condition(prefix + "all", every_head, "corrupted", label, "all"))
     if single_heads:
-        # Single heads feed the per-head map of log-prob differences: teacher-forced, nothing to decode.
-        conditions += [Condition(head_name(*h), (h,), "corrupted", primary, "head", decode=False) for h in every_head]
+        conditions += single_head_conditions(layers, n_heads, primary)
     plan = null_plan(groups, n_heads, null_layers, null_group)
     for i, subset in enumerate(null_subsets(plan["pool"], plan["size"], null_count, seed, list(groups.values()))):
         conditions.append(Condition(f"null{i:02d}", subset, "corrupted", primary, "null"))
@@ -92,3 +91,9 @@ def null_plan(groups: dict[str, tuple[Head, ...]], n_heads: int, null_layers: Se
     size = len(groups[group])
     named = {frozenset(heads) for heads in groups.values() if len(heads) == size and set(heads) <= set(pool)}
     return {"group": group, "size": size, "pool": pool, "layers": layers, "possible": math.comb(len(pool), size) - len(named)}
+
+
+def single_head_conditions(layers: Sequence[int], n_heads: int, method: str) -> list[Condition]:
+    """Each head of `layers` patched alone. They feed the per-head map of log-prob differences: teacher-forced,
+    nothing to decode (the sweep's and the scan's alike)."""
+    return [Condition(head_name(layer, h), ((layer, h),), "corrupted", method, "head", decode=False) for layer in layers for h in range(n_heads)]

@@ -24,7 +24,7 @@ from pythia_sweep.checkpoints import (
 )
 from pythia_sweep.config import SweepConfig
 from pythia_sweep.errors import ConfigError, RevisionNotPublished
-from pythia_sweep.conditions import Condition, head_name, make_conditions, null_plan
+from pythia_sweep.conditions import Condition, make_conditions, null_plan
 from pythia_sweep.evaluation import evaluate
 from pythia_sweep.patching import attention_layout
 from pythia_sweep.records import CheckpointRecord
@@ -296,33 +296,3 @@ def batch_size_for(config: SweepConfig, loaded: LoadedModel, pairs: list[Tokeniz
     tokens = longest + max(config.max_new_tokens, answer)
     cap = AUTO_BATCH_CAP.get(loaded.device.type, AUTO_BATCH_CAP["cpu"])
     return rows_per_batch(loaded.model.config, loaded.dtype, tokens, free_memory(loaded.device), cap)
-
-
-def scan_layers(config: SweepConfig, task: Task, loaded: LoadedModel, layers: list[int] | None = None) -> list[dict]:
-    """Every head of every layer patched alone: rows of (layer, head, success rate, mean log-prob diff).
-
-    One batched evaluation per layer (its single-head conditions share the batches); the corrupted
-    baseline is measured once, in the first layer's batch, and repeated as head -1 of each layer.
-    """
-    layout = attention_layout(loaded.model)
-    label, method = next(iter(config.methods(task.align).items()))
-    pairs = task.tokenize(loaded.tokenizer, {method["align"]})
-    batch_size = batch_size_for(config, loaded, pairs)  # once: the same prompts at every layer
-    rows = []
-    for layer in layers if layers is not None else range(layout.n_layers):
-        attention_layout(loaded.model, layer)  # refuses a layer out of range, by name
-        conditions = [Condition(head_name(layer, h), ((layer, h),), "corrupted", label, "head") for h in range(layout.n_heads)]
-        if not rows:
-            conditions.insert(0, Condition("baseline", (), "corrupted", label, "baseline"))
-        results = evaluate(
-            loaded.model, loaded.tokenizer, layout, pairs, conditions, {label: method}, task.success,
-            max_new_tokens=config.max_new_tokens, batch_size=batch_size,
-        )  # fmt: skip
-        for cond in conditions:
-            got = [r for r in results if r["condition"] == cond.name]
-            rows.append({
-                "layer": layer, "head": cond.heads[0][1] if cond.heads else -1,
-                "success_rate": sum(r["success"] for r in got) / len(got),
-                "logprob_diff": sum(r["logprob_diff"] for r in got) / len(got),
-            })  # fmt: skip
-    return rows

@@ -180,7 +180,7 @@ def test_generation_config_beyond_plain_greedy_is_refused_by_name(neox):
 
 
 def test_layer_by_head_scan(neox, tmp_path):
-    from pythia_sweep.engine import scan_layers
+    from pythia_sweep.scan import scan_layers
     from pythia_sweep.report.build import scan_page
 
     rows = scan_layers(SweepConfig(**FAST, task="tasks/decimal-seed.toml"), SEED, neox, layers=[5, 6])
