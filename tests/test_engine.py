@@ -113,55 +113,25 @@ def test_batched_rows_match_one_prompt_at_a_time(neox, site, patch_during):
         assert a["logprob_diff"] == pytest.approx(b["logprob_diff"], abs=1e-3)
 
 
-def _plain_way(loaded, layout, pair, cond, method, max_new_tokens):
-    """One row the straightforward way: unpadded forwards and `generate`, no shared prefill."""
-    from pythia_sweep.patching import capture, empty_plan, fill_plan, head_columns, patched
-    from pythia_sweep.prompts import align_positions
-
-    model, tok = loaded.model, loaded.tokenizer
-    encode = lambda text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
-    site, every_step = method["site"], method["patch_during"] == "every-step"
-    layer = cond.heads[0][0] if cond.heads else 0
-    source = capture(model, layout, site, [layer], input_ids=torch.tensor([encode(pair.clean)]))[layer][0]
-    prompt = encode(pair.corrupted)
-
-    def plan_for(length):
-        plan = empty_plan(1, length, layout.width, torch.float32, "cpu", every_step)
-        positions = align_positions(tok, pair.clean, pair.corrupted, method["align"])
-        fill_plan(plan, 0, source, positions, head_columns([h for _, h in cond.heads], layout.head_dim), every_step=every_step)
-        if every_step:  # teacher-forced answer tokens stand where decoding steps would be
-            plan.mask[0, len(prompt) :] = plan.step_mask[0]
-            plan.values[0, len(prompt) :] = plan.step_values[0]
-        return plan
-
-    logprob = {}
-    for kind in ("correct", "wrong"):
-        seq = encode(pair.corrupted + getattr(pair, kind)[0])
-        with torch.no_grad(), patched(model, layout, site, {layer: plan_for(len(seq))}):
-            logp = torch.log_softmax(model(torch.tensor([seq])).logits[0].float(), -1)
-        logprob[kind] = sum(logp[i - 1, seq[i]].item() for i in range(len(prompt), len(seq)))
-    with torch.no_grad(), patched(model, layout, site, {layer: plan_for(len(prompt))}):
-        out = model.generate(torch.tensor([prompt]), max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=0)
-    return tok.decode(out[0, len(prompt) :], skip_special_tokens=True), logprob["correct"] - logprob["wrong"]
-
-
 @pytest.mark.parametrize("family", ["neox", "llama"])
 @pytest.mark.parametrize("site, patch_during", [("head", "prompt"), ("post-projection", "every-step")])
 def test_shared_prefill_matches_the_plain_way(request, family, site, patch_during):
-    """One prefill shared by scoring and a hand-rolled greedy loop gives what separate teacher-forced
-    forwards and `generate` give, row by row."""
+    """One prefill shared by scoring and a hand-rolled greedy loop gives what the package's plain way (one prompt at
+    a time, separate teacher-forced forwards and `generate`, reference.evaluate_plainly) gives, row by row; a
+    group spanning two layers included."""
+    from pythia_sweep.reference import evaluate_plainly
+
     loaded = request.getfixturevalue(family)
     layout = attention_layout(loaded.model)
     prompts = tokenized(loaded, n=4)
-    conditions = conditions_even(layer=2)
+    conditions = conditions_even(layer=2) + [Condition("two_layers", ((1, 3), (2, 0), (2, 5)), "corrupted", "m", "group")]
     method = {"site": site, "align": "shared-text" if patch_during == "prompt" else "prefix", "patch_during": patch_during}
-    rows = evaluate(loaded.model, loaded.tokenizer, layout, prompts, conditions, {"m": method}, ROBUST.success, max_new_tokens=6, batch_size=64)
-    by_row = {(r["condition"], r["prompt_id"]): r for r in rows}
-    for cond in conditions:
-        for pair in (tp.pair for tp in prompts):
-            response, diff = _plain_way(loaded, layout, pair, cond, method, 6)
-            assert by_row[(cond.name, pair.id)]["response"] == response
-            assert by_row[(cond.name, pair.id)]["logprob_diff"] == pytest.approx(diff, abs=1e-4)
+    args = (loaded.model, loaded.tokenizer, layout, prompts, conditions, {"m": method}, ROBUST.success)
+    fast, plain = evaluate(*args, max_new_tokens=6, batch_size=64), evaluate_plainly(*args, max_new_tokens=6)
+    assert [(r["condition"], r["prompt_id"]) for r in fast] == [(r["condition"], r["prompt_id"]) for r in plain]
+    for a, b in zip(fast, plain):
+        assert a["response"] == b["response"], (a["condition"], a["prompt_id"])
+        assert a["logprob_diff"] == pytest.approx(b["logprob_diff"], abs=1e-4) and a["prob_diff"] == pytest.approx(b["prob_diff"], abs=1e-5)
 
 
 def test_generation_config_beyond_plain_greedy_is_refused_by_name(neox):
@@ -186,11 +156,15 @@ def test_layer_by_head_scan(neox, tmp_path):
     rows = scan_layers(SweepConfig(**FAST, task="tasks/decimal-seed.toml"), SEED, neox, layers=[5, 6])
     assert len(rows) == 1 + 2 * 12 and rows[0]["head"] == -1
     assert {(r["layer"], r["head"]) for r in rows[1:]} == {(layer, h) for layer in (5, 6) for h in range(12)}
-    layout, pair = attention_layout(neox.model), SEED.pairs()[0]
+    from pythia_sweep.reference import evaluate_plainly
+
     method = {"site": "head", "align": SEED.align, "patch_during": "prompt"}
-    for row in (r for r in rows[1:] if r["head"] in (0, 5, 11)):  # each row is its own head, by the plain way
-        cond = Condition("h", ((row["layer"], row["head"]),), "corrupted", "m", "head")
-        assert row["logprob_diff"] == pytest.approx(_plain_way(neox, layout, pair, cond, method, 4)[1], abs=1e-4), row
+    picked = [r for r in rows[1:] if r["head"] in (0, 5, 11)]  # each row is its own head, by the plain way
+    conditions = [Condition(f"h{i}", ((r["layer"], r["head"]),), "corrupted", "m", "head", decode=False) for i, r in enumerate(picked)]
+    plain = evaluate_plainly(neox.model, neox.tokenizer, attention_layout(neox.model), SEED.tokenize(neox.tokenizer, [SEED.align]),
+                             conditions, {"m": method}, SEED.success, max_new_tokens=4)  # fmt: skip
+    for row, reference in zip(picked, plain):
+        assert row["logprob_diff"] == pytest.approx(reference["logprob_diff"], abs=1e-4), row
     assert scan_page(rows, "tiny", tmp_path / "scan").exists()
 
 
