@@ -53,7 +53,7 @@ report: setup
 	HF_HUB_OFFLINE=1 $(PY) -m jobs.report $(if $(SWEEP),--sweep $(SWEEP))
 
 refine: setup
-	$(if $(findstring demo,$(CONFIG)),HF_HUB_OFFLINE=1 HF_HUB_CACHE=$(HF_CACHE)) $(PY) -m jobs.refine $(CONFIG) \
+	$(PY) -m jobs.refine $(CONFIG) \
 	  $(if $(METRIC),--metric $(METRIC)) $(if $(TASK),--task $(TASK))
 
 bench: setup

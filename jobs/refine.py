@@ -28,12 +28,13 @@ def main(argv=None) -> int:
     from jobs.sweep import keep_local_ray_on_loopback
 
     keep_local_ray_on_loopback(args.address)
-    from pythia_sweep.checkpoints import published_revisions
     from pythia_sweep.config import load_config
     from pythia_sweep.errors import PythiaSweepError
 
     try:
         config = load_config(args.config, task=args.task)
+        config.use_offline_cache()  # the demo config reads its own cache, offline (before huggingface_hub is imported)
+        from pythia_sweep.checkpoints import published_revisions
         from pythia_sweep.task_schema import load_task
 
         task = load_task(config.task)

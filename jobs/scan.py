@@ -25,17 +25,19 @@ def main(argv=None) -> int:
     parser.add_argument("--task", help="override: the task file whose prompts are scanned")
     parser.add_argument("--reports-dir", default="reports", help="where the pages are written")
     args = parser.parse_args(argv)
-    from pythia_sweep.checkpoints import fetch, not_published_message, published_revisions
     from pythia_sweep.config import load_config
-    from pythia_sweep.engine import load_model, pick_device, pick_dtype
-    from pythia_sweep.scan import scan_layers
     from pythia_sweep.errors import PythiaSweepError, RevisionNotPublished
-    from pythia_sweep.report.build import scan_page
-    from pythia_sweep.task_schema import load_task
-    from pythia_sweep.tracking import experiment_name
 
     try:
         config = load_config(args.config, task=args.task)
+        config.use_offline_cache()  # the demo config reads its own cache, offline (before huggingface_hub is imported)
+        from pythia_sweep.checkpoints import fetch, not_published_message, published_revisions
+        from pythia_sweep.engine import load_model, pick_device, pick_dtype
+        from pythia_sweep.report.build import scan_page
+        from pythia_sweep.scan import scan_layers
+        from pythia_sweep.task_schema import load_task
+        from pythia_sweep.tracking import experiment_name
+
         task = load_task(config.task)
         published = published_revisions(config.model)
         device = pick_device(config.device)

@@ -54,6 +54,7 @@ def main(argv=None) -> int:
             args.config, model=args.model, checkpoints=checkpoints, layer=args.layer, task=args.task,
             method=args.method, workers=args.workers,
         )  # fmt: skip
+        config.use_offline_cache()  # the demo config reads its own cache, offline (before huggingface_hub is imported)
         from pythia_sweep.checkpoints import published_revisions
         from pythia_sweep.task_schema import load_task
 

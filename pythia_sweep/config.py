@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,7 @@ class SweepConfig:
     dtype: str = "auto"  # "auto": float32 on CPU, float16 on GPU
     workers: int = 0  # Ray workers; 0 = one per GPU, or up to two CPU workers without GPUs
     name: str = ""  # a human label for the sweep (MLflow run name); defaults to model-task-method
+    offline_cache: str = ""  # read checkpoints offline from this Hugging Face cache (the demo family's); "" = the Hub
 
     def __post_init__(self) -> None:
         _check_type("model", self.model, str)
@@ -91,6 +93,7 @@ class SweepConfig:
         _check_int("seed", self.seed, minimum=0)
         _check_int("workers", self.workers, minimum=0)
         _check_type("name", self.name, str)
+        _check_type("offline_cache", self.offline_cache, str)
 
     def methods(self, task_align: str = "shared-text") -> dict[str, dict[str, str]]:
         """The measuring methods this sweep runs, by label: site, alignment and generation-time patching.
@@ -106,13 +109,26 @@ class SweepConfig:
         """A short hash of every field that changes a checkpoint's result, and of the task's content. Not the
         schedule: sweeps of one setting share their records, so a denser schedule (or `refine`) reuses what is
         already measured. Not the task file's path: the same task moved is the same sweep."""
-        ignored = ("checkpoints", "workers", "batch_size", "name", "task")
+        ignored = ("checkpoints", "workers", "batch_size", "name", "task", "offline_cache")
         fields = {k: v for k, v in self.to_dict().items() if k not in ignored} | {"task_digest": task_digest}
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
     def label(self, task_name: str) -> str:
         layer = "" if self.layer is None else f"-L{self.layer}"
         return self.name or f"{self.model.split('/')[-1]}-{task_name}{layer}-{self.method}"
+
+    def use_offline_cache(self) -> None:
+        """Point Hugging Face at `offline_cache`, offline, unless the environment already says where (the
+        environment wins, as MLFLOW_TRACKING_URI does). Call before huggingface_hub is imported: it reads these
+        variables once, at import."""
+        if not self.offline_cache:
+            return
+        import sys
+
+        if "huggingface_hub" in sys.modules and not os.environ.get("HF_HUB_CACHE"):
+            raise ConfigError("offline_cache", self.offline_cache, "set before huggingface_hub is imported (a job's first step)")
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("HF_HUB_CACHE", str(Path(self.offline_cache).resolve()))
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -36,6 +36,7 @@ from pythia_sweep.task_schema import task_from_dict
 
 # One bar per downloaded file is noise when a report reads hundreds of small records; ours counts records.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # "View run" lines per child run: our links say it once
 DEFAULT_STORE = "mlruns/mlflow.db"
 COMPARED_KINDS = SUMMARY_KINDS  # conditions a person compares in the UI; single heads
 # and null sets stay in the record and the parquet (hundreds of numbers a checkpoint)
@@ -350,7 +351,7 @@ class SweepReader(_Store):
     def load_records(self, parent: str) -> list[CheckpointRecord]:
         """Every checkpoint record of a sweep (one per revision), ordered by training step."""
         records: dict[str, CheckpointRecord] = {}
-        for run in tqdm(self.checkpoint_runs(parent), desc="reading records", unit="run", leave=False):
+        for run in tqdm(self.checkpoint_runs(parent), desc="reading records", unit="run", leave=False, disable=None):  # none off a terminal
             revision = run.data.tags.get("revision")
             if revision in records:
                 continue

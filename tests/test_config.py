@@ -48,7 +48,8 @@ def test_toml_file_and_overrides(tmp_path):
 
 def test_sweep_id_ignores_schedule_and_resources_but_not_method_or_task_content():
     base = SweepConfig()
-    assert base.sweep_id("t1") == base.replace(checkpoints="all", workers=8, batch_size=7, name="x", task="elsewhere/t.toml").sweep_id("t1")
+    same = base.replace(checkpoints="all", workers=8, batch_size=7, name="x", task="elsewhere/t.toml", offline_cache=".cache/hf/hub")
+    assert base.sweep_id("t1") == same.sweep_id("t1")  # where the weights are read from changes no number
     assert base.sweep_id("t1") != base.replace(site="post-projection").sweep_id("t1")
     assert base.sweep_id("t1") != base.sweep_id("t2")  # an edited task file is a new sweep
 
@@ -76,3 +77,23 @@ def test_config_error_survives_pickling_across_processes():
 
     error = pickle.loads(pickle.dumps(ConfigError("layer", 9, "a layer index in 0..7")))
     assert (error.field, error.value, str(error)) == ("layer", 9, "layer=9 is not valid: a layer index in 0..7")
+
+
+def test_offline_cache_points_hugging_face_at_it_unless_the_environment_already_does(tmp_path):
+    """The demo config says where its model lives (`make sweep CONFIG=jobs/configs/demo.toml` works offline as is);
+    HF_HUB_CACHE / HF_HUB_OFFLINE in the environment win, and it must run before huggingface_hub is imported."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import os; from pythia_sweep.config import SweepConfig; SweepConfig(offline_cache='demo-cache').use_offline_cache(); "
+            "print(os.environ['HF_HUB_OFFLINE'], os.environ['HF_HUB_CACHE'])")  # fmt: skip
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=clean, capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["1", str(tmp_path / "demo-cache")], done.stderr
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=clean | {"HF_HUB_CACHE": "/elsewhere", "HF_HUB_OFFLINE": "0"},
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.stdout.split() == ["0", "/elsewhere"], done.stderr
+    late = code.replace("import os;", "import os, huggingface_hub;")
+    done = subprocess.run([sys.executable, "-c", late], cwd=tmp_path, env=clean, capture_output=True, text=True, timeout=60)
+    assert "offline_cache='demo-cache' is not valid: set before huggingface_hub is imported" in done.stderr
