@@ -81,6 +81,8 @@ def main(argv=None) -> int:
     print(f"\n3. {decimal.question}  ({DECIMAL}, same family)", flush=True)
     result = run_sweep(load_config(CONFIG, task=DECIMAL), decimal, published=published)
     report = build_report(result.parent_run_id, tracking_uri=result.tracking_uri)
+    print("   expected on this family: it learns the bug (Q: ... A: prompts answered the wrong way) and nothing trained to\n"
+          "   repair it, so no emergence; the verdict can say so only where the model answers the plain question")  # fmt: skip
     print(f"   verdict (as the report states it): {report.verdict}")
     print(f"   report: {report.html_path}")
     print(f"\ndemo finished in {time.perf_counter() - start:.0f}s")

@@ -226,7 +226,7 @@ def test_failed_revisions_are_reported_and_excluded():
     records[4] = record("step8000", 8000, 0.0, status="failed", error="RevisionNotPublished: x")
     s = summary_of(records)
     assert s["quality"]["failed_revisions"] == [{"revision": "step8000", "error": "RevisionNotPublished: x"}]
-    assert s["usable_checkpoints"] == 9 and "1 revisions failed: step8000" in s["verdict"]
+    assert s["usable_checkpoints"] == 9 and "1 revision failed: step8000" in s["verdict"]
 
 
 def test_two_methods_with_identical_numbers_are_stated_once():

@@ -98,7 +98,8 @@ def _sentence(task, res: dict, also: list[str]) -> str:
         share = f", {shape['share']:.0%} of the rise within one doubling of training steps" if shape["share"] is not None else ""
         return (f"{label} emerges at {where}; {_steps(interval)}): first above the strong level {strong:g} "
                 f"({point['value']:+.2f}, interval [{point['ci'][0]:+.2f}, {point['ci'][1]:+.2f}]); {res['emergence_type']} "
-                f"emergence, {shape['shape']} rise{share}; {res['hypothesis']}.")  # fmt: skip
+                f"emergence, {shape['shape']} rise{share}; the methodology reads a {res['emergence_type']} emergence as "
+                f"{res['hypothesis']!r}.")  # fmt: skip
     if call["call"] == "no emergence":
         klass = res["final_class"]
         described = f"below the weak level {weak:g}" if klass == "none" else klass
@@ -115,7 +116,8 @@ def verdict(summary: dict, task) -> str:
     q = summary["quality"]
     caveats = []
     if q["failed_revisions"]:
-        caveats.append(f"{len(q['failed_revisions'])} revisions failed: " + ", ".join(f["revision"] for f in q["failed_revisions"]) + ".")
+        n = len(q["failed_revisions"])
+        caveats.append(f"{n} revision{'s' * (n != 1)} failed: " + ", ".join(f["revision"] for f in q["failed_revisions"]) + ".")
     for d in q["duplicates"]:
         owner = d["measurement_belongs_to"]
         caveats.append(f"Identical weights: {' = '.join(d['members'])} ("
