@@ -38,8 +38,6 @@ from pythia_sweep.task_schema import task_from_dict
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # "View run" lines per child run: our links say it once
 DEFAULT_STORE = "mlruns/mlflow.db"
-COMPARED_KINDS = SUMMARY_KINDS  # conditions a person compares in the UI; single heads
-# and null sets stay in the record and the parquet (hundreds of numbers a checkpoint)
 
 
 class TrackingStoreError(PythiaSweepError):
@@ -69,7 +67,7 @@ def flatten(record: CheckpointRecord, compared_only: bool = False) -> dict[str, 
     heads, null sets and per-head evidence stay in the record, the parquet and the long table."""
     metrics: dict[str, float] = {}
     for name, c in record.conditions.items():
-        if compared_only and c.get("kind") not in COMPARED_KINDS:
+        if compared_only and c.get("kind") not in SUMMARY_KINDS:  # single heads, null sets: record and parquet only
             continue
         for metric in CONDITION_METRICS:
             if c.get(metric) is not None:

@@ -25,7 +25,6 @@ from pythia_sweep.tasks import Contrast, Task
 from pythia_sweep.tracking import flatten
 
 
-SHOWN_KINDS = SUMMARY_KINDS  # conditions drawn as lines (single heads: the heatmap)
 def timeline(records: list[CheckpointRecord], final_step: int | None, twins: list[IdenticalWeights] = ()) -> pl.DataFrame:
     """One row per checkpoint, ordered by step: status, hashes, whether it is analysed (and why not), and every
     number of the record under its flattened name ('<condition>/<metric>', '<contrast>/<metric>', intervals).
@@ -72,7 +71,7 @@ def drawn_conditions(records: list[CheckpointRecord]) -> list[str]:
     for r in records:
         conditions = r.conditions
         primary = (conditions.get("baseline") or {}).get("method")
-        shown |= {n: None for n, c in conditions.items() if c.get("kind") in SHOWN_KINDS and c.get("method") == primary}
+        shown |= {n: None for n, c in conditions.items() if c.get("kind") in SUMMARY_KINDS and c.get("method") == primary}
     return list(shown)
 
 

@@ -125,15 +125,17 @@ def verdict(summary: dict, task) -> str:
     if summary["usable_checkpoints"] == 0:
         return " ".join(["Cannot call: no usable checkpoint (every revision failed or was left out as a duplicate).", *caveats])
     headline = [res for res in summary["results"].values() if res["base_contrast"] == task.headline.name]
-    parts, stated = [], []
+    same_as: dict[str, list[str]] = {}  # the first method of each distinct series -> the methods it also stands for
+    stated = []
     for res in headline:  # the headline contrast, for each method (the others: summary.json, the plots)
         twin = next((s for s in stated if s["series"] == res["series"]), None)
-        if twin is not None:
-            twin.setdefault("_also", []).append(res["method"])
-            continue
-        stated.append(res)
+        if twin is None:
+            stated.append(res)
+        else:
+            same_as.setdefault(twin["key"], []).append(res["method"])
+    parts = []
     for res in stated:
-        parts.append(_sentence(task, res, res.pop("_also", [])))
+        parts.append(_sentence(task, res, same_as.get(res["key"], [])))
         if not res["monotonic"] and res["events"]:
             parts.append("It is not monotonic: " + ", ".join(f"{e['event']} at step {e['step']:,}" for e in res["events"]) + ".")
         elif not res["monotonic"]:
