@@ -160,7 +160,7 @@ def floor(repo: str, revisions: list[str], rows: list[str], new_tokens: int = 1,
     from huggingface_hub import snapshot_download
     from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
-    from pythia_sweep.evaluation import _pad
+    from pythia_sweep.fastpath import pad
 
     times = []
     for revision in revisions:
@@ -169,7 +169,7 @@ def floor(repo: str, revisions: list[str], rows: list[str], new_tokens: int = 1,
         model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPE).to(DEVICE).eval()
         tokenizer = AutoTokenizer.from_pretrained(path)
         for i in range(0, len(rows), batch):
-            ids, mask = _pad([tokenizer(t)["input_ids"] for t in rows[i : i + batch]], 0, left=True, device=DEVICE)
+            ids, mask = pad([tokenizer(t)["input_ids"] for t in rows[i : i + batch]], 0, left=True, device=DEVICE)
             cache = DynamicCache(config=model.config)
             with torch.no_grad():
                 logits = model(input_ids=ids, attention_mask=mask, past_key_values=cache, logits_to_keep=1).logits

@@ -32,7 +32,7 @@ def main(argv=None) -> int:
         config = load_config(args.config, task=args.task)
         config.use_offline_cache()  # the demo config reads its own cache, offline (before huggingface_hub is imported)
         from pythia_sweep.checkpoints import fetch, not_published_message, published_revisions
-        from pythia_sweep.engine import load_model, pick_device, pick_dtype
+        from pythia_sweep.checkpoint_run import load_model, pick_device, pick_dtype
         from pythia_sweep.report.build import scan_page
         from pythia_sweep.scan import scan_layers
         from pythia_sweep.task_schema import load_task

@@ -6,7 +6,7 @@ handed lists step256000, step512000 and step1000000, which do not exist: a sched
 reports them as unpublished (with the published range) rather than quietly replacing them.
 
 Many branches serve identical weights (pythia-2.8b: 76 of 154 equal `main`; step0 == step1 everywhere).
-`find_duplicates` (by the one rule, `identical_weights`) compares the weight files' LFS sha256 from the Hub's metadata before anything is
+`measured_revisions` (by the one rule, `identical_weights`) compares the weight files' LFS sha256 from the Hub's metadata before anything is
 downloaded, so each distinct set of weights is fetched once; `fetch` checks every downloaded file against
 the same hash. Online, every Hub operation goes through `hub.hub_call`: answers meaning "try again later"
 (HTTP 408, 429, 5xx) are retried with backoff a bounded number of times, and a Hub that cannot be reached
@@ -409,15 +409,12 @@ def weights_of(repo_id: str, revisions: Iterable[str], cache_dir: str | Path | N
         return {w.revision: w for w in pool.map(lookup, names) if w is not None}
 
 
-def find_duplicates(repo_id: str, revisions: Iterable[str], cache_dir: str | Path | None = None,
-                    final_revision: str | None = None) -> dict[str, str]:  # fmt: skip
-    """For each revision, the revision whose measurement it shares (`identical_weights`: the final one, step0,
-    else the earliest of the set), asked of the Hub's metadata (or the local cache offline) before any
-    download. A revision with no twin, or not published, maps to itself: fetching it reports why."""
-    names = list(dict.fromkeys(revisions))
-    weights = weights_of(repo_id, names, cache_dir)
-    measured = {r: g.measured for g in identical_weights({r: w.weights_digest for r, w in weights.items()}, final_revision) for r in g.members}
-    return {name: measured.get(name, name) for name in names}
+def measured_revisions(weights: Mapping[str, PublishedWeights], final_revision: str | None = None) -> dict[str, str]:
+    """For each revision of `weights` (weights_of: the Hub's metadata, or the cache offline, before any download),
+    the revision whose measurement it shares: itself, or its twin's owner by `identical_weights`'s rule."""
+    twins = identical_weights({r: w.weights_digest for r, w in weights.items()}, final_revision)
+    owner = {r: g.measured for g in twins for r in g.members}
+    return {r: owner.get(r, r) for r in weights}
 
 
 def check_free_space(needed: int, folder: Path, what: str, margin: float = 1.05) -> None:

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 Head = tuple[int, int]  # (layer, head)
-KINDS = ("baseline", "clean", "group", "all", "head", "null")  # what a condition is for
 SUMMARY_KINDS = ("baseline", "clean", "group", "all")  # the few a person reads as lines and compares across runs
 
 

@@ -28,6 +28,7 @@ PATCH_DURING = ("prompt", "every-step")
 METHODS = ("per-head", "upstream", "both")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
+EXECUTORS = ("auto", "fast", "plain")  # evaluation.choose_executor
 
 # The upstream (methodology) way of measuring, kept runnable so the two can be compared.
 UPSTREAM_METHOD = {"site": "post-projection", "align": "prefix", "patch_during": "every-step"}
@@ -47,7 +48,7 @@ class SweepConfig:
     null_subsets: int = 20  # random head sets of the first group's size per checkpoint (the null control)
     evidence: bool = True  # also score attention patterns (ICL, previous-token, induction) on repeated random tokens
     max_new_tokens: int = 20  # greedy generation length
-    batch_size: int = 0  # rows per batch; 0 = sized to the device's free memory (engine.rows_per_batch)
+    batch_size: int = 0  # rows per batch; 0 = sized to the device's free memory (checkpoint_run.rows_per_batch)
     bootstrap_resamples: int = 2000  # resamples for bootstrap intervals
     seed: int = 0  # seeds the null subsets and the bootstrap: a rerun reproduces every number
     device: str = "auto"  # "auto" picks cuda when present, else cpu
@@ -55,6 +56,7 @@ class SweepConfig:
     workers: int = 0  # Ray workers; 0 = one per GPU, or up to two CPU workers without GPUs
     name: str = ""  # a human label for the sweep (MLflow run name); defaults to model-task-method
     offline_cache: str = ""  # read checkpoints offline from this Hugging Face cache (the demo family's); "" = the Hub
+    executor: str = "auto"  # "auto": the fast path where the model supports it, else the plain way; "fast"; "plain"
 
     def __post_init__(self) -> None:
         _check_type("model", self.model, str)
@@ -84,6 +86,7 @@ class SweepConfig:
         _check_choice("method", self.method, METHODS)
         _check_choice("device", self.device, DEVICES)
         _check_choice("dtype", self.dtype, DTYPES)
+        _check_choice("executor", self.executor, EXECUTORS)
         _check_type("single_heads", self.single_heads, bool)
         _check_type("evidence", self.evidence, bool)
         _check_int("null_subsets", self.null_subsets, minimum=0)
@@ -108,8 +111,9 @@ class SweepConfig:
     def sweep_id(self, task_digest: str) -> str:
         """A short hash of every field that changes a checkpoint's result, and of the task's content. Not the
         schedule: sweeps of one setting share their records, so a denser schedule (or `refine`) reuses what is
-        already measured. Not the task file's path: the same task moved is the same sweep."""
-        ignored = ("checkpoints", "workers", "batch_size", "name", "task", "offline_cache")
+        already measured. Not the task file's path: the same task moved is the same sweep. Not the executor:
+        both compute the same rows (tests/test_checkpoint_run.py checks it row by row)."""
+        ignored = ("checkpoints", "workers", "batch_size", "name", "task", "offline_cache", "executor")
         fields = {k: v for k, v in self.to_dict().items() if k not in ignored} | {"task_digest": task_digest}
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 

@@ -1,43 +1,57 @@
-"""The conditions of one checkpoint (conditions.py), run as batched forward and generate calls.
+"""The conditions of one checkpoint (conditions.py) over its prompt pairs: one result row per (condition, prompt).
 
-Each (condition, prompt) is one row. Rows are batched by prompt (all conditions of a prompt together), and no work is done twice:
-  - the clean prompts' activations are computed once per prompt, stopping at the deepest patched layer;
-  - below the lowest patched layer every condition of a prompt computes the same thing, so those layers run
-    once per distinct prompt (and once per distinct answer continuation), and each condition branches from
-    there: the layers above start from the shared hidden state, the shared KV cache of the layers below is
-    copied to each row;
-  - each row's patched prompt runs once: its KV cache serves the teacher-forced scoring of every answer and
-    greedy decoding (a small loop that mirrors `generate`);
-  - only conditions whose metrics read a generation are decoded (single heads feed the teacher-forced
-    per-head map), and a rule decided early (first-answer) stops decoding a row once its outcome is fixed.
+Two executors compute the same rows. `evaluate` is the fast one, in numbered steps:
+  1. the clean prompts' activations at each patched layer, once per prompt (the forward stops at the deepest);
+  2. rows batched by prompt (all conditions of a prompt together), each with its patch plan: which heads'
+     columns of which positions take the clean activation (left padding shifts the corrupted positions);
+  3. per batch, fastpath.score_and_generate: the layers below the lowest patch run once per distinct prompt,
+     each row's patched prompt once; its KV cache serves teacher-forced scoring of every answer and greedy
+     decoding of the conditions whose metrics read a generation (a rule decided early, first-answer, stops
+     decoding a row once its outcome is fixed);
+  4. each row's response, success and answer log-probabilities (log-sum over the correct and the wrong answers).
+`reference.evaluate_plainly` is the plain one (one prompt at a time, separate forwards and `generate`), which
+the fast one is tested against and which runs a model the fast path does not support (`run_conditions`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 
 import torch
 from scipy.special import logsumexp
-from transformers import DynamicCache
 
 from pythia_sweep.conditions import Condition
-from pythia_sweep.errors import UnsupportedModel
-from pythia_sweep.patching import (
-    AttentionLayout,
-    ForwardStopped,
-    PatchPlan,
-    capture,
-    empty_plan,
-    fill_plan,
-    head_columns,
-    patched,
-)
+from pythia_sweep.config import EXECUTORS
+from pythia_sweep.errors import ConfigError, UnsupportedModel
+from pythia_sweep.fastpath import eos_ids, pad, score_and_generate, unsupported_reason
+from pythia_sweep.patching import AttentionLayout, capture, empty_plan, fill_plan, head_columns
+from pythia_sweep.reference import evaluate_plainly
 from pythia_sweep.tasks import TokenizedPair
+
+def choose_executor(model, wanted: str) -> tuple[str, str | None]:
+    """The executor that runs `model` ("fast" or "plain") and, for plain, why. "auto" takes the fast path where
+    it is supported and says why not where it is not; "fast" refuses a model it cannot run."""
+    if wanted not in EXECUTORS:
+        raise ConfigError("executor", wanted, f"one of {', '.join(EXECUTORS)}")
+    if wanted == "plain":
+        return "plain", 'asked for (executor = "plain")'
+    problem = unsupported_reason(model)
+    if problem is None:
+        return "fast", None
+    if wanted == "fast":
+        raise UnsupportedModel(f'executor = "fast" cannot run this model: {problem}; use "auto" or "plain"')
+    return "plain", problem
+
+
+def run_conditions(executor: str, *work, max_new_tokens: int, batch_size: int) -> list[dict]:
+    """The rows of `evaluate` (executor "fast") or of `reference.evaluate_plainly` ("plain"; see choose_executor).
+    `work` is their positional arguments: model, tokenizer, layout, pairs, conditions, methods, success."""
+    if executor == "plain":
+        check_plain_greedy(work[0])
+        return evaluate_plainly(*work, max_new_tokens=max_new_tokens)
+    return evaluate(*work, max_new_tokens=max_new_tokens, batch_size=batch_size)
 
 
 @torch.inference_mode()
@@ -63,7 +77,7 @@ def evaluate(
     device = next(model.parameters()).device
     check_plain_greedy(model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    eos_ids = _eos_ids(model)
+    eos = eos_ids(model)
     by_id = {tp.pair.id: tp for tp in pairs}
     layers_by_site: dict[str, set[int]] = defaultdict(set)
     for c in conditions:
@@ -106,7 +120,7 @@ def evaluate(
                 answers = [(pair.correct, pair.wrong) for _, pair in chunk]
                 stop = lambda r, tokens: decided(tokenizer.decode(tokens, skip_special_tokens=True), *answers[r])  # noqa: E731
             logprobs, new_tokens = score_and_generate(
-                model, layout, method["site"], plans, seqs, continuations, max_new_tokens, pad_id, eos_ids,
+                model, layout, method["site"], plans, seqs, continuations, max_new_tokens, pad_id, eos,
                 decode=[cond.decode for cond, _ in chunk], depth=depth, decided=stop,
             )  # fmt: skip
             for r, (cond, pair) in enumerate(chunk):
@@ -127,246 +141,9 @@ def evaluate(
     return [results[(cond.name, tp.pair.id)] for cond in conditions for tp in pairs]  # in (condition, prompt) order
 
 
-def _distinct(keys: Sequence) -> tuple[list[int], list[int]]:
-    """The first index of each distinct key (in order), and for every key the position of its distinct one."""
-    first: dict = {}
-    for i, key in enumerate(keys):
-        first.setdefault(key, i)
-    order = {key: u for u, key in enumerate(first)}
-    return list(first.values()), [order[key] for key in keys]
-
-
-@dataclass
-class SharedBelow:
-    """The layers below `depth` for the distinct prompts of a batch: every row's condition patches at
-    `depth` or above, so below it a row is its prompt's. `rows` maps each batch row to its distinct prompt."""
-
-    depth: int
-    rows: torch.Tensor  # (B,) index into the distinct prompts
-    kv: list[tuple[torch.Tensor, torch.Tensor]]  # per layer below depth: keys, values (U, H_kv, T, D)
-
-    def cache_for(self, model, picks: torch.Tensor) -> DynamicCache:
-        """A fresh cache holding the layers below `depth` for the distinct prompts `picks` (N,)."""
-        cache = DynamicCache(config=model.config)
-        for layer, (keys, values) in enumerate(self.kv):
-            cache.update(keys[picks], values[picks], layer)
-        return cache
-
-
-def run_below(model, depth: int, cache: DynamicCache, **inputs) -> torch.Tensor:
-    """The hidden state entering layer `depth` (N, T, C); the forward stops there, `cache` holds the layers below."""
-    seen = {}
-
-    def stop(_module, args, kwargs):
-        seen["hidden"] = args[0] if args else kwargs["hidden_states"]
-        raise ForwardStopped
-
-    handle = model.base_model.layers[depth].register_forward_pre_hook(stop, with_kwargs=True)
-    try:
-        model(**inputs, past_key_values=cache, use_cache=True)
-    except ForwardStopped:
-        pass
-    finally:
-        handle.remove()
-    return seen["hidden"]
-
-
-@contextlib.contextmanager
-def layers_from(model, depth: int) -> Iterator[None]:
-    """Run the model's forward from layer `depth` on: its inputs_embeds are the hidden state entering that
-    layer. Swapping the decoder's layer list (and putting it back) keeps the model's own mask, rotary and
-    cache handling; each attention keeps its `layer_idx`, so the cache is filled at the right layers. Patch
-    hooks must be registered before (module paths shift while swapped)."""
-    base = model.base_model
-    every = base.layers
-    base.layers = torch.nn.ModuleList(list(every)[depth:])
-    try:
-        yield
-    finally:
-        base.layers = every
-
-
-def score_and_generate(
-    model,
-    layout: AttentionLayout,
-    site: str,
-    plans: dict[int, PatchPlan],
-    prompts: list[list[int]],
-    continuations: list[list[list[int]]],
-    max_new_tokens: int,
-    pad_id: int,
-    eos_ids: torch.Tensor,
-    *,
-    decode: Sequence[bool] | None = None,
-    depth: int = 0,
-    decided: Callable[[int, list[int]], bool] | None = None,
-) -> tuple[list[list[float]], list[list[int]]]:
-    """Per row: the summed log-probability of each of its continuations, and its greedy new tokens ([] for a
-    row not in `decode`).
-
-    `plans` patch the prompt, one per patched layer, all at `depth` or above: the layers below run once per
-    distinct prompt (depth 0: every row runs every layer). The patched prompt is run once: its KV cache is
-    shared by the teacher-forced continuations (a copy, one branch per continuation longer than one token,
-    with the step patch) and by greedy decoding. Decoding follows `generate(do_sample=False)`: positions
-    from the attention mask, a row that emits EOS (or whose outcome `decided(row, tokens)` says is fixed) is
-    padded from then on, and decoding ends once every row has.
-    """
-    device = next(model.parameters()).device
-    decode = [True] * len(prompts) if decode is None else list(decode)
-    input_ids, attention = _pad(prompts, pad_id, left=True, device=device)  # (B, T)
-    positions = (attention.cumsum(-1) - 1).masked_fill(attention == 0, 0)  # (B, T), as generate makes them
-    cache = DynamicCache(config=model.config)
-    below = None
-    if depth > 0:
-        firsts, rows = (torch.tensor(v, device=device) for v in _distinct([tuple(p) for p in prompts]))
-        lower = DynamicCache(config=model.config)
-        hidden = run_below(model, depth, lower, input_ids=input_ids[firsts], attention_mask=attention[firsts], position_ids=positions[firsts])
-        below = SharedBelow(depth, rows, [(lower.layers[i].keys, lower.layers[i].values) for i in range(depth)])
-        with patched(model, layout, site, plans), layers_from(model, depth):
-            first = model(
-                inputs_embeds=hidden[rows], attention_mask=attention, position_ids=positions, past_key_values=cache,
-                use_cache=True, logits_to_keep=1,
-            ).logits[:, -1].float()  # (B, V)  # fmt: skip
-        for layer, (keys, values) in enumerate(below.kv):  # the rows' own copies of the shared layers
-            cache.layers[layer].update(keys[rows], values[rows])
-    else:
-        with patched(model, layout, site, plans):
-            first = model(
-                input_ids=input_ids, attention_mask=attention, position_ids=positions, past_key_values=cache,
-                use_cache=True, logits_to_keep=1,
-            ).logits[:, -1].float()  # (B, V)  # fmt: skip
-    decoded = [r for r, d in enumerate(decode) if d]
-    multi_token = any(len(c) > 1 for row in continuations for c in row)
-    branches = copy.deepcopy(cache) if multi_token and decoded else cache
-    new_tokens: list[list[int]] = [[] for _ in prompts]
-    if decoded:
-        picks = torch.tensor(decoded, device=device)
-        if len(decoded) < len(prompts):
-            cache.batch_select_indices(picks)
-        steps = {layer: plan.steps_only(picks) for layer, plan in plans.items()}
-        stop = None if decided is None else (lambda i, tokens: decided(decoded[i], tokens))
-        step = _plain_step if below is None else _SharedStep(model, below, below.rows[picks])
-        with patched(model, layout, site, steps):
-            for i, tokens in enumerate(_greedy(model, cache, first[picks], attention[picks], max_new_tokens, pad_id, eos_ids, stop, step)):
-                new_tokens[decoded[i]] = tokens
-    logprobs = _continuation_logprobs(model, layout, site, plans, branches, first, attention, continuations, pad_id, below)
-    return logprobs, new_tokens
-
-
-def _plain_step(model, token, attention, position, cache) -> torch.Tensor:
-    """One decoding step through every layer: the next logits (B, V) for `token` (B,)."""
-    return model(
-        input_ids=token[:, None], attention_mask=attention, position_ids=position, past_key_values=cache, use_cache=True
-    ).logits[:, -1].float()  # fmt: skip
-
-
-class _SharedStep:
-    """A decoding step whose layers below the patch run once per group of rows with the same prompt and the
-    same tokens so far (conditions of a prompt mostly generate alike; below the patch they are the same
-    computation). Groups split when their rows' tokens part; a group's cache below is copied as it splits."""
-
-    def __init__(self, model, below: SharedBelow, groups: torch.Tensor):
-        self.depth, self.groups = below.depth, groups  # (B,) row -> its group in self.lower
-        self.lower = below.cache_for(model, torch.arange(len(below.kv[0][0]), device=groups.device))
-
-    def __call__(self, model, token, attention, position, cache) -> torch.Tensor:
-        keys = torch.stack([self.groups, token], dim=1)  # (B, 2): a row's group and its new token
-        distinct, groups = torch.unique(keys, dim=0, return_inverse=True)  # (G, 2), (B,)
-        parents = distinct[:, 0]
-        if not torch.equal(parents, torch.arange(len(self.lower.layers[0].keys), device=parents.device)):  # a group split
-            self.lower.batch_select_indices(parents)
-        first_row = torch.full((len(distinct),), len(token), device=token.device).scatter_reduce(
-            0, groups, torch.arange(len(token), device=token.device), reduce="amin"
-        )  # (G,): rows of a group share prompt, padding and history, hence mask and position  # fmt: skip
-        hidden = run_below(model, self.depth, self.lower, input_ids=distinct[:, 1:], attention_mask=attention[first_row],
-                           position_ids=position[first_row])  # (G, 1, C)  # fmt: skip
-        with layers_from(model, self.depth):
-            logits = model(
-                inputs_embeds=hidden[groups], attention_mask=attention, position_ids=position, past_key_values=cache, use_cache=True
-            ).logits[:, -1].float()  # (B, V)  # fmt: skip
-        for layer in range(self.depth):  # the rows' own layers below only give the cache its length (read by the mask)
-            below = self.lower.layers[layer]
-            cache.layers[layer].update(below.keys[groups, :, -1:], below.values[groups, :, -1:])
-        self.groups = groups
-        return logits
-
-
-def _greedy(model, cache, logits, attention, max_new_tokens, pad_id, eos_ids, decided=None, step_fn=_plain_step) -> list[list[int]]:
-    """Greedy tokens (B, <= max_new_tokens) continuing the prompts in `cache`; `logits` (B, V) is the prefill's.
-    A row ends at EOS (kept, as `generate` keeps it) or once `decided(row, tokens)` (its tokens so far)."""
-    batch = attention.shape[0]
-    next_position = attention.sum(-1, keepdim=True)  # (B, 1): the first new token's position
-    unfinished = torch.ones(batch, dtype=torch.bool, device=attention.device)
-    ones = torch.ones((batch, 1), dtype=attention.dtype, device=attention.device)
-    lengths = [max_new_tokens] * batch
-    steps = []
-    for step in range(max_new_tokens):
-        token = torch.where(unfinished, logits.argmax(-1), pad_id)  # (B,)
-        steps.append(token)
-        unfinished &= ~torch.isin(token, eos_ids)
-        if decided is not None:
-            so_far = torch.stack(steps, dim=1).tolist()
-            for r in torch.nonzero(unfinished).flatten().tolist():
-                if decided(r, so_far[r]):
-                    unfinished[r], lengths[r] = False, step + 1
-        if step == max_new_tokens - 1 or not unfinished.any():
-            break
-        attention = torch.cat([attention, ones], dim=-1)  # (B, T + step + 1)
-        logits = step_fn(model, token, attention, next_position + step, cache)  # (B, V)
-    tokens = torch.stack(steps, dim=1).tolist()  # max_new_tokens >= 1: at least one step
-    return [row[:n] for row, n in zip(tokens, lengths)]
-
-
-def _continuation_logprobs(model, layout, site, plans, cache, logits, attention, continuations, pad_id, below=None) -> list[list[float]]:
-    """Summed log-probs of each row's continuations: the first token from the prefill's `logits` (B, V),
-    the rest from forwards of (row, continuation) branches over a copy of the prompt's cache, at most 2
-    branches per row at a time. A continuation whose tokens but the last begin another's is read off that
-    one's branch (causal: the same logits), so answers that differ only in their last token share one
-    forward. With `below`, the layers below its depth run once per distinct (prompt, continuation) and the
-    rows' branches start from there."""
-    first = torch.log_softmax(logits, dim=-1)  # (B, V)
-    totals = [[first[r, c[0]].item() for c in row] for r, row in enumerate(continuations)]
-    readers: dict[tuple[int, int], list[int]] = defaultdict(list)  # (row, branch) -> continuations read off it
-    for r, row in enumerate(continuations):
-        longer = [j for j, c in enumerate(row) if len(c) > 1]
-        for j in longer:
-            inputs = row[j][:-1]
-            carrier = max((k for k in longer if row[k][: len(inputs)] == inputs), key=lambda k: len(row[k]))
-            readers[(r, carrier)].append(j)
-    branches = list(readers)
-    if not branches:  # every continuation is one token long
-        return totals
-    chunk = 2 * len(continuations)
-    for start in range(0, len(branches), chunk):
-        part = branches[start : start + chunk]
-        rows = torch.tensor([r for r, _ in part], device=attention.device)
-        branch_cache = cache if len(branches) <= chunk else copy.deepcopy(cache)
-        branch_cache.batch_select_indices(rows)
-        inputs = [continuations[r][j][:-1] for r, j in part]  # token j-1 predicts token j
-        input_ids, mask = _pad(inputs, pad_id, left=False, device=attention.device)  # (N, L), right padding
-        branch_attention = torch.cat([attention[rows], mask], dim=-1)  # (N, T + L)
-        positions = attention[rows].sum(-1, keepdim=True) + torch.arange(mask.shape[1], device=mask.device)
-        steps = {layer: plan.steps_only(rows) for layer, plan in plans.items()}
-        if below is None:
-            with patched(model, layout, site, steps):
-                out = model(input_ids=input_ids, attention_mask=branch_attention, position_ids=positions, past_key_values=branch_cache)
-        else:
-            keys = [(below.rows[r].item(), tuple(inputs[i])) for i, (r, _) in enumerate(part)]  # (prompt, continuation)
-            picks, spread = (torch.tensor(v, device=attention.device) for v in _distinct(keys))
-            lower = below.cache_for(model, below.rows[rows[picks]])
-            hidden = run_below(model, below.depth, lower, input_ids=input_ids[picks], attention_mask=branch_attention[picks], position_ids=positions[picks])
-            with patched(model, layout, site, steps), layers_from(model, below.depth):
-                out = model(inputs_embeds=hidden[spread], attention_mask=branch_attention, position_ids=positions, past_key_values=branch_cache)
-        logp = torch.log_softmax(out.logits.float(), dim=-1)  # (N, L, V)
-        for i, (r, k) in enumerate(part):
-            for j in readers[(r, k)]:
-                rest = torch.tensor(continuations[r][j][1:], device=logp.device)
-                totals[r][j] += logp[i, torch.arange(len(rest), device=logp.device), rest].sum().item()
-    return totals
-
-
-# Generation-config fields with which `generate(do_sample=False)` would no longer be plain greedy, and
-# the values that leave it plain. The greedy loop here implements plain greedy only.
+# Generation-config fields with which `generate(do_sample=False)` would no longer be plain greedy, and the
+# values that leave it plain. The sweep measures plain greedy with either executor: the fast path's loop is
+# plain greedy, and the plain executor's `generate` would read these fields.
 GREEDY_AS_IS = {
     "repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "bad_words_ids": None, "suppress_tokens": None,
     "begin_suppress_tokens": None, "forced_bos_token_id": None, "forced_eos_token_id": None, "min_length": 0,
@@ -375,7 +152,7 @@ GREEDY_AS_IS = {
 
 
 def check_plain_greedy(model) -> None:
-    """Refuse a model whose generation config would make `generate` differ from the greedy loop here."""
+    """Refuse a model whose generation config would make `generate` something other than plain greedy."""
     config = getattr(model, "generation_config", None)
     for field, plain in GREEDY_AS_IS.items():
         value = getattr(config, field, None)
@@ -386,13 +163,6 @@ def check_plain_greedy(model) -> None:
             )
 
 
-def _eos_ids(model) -> torch.Tensor:
-    """The token ids that end generation, as `generate` reads them from the generation config."""
-    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
-    return torch.tensor(eos, dtype=torch.long, device=next(model.parameters()).device)
-
-
 def _clean_activations(model, layout, site, layers, pairs, pad_id, batch_size, device) -> dict[int, dict[str, torch.Tensor]]:
     """Clean-prompt activations at the site of each layer, (Tc, C) per prompt id; the forward stops at
     the deepest layer."""
@@ -400,20 +170,10 @@ def _clean_activations(model, layout, site, layers, pairs, pad_id, batch_size, d
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start : start + batch_size]
         seqs = [tp.ids["clean"] for tp in chunk]
-        input_ids, attention = _pad(seqs, pad_id, left=False, device=device)
+        input_ids, attention = pad(seqs, pad_id, left=False, device=device)
         seen = capture(model, layout, site, layers, input_ids=input_ids, attention_mask=attention)  # layer -> (B, Tc, C)
         for layer, batch in seen.items():
             for r, tp in enumerate(chunk):
                 acts[layer][tp.pair.id] = batch[r, : len(seqs[r])]  # (Tc, C)
     return acts
 
-
-def _pad(seqs: list[list[int]], pad_id: int, left: bool, device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in seqs)
-    input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(seqs), width), dtype=torch.long)
-    for r, s in enumerate(seqs):
-        span = slice(width - len(s), width) if left else slice(0, len(s))
-        input_ids[r, span] = torch.tensor(s)
-        attention[r, span] = 1
-    return input_ids.to(device), attention.to(device)

@@ -164,9 +164,3 @@ def attention_evidence(model: torch.nn.Module, tokenizer, *, n_sequences: int = 
         "length": length,
         "seed": seed,
     }
-
-
-def strongest_heads(scores: Sequence[Sequence[float]], k: int = 3) -> list[tuple[int, int, float]]:
-    """The `k` (layer, head, score) entries of a [n_layers][n_heads] score table with the highest scores."""
-    flat = [(layer, head, value) for layer, row in enumerate(scores) for head, value in enumerate(row)]
-    return sorted(flat, key=lambda e: -e[2])[:k]

@@ -1,9 +1,9 @@
 """The checkpoint record, typed, and a sweep's numbers as one long table, identity as columns.
 
 `CheckpointRecord` is the one value a checkpoint's result is: the worker builds it, the driver records it, every
-reader reads it. Its numbers nest by condition, contrast, null and evidence (engine.measure); the long table
-flattens them to a row per (revision, condition or contrast, metric). A record its numbers by condition, contrast, null and evidence. Readers that
-select by name would have to parse names back ("L06H03" -> layer 6, head 3; a group called `Late_heads` is then
+reader reads it. Its numbers nest by condition, contrast, null and evidence (checkpoint_run.measure); the long table
+flattens them to a row per (revision, condition or contrast, metric). Readers that selected conditions by
+name would have to parse names back ("L06H03" -> layer 6, head 3; a group called `Late_heads` is then
 mistaken for a head). The long table keeps identity as data instead:
 
   revision, step     which checkpoint
@@ -34,7 +34,7 @@ STATUSES = ("ok", "failed", "duplicate")  # measured; could not be fetched or lo
 
 @dataclass(frozen=True)
 class CheckpointRecord:
-    """One checkpoint's result: built by the worker (engine.run_checkpoint), recorded by the driver (tracking),
+    """One checkpoint's result: built by the worker (checkpoint_run.run_checkpoint), recorded by the driver (tracking),
     read back by everyone (report, refine, the long table). Small and JSON-able: no tensors cross Ray.
 
     The measured part (status "ok") is scoring.summarize_record's numbers (`conditions`, `contrasts`, `null`),
@@ -135,11 +135,3 @@ def per_prompt(record: CheckpointRecord, condition: str, metric: str) -> dict[st
     if not rows or any(v is None for v in rows.values()):
         return None
     return {pid: float(v) for pid, v in rows.items()}
-
-
-def load_long_table(sweep: str | None = None, *, tracking_uri: str | None = None) -> pl.DataFrame:
-    """A sweep's long table (parent run id, sweep_id or name; default the latest), read from the tracking store."""
-    from pythia_sweep.tracking import SweepReader
-
-    reader = SweepReader(tracking_uri)
-    return long_table(reader.load_records(reader.find_sweep(sweep)))

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pythia_sweep.conditions import Condition, single_head_conditions
 from pythia_sweep.config import SweepConfig
-from pythia_sweep.engine import LoadedModel, batch_size_for
-from pythia_sweep.evaluation import evaluate
+from pythia_sweep.checkpoint_run import LoadedModel, batch_size_for
+from pythia_sweep.evaluation import choose_executor, run_conditions
 from pythia_sweep.patching import attention_layout
 from pythia_sweep.tasks import Task
 
@@ -23,14 +23,15 @@ def scan_layers(config: SweepConfig, task: Task, loaded: LoadedModel, layers: li
     label, method = next(iter(config.methods(task.align).items()))
     pairs = task.tokenize(loaded.tokenizer, {method["align"]})
     batch_size = batch_size_for(config, loaded, pairs)  # once: the same prompts at every layer
+    executor, _ = choose_executor(loaded.model, config.executor)
     rows = []
     for layer in layers if layers is not None else range(layout.n_layers):
         attention_layout(loaded.model, layer)  # refuses a layer out of range, by name
         conditions = single_head_conditions([layer], layout.n_heads, label)
         if not rows:
             conditions.insert(0, Condition("baseline", (), "corrupted", label, "baseline", decode=False))
-        results = evaluate(
-            loaded.model, loaded.tokenizer, layout, pairs, conditions, {label: method}, task.success,
+        results = run_conditions(
+            executor, loaded.model, loaded.tokenizer, layout, pairs, conditions, {label: method}, task.success,
             max_new_tokens=config.max_new_tokens, batch_size=batch_size,
         )  # fmt: skip
         for cond in conditions:

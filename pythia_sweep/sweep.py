@@ -31,7 +31,7 @@ from pythia_sweep.checkpoints import (
     Checkpoint,
     fetch,
     fetch_metadata,
-    identical_weights,
+    measured_revisions,
     nearest_published,
     not_published_message,
     published_revisions,
@@ -39,7 +39,7 @@ from pythia_sweep.checkpoints import (
     weights_of,
 )
 from pythia_sweep.config import SweepConfig
-from pythia_sweep.engine import ModelCache, base_record, preflight, run_checkpoint
+from pythia_sweep.checkpoint_run import ModelCache, base_record, preflight, run_checkpoint
 from pythia_sweep.errors import PythiaSweepError
 from pythia_sweep.records import CheckpointRecord
 from pythia_sweep.tasks import Task
@@ -91,6 +91,14 @@ class DownloadBar(tqdm_ray.tqdm):
         self.close()
 
 
+def quiet_transformers_bars() -> None:
+    """Off transformers' own bars ("Loading weights" per checkpoint, drawn by every worker into the driver's
+    terminal): the sweep's checkpoints bar tells that story. huggingface_hub's download bars stay (DownloadBar)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_tqdm_hook(lambda factory, args, kwargs: factory(*args, **{**kwargs, "disable": True}))
+
+
 @ray.remote(max_restarts=0, max_task_retries=0)  # the driver restarts workers where resources allow
 class CheckpointWorker:
     """Measures checkpoints one after another, prefetching the next one's weights in a background thread."""
@@ -108,6 +116,7 @@ class CheckpointWorker:
         self.downloads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
         self.prefetched: dict[str, Future] = {}
         self.models = ModelCache()  # the model skeleton, reused across this worker's checkpoints
+        quiet_transformers_bars()
 
     def _prefetch(self, revision: str | None) -> None:
         if revision and revision in self.available and revision not in self.prefetched:
@@ -225,8 +234,7 @@ def run_sweep(
             record(replace(base_record(config, task, c.revision), error=error))
     todo = [c.revision for c in schedule if c.revision not in done and c.revision in available]
     weights = weights_of(config.model, [c.revision for c in schedule if c.revision in available]) if todo else {}
-    twins = identical_weights({r: w.weights_digest for r, w in weights.items()}, published[-1].revision)
-    measured_as = {r: g.measured for g in twins for r in g.members}
+    measured_as = measured_revisions(weights, published[-1].revision)
     for revision in todo:  # a revision serving another's weights is recorded as its duplicate, never downloaded
         if measured_as.get(revision, revision) != revision:
             record(duplicate_record(base_record(config, task, revision), weights[revision], measured_as[revision]))

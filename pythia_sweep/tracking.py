@@ -30,7 +30,7 @@ from pythia_sweep.checkpoints import Checkpoint
 from pythia_sweep.config import SweepConfig, config_from_dict
 from pythia_sweep.errors import PythiaSweepError
 from pythia_sweep.conditions import SUMMARY_KINDS
-from pythia_sweep.records import CONDITION_METRICS, CONTRAST_METRICS, CheckpointRecord
+from pythia_sweep.records import CONDITION_METRICS, CONTRAST_METRICS, CheckpointRecord, long_table
 from pythia_sweep.tasks import Task
 from pythia_sweep.task_schema import task_from_dict
 
@@ -366,3 +366,10 @@ class SweepReader(_Store):
             # workflowType: MLflow 3.17's UI otherwise opens on its GenAI view, whatever the experiment's kind tag
             return f"{self.uri.rstrip('/')}/#/experiments/{self._experiment_of(parent)}/runs/{parent}?workflowType=machine_learning"
         return None
+
+
+def load_long_table(sweep: str | None = None, *, tracking_uri: str | None = None):
+    """A sweep's long table (records.long_table; parent run id, sweep_id or name; default the latest), read from
+    the tracking store: a polars frame."""
+    reader = SweepReader(tracking_uri)
+    return long_table(reader.load_records(reader.find_sweep(sweep)))

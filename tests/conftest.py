@@ -82,7 +82,7 @@ def hub_cache():
 @pytest.fixture(scope="session")
 def neox(hub_cache):
     from pythia_sweep.checkpoints import fetch
-    from pythia_sweep.engine import load_model
+    from pythia_sweep.checkpoint_run import load_model
 
     return load_model(fetch(NEOX_REPO, "step1000").path, torch.device("cpu"), torch.float32)
 
@@ -90,6 +90,6 @@ def neox(hub_cache):
 @pytest.fixture(scope="session")
 def llama(hub_cache):
     from pythia_sweep.checkpoints import fetch
-    from pythia_sweep.engine import load_model
+    from pythia_sweep.checkpoint_run import load_model
 
     return load_model(fetch(LLAMA_REPO, "step1").path, torch.device("cpu"), torch.float32)

@@ -10,7 +10,7 @@ import torch
 
 from pythia_sweep import analysis
 from pythia_sweep.config import SweepConfig
-from pythia_sweep.engine import ModelCache, run_checkpoint
+from pythia_sweep.checkpoint_run import ModelCache, run_checkpoint
 from pythia_sweep.evidence import attention_evidence
 from pythia_sweep.prompt_pairs import word_tokens
 from pythia_sweep.task_schema import load_task
@@ -129,10 +129,10 @@ def test_refine_rebuilds_the_report_and_the_terminal_and_report_agree_after_it(s
     from pythia_sweep.sweep import run_sweep
 
     coarse = ["step0", "step64", "step128", "step192", "step256", "step320"]
-    settings = 'model = "demo-test/induction"\ntask = "tasks/induction-demo.toml"\nsingle_heads = false\nnull_subsets = 6\n' \
+    settings = 'model = "demo-test/induction"\ntask = "tasks/induction-demo.toml"\nsingle_heads = false\nnull_subsets = 20\n' \
                'max_new_tokens = 2\nbootstrap_resamples = 300\nworkers = 1\ncheckpoints = ' + json.dumps(coarse) + "\n"  # fmt: skip
     (tmp_path / "demo.toml").write_text(settings)
-    (tmp_path / "other.toml").write_text(settings.replace("null_subsets = 6", "null_subsets = 2"))  # another sweep
+    (tmp_path / "other.toml").write_text(settings.replace("null_subsets = 20", "null_subsets = 2"))  # another sweep
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", object_store_memory=100 * 2**20)
     try:
@@ -142,6 +142,10 @@ def test_refine_rebuilds_the_report_and_the_terminal_and_report_agree_after_it(s
         ray.shutdown()
     before = build_report(first.parent_run_id, tracking_uri=uri, reports_dir=tmp_path / "r1", log_to_mlflow=False).summary
     assert before["emergence_point"] is not None and before["emergence_point"]["previous_revision"], before["verdict"]
+    # a real emergence through run_sweep, MLflow and build_report: the verdict's first words claim it, with its step
+    assert before["claim"]["call"] == "emerges", before["claim"]
+    point = before["emergence_point"]
+    assert f"emerges at {point['revision']}" in before["verdict"].split(".")[0].lower(), before["verdict"]
 
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     refined = subprocess.run([sys.executable, "-m", "jobs.refine", str(tmp_path / "demo.toml"), "--tracking-uri", uri,

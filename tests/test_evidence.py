@@ -15,7 +15,6 @@ from pythia_sweep.evidence import (
     random_token_ids,
     repeated_tokens,
     start_token,
-    strongest_heads,
 )
 
 L = 6  # tokens in the first occurrence: sequences are BOS + 6 + 6 = 13 tokens
@@ -106,7 +105,6 @@ def test_hand_set_attention_scores_one_where_the_head_follows_the_pattern(tokeni
     for layer in range(2):
         assert result["previous_token"][layer] == pytest.approx([1.0, 1 / (2 * L), 0.0, 0.0])  # head 1: row 1 -> BOS
         assert result["induction"][layer] == pytest.approx([0.0, 1.0, 0.0, 0.0])
-    assert strongest_heads(result["induction"], k=2) == [(0, 1, pytest.approx(1.0)), (1, 1, pytest.approx(1.0))]
 
 
 def test_icl_score_is_hugging_faces_loss_on_the_second_repeat_minus_the_first(tokenizer):
@@ -170,10 +168,23 @@ def test_result_is_plain_json_and_shaped_layers_by_heads(tokenizer):
     model = tiny_llama(len(tokenizer))
     result = attention_evidence(model, tokenizer, n_sequences=2, length=L)
     assert json.loads(json.dumps(result)) == result
-    for key in ("previous_token", "induction"):
-        assert [len(row) for row in result[key]] == [4, 4]
-        assert all(0.0 <= v <= 1.0 + 1e-6 for row in result[key] for v in row)
     assert (result["n_sequences"], result["length"], result["seed"]) == (2, L, 0)
+    # the scores by hand, element by element, from the same forward's attention weights (N, H, T, T)
+    tokens = repeated_tokens(random_token_ids(tokenizer, model.config.vocab_size), 2, L, seed=0, start=start_token(tokenizer))
+    model.set_attn_implementation("eager")
+    with torch.no_grad():
+        attentions = model(input_ids=tokens, output_attentions=True).attentions
+    model.set_attn_implementation("sdpa")
+    n, t = tokens.shape
+    for layer, weights in enumerate(attentions):
+        assert len(result["previous_token"][layer]) == len(result["induction"][layer]) == weights.shape[1] == 4
+        for head in range(weights.shape[1]):
+            previous = [weights[s, head, i, i - 1].item() for s in range(n) for i in range(1, t)]
+            induction = [sum(weights[s, head, i, j + 1].item() for j in range(i) if tokens[s, j] == tokens[s, i])
+                         for s in range(n) for i in range(t) if any(tokens[s, j] == tokens[s, i] for j in range(i))]  # fmt: skip
+            assert len(induction) == n * L  # each token of the second repeat has exactly one earlier occurrence
+            assert result["previous_token"][layer][head] == pytest.approx(sum(previous) / len(previous), abs=1e-6)
+            assert result["induction"][layer][head] == pytest.approx(sum(induction) / len(induction), abs=1e-6)
 
 
 def test_sequences_longer_than_the_model_takes_are_refused_by_name(tokenizer):

@@ -14,7 +14,7 @@ import pytest
 from conftest import NEOX_REPO, STEPS
 from hub_fixtures import hub, run_online  # noqa: F401 - `hub` is a fixture
 
-from pythia_sweep.checkpoints import fetch, find_duplicates, published_weights
+from pythia_sweep.checkpoints import fetch, measured_revisions, published_weights, weights_of
 from pythia_sweep.hub import HUB_ATTEMPTS
 from pythia_sweep.errors import CorruptCheckpoint
 from pythia_sweep.demo.hub_cache import repo_folder, write_revision
@@ -220,16 +220,16 @@ shutil.disk_usage = lambda path: Usage(10**12, 10**12 - {free}, {free})
 
 def test_duplicates_are_found_from_the_hubs_metadata_without_downloading(hub, tmp_path):
     code = f"""
-from pythia_sweep.checkpoints import find_duplicates
-result = [find_duplicates("tiny-test/neox-dup", ["step4", "step2"]),
-          find_duplicates({NEOX_REPO!r}, {[f"step{s}" for s in STEPS]!r})]
+from pythia_sweep.checkpoints import measured_revisions, weights_of
+result = [measured_revisions(weights_of("tiny-test/neox-dup", ["step4", "step2"])),
+          measured_revisions(weights_of({NEOX_REPO!r}, {[f"step{s}" for s in STEPS]!r}))]
 """
     dup, distinct = run_online(hub, tmp_path / "client", code)["result"]
     assert dup == {"step4": "step2", "step2": "step2"}  # conftest republished step2's weights as step4
     assert distinct == {f"step{s}": f"step{s}" for s in STEPS}  # random weights per step: all distinct
     assert not [r for r in hub.requests if "/resolve/" in r.path]  # not even a file's HEAD
     assert hub.bytes_served == {}
-    assert find_duplicates("tiny-test/neox-dup", ["step2", "step4"]) == {"step2": "step2", "step4": "step2"}  # offline
+    assert measured_revisions(weights_of("tiny-test/neox-dup", ["step2", "step4"])) == {"step2": "step2", "step4": "step2"}  # offline
 
 
 def test_revisions_are_duplicates_only_when_every_weight_file_is_identical(tmp_path):
@@ -247,13 +247,13 @@ def test_revisions_are_duplicates_only_when_every_weight_file_is_identical(tmp_p
         write_revision(root, "tiny-test/shards", revision, folder)
     expected = {"step0": "step0", "step1": "step0", "step2": "step2", "step4": "step4", "step1000": "step2",
                 "main": "step2"}  # fmt: skip
-    asked = ["main", "step1000", "step4", "step2", "step1", "step0", "step8"]  # step8 is not published
+    asked = ["main", "step1000", "step4", "step2", "step1", "step0", "step8"]  # step8 is not published: left out
     with HubServer(root) as server:
-        code = f"from pythia_sweep.checkpoints import find_duplicates as f\nresult = f('tiny-test/shards', {asked})"
-        assert run_online(server, tmp_path / "client", code)["result"] == expected | {"step8": "step8"}
+        code = f"from pythia_sweep.checkpoints import measured_revisions, weights_of\nresult = measured_revisions(weights_of('tiny-test/shards', {asked}))"
+        assert run_online(server, tmp_path / "client", code)["result"] == expected
         assert server.bytes_served == {} and not [r for r in server.requests if "/resolve/" in r.path]
         assert len(server.requests) == len(asked)  # one metadata request per revision
-    assert find_duplicates("tiny-test/shards", asked, cache_dir=root) == expected | {"step8": "step8"}  # offline
+    assert measured_revisions(weights_of("tiny-test/shards", asked, cache_dir=root)) == expected  # offline
     step2 = published_weights("tiny-test/shards", "step2", cache_dir=root).weight_sha256
     assert step2 == {"model-00001-of-00002.safetensors": hashlib.sha256(shards["A"]).hexdigest(),
                      "model-00002-of-00002.safetensors": hashlib.sha256(shards["C"]).hexdigest()}  # fmt: skip
@@ -280,7 +280,7 @@ result = [fetch("tiny-test/both", revision).weights_digest for revision in ("ste
     offline = [fetch("tiny-test/both", r, cache_dir=client) for r in ("step1", "step2")]  # this process is offline
     assert [f.weights_digest for f in offline] == online
     assert offline[0].weight_sha256 == {WEIGHTS: hashlib.sha256(weights).hexdigest()}
-    duplicates = find_duplicates("tiny-test/both", ["step2", "step1"], cache_dir=client)
+    duplicates = measured_revisions(weights_of("tiny-test/both", ["step2", "step1"], cache_dir=client))
     assert duplicates == {"step2": "step1", "step1": "step1"}
 
 

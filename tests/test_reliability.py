@@ -12,7 +12,7 @@ import pytest
 import ray
 
 from pythia_sweep.config import SweepConfig
-from pythia_sweep.engine import run_checkpoint
+from pythia_sweep.checkpoint_run import run_checkpoint
 from pythia_sweep.demo.hub_cache import repo_folder, save_revision
 from pythia_sweep.sweep import run_sweep
 from pythia_sweep.task_schema import load_task

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pythia_sweep.config import SweepConfig
-from pythia_sweep.engine import run_checkpoint
+from pythia_sweep.checkpoint_run import run_checkpoint
 from pythia_sweep.errors import ConfigError
 from pythia_sweep.task_schema import load_task, task_from_dict
 

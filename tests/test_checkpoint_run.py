@@ -7,7 +7,7 @@ import torch
 
 from pythia_sweep.checkpoints import SEED_SCHEDULE, fetch, published_revisions, resolve_schedule
 from pythia_sweep.config import SweepConfig
-from pythia_sweep.engine import run_checkpoint
+from pythia_sweep.checkpoint_run import run_checkpoint
 from pythia_sweep.conditions import Condition
 from pythia_sweep.evaluation import evaluate
 from pythia_sweep.patching import attention_layout
@@ -169,7 +169,7 @@ def test_layer_by_head_scan(neox, tmp_path):
 
 
 def test_model_skeleton_is_reused_and_weights_loaded_in_place(hub_cache):
-    from pythia_sweep.engine import ModelCache, load_model
+    from pythia_sweep.checkpoint_run import ModelCache, load_model
 
     cache = ModelCache()
     first = cache.load(fetch(NEOX_REPO, "step0").path, torch.device("cpu"), torch.float32)
@@ -187,7 +187,7 @@ def test_model_skeleton_is_reused_and_weights_loaded_in_place(hub_cache):
 def test_batch_size_follows_free_memory_and_model_size():
     from transformers import GPTNeoXConfig
 
-    from pythia_sweep.engine import rows_per_batch
+    from pythia_sweep.checkpoint_run import rows_per_batch
 
     pythia_160m = GPTNeoXConfig(vocab_size=50304, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
     pythia_1b = GPTNeoXConfig(vocab_size=50304, hidden_size=2048, num_hidden_layers=16, num_attention_heads=8, intermediate_size=8192)
@@ -272,3 +272,51 @@ def test_a_first_answer_rule_stops_decoding_a_row_once_its_outcome_is_fixed(neox
 def _answers(prompts, pid):
     pair = next(tp.pair for tp in prompts if tp.pair.id == pid)
     return pair.correct, pair.wrong
+
+
+def test_the_plain_executor_gives_the_fast_ones_record(neox):
+    """checkpoint_run.measure through the one interface (evaluation.run_conditions): executor "plain" (the
+    reference, one prompt at a time with `generate`) and "auto" (the fast path, which this model supports)
+    give the same responses and numbers; the record says which ran."""
+    from pythia_sweep.checkpoint_run import measure
+
+    config = SweepConfig(**FAST, task="tasks/decimal-seed.toml", evidence=False)
+    fast = measure(config, SEED, neox)
+    plain = measure(config.replace(executor="plain"), SEED, neox)
+    assert (fast["settings"]["executor"], fast["settings"]["executor_reason"]) == ("fast", None)
+    assert plain["settings"]["executor"] == "plain" and "asked for" in plain["settings"]["executor_reason"]
+    assert [(r["condition"], r["prompt_id"], r["response"]) for r in fast["responses"]] == [
+        (r["condition"], r["prompt_id"], r["response"]) for r in plain["responses"]]  # fmt: skip
+    for a, b in zip(fast["responses"], plain["responses"]):
+        assert a["logprob_diff"] == pytest.approx(b["logprob_diff"], abs=1e-4)
+    for name, values in fast["conditions"].items():
+        assert values["success_rate"] == plain["conditions"][name]["success_rate"], name
+
+
+def test_a_model_the_fast_path_cannot_run_is_measured_the_plain_way(neox):
+    """A sliding-window cache (Mistral with `sliding_window` set) is one the fast path does not copy: "auto"
+    falls back to the plain way and says why, "fast" refuses by name, and the rows are those of the plain way."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    from pythia_sweep.checkpoint_run import LoadedModel, measure
+    from pythia_sweep.errors import UnsupportedModel
+    from pythia_sweep.evaluation import choose_executor
+    from pythia_sweep.fastpath import unsupported_reason
+
+    def mistral(window):
+        torch.manual_seed(0)
+        cfg = MistralConfig(vocab_size=len(neox.tokenizer), hidden_size=48, num_hidden_layers=8, num_attention_heads=12,
+                            num_key_value_heads=4, intermediate_size=96, max_position_embeddings=128, sliding_window=window,
+                            bos_token_id=0, eos_token_id=0)  # fmt: skip
+        return MistralForCausalLM(cfg).eval()
+
+    windowed, plain_cache = mistral(64), mistral(None)
+    assert "DynamicSlidingWindowLayer" in unsupported_reason(windowed) and unsupported_reason(plain_cache) is None
+    assert choose_executor(windowed, "auto") == ("plain", unsupported_reason(windowed))
+    with pytest.raises(UnsupportedModel, match=r'executor = "fast" cannot run this model: its cache has DynamicSlidingWindowLayer'):
+        choose_executor(windowed, "fast")
+    config = SweepConfig(**FAST, task="tasks/decimal-seed.toml", evidence=False)
+    record = measure(config, SEED, LoadedModel(windowed, neox.tokenizer, torch.device("cpu"), torch.float32))
+    assert record["settings"]["executor"] == "plain" and "sliding" in record["settings"]["executor_reason"].lower()
+    same = measure(config.replace(executor="plain"), SEED, LoadedModel(windowed, neox.tokenizer, torch.device("cpu"), torch.float32))
+    assert [r["logprob_diff"] for r in record["responses"]] == [r["logprob_diff"] for r in same["responses"]]

@@ -25,7 +25,7 @@ from pythia_sweep.checkpoints import (
 from pythia_sweep.config import SweepConfig
 from pythia_sweep.errors import ConfigError, RevisionNotPublished
 from pythia_sweep.conditions import Condition, make_conditions, null_plan
-from pythia_sweep.evaluation import evaluate
+from pythia_sweep.evaluation import choose_executor, run_conditions
 from pythia_sweep.patching import attention_layout
 from pythia_sweep.records import CheckpointRecord
 from pythia_sweep.scoring import summarize_record
@@ -245,8 +245,9 @@ def measure(config: SweepConfig, task: Task, loaded: LoadedModel) -> dict:
     groups, methods, conditions = plan.groups, plan.methods, plan.conditions
     pairs = task.tokenize(loaded.tokenizer, {m["align"] for m in methods.values()})
     batch_size = batch_size_for(config, loaded, pairs)
-    rows = evaluate(
-        loaded.model, loaded.tokenizer, layout, pairs, conditions, methods, task.success,
+    executor, why_plain = choose_executor(loaded.model, config.executor)
+    rows = run_conditions(
+        executor, loaded.model, loaded.tokenizer, layout, pairs, conditions, methods, task.success,
         max_new_tokens=config.max_new_tokens, batch_size=batch_size,
     )  # fmt: skip
     summary = summarize_record(conditions, task.contrasts, rows, config.bootstrap_resamples, config.seed)
@@ -269,6 +270,8 @@ def measure(config: SweepConfig, task: Task, loaded: LoadedModel) -> dict:
             "max_new_tokens": config.max_new_tokens,
             "decoded": [c.name for c in conditions if c.decode],  # the others are teacher-forced only
             "batch_size": batch_size,
+            "executor": executor,  # evaluation.choose_executor: "fast", or "plain" with the reason
+            "executor_reason": why_plain,
             "device": str(loaded.device),
             "dtype": str(loaded.dtype).removeprefix("torch."),
         },
