@@ -12,7 +12,7 @@ from jobs.cli import parser_for, refused
 
 def main(argv=None) -> int:
     parser = parser_for("jobs.compare", __doc__)
-    parser.add_argument("sweeps", nargs="+", help="parent run ids or run names")
+    parser.add_argument("sweeps", nargs="+", help="sweeps: MLflow parent run ids, sweep_ids or run names")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI; unset: $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db")
     parser.add_argument("--out", default="reports/compare.html", help="output page")
     args = parser.parse_args(argv)

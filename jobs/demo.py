@@ -75,6 +75,7 @@ def main(argv=None) -> int:
               f"{', '.join(bracket.fetched) or 'none'})", flush=True)  # fmt: skip
         report = build_report(result.parent_run_id, tracking_uri=result.tracking_uri)  # the probes are in the sweep now
     print(f"   verdict (as the report states it): {report.verdict}")
+    print(f"   {report.mlflow_link}")
     print(f"   report: {report.html_path}", flush=True)
 
     decimal = load_task(DECIMAL)
@@ -84,6 +85,7 @@ def main(argv=None) -> int:
     print("   expected on this family: it learns the bug (Q: ... A: prompts answered the wrong way) and nothing trained to\n"
           "   repair it, so no emergence; the verdict can say so only where the model answers the plain question")  # fmt: skip
     print(f"   verdict (as the report states it): {report.verdict}")
+    print(f"   {report.mlflow_link}")
     print(f"   report: {report.html_path}")
     print(f"\ndemo finished in {time.perf_counter() - start:.0f}s")
     return 0

@@ -48,7 +48,7 @@ def main(argv=None) -> int:
         parent = tracker.existing_sweep(config, task)
         records = [r for r in tracker.load_records(parent) if r.ok] if parent else []
         if not records:
-            return refused(f"sweep {parent} has no finished checkpoints: run `python -m jobs.sweep {args.config}` first")
+            return refused(f"MLflow parent run {parent} has no finished checkpoints: run `python -m jobs.sweep {args.config}` first")
         try:
             metric_value(records[0], metric)  # a metric the records do not have: refused before any probe
         except ValueError as error:
@@ -72,6 +72,7 @@ def main(argv=None) -> int:
         print(f"the report could not be rebuilt here ({error}); rebuild it with python -m jobs.report --sweep {parent}")
         return 0
     print(report.verdict)
+    print(report.mlflow_link)
     print(f"report: {report.html_path}")
     return 0
 

@@ -1,8 +1,8 @@
 """Build the emergence report of a sweep (finished or partial) from MLflow.
 
     python -m jobs.report                      # the latest sweep
-    python -m jobs.report --sweep <run id or name>
-    make report SWEEP=<run id or name>
+    python -m jobs.report --sweep <parent run id, sweep_id or run name>
+    make report SWEEP=<parent run id, sweep_id or run name>
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from jobs.cli import parser_for, refused
 
 def main(argv=None) -> int:
     parser = parser_for("jobs.report", __doc__)
-    parser.add_argument("--sweep", help="parent run id or run name of the sweep; unset: the latest sweep")
+    parser.add_argument("--sweep", help="the sweep: its MLflow parent run id, its sweep_id or its run name; unset: the latest sweep")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI; unset: $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db")
     parser.add_argument("--reports-dir", default="reports", help="where reports are written")
     args = parser.parse_args(argv)
@@ -26,6 +26,7 @@ def main(argv=None) -> int:
     except PythiaSweepError as error:
         return refused(error)
     print(report.verdict)
+    print(report.mlflow_link)
     print(f"report: {report.html_path}")
     return 0
 

@@ -33,10 +33,9 @@ def main(argv=None) -> int:
         config.use_offline_cache()  # the demo config reads its own cache, offline (before huggingface_hub is imported)
         from pythia_sweep.checkpoints import fetch, not_published_message, published_revisions
         from pythia_sweep.checkpoint_run import load_model, pick_device, pick_dtype
-        from pythia_sweep.report.build import scan_page
+        from pythia_sweep.report.build import report_folder, scan_page
         from pythia_sweep.scan import scan_layers
         from pythia_sweep.task_schema import load_task
-        from pythia_sweep.tracking import experiment_name
 
         task = load_task(config.task)
         published = published_revisions(config.model)
@@ -46,7 +45,7 @@ def main(argv=None) -> int:
                 raise RevisionNotPublished(not_published_message(config.model, revision, published))
             loaded = load_model(fetch(config.model, revision).path, device, pick_dtype(config.dtype, device))
             rows = scan_layers(config, task, loaded)
-            folder = Path(args.reports_dir) / experiment_name(config.model, task.name).replace("/", "__")
+            folder = Path(args.reports_dir) / report_folder(config.model, task.name)
             path = scan_page(rows, f"{config.model} at {revision}", folder / f"scan-{revision}")
             print(f"scan of {revision}: {path}")
     except PythiaSweepError as error:

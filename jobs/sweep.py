@@ -64,7 +64,7 @@ def main(argv=None) -> int:
 
         result = run_sweep(config, task, tracking_uri=args.tracking_uri, ray_address=args.address, published=published)
         print(
-            f"sweep {result.parent_run_id}: {len(result.recorded)} checkpoints recorded "
+            f"MLflow parent run {result.parent_run_id}: {len(result.recorded)} checkpoints recorded "
             f"({len(result.failed)} failed), {len(result.skipped)} already done; store {result.tracking_uri}"
         )
         if not args.no_report:
@@ -77,6 +77,7 @@ def main(argv=None) -> int:
                       f"python -m jobs.report --sweep {result.parent_run_id} --tracking-uri {result.tracking_uri}")  # fmt: skip
             else:
                 print(report.verdict)
+                print(report.mlflow_link)
                 print(f"report: {report.html_path}")
     except PythiaSweepError as error:
         return refused(error)

@@ -27,6 +27,7 @@ from pythia_sweep.config import EXECUTORS
 from pythia_sweep.errors import ConfigError, UnsupportedModel
 from pythia_sweep.fastpath import eos_ids, pad, score_and_generate, unsupported_reason
 from pythia_sweep.patching import AttentionLayout, capture, empty_plan, fill_plan, head_columns
+from pythia_sweep.prompts import shown_generation
 from pythia_sweep.reference import evaluate_plainly
 from pythia_sweep.tasks import TokenizedPair
 
@@ -78,6 +79,7 @@ def evaluate(
     check_plain_greedy(model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     eos = eos_ids(model)
+    ends = set(eos.tolist())  # where `generate` stops: what follows in a row is padding
     by_id = {tp.pair.id: tp for tp in pairs}
     layers_by_site: dict[str, set[int]] = defaultdict(set)
     for c in conditions:
@@ -125,13 +127,15 @@ def evaluate(
             )  # fmt: skip
             for r, (cond, pair) in enumerate(chunk):
                 response = tokenizer.decode(new_tokens[r], skip_special_tokens=True) if cond.decode else None
+                shown = shown_generation(tokenizer, new_tokens[r], ends) if cond.decode else None
                 n = by_id[pair.id].n_correct
                 correct, wrong = logprobs[r][:n], logprobs[r][n:]
                 results[(cond.name, pair.id)] = {
                     "condition": cond.name,
                     "prompt_id": pair.id,
                     "weight": pair.weight,
-                    "response": response,
+                    "response": response,  # what the success rule reads: decoded without special tokens
+                    "generation": shown,  # what a person reads: special tokens shown (prompts.shown_generation)
                     "success": None if response is None else bool(success(response, pair.correct, pair.wrong)),
                     "logprob_correct": float(logsumexp(correct)),  # log sum p over the correct answers
                     "logprob_wrong": float(logsumexp(wrong)),

@@ -21,6 +21,14 @@ def encode(tokenizer, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
+def shown_generation(tokenizer, tokens: list[int], eos_ids: set[int]) -> str:
+    """New tokens as a person should read them: special tokens kept (an `<|endoftext|>` is shown, where the
+    scored response, decoded without them, is an empty string), up to and including the first end of text
+    (what follows it in a batch is padding)."""
+    end = next((i + 1 for i, t in enumerate(tokens) if t in eos_ids), len(tokens))
+    return tokenizer.decode(tokens[:end], skip_special_tokens=False)
+
+
 def encode_with_offsets(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]]]:
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]

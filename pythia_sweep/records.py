@@ -135,3 +135,11 @@ def per_prompt(record: CheckpointRecord, condition: str, metric: str) -> dict[st
     if not rows or any(v is None for v in rows.values()):
         return None
     return {pid: float(v) for pid, v in rows.items()}
+
+
+def shown_text(row: dict) -> str:
+    """A response row's generation as a person reads it: with its special tokens (prompts.shown_generation); a
+    record written before rows kept it shows the scored response, said to be without them."""
+    if "generation" in row:
+        return repr(row["generation"])
+    return repr(row["response"]) + " (special tokens not kept in this record)"

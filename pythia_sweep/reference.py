@@ -18,6 +18,7 @@ from scipy.special import logsumexp
 
 from pythia_sweep.conditions import Condition
 from pythia_sweep.patching import AttentionLayout, capture, empty_plan, fill_plan, head_columns, patched
+from pythia_sweep.prompts import shown_generation
 from pythia_sweep.tasks import TokenizedPair
 
 
@@ -63,12 +64,14 @@ def _row(model, tokenizer, layout: AttentionLayout, tp: TokenizedPair, cond: Con
         with patched(model, layout, site, plans(len(seq))):
             logp = torch.log_softmax(model(torch.tensor([seq], device=device)).logits[0].float(), -1)  # (T, V)
         logprobs.append(sum(logp[i - 1, seq[i]].item() for i in range(len(prompt), len(seq))))
-    response = None
+    response = shown = None
     if cond.decode:
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         with patched(model, layout, site, plans(len(prompt))):
             out = model.generate(torch.tensor([prompt], device=device), max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
         response = tokenizer.decode(out[0, len(prompt) :], skip_special_tokens=True)
+        ends = set(_ids(model.generation_config.eos_token_id))
+        shown = shown_generation(tokenizer, out[0, len(prompt) :].tolist(), ends)
     correct, wrong = logprobs[: tp.n_correct], logprobs[tp.n_correct :]
     pair = tp.pair
     return {
@@ -76,9 +79,14 @@ def _row(model, tokenizer, layout: AttentionLayout, tp: TokenizedPair, cond: Con
         "prompt_id": pair.id,
         "weight": pair.weight,
         "response": response,
+        "generation": shown,
         "success": None if response is None else bool(success(response, pair.correct, pair.wrong)),
         "logprob_correct": float(logsumexp(correct)),
         "logprob_wrong": float(logsumexp(wrong)),
         "logprob_diff": float(logsumexp(correct)) - float(logsumexp(wrong)),
         "prob_diff": sum(math.exp(v) for v in correct) - sum(math.exp(v) for v in wrong),
     }
+
+
+def _ids(eos) -> list[int]:
+    return [] if eos is None else [eos] if isinstance(eos, int) else list(eos)

@@ -253,7 +253,7 @@ def run_sweep(
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
-        print(f"\nInterrupted. Finished checkpoints are saved; run the same command again to resume sweep {parent}.")
+        print(f"\nInterrupted. Finished checkpoints are saved; run the same command again to resume it (MLflow parent run {parent}).")
         raise
     finally:
         bar.close()

@@ -1,6 +1,6 @@
 """Where results are tracked: MLflow, written by the sweep's driver only (workers return records).
 
-Layout in the store: one experiment per model and task; a parent run per sweep (the config as params, the
+Layout in the store: one experiment per model and task ("<task> · <model>", both also as tags); a parent run per sweep (the config as params, the
 task as an artifact, `sweep_id` as a tag) whose metrics are logged with `step=` the training step, so the UI
 charts each contrast against training; a child run per checkpoint, named by its zero-padded step so runs sort
 by training (revision, step, commit and weight hashes; the rates, differences, contrasts and their intervals
@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from pythia_sweep.checkpoints import Checkpoint
 from pythia_sweep.config import SweepConfig, config_from_dict
 from pythia_sweep.errors import PythiaSweepError
 from pythia_sweep.conditions import SUMMARY_KINDS
-from pythia_sweep.records import CONDITION_METRICS, CONTRAST_METRICS, CheckpointRecord, long_table
+from pythia_sweep.records import CONDITION_METRICS, CONTRAST_METRICS, CheckpointRecord, long_table, shown_text
 from pythia_sweep.tasks import Task
 from pythia_sweep.task_schema import task_from_dict
 
@@ -50,6 +51,13 @@ def default_tracking_uri() -> str:
 
 
 def experiment_name(model: str, task_name: str) -> str:
+    """The experiment's name in the UI, task first: the UI's sidebar cuts long names at the end, and sweeps of one
+    model family differ by task. The model and task are also the experiment's tags (identity as data)."""
+    return f"{task_name} · {model}"
+
+
+def legacy_experiment_name(model: str, task_name: str) -> str:
+    """The name stores made before the task came first; such an experiment is renamed when next used."""
     return f"{model}/{task_name}"
 
 
@@ -114,7 +122,7 @@ def responses_text(record: CheckpointRecord) -> str:
     lines += ["", f"{'condition':>16}  {'prompt id':<28} OK  generation"]
     lines += [
         f"{r['condition']:>16}  {r['prompt_id']:<28} {'OK' if r['success'] else '  '}  "
-        + ("(not decoded: teacher-forced metrics only)" if r["response"] is None else repr(r["response"]))
+        + ("(not decoded: teacher-forced metrics only)" if r["response"] is None else shown_text(r))
         for r in record.responses
     ]
     return "\n".join(lines) + "\n"
@@ -163,7 +171,18 @@ class _Store:
             return Path(self.uri.removeprefix("sqlite:///")).parent.joinpath("artifacts").resolve().as_uri()
         return None  # a tracking server decides
 
-    def experiment_id(self, name: str) -> str:
+    def experiment_for(self, model: str, task_name: str) -> str:
+        """The id of the experiment holding this model's sweeps of this task (made, or renamed from its legacy name)."""
+        name = experiment_name(model, task_name)
+        try:
+            legacy = self.client.get_experiment_by_name(legacy_experiment_name(model, task_name))
+            if legacy is not None and self.client.get_experiment_by_name(name) is None:
+                self.client.rename_experiment(legacy.experiment_id, name)
+        except Exception as error:  # noqa: BLE001 - any store failure is reported the same clear way
+            raise TrackingStoreError(f"tracking store {self.uri} cannot be used: {type(error).__name__}: {error}") from error
+        return self.experiment_id(name, {"model": model, "task": task_name})
+
+    def experiment_id(self, name: str, tags: dict[str, str] | None = None) -> str:
         try:
             found = self.client.get_experiment_by_name(name)
             if found is not None:
@@ -172,7 +191,7 @@ class _Store:
                 return found.experiment_id
             try:
                 return self.client.create_experiment(
-                    name, artifact_location=self.artifact_root(), tags={"mlflow.experimentKind": "custom_model_development"}
+                    name, artifact_location=self.artifact_root(), tags={"mlflow.experimentKind": "custom_model_development", **(tags or {})}
                 )
             except Exception:  # noqa: BLE001 - another sweep created it a moment ago: use theirs
                 found = self.client.get_experiment_by_name(name)
@@ -196,7 +215,7 @@ class _Store:
 
     def existing_sweep(self, config: SweepConfig, task: Task) -> str | None:
         """The parent run of an earlier sweep with the same settings and task (same `sweep_id`), if any."""
-        exp = self.experiment_id(experiment_name(config.model, task.name))
+        exp = self.experiment_for(config.model, task.name)
         runs = self.client.search_runs(
             [exp], filter_string=f"tags.sweep_id = '{config.sweep_id(task.digest)}' and tags.kind = 'sweep'",
             order_by=["attributes.start_time DESC"], max_results=1,
@@ -210,7 +229,7 @@ class SweepRecorder(_Store):
     def start_sweep(self, config: SweepConfig, task: Task, published: list[Checkpoint] | None = None) -> str:
         """The parent run of this config's sweep: the existing one (resumed) or a new one. The revisions the
         Hub published are saved with it, so the report knows where training ends without asking the Hub."""
-        exp = self.experiment_id(experiment_name(config.model, task.name))
+        exp = self.experiment_for(config.model, task.name)
         run_id = self.existing_sweep(config, task)
         if run_id:
             self.client.update_run(run_id, status="RUNNING")
@@ -360,12 +379,28 @@ class SweepReader(_Store):
                 raise TrackingStoreError(str(error)) from error
         return sorted(records.values(), key=lambda r: (r.step is None, r.step or 0))
 
-    def run_url(self, parent: str) -> str | None:
-        """The sweep's page in the MLflow UI, when the store is a tracking server."""
-        if self.uri.startswith(("http://", "https://")):
-            # workflowType: MLflow 3.17's UI otherwise opens on its GenAI view, whatever the experiment's kind tag
-            return f"{self.uri.rstrip('/')}/#/experiments/{self._experiment_of(parent)}/runs/{parent}?workflowType=machine_learning"
-        return None
+    def run_url(self, parent: str, ui: str | None = None) -> str | None:
+        """The sweep's parent run in the MLflow UI at `ui` (default: the tracking server, when the store is one),
+        its metrics against training step."""
+        base = ui or (self.uri if self.uri.startswith(("http://", "https://")) else None)
+        if base is None:
+            return None
+        return f"{base.rstrip('/')}/#/experiments/{self._experiment_of(parent)}/runs/{parent}/model-metrics?{ui_query({})}"
+
+    def checkpoints_url(self, parent: str, ui: str | None = None) -> str | None:
+        """The sweep's checkpoint runs in the MLflow UI at `ui` (default: the tracking server), sorted by training
+        step (the UI's own default is start time, which is completion order)."""
+        base = ui or (self.uri if self.uri.startswith(("http://", "https://")) else None)
+        if base is None:
+            return None
+        query = ui_query({"searchFilter": f"tags.mlflow.parentRunId = '{parent}'", "orderByKey": "metrics.`training_step`", "orderByAsc": "true"})
+        return f"{base.rstrip('/')}/#/experiments/{self._experiment_of(parent)}/runs?{query}"
+
+
+def ui_query(params: dict[str, str]) -> str:
+    """A query string for the MLflow UI: the machine-learning view (MLflow 3.17's UI otherwise opens on its GenAI
+    view, whatever the experiment's kind tag, and remembers the last choice per browser), then `params`."""
+    return urllib.parse.urlencode({"workflowType": "machine_learning", **params}, quote_via=urllib.parse.quote)
 
 
 def load_long_table(sweep: str | None = None, *, tracking_uri: str | None = None):

@@ -93,3 +93,21 @@ def llama(hub_cache):
     from pythia_sweep.checkpoint_run import load_model
 
     return load_model(fetch(LLAMA_REPO, "step1").path, torch.device("cpu"), torch.float32)
+
+
+def ending_at_once(loaded):
+    """A copy of a loaded tiny GPT-NeoX whose every next token is its end-of-text: the final layer norm outputs
+    ones (weight 0, bias 1) and only the EOS row of the unembedding reads them. Its generations are only a special
+    token, which the scored response (decoded without special tokens) shows as an empty string."""
+    import copy
+
+    from pythia_sweep.checkpoint_run import LoadedModel
+
+    model = copy.deepcopy(loaded.model)
+    eos = model.generation_config.eos_token_id
+    with torch.no_grad():
+        model.gpt_neox.final_layer_norm.weight.zero_()
+        model.gpt_neox.final_layer_norm.bias.fill_(1.0)
+        model.get_output_embeddings().weight.zero_()
+        model.get_output_embeddings().weight[eos] = 1.0
+    return LoadedModel(model, loaded.tokenizer, loaded.device, loaded.dtype)

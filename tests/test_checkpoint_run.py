@@ -130,7 +130,7 @@ def test_shared_prefill_matches_the_plain_way(request, family, site, patch_durin
     fast, plain = evaluate(*args, max_new_tokens=6, batch_size=64), evaluate_plainly(*args, max_new_tokens=6)
     assert [(r["condition"], r["prompt_id"]) for r in fast] == [(r["condition"], r["prompt_id"]) for r in plain]
     for a, b in zip(fast, plain):
-        assert a["response"] == b["response"], (a["condition"], a["prompt_id"])
+        assert a["response"] == b["response"] and a["generation"] == b["generation"], (a["condition"], a["prompt_id"])
         assert a["logprob_diff"] == pytest.approx(b["logprob_diff"], abs=1e-4) and a["prob_diff"] == pytest.approx(b["prob_diff"], abs=1e-5)
 
 
@@ -166,6 +166,13 @@ def test_layer_by_head_scan(neox, tmp_path):
     for row, reference in zip(picked, plain):
         assert row["logprob_diff"] == pytest.approx(reference["logprob_diff"], abs=1e-4), row
     assert scan_page(rows, "tiny", tmp_path / "scan").exists()
+    import polars as pl
+
+    from pythia_sweep.report.build import scan_figure
+
+    fig = scan_figure(pl.DataFrame(rows[1:]).with_columns(pl.col("logprob_diff").alias("delta")), "tiny")
+    assert fig.layout.height >= 420 and list(fig.layout.yaxis.tickvals) == ["layer 5", "layer 6"]  # both layers labelled
+    assert len(fig.layout.xaxis.tickvals) == 12 and fig.data[0].colorbar.len == 1.0
 
 
 def test_model_skeleton_is_reused_and_weights_loaded_in_place(hub_cache):
@@ -320,3 +327,19 @@ def test_a_model_the_fast_path_cannot_run_is_measured_the_plain_way(neox):
     assert record["settings"]["executor"] == "plain" and "sliding" in record["settings"]["executor_reason"].lower()
     same = measure(config.replace(executor="plain"), SEED, LoadedModel(windowed, neox.tokenizer, torch.device("cpu"), torch.float32))
     assert [r["logprob_diff"] for r in record["responses"]] == [r["logprob_diff"] for r in same["responses"]]
+
+
+def test_a_generation_of_special_tokens_is_kept_visible_beside_the_scored_response(neox):
+    """Issue 23, item 4: the success rule reads the response decoded without special tokens (here ''), and the
+    record also keeps the generation as a person reads it (here the end-of-text token itself), by either executor."""
+    from conftest import ending_at_once
+
+    from pythia_sweep.checkpoint_run import measure
+
+    ends = ending_at_once(neox)
+    eos = ends.tokenizer.decode([ends.model.generation_config.eos_token_id])
+    assert eos == "<|endoftext|>"
+    config = SweepConfig(**FAST | {"null_subsets": 0}, task="tasks/decimal-seed.toml", evidence=False)
+    for executor in ("fast", "plain"):
+        rows = [r for r in measure(config.replace(executor=executor), SEED, ends)["responses"] if r["response"] is not None]
+        assert rows and all(r["response"] == "" and r["generation"] == eos for r in rows), (executor, rows[:2])

@@ -125,19 +125,26 @@ def test_refine_rebuilds_the_report_and_the_terminal_and_report_agree_after_it(s
     import ray
 
     from pythia_sweep.config import load_config
-    from pythia_sweep.report.build import build_report
+    from pythia_sweep.report.build import build_report, compare_sweeps
+    from pythia_sweep.report.figures import CONTRAST_UNITS
     from pythia_sweep.sweep import run_sweep
+    from support.browser import chromium, figures_of
 
     coarse = ["step0", "step64", "step128", "step192", "step256", "step320"]
     settings = 'model = "demo-test/induction"\ntask = "tasks/induction-demo.toml"\nsingle_heads = false\nnull_subsets = 20\n' \
                'max_new_tokens = 2\nbootstrap_resamples = 300\nworkers = 1\ncheckpoints = ' + json.dumps(coarse) + "\n"  # fmt: skip
     (tmp_path / "demo.toml").write_text(settings)
-    (tmp_path / "other.toml").write_text(settings.replace("null_subsets = 20", "null_subsets = 2"))  # another sweep
+    # another sweep: the same question with the nats contrast as its headline (the success-rate one left out)
+    task_text = (REPO / "tasks" / "induction-demo.toml").read_text()
+    first_contrast = task_text.index("[[contrasts]]")
+    (tmp_path / "induction-nats.toml").write_text(task_text[:first_contrast] + task_text[task_text.index("[[contrasts]]", first_contrast + 1) :])
+    (tmp_path / "other.toml").write_text(settings.replace("null_subsets = 20", "null_subsets = 2")
+                                         .replace('"tasks/induction-demo.toml"', json.dumps(str(tmp_path / "induction-nats.toml"))))  # fmt: skip
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", object_store_memory=100 * 2**20)
     try:
         first = run_sweep(load_config(tmp_path / "demo.toml"), tracking_uri=uri, progress=False)
-        run_sweep(load_config(tmp_path / "other.toml"), tracking_uri=uri, progress=False)  # now the latest started
+        other = run_sweep(load_config(tmp_path / "other.toml"), tracking_uri=uri, progress=False)  # now the latest started
     finally:
         ray.shutdown()
     before = build_report(first.parent_run_id, tracking_uri=uri, reports_dir=tmp_path / "r1", log_to_mlflow=False).summary
@@ -146,6 +153,20 @@ def test_refine_rebuilds_the_report_and_the_terminal_and_report_agree_after_it(s
     assert before["claim"]["call"] == "emerges", before["claim"]
     point = before["emergence_point"]
     assert f"emerges at {point['revision']}" in before["verdict"].split(".")[0].lower(), before["verdict"]
+    nats = build_report(other.parent_run_id, tracking_uri=uri, reports_dir=tmp_path / "r0", log_to_mlflow=False)
+    compared = compare_sweeps([first.parent_run_id, other.parent_run_id], tracking_uri=uri, out=tmp_path / "compare.html")
+    with chromium() as browser:  # issue 23, item 4, as the browser draws the pages
+        (headline, *_) = figures_of(browser, nats.html_path)
+        data = [v for t in headline["traces"] if t["name"].startswith("induction_logprob") for v in t["y"] if v is not None]
+        (marker,) = [t for t in headline["traces"] if t["name"].startswith("first above the strong level")]
+        assert max(data) > 2 and max(marker["y"]) >= max(data) and min(marker["y"]) <= min(data), (marker["y"], max(data))
+        (page,) = figures_of(browser, compared)
+        titles = [title for axis, title in page["axes"].items() if axis.startswith("yaxis")]
+        assert sorted(titles) == sorted([CONTRAST_UNITS["success_rate"], CONTRAST_UNITS["logprob_diff"]]), page["axes"]
+        lines = [t for t in page["traces"] if "markers" in t["mode"]]
+        assert len(lines) == 2 and len({(t["dash"], t["symbol"]) for t in lines}) == 2 and {t["yaxis"] for t in lines} == {"y", "y2"}
+        assert all(any(call in t["name"] for call in ("emerges at step", "no emergence", "cannot call")) for t in lines), [t["name"] for t in lines]
+        assert sum(t["fill"] != "none" for t in page["traces"]) == 2  # each line's 95% band
 
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     refined = subprocess.run([sys.executable, "-m", "jobs.refine", str(tmp_path / "demo.toml"), "--tracking-uri", uri,
@@ -156,7 +177,8 @@ def test_refine_rebuilds_the_report_and_the_terminal_and_report_agree_after_it(s
     report = subprocess.run([sys.executable, "-m", "jobs.report", "--tracking-uri", uri, "--reports-dir", str(tmp_path / "r2")],
                             cwd=REPO, env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
     assert report.returncode == 0, report.stderr[-3000:]
-    assert report.stdout.strip().splitlines()[0] == lines[-2]  # the same verdict, word for word, from the refined sweep
+    assert lines[-2].startswith("MLflow: ") or lines[-2].startswith("MLflow (after make ui): "), lines[-2]
+    assert report.stdout.strip().splitlines()[0] == lines[-3]  # the same verdict, word for word, from the refined sweep
     after = json.loads(next((tmp_path / "r2").rglob("summary.json")).read_text())
-    assert after["sweep"] == first.parent_run_id and after["checkpoints"] > len(coarse)  # the probes are in it
+    assert after["parent_run_id"] == first.parent_run_id and after["checkpoints"] > len(coarse)  # the probes are in it
     assert after["shape"]["shape"] == before["shape"]["shape"]  # denser checkpoints leave the label as it was

@@ -53,7 +53,7 @@ def test_the_terminal_says_what_a_checkpoint_runs_names_unpublished_revisions_an
     out = done.stdout
     assert "task decimal-seed: 1 prompt x " in out and " rows per checkpoint (" in out and "2 checkpoints scheduled" in out
     start = f"step999 is not published by {NEOX_REPO} (nearest published: step4 before, step1000 after): recorded as failed"
-    assert start in out and out.index(start) < out.index("sweep ")
+    assert start in out and out.index(start) < out.index("MLflow parent run ")
     assert "step999 failed: RevisionNotPublished: revision 'step999' does not exist" in out
     summary = json.loads(next((tmp_path / "reports").rglob("summary.json")).read_text())
     assert summary["final_step"] == 1000  # the published list's end, saved with the sweep; never the failed step999

@@ -91,6 +91,6 @@ def _submit_and_check(hub_cache, tmp_path, env, tracking, dashboard, cluster, se
                              "--reports-dir", str(tmp_path / "reports")], cwd=REPO, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert report.returncode == 0, report.stderr[-3000:]
     summary = json.loads(next((tmp_path / "reports").rglob("summary.json")).read_text())
-    assert summary["checkpoints"] == 4 and summary["sweep"] == parent
+    assert summary["checkpoints"] == 4 and summary["parent_run_id"] == parent
     page = next((tmp_path / "reports").rglob("report.html")).read_text()
     assert f"{tracking}/#/experiments/" in page  # the page links back to the run on the server

@@ -19,11 +19,9 @@ from pythia_sweep.sweep import run_sweep
 from pythia_sweep.tracking import SweepReader as Tracker
 
 from conftest import NEOX_REPO
+from support.browser import FIGURES_JS, chromium
 
 pytestmark = pytest.mark.slow
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--disable-quic"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -43,14 +41,8 @@ def swept(hub_cache, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Debian's chromium is required (apt-get install chromium; .ci/run installs it)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+    with chromium() as b:
         yield b
-        b.close()
 
 
 def test_report_outputs(swept):
@@ -94,19 +86,6 @@ def test_report_page_draws_its_plots_offline(swept, browser):
     lo, hi = image.getextrema()
     assert hi - lo > 100 and len(image.getcolors(1 << 16) or []) > 50  # not a blank page
     assert errors == []
-
-
-# Every plotly figure of a page as the browser drew it: its title, the legend entries shown, and each trace as
-# plotly resolved it (_fullData: defaults filled in, the y values decoded from plotly.py's binary arrays).
-FIGURES_JS = """() => [...document.querySelectorAll('.js-plotly-plot')].map(gd => ({
-  title: [(gd.layout.title && gd.layout.title.text) || '', ...(gd._fullLayout.annotations || []).map(a => a.text)].join(' | '),
-  legend: [...gd.querySelectorAll('.legend .traces .legendtext')].map(e => e.textContent),
-  traces: gd._fullData.map(t => ({
-    name: t.name, type: t.type, visible: t.visible, showlegend: t.showlegend, legendgroup: t.legendgroup,
-    mode: t.mode || '', width: t.line ? t.line.width : null, dash: t.line ? t.line.dash : null,
-    symbol: t.marker ? t.marker.symbol : null, fill: t.fill || 'none', xaxis: t.xaxis, yaxis: t.yaxis,
-    x: t.x ? Array.from(t.x) : null, y: t.y ? Array.from(t.y) : null})),
-}))"""
 
 
 def is_line(t: dict) -> bool:
@@ -224,6 +203,45 @@ def test_mlflow_ui_lists_parent_and_child_runs(swept, browser):
         assert "5 matching runs" not in page.inner_text("body") and "6 matching runs" in page.inner_text("body")
         page.locator("[role=row]", has_text=parent.info.run_name).locator("button").first.click()  # expand the sweep
         page.wait_for_selector("text=step0001000", timeout=30000)  # its child runs are listed under it
+        assert page.get_by_text("decimal-seed · tiny-test/neox").count() >= 1  # the experiment's name, task first
+        # the link the report prints: the checkpoints alone, sorted by training step (not completion order)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})  # a fresh load: the UI reads the URL's state then
+        page.goto(tracker.checkpoints_url(result.parent_run_id, base))
+        page.wait_for_selector("text=step0001000", timeout=60000)
+        body = page.inner_text("body")
+        steps = ["step0000000", "step0000001", "step0000002", "step0000004", "step0001000"]
+        assert "5 matching runs" in body and parent.info.run_name not in body.split("matching runs")[-1], body[-2000:]
+        assert [body.index(name) for name in steps] == sorted(body.index(name) for name in steps), body[-2000:]
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(tracker.run_url(result.parent_run_id, base))  # the parent run's charts against training step
+        page.wait_for_selector("text=Model metrics", timeout=60000)
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_report_examples_show_special_tokens(neox, browser, tmp_path):
+    """Issue 23, item 4: a generation that is only `<|endoftext|>` reads as that token in the report's example
+    generations (and in responses.txt), not as an empty string."""
+    from dataclasses import replace
+
+    from conftest import ending_at_once
+
+    from pythia_sweep.checkpoint_run import base_record, measure
+    from pythia_sweep.records import shown_text
+    from pythia_sweep.report.page import context_tables, render_html
+    from pythia_sweep.task_schema import load_task
+    from pythia_sweep.tracking import responses_text
+
+    config = SweepConfig(model=NEOX_REPO, task="tasks/decimal-seed.toml", null_subsets=0, max_new_tokens=4,
+                         bootstrap_resamples=200, evidence=False)  # fmt: skip
+    task = load_task(config.task)
+    record = replace(base_record(config, task, "step1000"), status="ok", **measure(config, task, ending_at_once(neox)))
+    assert {shown_text(r) for r in record.responses if r["response"] is not None} == {"'<|endoftext|>'"}
+    path = tmp_path / "examples.html"
+    path.write_text(render_html("examples", "", "", [], context_tables([record], task, config)))
+    page = browser.new_page()
+    page.goto(path.as_uri())
+    table = page.locator("section", has_text="Example generations at step1000").inner_text()
+    assert table.count("'<|endoftext|>'") == 4 and "''" not in table, table  # baseline, clean, even, odd of the one prompt
+    assert "'<|endoftext|>'" in responses_text(record)

@@ -129,3 +129,17 @@ def test_identical_weights_are_flagged_in_records_and_report(hub_cache, tmp_path
     assert "Identical weights: step2 = step4 (measured once, as step4; the others left out)." in report.verdict
     assert runs["step2"].data.tags["checkpoint_status"] == "duplicate"  # found from the hashes before any download
     assert runs["step4"].data.tags["checkpoint_status"] == "ok"
+
+
+def test_an_experiment_named_the_old_way_is_renamed_and_reused(tmp_path):
+    """Stores made before experiments were named task first ("<model>/<task>") keep their sweeps: the experiment
+    is renamed to "<task> · <model>" and tagged, not duplicated."""
+    from pythia_sweep.tracking import SweepRecorder
+
+    recorder = SweepRecorder(f"sqlite:///{tmp_path}/mlflow.db")
+    old = recorder.client.create_experiment("org/model/my-task")
+    assert recorder.experiment_for("org/model", "my-task") == old
+    assert recorder.client.get_experiment(old).name == "my-task · org/model"
+    fresh = recorder.experiment_for("org/other", "my-task")
+    assert fresh != old and recorder.client.get_experiment(fresh).tags["model"] == "org/other"
+    assert recorder.client.get_experiment(fresh).tags["task"] == "my-task"

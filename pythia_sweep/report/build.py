@@ -14,9 +14,9 @@ import polars as pl
 from pythia_sweep.checkpoints import Checkpoint
 from pythia_sweep.config import SweepConfig
 from pythia_sweep.report.figures import (
-    step_axis,
     colors_for,
     detail_figure,
+    compare_figure,
     evidence_figures,
     headline_figure,
     heatmap_figure,
@@ -24,7 +24,9 @@ from pythia_sweep.report.figures import (
 )
 from pythia_sweep.report.page import html_table, context_tables, render_html
 from pythia_sweep.report.reduce import column, drawn_conditions, reduce
-from pythia_sweep.tracking import SweepReader, SweepRecorder, TrackingStoreError, experiment_name
+from pythia_sweep.tracking import DEFAULT_STORE, SweepReader, SweepRecorder, TrackingStoreError, experiment_name
+
+MAKE_UI = "http://127.0.0.1:5000"  # what `make ui` serves: the project's own store (Makefile)
 
 
 @dataclass
@@ -35,6 +37,7 @@ class Report:
     verdict: str
     frame: pl.DataFrame  # one row per checkpoint (results.parquet)
     long: pl.DataFrame  # one row per number (long.parquet, records.long_table)
+    mlflow_link: str  # where to look in the MLflow UI (mlflow_links)
 
 
 def build_report(
@@ -52,12 +55,13 @@ def build_report(
     task = reader.sweep_task(parent)
     records = reader.load_records(parent)
     if not records:
-        raise TrackingStoreError(f"sweep {parent} has no checkpoint records yet: run or resume it first")
+        raise TrackingStoreError(f"MLflow parent run {parent} has no checkpoint records yet: run or resume its sweep first")
     published = reader.published(parent) or _published_now(config)
     summary, frame, long = reduce(records, task, config, published, final_step)
-    summary |= {"sweep": parent, "config": config.to_dict(), "experiment": experiment_name(config.model, task.name)}
+    summary |= {"parent_run_id": parent, "sweep_id": config.sweep_id(task.digest), "config": config.to_dict(),
+                "experiment": experiment_name(config.model, task.name)}  # fmt: skip
     final_step = summary["final_step"]
-    folder = Path(reports_dir) / _safe(summary["experiment"]) / parent
+    folder = Path(reports_dir) / report_folder(config.model, task.name) / parent
     folder.mkdir(parents=True, exist_ok=True)
     frame.write_parquet(folder / "results.parquet")
     long.write_parquet(folder / "long.parquet")
@@ -75,9 +79,9 @@ def build_report(
     checkpoints = []
     for row in frame.select([c for c in columns if c in frame.columns]).to_dicts():
         checkpoints.append({columns[k]: (f"{v:+.3f}" if k.startswith(key) else f"{v:.3f}") if isinstance(v, float) else v for k, v in row.items()})
-    link = reader.run_url(parent)
-    subtitle = (f"{config.model} · task {task.name} ({task.source}) · sweep {parent} · method {config.method} · "
-                f"{len(frame)} checkpoints · final step {final_step}" + (f" · MLflow run: {link}" if link else f" · MLflow run {parent} in {reader.uri}"))  # fmt: skip
+    mlflow_link = mlflow_links(reader, parent)
+    subtitle = (f"{config.model} · task {task.name} ({task.source}) · sweep_id {summary['sweep_id']} · MLflow parent run {parent} · "
+                f"method {config.method} · {len(frame)} checkpoints · final step {final_step} · {mlflow_link}")  # fmt: skip
     page = render_html(
         f"{config.model}: {task.question}", subtitle, summary["verdict"], figures,
         [("Failed or duplicate revisions", html_table(problems, ["revision", "problem"])),
@@ -98,7 +102,18 @@ def build_report(
         metrics["emergence_step_low"], metrics["emergence_step_high"] = interval.get("low"), interval.get("high")
         metrics["emergence_resamples_crossing"] = interval.get("share_emerging")
         recorder.log_summary(parent, metrics, summary["verdict"])
-    return Report(folder, html_path.resolve(), summary, summary["verdict"], frame, long)
+    return Report(folder, html_path.resolve(), summary, summary["verdict"], frame, long, mlflow_link)
+
+
+def mlflow_links(reader: SweepReader, parent: str) -> str:
+    """Where to look in the MLflow UI: the sweep's checkpoint runs sorted by training step, and its parent run's
+    charts against step; on the tracking server, or on `make ui` (MAKE_UI) for the project's own store."""
+    served = reader.uri.startswith(("http://", "https://"))
+    ui = None if served else MAKE_UI if reader.uri == f"sqlite:///{Path(DEFAULT_STORE).resolve()}" else None
+    if not served and ui is None:
+        return f"MLflow: parent run {parent} in {reader.uri} (mlflow ui --backend-store-uri {reader.uri})"
+    after = "" if served else " (after make ui)"
+    return f"MLflow{after}: checkpoints by training step {reader.checkpoints_url(parent, ui)} · charts against step {reader.run_url(parent, ui)}"
 
 
 def _published_now(config: SweepConfig) -> list[Checkpoint] | None:
@@ -111,8 +126,9 @@ def _published_now(config: SweepConfig) -> list[Checkpoint] | None:
         return None
 
 
-def _safe(name: str) -> str:
-    return name.replace("/", "__")
+def report_folder(model: str, task_name: str) -> str:
+    """reports/<model>__<task>/: one folder per experiment, a path without the experiment name's spaces."""
+    return f"{model.replace('/', '__')}__{task_name}"
 
 
 def _json_default(value):
@@ -122,26 +138,31 @@ def _json_default(value):
 
 
 def compare_sweeps(sweeps: list[str], *, tracking_uri: str | None = None, out: str | Path = "reports/compare.html") -> Path:
-    """One page overlaying the headline timelines of several sweeps (each method of each sweep a line)."""
+    """One page overlaying the headline timelines of several sweeps (each method of each sweep a line), one panel
+    per unit, each line with its band and its verdict's call; each sweep's verdict in words above."""
     reader = SweepReader(tracking_uri)
-    fig = go.Figure()
+    series, verdicts = [], []
     for sweep in sweeps:
         parent = reader.find_sweep(sweep)
         config, task = reader.sweep_config(parent), reader.sweep_task(parent)
         summary, frame, _ = reduce(reader.load_records(parent), task, config, reader.published(parent))
         frame = frame.filter(pl.col("analysed"))
         label = f"{config.label(task.name)} ({parent[:8]})"
-        for m, method in enumerate(config.methods(task.align)):
-            name = task.headline.name if m == 0 else f"{method}/{task.headline.name}"
-            key = f"{name}/{task.headline.metric}"
-            if key in frame.columns:
-                fig.add_trace(go.Scatter(x=step_axis(frame), y=column(frame, key), mode="lines+markers", name=f"{label}: {name}",
-                                         line={"dash": "solid" if m == 0 else "dot"}, text=frame["revision"].to_list()))  # fmt: skip
-    fig.update_layout(title="Headline contrasts over training, sweeps compared", template="plotly_white",
-                      xaxis={"type": "log", "title": "training step (log; step 0 drawn at 1)"}, height=520)  # fmt: skip
+        verdicts.append(f"{label}: {summary['verdict']}")
+        for key, res in summary["results"].items():
+            if (res["base_contrast"], res["metric"]) != (task.headline.name, task.headline.metric) or key not in frame.columns:
+                continue
+            method = "" if res["primary"] else f" [{res['method']}]"
+            point = res["emergence_point"]
+            call = res["claim"]["call"] + (f" at {point['revision']}" if res["claim"]["call"] == "emerges" else "")
+            series.append({"label": label + method, "metric": res["metric"], "steps": frame["step"].to_list(),
+                           "revisions": frame["revision"].to_list(), "values": column(frame, key),
+                           "low": column(frame, f"{key}_ci_low"), "high": column(frame, f"{key}_ci_high"), "call": call})  # fmt: skip
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_html("Sweeps compared", ", ".join(sweeps), f"{len(sweeps)} sweeps overlaid.", [fig], []))
+    page = render_html("Sweeps compared", ", ".join(sweeps), " ".join(verdicts) or "no sweep has a headline to draw",
+                       [compare_figure(series)] if series else [], [])  # fmt: skip
+    out.write_text(page)
     return out.resolve()
 
 
@@ -150,16 +171,28 @@ def scan_page(rows: list[dict], title: str, stem: Path) -> Path:
     frame = pl.DataFrame(rows)
     baseline = frame.filter(pl.col("head") == -1)["logprob_diff"][0]
     heads = frame.filter(pl.col("head") >= 0).with_columns((pl.col("logprob_diff") - baseline).alias("delta"))
-    layers = sorted(heads["layer"].unique().to_list())
-    n_heads = heads["head"].max() + 1
-    z = [[heads.filter((pl.col("layer") == layer) & (pl.col("head") == h))["delta"][0] for h in range(n_heads)] for layer in layers]
-    lim = max(abs(v) for row in z for v in row) or 1.0
-    fig = go.Figure(go.Heatmap(z=z, x=[f"head {h}" for h in range(n_heads)], y=[f"layer {layer}" for layer in layers],
-                               colorscale="RdBu", zmid=0, zmin=-lim, zmax=lim, colorbar={"title": "Δ log-prob<br>vs baseline"}))  # fmt: skip
-    fig.update_layout(title=f"Each head patched alone: {title}", template="plotly_white", height=120 + 40 * len(layers))
+    fig = scan_figure(heads, title)
     stem.parent.mkdir(parents=True, exist_ok=True)
     heads.write_parquet(stem.with_suffix(".parquet"))
     path = stem.with_suffix(".html")
     path.write_text(render_html(f"Layer x head scan: {title}", f"corrupted baseline log-prob difference {baseline:+.3f}",
                                 "Blue: the head moves the answer toward the clean prompt's; red: away from it.", [fig], []))  # fmt: skip
     return path.resolve()
+
+
+def scan_figure(heads: pl.DataFrame, title: str) -> go.Figure:
+    """Layers down, heads across, sized to the model: a row of at least 28 px per layer, every layer and head
+    labelled, and a colour bar as tall as the map (a 2-layer scan is no longer a 200 px strip)."""
+    layers = sorted(heads["layer"].unique().to_list())
+    n_heads = heads["head"].max() + 1
+    z = [[heads.filter((pl.col("layer") == layer) & (pl.col("head") == h))["delta"][0] for h in range(n_heads)] for layer in layers]
+    lim = max(abs(v) for row in z for v in row) or 1.0
+    y = [f"layer {layer}" for layer in layers]
+    fig = go.Figure(go.Heatmap(z=z, x=[f"head {h}" for h in range(n_heads)], y=y, colorscale="RdBu", zmid=0, zmin=-lim, zmax=lim,
+                               colorbar={"title": "Δ log-prob<br>vs baseline<br>(nats)", "len": 1.0, "thickness": 18},
+                               hovertemplate="%{y}, %{x}<br>Δ log-prob %{z:.3f} nats<extra></extra>"))  # fmt: skip
+    fig.update_layout(title=f"Each head patched alone: {title}", template="plotly_white",
+                      height=max(420, 180 + 28 * len(layers)), width=max(640, 260 + 44 * n_heads),
+                      yaxis={"tickmode": "array", "tickvals": y, "autorange": "reversed", "title": "layer"},
+                      xaxis={"tickmode": "array", "tickvals": [f"head {h}" for h in range(n_heads)], "title": "head", "tickangle": -45})  # fmt: skip
+    return fig

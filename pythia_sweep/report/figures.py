@@ -244,3 +244,38 @@ def evidence_figures(frame: pl.DataFrame, long: pl.DataFrame, summary: dict) -> 
     heat.update_layout(title="Each head's induction (prefix-matching) score over training: 0 = never on the pattern, 1 = always",
                        template="plotly_white", height=max(300, 14 * len(heads) + 160), xaxis={"title": "checkpoint"})  # fmt: skip
     return [fig, heat]
+
+
+# The unit of a contrast (a difference of one metric between two conditions), as an axis says it.
+CONTRAST_UNITS = {
+    "success_rate": "difference of success rates (-1 to 1)",
+    "prob_diff": "difference of answer probability differences (-2 to 2)",
+    "logprob_diff": "difference of answer log-prob differences (nats)",
+}
+
+
+def compare_figure(series: list[dict]) -> go.Figure:
+    """Several sweeps' headlines over training, one panel per unit (a success rate and a nats contrast never share
+    an axis): each a line with markers and its 95% band, named with its verdict's call; sweeps told apart by dash
+    and marker, so a line drawn over an identical one stays visible. Each of `series`: label, metric, steps,
+    revisions, values, low, high, call."""
+    units = list(dict.fromkeys(s["metric"] for s in series))
+    fig = make_subplots(rows=len(units), cols=1, shared_xaxes=True, vertical_spacing=0.12,
+                        subplot_titles=[CONTRAST_UNITS.get(u, u) for u in units])  # fmt: skip
+    for i, one in enumerate(series):
+        row = units.index(one["metric"]) + 1
+        color, (dash, symbol) = PALETTE[i % len(PALETTE)], line_style(i)
+        x = [max(s, 1) for s in one["steps"]]
+        name = f"{one['label']}: {one['call']}"
+        _band(fig, x, one["low"], one["high"], color, f"{one['label']}: 95% interval", row=row, col=1, opacity=0.12)
+        fig.add_trace(go.Scatter(x=x, y=one["values"], mode="lines+markers", name=name, text=one["revisions"],
+                                 line={"color": color, "dash": dash, "width": 2}, marker={"symbol": symbol, "size": 8},
+                                 hovertemplate="%{text}<br>%{y:.3f}<extra>" + one["label"] + "</extra>"), row=row, col=1)  # fmt: skip
+    for row, unit in enumerate(units, start=1):
+        fig.update_yaxes(title=CONTRAST_UNITS.get(unit, unit), row=row, col=1)
+        if unit == "success_rate":
+            fig.update_yaxes(range=[-1.05, 1.05], row=row, col=1)
+        fig.update_xaxes(type="log", title="training step (log; step 0 drawn at 1)", row=row, col=1)
+    fig.update_layout(title="Headline contrasts over training, sweeps compared (bands: 95% bootstrap intervals)",
+                      template="plotly_white", height=260 + 320 * len(units), legend={"orientation": "h", "y": -0.15})  # fmt: skip
+    return fig

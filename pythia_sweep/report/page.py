@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from pythia_sweep.config import SweepConfig
-from pythia_sweep.records import CheckpointRecord
+from pythia_sweep.records import CheckpointRecord, shown_text
 from pythia_sweep.tasks import Task
 
 
@@ -31,7 +31,7 @@ def context_tables(records: list[CheckpointRecord], task: Task, config: SweepCon
         shown = {"baseline", "clean", task.headline.plus, task.headline.minus}
         first_ids = list(last.prompts)[:3]
         examples = [{"condition": r["condition"], "prompt": r["prompt_id"], "success": "yes" if r["success"] else "no",
-                     "generation": repr(r["response"]) if r["response"] != "" else "'' (only special tokens: the model ended the text, e.g. <|endoftext|>)", "log-prob difference": f"{r['logprob_diff']:+.3f}"}
+                     "generation": shown_text(r), "log-prob difference": f"{r['logprob_diff']:+.3f}"}
                     for r in last.responses if r["condition"] in shown and r["prompt_id"] in first_ids]  # fmt: skip
         tables.append((f"Example generations at {last.revision}", html_table(examples, ["condition", "prompt", "success", "generation", "log-prob difference"])))
     settings = [{"setting": k, "value": json.dumps(v) if not isinstance(v, str) else v} for k, v in config.to_dict().items()]
