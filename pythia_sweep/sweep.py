@@ -12,9 +12,11 @@ so its checkpoints move to the surviving workers instead of waiting for a node t
 
 from __future__ import annotations
 
+import logging
 import os
 import resource
 import socket
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -174,10 +176,10 @@ def connect_ray(address: str | None = None) -> None:
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=True)
-    else:
+    else:  # Ray's own start-up notices (the token it made, "Started a local Ray instance") off; its errors stay
         ray.init(
             address="local", num_cpus=max(2, os.cpu_count() or 1), include_dashboard=False, _node_ip_address="127.0.0.1",
-            object_store_memory=256 * 1024 * 1024, log_to_driver=True,
+            object_store_memory=256 * 1024 * 1024, log_to_driver=True, logging_level=logging.ERROR,
         )  # fmt: skip
 
 
@@ -240,7 +242,7 @@ def run_sweep(
             record(duplicate_record(base_record(config, task, revision), weights[revision], measured_as[revision]))
     queue = deque(r for r in todo if measured_as.get(r, r) == r)
     status = "FAILED"
-    bar = tqdm(total=len(queue), desc="checkpoints", unit="ckpt", disable=not progress or not queue)
+    bar = checkpoints_bar(len(queue), progress and bool(queue))
     try:
         if queue:
             connect_ray(ray_address)
@@ -273,7 +275,33 @@ def duplicate_record(record: CheckpointRecord, weights, original: str) -> Checkp
     )  # fmt: skip
 
 
-def _drain(failure_record, make_worker, n_workers: int, resource: str, queue: deque, record, bar: tqdm) -> None:
+def checkpoints_bar(total: int, shown: bool):
+    """The checkpoints bar on a terminal; off one (a log file, `ray job submit`'s output), where a bar rewritten
+    with carriage returns is one unreadable line, a line per finished checkpoint instead."""
+    if shown and not sys.stderr.isatty():
+        return LinePerCheckpoint(total)
+    return tqdm(total=total, desc="checkpoints", unit="ckpt", disable=not shown)
+
+
+class LinePerCheckpoint:
+    """The part of tqdm's interface the sweep uses, printed as a line per finished checkpoint (failures are
+    listed by name when the sweep ends)."""
+
+    def __init__(self, total: int):
+        self.total, self.n = total, 0
+
+    def set_postfix(self, **state) -> None:  # workers, running, failed, queued: a live bar's state, not a log's
+        pass
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        print(f"checkpoints: {self.n}/{self.total} finished", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+def _drain(failure_record, make_worker, n_workers: int, resource: str, queue: deque, record, bar) -> None:
     """Keep every worker busy with one checkpoint (plus one reserved to prefetch) until the queue is empty."""
     workers = {slot: make_worker() for slot in range(n_workers)}
     reserved: dict[int, str | None] = {}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import time
 import urllib.parse
@@ -152,6 +153,8 @@ class _Store:
         if self.uri.startswith(("http://", "https://")):
             self._check_server()
         self._experiments: dict[str, str] = {}  # parent run id -> experiment id
+        for name in ("mlflow.store.db.utils", "alembic"):  # "Creating initial MLflow database tables...": not news to a user
+            logging.getLogger(name).setLevel(logging.WARNING)
         try:
             with _creation_lock(self.uri):  # two sweeps creating one SQLite store at once would race its migrations
                 self.client = MlflowClient(tracking_uri=self.uri)

@@ -3,6 +3,7 @@ back to the sweep's parent run; and the pages comparing sweeps and showing a lay
 
 from __future__ import annotations
 
+import html
 import json
 import math
 from dataclasses import dataclass
@@ -37,7 +38,12 @@ class Report:
     verdict: str
     frame: pl.DataFrame  # one row per checkpoint (results.parquet)
     long: pl.DataFrame  # one row per number (long.parquet, records.long_table)
-    mlflow_link: str  # where to look in the MLflow UI (mlflow_links)
+    links: MlflowLinks  # where to look in the MLflow UI
+
+    @property
+    def mlflow_link(self) -> str:
+        """The links as the terminal prints them (whole URLs)."""
+        return self.links.terminal()
 
 
 def build_report(
@@ -79,11 +85,11 @@ def build_report(
     checkpoints = []
     for row in frame.select([c for c in columns if c in frame.columns]).to_dicts():
         checkpoints.append({columns[k]: (f"{v:+.3f}" if k.startswith(key) else f"{v:.3f}") if isinstance(v, float) else v for k, v in row.items()})
-    mlflow_link = mlflow_links(reader, parent)
+    links = mlflow_links(reader, parent)
     subtitle = (f"{config.model} · task {task.name} ({task.source}) · sweep_id {summary['sweep_id']} · MLflow parent run {parent} · "
-                f"method {config.method} · {len(frame)} checkpoints · final step {final_step} · {mlflow_link}")  # fmt: skip
+                f"method {config.method} · {len(frame)} checkpoints · final step {final_step}")  # fmt: skip
     page = render_html(
-        f"{config.model}: {task.question}", subtitle, summary["verdict"], figures,
+        f"{config.model}: {task.question}", subtitle, summary["verdict"], figures, links_html=links.html(), tables=
         [("Failed or duplicate revisions", html_table(problems, ["revision", "problem"])),
          ("Checkpoints", html_table(checkpoints, list(checkpoints[0]) if checkpoints else [])),
          *context_tables(records, task, config)],
@@ -102,18 +108,36 @@ def build_report(
         metrics["emergence_step_low"], metrics["emergence_step_high"] = interval.get("low"), interval.get("high")
         metrics["emergence_resamples_crossing"] = interval.get("share_emerging")
         recorder.log_summary(parent, metrics, summary["verdict"])
-    return Report(folder, html_path.resolve(), summary, summary["verdict"], frame, long, mlflow_link)
+    return Report(folder, html_path.resolve(), summary, summary["verdict"], frame, long, links)
 
 
-def mlflow_links(reader: SweepReader, parent: str) -> str:
-    """Where to look in the MLflow UI: the sweep's checkpoint runs sorted by training step, and its parent run's
-    charts against step; on the tracking server, or on `make ui` (MAKE_UI) for the project's own store."""
+@dataclass(frozen=True)
+class MlflowLinks:
+    """Where to look in the MLflow UI: (name, url) pairs, and what to do first (`make ui`) or, without a UI
+    address, where the run is."""
+
+    links: tuple[tuple[str, str], ...]
+    note: str
+
+    def terminal(self) -> str:
+        return f"MLflow{self.note}: " + " · ".join(f"{name} {url}" for name, url in self.links) if self.links else f"MLflow: {self.note}"
+
+    def html(self) -> str:
+        if not self.links:
+            return html.escape(f"MLflow: {self.note}")
+        anchors = " · ".join(f'<a href="{html.escape(url)}">{html.escape(name)}</a>' for name, url in self.links)
+        return f"MLflow{html.escape(self.note)}: {anchors}"
+
+
+def mlflow_links(reader: SweepReader, parent: str) -> MlflowLinks:
+    """The sweep's checkpoint runs sorted by training step, and its parent run's charts against step; on the
+    tracking server, or on `make ui` (MAKE_UI) for the project's own store."""
     served = reader.uri.startswith(("http://", "https://"))
     ui = None if served else MAKE_UI if reader.uri == f"sqlite:///{Path(DEFAULT_STORE).resolve()}" else None
     if not served and ui is None:
-        return f"MLflow: parent run {parent} in {reader.uri} (mlflow ui --backend-store-uri {reader.uri})"
-    after = "" if served else " (after make ui)"
-    return f"MLflow{after}: checkpoints by training step {reader.checkpoints_url(parent, ui)} · charts against step {reader.run_url(parent, ui)}"
+        return MlflowLinks((), f"parent run {parent} in {reader.uri} (mlflow ui --backend-store-uri {reader.uri})")
+    return MlflowLinks((("checkpoints by training step", reader.checkpoints_url(parent, ui)),
+                        ("charts against step", reader.run_url(parent, ui))), "" if served else " (after make ui)")  # fmt: skip
 
 
 def _published_now(config: SweepConfig) -> list[Checkpoint] | None:

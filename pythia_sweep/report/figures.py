@@ -101,7 +101,7 @@ def headline_figure(frame: pl.DataFrame, summary: dict, task: Task) -> go.Figure
         fig.add_trace(_vertical(point["step"], -span, span, name).update(legendgroup="emergence"))
     metric = task.headline.metric.replace("_", " ")
     fig.update_layout(title=f"{task.headline.name} = {task.headline.plus} - {task.headline.minus} ({metric}) over training",
-                      template="plotly_white", xaxis={"type": "log", "title": "training step (log; step 0 drawn at 1)"},
+                      template="plotly_white", xaxis={"type": "log", "dtick": "D2", "title": "training step (log; step 0 drawn at 1)"},
                       yaxis={"title": f"{task.headline.name} ({metric})"}, height=460, legend={"orientation": "h", "y": -0.2},
                       margin={"r": 130})  # fmt: skip
     if task.headline.metric == "success_rate":
@@ -133,7 +133,7 @@ def rates_figure(frame: pl.DataFrame, shown: list[str], colors: dict[str, str]) 
         ), row=1, col=1)  # fmt: skip
         fig.add_trace(go.Scatter(x=x, y=column(ok, f"{name}/logprob_diff"), mode="lines+markers", name=name, legendgroup=name,
                                  showlegend=False, line=style, marker=marker), row=1, col=2)  # fmt: skip
-    fig.update_xaxes(type="log", title="training step (log)")
+    fig.update_xaxes(type="log", dtick="D2", title="training step (log; step 0 drawn at 1)")
     fig.update_yaxes(title="success rate", range=[-0.05, 1.05], row=1, col=1)
     fig.update_yaxes(title="log-prob difference (nats)", row=1, col=2)
     fig.update_layout(template="plotly_white", height=440, legend={"orientation": "h", "y": -0.25})
@@ -226,7 +226,7 @@ def evidence_figures(frame: pl.DataFrame, long: pl.DataFrame, summary: dict) -> 
         icl = [v for v in column(ok, "evidence/icl_score") if v is not None]
         fig.add_trace(_vertical(point["step"], min(icl + [0.0]), max(icl + [0.0]), f"patching headline first above its strong level: {point['revision']}"), row=1, col=1)
         fig.add_trace(_vertical(point["step"], 0.0, 1.0, f"patching headline first above its strong level: {point['revision']}", legend=False), row=1, col=2)
-    fig.update_xaxes(type="log", title="training step (log; green: the patching emergence)")
+    fig.update_xaxes(type="log", dtick="D2", title="training step (log; step 0 drawn at 1; green: the patching emergence)")
     fig.update_yaxes(range=[-0.05, 1.05], row=1, col=2)
     fig.update_layout(title="Second line of evidence: in-context learning and attention patterns on repeated random tokens",
                       template="plotly_white", height=420, legend={"orientation": "h", "y": -0.25})  # fmt: skip
@@ -275,7 +275,7 @@ def compare_figure(series: list[dict]) -> go.Figure:
         fig.update_yaxes(title=CONTRAST_UNITS.get(unit, unit), row=row, col=1)
         if unit == "success_rate":
             fig.update_yaxes(range=[-1.05, 1.05], row=row, col=1)
-        fig.update_xaxes(type="log", title="training step (log; step 0 drawn at 1)", row=row, col=1)
+        fig.update_xaxes(type="log", dtick="D2", title="training step (log; step 0 drawn at 1)", row=row, col=1)
     fig.update_layout(title="Headline contrasts over training, sweeps compared (bands: 95% bootstrap intervals)",
                       template="plotly_white", height=260 + 320 * len(units), legend={"orientation": "h", "y": -0.15})  # fmt: skip
     return fig

@@ -54,7 +54,7 @@ def html_table(rows: list[dict], columns: list[str]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def render_html(title: str, subtitle: str, verdict_text: str, figures: list[go.Figure], tables: list[tuple[str, str]]) -> str:
+def render_html(title: str, subtitle: str, verdict_text: str, figures: list[go.Figure], tables: list[tuple[str, str]], links_html: str = "") -> str:
     """One self-contained page: plotly.js inlined once, then each figure."""
     divs = "".join(f'<section>{f.to_html(full_html=False, include_plotlyjs=False)}</section>' for f in figures)
     tabs = "".join(f"<section><h2>{html.escape(t)}</h2>{body}</section>" for t, body in tables)
@@ -67,5 +67,5 @@ table {{ border-collapse: collapse; font-size: 0.9em; }} td, th {{ border: 1px s
 section {{ margin: 2em 0; }} .sub {{ color: #666; }}
 </style>
 <script type="text/javascript">{get_plotlyjs()}</script></head>
-<body><h1>{html.escape(title)}</h1><p class="sub">{html.escape(subtitle)}</p>
+<body><h1>{html.escape(title)}</h1><p class="sub">{html.escape(subtitle)}</p>{f'<p class="sub">{links_html}</p>' if links_html else ""}
 <p class="verdict">{html.escape(verdict_text)}</p>{divs}{tabs}</body></html>"""
