@@ -6,7 +6,7 @@ handed lists step256000, step512000 and step1000000, which do not exist: a sched
 reports them as unpublished (with the published range) rather than quietly replacing them.
 
 Many branches serve identical weights (pythia-2.8b: 76 of 154 equal `main`; step0 == step1 everywhere).
-`measured_revisions` (by the one rule, `identical_weights`) compares the weight files' LFS sha256 from the Hub's metadata before anything is
+`duplicates.measured_revisions` (by the one rule, `duplicates.identical_weights`) compares the weight files' LFS sha256 from the Hub's metadata before anything is
 downloaded, so each distinct set of weights is fetched once; `fetch` checks every downloaded file against
 the same hash. Online, every Hub operation goes through `hub.hub_call`: answers meaning "try again later"
 (HTTP 408, 429, 5xx) are retried with backoff a bounded number of times, and a Hub that cannot be reached
@@ -19,7 +19,7 @@ import errno
 import hashlib
 import re
 import shutil
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fnmatch import fnmatch
@@ -346,44 +346,6 @@ def _cached_weights(repo_id: str, revision: str, cache_dir: str | Path | None) -
     return PublishedWeights(revision, folder.name, hashes, _digest(hashes), size)
 
 
-@dataclass(frozen=True)
-class IdenticalWeights:
-    """Revisions serving byte-identical weight files: one checkpoint published under several names."""
-
-    members: tuple[str, ...]  # ordered by training step
-    owner: str | None  # the revision the one measurement belongs to; None: unknown, so every member is excluded
-
-    @property
-    def measured(self) -> str:
-        """The member to measure: the owner, else the earliest (its numbers are kept, not analysed)."""
-        return self.owner or self.members[0]
-
-
-def _by_step(revision: str) -> tuple[bool, int, str]:
-    return step_of(revision) is None, step_of(revision) or 0, revision
-
-
-def identical_weights(digests: Mapping[str, str | None], final_revision: str | None = None) -> list[IdenticalWeights]:
-    """The duplicate rule, the one every reader calls (the sweep before download, the report after).
-
-    Revisions whose weight digests are equal are one checkpoint, measured once. The measurement belongs to the
-    final revision when it is in the set (pythia-2.8b serves `main`'s weights under 76 branch names, #205:
-    placing them at step66000 would fake an early emergence), else to step0 when it is (step0 = step1 or
-    step2 in every Pythia model, #83, #198), else to none: which step those weights were saved at is unknown,
-    and every member is left out of the analysis. Revisions without a digest are never duplicates."""
-    by_digest: dict[str, list[str]] = {}
-    for revision, digest in digests.items():
-        if digest:
-            by_digest.setdefault(digest, []).append(revision)
-    groups = []
-    for members in by_digest.values():
-        if len(members) > 1:
-            members = sorted(members, key=_by_step)
-            owner = final_revision if final_revision in members else next((r for r in members if step_of(r) == 0), None)
-            groups.append(IdenticalWeights(tuple(members), owner))
-    return sorted(groups, key=lambda g: _by_step(g.members[0]))
-
-
 def final_step(published: Sequence[Checkpoint] | None, measured_steps: Iterable[int | None] = ()) -> int | None:
     """The end of training, the denominator of every training fraction: the last published step; without the
     published list, the last step measured ok. Callers pass only the steps of ok records: a failed or
@@ -407,14 +369,6 @@ def weights_of(repo_id: str, revisions: Iterable[str], cache_dir: str | Path | N
 
     with ThreadPoolExecutor(max_workers=8, thread_name_prefix="hub-metadata") as pool:
         return {w.revision: w for w in pool.map(lookup, names) if w is not None}
-
-
-def measured_revisions(weights: Mapping[str, PublishedWeights], final_revision: str | None = None) -> dict[str, str]:
-    """For each revision of `weights` (weights_of: the Hub's metadata, or the cache offline, before any download),
-    the revision whose measurement it shares: itself, or its twin's owner by `identical_weights`'s rule."""
-    twins = identical_weights({r: w.weights_digest for r, w in weights.items()}, final_revision)
-    owner = {r: g.measured for g in twins for r in g.members}
-    return {r: owner.get(r, r) for r in weights}
 
 
 def check_free_space(needed: int, folder: Path, what: str, margin: float = 1.05) -> None:

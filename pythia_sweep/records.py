@@ -143,3 +143,21 @@ def shown_text(row: dict) -> str:
     if "generation" in row:
         return repr(row["generation"])
     return repr(row["response"]) + " (special tokens not kept in this record)"
+
+
+def responses_text(record: CheckpointRecord) -> str:
+    """A checkpoint's generations, readable: a header, then one line per (condition, prompt)."""
+    lines = [
+        f"# {record.model} @ {record.revision} (step {record.step}), task {record.task['name']}",
+        "# condition, prompt id, OK where the task's success rule accepts the generation, the generation",
+    ]
+    for pid, p in record.prompts.items():
+        lines.append(f"# prompt {pid}: clean {p['clean']!r} -> {p['correct']}{' ...' if p['n_correct'] > 5 else ''}; "
+                     f"corrupted {p['corrupted']!r} -> {p['wrong']}{' ...' if p['n_wrong'] > 5 else ''}")  # fmt: skip
+    lines += ["", f"{'condition':>16}  {'prompt id':<28} OK  generation"]
+    lines += [
+        f"{r['condition']:>16}  {r['prompt_id']:<28} {'OK' if r['success'] else '  '}  "
+        + ("(not decoded: teacher-forced metrics only)" if r["response"] is None else shown_text(r))
+        for r in record.responses
+    ]
+    return "\n".join(lines) + "\n"

@@ -33,7 +33,6 @@ from pythia_sweep.checkpoints import (
     Checkpoint,
     fetch,
     fetch_metadata,
-    measured_revisions,
     nearest_published,
     not_published_message,
     published_revisions,
@@ -42,6 +41,7 @@ from pythia_sweep.checkpoints import (
 )
 from pythia_sweep.config import SweepConfig
 from pythia_sweep.checkpoint_run import ModelCache, base_record, preflight, run_checkpoint
+from pythia_sweep.duplicates import measured_revisions
 from pythia_sweep.errors import PythiaSweepError
 from pythia_sweep.records import CheckpointRecord
 from pythia_sweep.tasks import Task

@@ -32,7 +32,7 @@ from pythia_sweep.checkpoints import Checkpoint
 from pythia_sweep.config import SweepConfig, config_from_dict
 from pythia_sweep.errors import PythiaSweepError
 from pythia_sweep.conditions import SUMMARY_KINDS
-from pythia_sweep.records import CONDITION_METRICS, CONTRAST_METRICS, CheckpointRecord, long_table, shown_text
+from pythia_sweep.records import CONDITION_METRICS, CONTRAST_METRICS, CheckpointRecord, long_table, responses_text
 from pythia_sweep.tasks import Task
 from pythia_sweep.task_schema import task_from_dict
 
@@ -109,24 +109,6 @@ def flatten(record: CheckpointRecord, compared_only: bool = False) -> dict[str, 
     for key, value in record.timings.items():
         metrics[f"time/{key}"] = value
     return {k: float(v) for k, v in metrics.items() if v is not None}
-
-
-def responses_text(record: CheckpointRecord) -> str:
-    """A checkpoint's generations, readable: a header, then one line per (condition, prompt)."""
-    lines = [
-        f"# {record.model} @ {record.revision} (step {record.step}), task {record.task['name']}",
-        "# condition, prompt id, OK where the task's success rule accepts the generation, the generation",
-    ]
-    for pid, p in record.prompts.items():
-        lines.append(f"# prompt {pid}: clean {p['clean']!r} -> {p['correct']}{' ...' if p['n_correct'] > 5 else ''}; "
-                     f"corrupted {p['corrupted']!r} -> {p['wrong']}{' ...' if p['n_wrong'] > 5 else ''}")  # fmt: skip
-    lines += ["", f"{'condition':>16}  {'prompt id':<28} OK  generation"]
-    lines += [
-        f"{r['condition']:>16}  {r['prompt_id']:<28} {'OK' if r['success'] else '  '}  "
-        + ("(not decoded: teacher-forced metrics only)" if r["response"] is None else shown_text(r))
-        for r in record.responses
-    ]
-    return "\n".join(lines) + "\n"
 
 
 def _creation_lock(uri: str) -> contextlib.AbstractContextManager:
@@ -284,7 +266,7 @@ class SweepRecorder(_Store):
         }
         if record.error:
             tags["error"] = record.error[:5000]
-        if record.duplicate_of:  # which revisions are one checkpoint is checkpoints.identical_weights' rule
+        if record.duplicate_of:  # which revisions are one checkpoint is duplicates.identical_weights' rule
             tags["duplicate_of"] = ",".join(record.duplicate_of)
         metrics = flatten(record, compared_only=True) if record.ok else {}
         if record.step is not None:

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from pythia_sweep import analysis
-from pythia_sweep.checkpoints import Checkpoint, final_step, identical_weights
+from pythia_sweep.checkpoints import Checkpoint, final_step
+from pythia_sweep.duplicates import identical_weights
 from pythia_sweep.config import SweepConfig
 from pythia_sweep.records import CheckpointRecord
 from pythia_sweep.report.reduce import reduce

@@ -14,7 +14,8 @@ import pytest
 from conftest import NEOX_REPO, STEPS
 from hub_fixtures import hub, run_online  # noqa: F401 - `hub` is a fixture
 
-from pythia_sweep.checkpoints import fetch, measured_revisions, published_weights, weights_of
+from pythia_sweep.checkpoints import fetch, published_weights, weights_of
+from pythia_sweep.duplicates import measured_revisions
 from pythia_sweep.hub import HUB_ATTEMPTS
 from pythia_sweep.errors import CorruptCheckpoint
 from pythia_sweep.demo.hub_cache import repo_folder, write_revision
@@ -220,7 +221,8 @@ shutil.disk_usage = lambda path: Usage(10**12, 10**12 - {free}, {free})
 
 def test_duplicates_are_found_from_the_hubs_metadata_without_downloading(hub, tmp_path):
     code = f"""
-from pythia_sweep.checkpoints import measured_revisions, weights_of
+from pythia_sweep.checkpoints import weights_of
+from pythia_sweep.duplicates import measured_revisions
 result = [measured_revisions(weights_of("tiny-test/neox-dup", ["step4", "step2"])),
           measured_revisions(weights_of({NEOX_REPO!r}, {[f"step{s}" for s in STEPS]!r}))]
 """
@@ -249,7 +251,7 @@ def test_revisions_are_duplicates_only_when_every_weight_file_is_identical(tmp_p
                 "main": "step2"}  # fmt: skip
     asked = ["main", "step1000", "step4", "step2", "step1", "step0", "step8"]  # step8 is not published: left out
     with HubServer(root) as server:
-        code = f"from pythia_sweep.checkpoints import measured_revisions, weights_of\nresult = measured_revisions(weights_of('tiny-test/shards', {asked}))"
+        code = f"from pythia_sweep.checkpoints import weights_of\nfrom pythia_sweep.duplicates import measured_revisions\nresult = measured_revisions(weights_of('tiny-test/shards', {asked}))"
         assert run_online(server, tmp_path / "client", code)["result"] == expected
         assert server.bytes_served == {} and not [r for r in server.requests if "/resolve/" in r.path]
         assert len(server.requests) == len(asked)  # one metadata request per revision

@@ -231,7 +231,7 @@ def test_report_examples_show_special_tokens(neox, browser, tmp_path):
     from pythia_sweep.records import shown_text
     from pythia_sweep.report.page import context_tables, render_html
     from pythia_sweep.task_schema import load_task
-    from pythia_sweep.tracking import responses_text
+    from pythia_sweep.records import responses_text
 
     config = SweepConfig(model=NEOX_REPO, task="tasks/decimal-seed.toml", null_subsets=0, max_new_tokens=4,
                          bootstrap_resamples=200, evidence=False)  # fmt: skip

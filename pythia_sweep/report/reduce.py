@@ -2,7 +2,7 @@
 
 `reduce` keeps one record per checkpoint and orders them by training step. Each policy is one function it
 calls: where training ends (checkpoints.final_step), which revisions are one checkpoint and whose the
-measurement is (checkpoints.identical_weights), which null test the verdict cites (scoring.null_test); what
+measurement is (duplicates.identical_weights), which null test the verdict cites (scoring.null_test); what
 the numbers support is verdict.py's. A checkpoint not analysed says why (`excluded_because`).
 """
 
@@ -14,7 +14,8 @@ import numpy as np
 import polars as pl
 
 from pythia_sweep import analysis
-from pythia_sweep.checkpoints import Checkpoint, IdenticalWeights, identical_weights
+from pythia_sweep.checkpoints import Checkpoint
+from pythia_sweep.duplicates import IdenticalWeights, identical_weights
 from pythia_sweep.checkpoints import final_step as end_of_training
 from pythia_sweep.conditions import SUMMARY_KINDS
 from pythia_sweep.config import SweepConfig
@@ -29,7 +30,7 @@ def timeline(records: list[CheckpointRecord], final_step: int | None, twins: lis
     """One row per checkpoint, ordered by step: status, hashes, whether it is analysed (and why not), and every
     number of the record under its flattened name ('<condition>/<metric>', '<contrast>/<metric>', intervals).
 
-    `final_step` (checkpoints.final_step) sets the training fractions; `twins` (checkpoints.identical_weights)
+    `final_step` (checkpoints.final_step) sets the training fractions; `twins` (duplicates.identical_weights)
     says which revisions are one checkpoint: only the revision a measurement belongs to is analysed."""
     excluded = {}
     for group in twins:
@@ -228,7 +229,7 @@ def reduce(records: list[CheckpointRecord], task: Task, config: SweepConfig, pub
            final_step: int | None = None) -> tuple[dict, pl.DataFrame, pl.DataFrame]:  # fmt: skip
     """A sweep's records -> (summary, timeline, long table), by the one rule for each policy: where training
     ends (checkpoints.final_step: the published list, else the last ok record), which revisions are one
-    checkpoint (checkpoints.identical_weights), and which null test a verdict cites (scoring.null_test)."""
+    checkpoint (duplicates.identical_weights), and which null test a verdict cites (scoring.null_test)."""
     ok = [r for r in records if r.ok]
     final_step = final_step or end_of_training(published, [r.step for r in ok])
     final_revision = published[-1].revision if published else (max(ok, key=lambda r: r.step or -1).revision if ok else None)
