@@ -196,14 +196,18 @@ def project(repo: str, revisions: list[str], store: str, reports: Path, **settin
     config = SweepConfig(model=repo, checkpoints=tuple(revisions), method="per-head", **settings)
     start = time.perf_counter()
     result = run_sweep(config, tracking_uri=store, progress=False)
+    report_start = time.perf_counter()
     build_report(result.parent_run_id, tracking_uri=store, reports_dir=reports)
     wall = time.perf_counter() - start
+    parts = result.startup | {"report (build, write)": time.perf_counter() - report_start}
     ray.shutdown()
     tracker = SweepReader(store)
     runs = sorted(tracker.checkpoint_runs(result.parent_run_id), key=lambda r: r.info.start_time)
     arrivals = [r.info.start_time / 1000 for r in runs]
     records = tracker.load_records(result.parent_run_id)
     mean = lambda key: sum(r.timings.get(key, 0) for r in records) / len(records)  # noqa: E731
+    loads = [r.timings.get("load_s", 0) for r in sorted(records, key=lambda r: r.timings.get("load_s", 0), reverse=True)]
+    parts["first model skeleton (its load beyond a warm one)"] = loads[0] - sum(loads[1:]) / max(1, len(loads) - 1)
     workers = len({r.worker["pid"] for r in records})
     # Warm: the pace once every worker has delivered its first checkpoint (workers finish in step).
     first = min(workers, len(arrivals)) - 1
@@ -219,7 +223,31 @@ def project(repo: str, revisions: list[str], store: str, reports: Path, **settin
         "threads": records[0].worker.get("torch_threads", torch.get_num_threads()),
         "batch_size": records[0].settings["batch_size"],
         "failed": result.failed,
+        "startup_parts": parts,
     }
+
+
+def whole_process(repo: str, revisions: list[str], workdir: Path) -> dict:
+    """The methodology as a user runs it, each way a fresh process: `python -m jobs.sweep
+    jobs/configs/methodology.toml` on these checkpoints (with its report), against the direct way; wall seconds."""
+    import subprocess
+
+    env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
+    runs = {
+        "project": [sys.executable, "-m", "jobs.sweep", "jobs/configs/methodology.toml", "--model", repo, "--checkpoints",
+                    ",".join(revisions), "--tracking-uri", f"sqlite:///{workdir / f'whole-{int(time.time())}.db'}",
+                    "--reports-dir", str(workdir / "reports")],
+        "direct": [sys.executable, "-c", f"from jobs.bench import direct_way; direct_way({repo!r}, {revisions!r})"],
+    }  # fmt: skip
+    out = {}
+    for name, cmd in runs.items():
+        start = time.perf_counter()
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        out[name] = time.perf_counter() - start
+        if done.returncode != 0:
+            raise RuntimeError(f"{name} failed: {done.stderr[-2000:]}")
+    out["ratio"] = out["direct"] / out["project"]
+    return out
 
 
 def hardware_floor(repo: str, revision: str, task_file: str, threads: int, batch: int, max_new_tokens: int = 20, **settings) -> dict:
@@ -263,16 +291,27 @@ def main(argv=None) -> int:
     parser.add_argument("--checkpoints", type=int, default=4, help="number of checkpoints")
     parser.add_argument("--smoke", action="store_true", help="tiny checkpoints instead of Pythia-160M-shaped ones")
     parser.add_argument("--out", default=str(BENCH_DIR / "results.json"), help="where the JSON goes")
+    parser.add_argument("--startup-only", action="store_true", help="only the start-up parts and the whole-process ratio")
     args = parser.parse_args(argv)
     if args.checkpoints < 2:
         parser.error("--checkpoints must be at least 2 (warm throughput needs two)")
     shape, repo = (TINY, "pythia-sweep-bench/tiny") if args.smoke else (PYTHIA_160M, "pythia-sweep-bench/pythia-160m-shaped")
-    device = DEVICE.type
     print(f"making {args.checkpoints} checkpoints shaped like {'a tiny model' if args.smoke else 'Pythia-160M'} ...", flush=True)
     revisions = make_checkpoints(repo, args.checkpoints, shape)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     workdir = Path(args.out).parent.resolve()  # a fresh store per run: a rerun must not resume the last one
     store, reports = f"sqlite:///{workdir / f'mlflow-{int(time.time())}.db'}", workdir / "reports"
+    print("the methodology as a whole process, the project's way and the direct way ...", flush=True)
+    whole = whole_process(repo, revisions, workdir)
+    print("project, seed preset: start-up parts, with Ray (workers auto) and in this process (workers 0) ...", flush=True)
+    startup = {name: project(repo, revisions, store, reports, task=SEED_TASK, single_heads=False, null_subsets=0, workers=w)
+               for name, w in (("ray", "auto"), ("in-process", 0))}  # fmt: skip
+    if args.startup_only:
+        results = {"machine": _machine(), "checkpoints": len(revisions), "whole_process": whole, "startup": startup}
+        Path(args.out).write_text(json.dumps(results, indent=2))
+        print(startup_table(results))
+        print(f"written to {args.out}")
+        return 0
     print("direct way ...", flush=True)
     direct = direct_way(repo, revisions)
     print("project, seed preset ...", flush=True)
@@ -300,8 +339,7 @@ def main(argv=None) -> int:
         floors[name]["achieved"] = floors[name]["floor_s"] / run["stages"]["compute"]
     n = break_even(per["direct"], seed["startup"], per["seed_warm"])
     results = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {device}"
-        + (f" ({torch.cuda.get_device_name()})" if device == "cuda" else ""),
+        "machine": _machine(), "whole_process": whole, "startup": startup,
         "checkpoints": len(revisions), "shape": "tiny" if args.smoke else "pythia-160m",
         "per_checkpoint_s": per, "seed": seed, "robust": robust,
         "targets": {name: bool(check(per)) for name, check in TARGETS.items()},
@@ -311,8 +349,31 @@ def main(argv=None) -> int:
     }  # fmt: skip
     Path(args.out).write_text(json.dumps(results, indent=2))
     print(table(results))
+    print(startup_table(results))
     print(f"written to {args.out}")
     return 0
+
+
+def _machine() -> str:
+    device = DEVICE.type
+    return f"{platform.machine()}, {os.cpu_count()} cores, {device}" + (f" ({torch.cuda.get_device_name()})" if device == "cuda" else "")
+
+
+def startup_table(r: dict) -> str:
+    """Where a short sweep's start-up goes, part by part, with Ray and without; and the whole-process ratio."""
+    w = r["whole_process"]
+    ray_parts, here_parts = r["startup"]["ray"]["startup_parts"], r["startup"]["in-process"]["startup_parts"]
+    lines = [
+        f"the methodology as a whole process ({r['checkpoints']} checkpoints): direct {w['direct']:.1f} s, "
+        f"`python -m jobs.sweep jobs/configs/methodology.toml` {w['project']:.1f} s: {w['ratio']:.1f}x",
+        "", "| start-up part (s) | with Ray (workers auto) | in this process (workers 0) |", "|---|---|---|",
+    ]
+    for part in dict.fromkeys([*ray_parts, *here_parts]):
+        shown = [f"{x[part]:.2f}" if part in x else "-" for x in (ray_parts, here_parts)]
+        lines.append(f"| {part} | {shown[0]} | {shown[1]} |")
+    totals = [r["startup"][k]["startup"] for k in ("ray", "in-process")]
+    lines.append(f"| start-up, whole (wall - checkpoints x warm cost) | {totals[0]:.2f} | {totals[1]:.2f} |")
+    return "\n".join(lines)
 
 
 def table(r: dict) -> str:

@@ -24,6 +24,16 @@ def keep_local_ray_on_loopback(address: str | None) -> None:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
+def workers_setting(text: str) -> int | str:
+    """--workers: "auto" or a count (0: in this process, no Ray)."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"workers={text!r} is not valid: auto, or a number of workers (0: in this process)") from None
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = parser_for("jobs.sweep", __doc__)
     parser.add_argument("config", help="run config (TOML), e.g. jobs/configs/pythia160m-log.toml")
@@ -32,7 +42,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--task", help="override: task file (prompts, answers, head groups, contrasts), e.g. tasks/ioi.toml")
     parser.add_argument("--layer", type=int, help="override: layer of the task's groups written without one")
     parser.add_argument("--method", help="override: per-head, upstream, or both")
-    parser.add_argument("--workers", type=int, help="override: number of Ray workers")
+    parser.add_argument("--workers", type=workers_setting, help="override: auto, N Ray workers, or 0 for no Ray (in this process)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI; unset: $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db")
     parser.add_argument("--address", help="Ray cluster address; unset: $RAY_ADDRESS, else a local Ray on 127.0.0.1")
     parser.add_argument("--no-report", action="store_true", help="skip writing the emergence report")

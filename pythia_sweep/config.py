@@ -53,7 +53,7 @@ class SweepConfig:
     seed: int = 0  # seeds the null subsets and the bootstrap: a rerun reproduces every number
     device: str = "auto"  # "auto" picks cuda when present, else cpu
     dtype: str = "auto"  # "auto": float32 on CPU, float16 on GPU
-    workers: int = 0  # Ray workers; 0 = one per GPU, or up to two CPU workers without GPUs
+    workers: int | str = "auto"  # "auto": Ray, one worker per GPU (up to two CPU ones without); N: N Ray workers; 0: no Ray, in this process
     name: str = ""  # a human label for the sweep (MLflow run name); defaults to model-task-method
     offline_cache: str = ""  # read checkpoints offline from this Hugging Face cache (the demo family's); "" = the Hub
     executor: str = "auto"  # "auto": the fast path where the model supports it, else the plain way; "fast"; "plain"
@@ -94,7 +94,8 @@ class SweepConfig:
         _check_int("batch_size", self.batch_size, minimum=0)
         _check_int("bootstrap_resamples", self.bootstrap_resamples, minimum=100)
         _check_int("seed", self.seed, minimum=0)
-        _check_int("workers", self.workers, minimum=0)
+        if self.workers != "auto":
+            _check_int("workers", self.workers, minimum=0)
         _check_type("name", self.name, str)
         _check_type("offline_cache", self.offline_cache, str)
 

@@ -10,6 +10,8 @@ first rise only.
 
 from __future__ import annotations
 
+import os
+
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -93,9 +95,11 @@ def refine_sweep(config, task, published: Sequence[Checkpoint], records: Iterabl
     from pythia_sweep.sweep import run_sweep
 
     known = {r.revision: metric_value(r, metric) for r in records if r.ok}
+    # A probe is one checkpoint: in this process (no Ray to start) unless a cluster or a worker count is asked for
+    probe_config = config.replace(workers=0) if config.workers == "auto" and not (ray_address or os.environ.get("RAY_ADDRESS")) else config
 
     def measure(revision: str) -> float:
-        result = run_sweep(config.replace(checkpoints=(revision,)), task, tracking_uri=tracking_uri, ray_address=ray_address,
+        result = run_sweep(probe_config.replace(checkpoints=(revision,)), task, tracking_uri=tracking_uri, ray_address=ray_address,
                            published=published, progress=False)  # fmt: skip
         record = next((r for r in result.records if r.revision == revision), None)
         if record is None or not record.ok:

@@ -12,6 +12,7 @@ so its checkpoints move to the surviving workers instead of waiting for a node t
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import resource
@@ -19,7 +20,7 @@ import socket
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
@@ -101,12 +102,12 @@ def quiet_transformers_bars() -> None:
     hf_logging.set_tqdm_hook(lambda factory, args, kwargs: factory(*args, **{**kwargs, "disable": True}))
 
 
-@ray.remote(max_restarts=0, max_task_retries=0)  # the driver restarts workers where resources allow
-class CheckpointWorker:
-    """Measures checkpoints one after another, prefetching the next one's weights in a background thread."""
+class CheckpointMeasurer:
+    """Measures checkpoints one after another, prefetching the next one's weights in a background thread: a Ray
+    worker's body (CheckpointWorker), or called directly in the driver's process (`workers = 0`)."""
 
     def __init__(self, config: dict, task: Task, published: list[Checkpoint], before_checkpoint: Callable | None = None,
-                 progress: bool = True):  # fmt: skip
+                 progress: bool = True, in_process: bool = False):  # fmt: skip
         from pythia_sweep.config import config_from_dict
 
         self.config = config_from_dict(config)
@@ -114,15 +115,17 @@ class CheckpointWorker:
         self.published = published
         self.before_checkpoint = before_checkpoint  # a test's fault injection; None in a real sweep
         self.progress = progress  # each weight file's download drawn on the driver (DownloadBar)
+        self.in_process = in_process  # in the driver: huggingface_hub's own download bars, no Ray
         self.available = {c.revision for c in published}
         self.downloads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
         self.prefetched: dict[str, Future] = {}
         self.models = ModelCache()  # the model skeleton, reused across this worker's checkpoints
         quiet_transformers_bars()
+        self.ready_at = time.time()
 
     def _prefetch(self, revision: str | None) -> None:
         if revision and revision in self.available and revision not in self.prefetched:
-            bar = DownloadBar.named if self.progress else None
+            bar = DownloadBar.named if self.progress and not self.in_process else None
             self.prefetched[revision] = self.downloads.submit(fetch, self.config.model, revision, progress=bar)
 
     def run(self, revision: str, next_revision: str | None) -> CheckpointRecord:
@@ -139,11 +142,20 @@ class CheckpointWorker:
             self.before_checkpoint(revision)
         record = run_checkpoint(self.config, revision, task=self.task, published=self.published, fetched=fetched, models=self.models)
         worker = {
-            "host": socket.gethostname(), "pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(),
+            "host": socket.gethostname(), "pid": os.getpid(), "in_process": self.in_process,
+            "node": None if self.in_process else ray.get_runtime_context().get_node_id(),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "torch_threads": torch.get_num_threads(),  # Ray gives a worker of one CPU one thread
         }  # fmt: skip
         return replace(record, timings=record.timings | {"wait_for_weights_s": waited}, worker=worker)
+
+    def ready(self) -> float:
+        """When this worker was up, its imports and set-up done (time.time()): the driver times worker start-up."""
+        return self.ready_at
+
+
+# A Ray worker: the driver restarts workers where resources allow, so Ray itself never retries
+CheckpointWorker = ray.remote(max_restarts=0, max_task_retries=0)(CheckpointMeasurer)
 
 
 @dataclass
@@ -154,18 +166,29 @@ class SweepResult:
     skipped: list[str]  # revisions already recorded ok before it (resume)
     failed: list[str]
     log_s: float = 0.0  # driver time spent writing to MLflow
+    startup: dict[str, float] = field(default_factory=dict)  # seconds of each start-up part (run_sweep's stopwatch)
     errors: dict[str, str] = field(default_factory=dict)  # failed revision -> why, as recorded
     records: list[CheckpointRecord] = field(default_factory=list)  # what this invocation recorded, in order
+
+
+def runs_here(config: SweepConfig, n_checkpoints: int, ray_address: str | None = None) -> bool:
+    """Whether the sweep runs in this process, without Ray: asked for (`workers = 0`), or one checkpoint to measure
+    with no cluster named or already joined (starting Ray and a worker process would cost more than it does)."""
+    if config.workers == 0:
+        return True
+    no_cluster = not (ray_address or os.environ.get("RAY_ADDRESS")) and not ray.is_initialized()
+    return config.workers == "auto" and n_checkpoints == 1 and no_cluster
 
 
 def worker_count(config: SweepConfig, n_checkpoints: int) -> tuple[int, dict]:
     """How many workers, and the resources each holds: one GPU each where there are GPUs, else a CPU."""
     gpus = int(ray.cluster_resources().get("GPU", 0))
     cpus = int(ray.cluster_resources().get("CPU", 1))
+    asked = None if config.workers == "auto" else config.workers  # 0 never gets here: it runs without Ray
     if gpus:
-        n, resources = config.workers or gpus, {"num_gpus": 1, "num_cpus": 1}
+        n, resources = asked or gpus, {"num_gpus": 1, "num_cpus": 1}
     else:
-        n, resources = config.workers or min(2, cpus), {"num_cpus": 1}
+        n, resources = asked or min(2, cpus), {"num_cpus": 1}
     return max(1, min(n, n_checkpoints)), resources
 
 
@@ -201,23 +224,27 @@ def run_sweep(
     Rerunning the same config resumes its sweep: checkpoints recorded ok are skipped, failed ones retried.
     `before_checkpoint` is called by the worker with each revision (the tests inject faults with it).
     """
+    clock = Stopwatch()
     task = task or load_task(config.task)
-    if published is None:
-        published = published_revisions(config.model)  # fails fast, with a clear message, without Hub access
+    with clock.part("published revisions"):
+        if published is None:
+            published = published_revisions(config.model)  # fails fast, with a clear message, without Hub access
     schedule = resolve_schedule(config.model, config.checkpoints, published)
     available = {c.revision for c in published}
     first = next((c.revision for c in schedule if c.revision in available), published[-1].revision)
-    plan, n_prompts = preflight(config, task, fetch_metadata(config.model, first))  # a bad layer, head or answer: refused now
+    with clock.part("pre-flight (config, tokenizer, task)"):
+        plan, n_prompts = preflight(config, task, fetch_metadata(config.model, first))  # a bad layer, head or answer: refused now
     unpublished = [c.revision for c in schedule if c.revision not in available]
     say = print if progress else (lambda *a, **k: None)
     say(f"task {task.name}: {plan.describe(n_prompts)}; {len(schedule)} checkpoints scheduled", flush=True)
     for revision in unpublished:
         say(f"  {revision} is not published by {config.model} ({nearest_published(revision, published)}): recorded as failed", flush=True)
-    tracker = SweepRecorder(tracking_uri)  # fails fast if the store is unusable
-    parent = tracker.start_sweep(config, task, published)
-    done = tracker.recorded_ok(parent)
+    with clock.part("tracking store (open, parent run)"):
+        tracker = SweepRecorder(tracking_uri)  # fails fast if the store is unusable
+        parent = tracker.start_sweep(config, task, published)
+        done = tracker.recorded_ok(parent)
     skipped = [c.revision for c in schedule if c.revision in done]
-    result = SweepResult(parent, tracker.uri, [], skipped, [])
+    result = SweepResult(parent, tracker.uri, [], skipped, [], startup=clock.parts)
 
     def record(rec: CheckpointRecord) -> None:
         start = time.perf_counter()
@@ -235,7 +262,8 @@ def run_sweep(
             error = f"RevisionNotPublished: {not_published_message(config.model, c.revision, published)}"
             record(replace(base_record(config, task, c.revision), error=error))
     todo = [c.revision for c in schedule if c.revision not in done and c.revision in available]
-    weights = weights_of(config.model, [c.revision for c in schedule if c.revision in available]) if todo else {}
+    with clock.part("weight metadata (duplicates)"):
+        weights = weights_of(config.model, [c.revision for c in schedule if c.revision in available]) if todo else {}
     measured_as = measured_revisions(weights, published[-1].revision)
     for revision in todo:  # a revision serving another's weights is recorded as its duplicate, never downloaded
         if measured_as.get(revision, revision) != revision:
@@ -244,14 +272,17 @@ def run_sweep(
     status = "FAILED"
     bar = checkpoints_bar(len(queue), progress and bool(queue))
     try:
-        if queue:
-            connect_ray(ray_address)
+        if queue and runs_here(config, len(queue), ray_address):  # no Ray: the worker's code, called here
+            _measure_here(CheckpointMeasurer(config.to_dict(), task, published, before_checkpoint, progress, in_process=True), queue, record, bar)
+        elif queue:
+            with clock.part("ray start"):
+                connect_ray(ray_address)
             n_workers, resources = worker_count(config, len(queue))
             env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
             options = CheckpointWorker.options(**resources, runtime_env={"env_vars": env})
             resource = "GPU" if "num_gpus" in resources else "CPU"
             make_worker = lambda: options.remote(config.to_dict(), task, published, before_checkpoint, progress)  # noqa: E731
-            _drain(lambda revision: base_record(config, task, revision), make_worker, n_workers, resource, queue, record, bar)
+            _drain(lambda revision: base_record(config, task, revision), make_worker, n_workers, resource, queue, record, bar, clock)
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
@@ -301,9 +332,35 @@ class LinePerCheckpoint:
         pass
 
 
-def _drain(failure_record, make_worker, n_workers: int, resource: str, queue: deque, record, bar) -> None:
+class Stopwatch:
+    """Seconds per named part of a sweep's start-up, in the order they ran: what `make bench` prints."""
+
+    def __init__(self):
+        self.parts: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def part(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.parts[name] = self.parts.get(name, 0.0) + time.perf_counter() - start
+
+
+def _measure_here(measurer: CheckpointMeasurer, queue: deque, record, bar) -> None:
+    """The sweep without Ray (`workers = 0`): one checkpoint after another in this process, the next one's weights
+    prefetched while the current one computes. A setting wrong for every checkpoint stops it, as with Ray."""
+    while queue:
+        revision = queue.popleft()
+        record(measurer.run(revision, queue[0] if queue else None))
+        bar.update(1)
+
+
+def _drain(failure_record, make_worker, n_workers: int, resource: str, queue: deque, record, bar, clock: Stopwatch | None = None) -> None:
     """Keep every worker busy with one checkpoint (plus one reserved to prefetch) until the queue is empty."""
+    created = time.time()
     workers = {slot: make_worker() for slot in range(n_workers)}
+    started = [w.ready.remote() for w in workers.values()]  # each answers once its process is up, imports done
     reserved: dict[int, str | None] = {}
     in_flight: dict = {}
     attempts: dict[str, int] = {}
@@ -351,6 +408,11 @@ def _drain(failure_record, make_worker, n_workers: int, resource: str, queue: de
         failed += not rec.ok
         bar.update(1)
         assign(slot)
+    if clock is not None:
+        try:
+            clock.parts["worker processes (start, imports)"] = max(ray.get(started, timeout=10)) - created
+        except Exception:  # noqa: BLE001 - a worker that died has no start time to give
+            pass
 
 
 def _resource_free(resource: str, wait_s: float = 5.0) -> bool:

@@ -31,6 +31,14 @@ def test_bench_smoke_prints_the_table_with_the_three_targets(tmp_path):
     assert floor["robust"]["flops"] > floor["seed"]["flops"] > 0  # 37 conditions x 48 prompts vs 5 x 1
     assert all(0 < floor[p]["achieved"] and floor[p]["floor_s"] > 0 for p in ("seed", "robust"))
     assert "hardware floor: the work each preset needs" in done.stdout and "share of the floor achieved" in done.stdout
+    # issue 25: start-up split into its parts, with Ray and in this process, and the whole-process ratio
+    with_ray, here = (results["startup"][k]["startup_parts"] for k in ("ray", "in-process"))
+    assert {"ray start", "worker processes (start, imports)", "tracking store (open, parent run)", "report (build, write)"} <= set(with_ray)
+    assert "ray start" not in here and {"pre-flight (config, tokenizer, task)", "report (build, write)"} <= set(here)
+    assert all(v >= 0 for v in with_ray.values()) and results["startup"]["in-process"]["workers"] == 1
+    whole = results["whole_process"]
+    assert whole["direct"] > 0 and whole["project"] > 0 and whole["ratio"] == whole["direct"] / whole["project"]
+    assert "| start-up part (s) | with Ray (workers auto) | in this process (workers 0) |" in done.stdout
 
 
 def test_break_even_counts_checkpoints_until_start_up_is_paid_for():

@@ -59,7 +59,7 @@ def test_ray_that_cannot_start_leaves_no_running_sweep(hub_cache, tmp_path, monk
 
     monkeypatch.setattr(sweep, "connect_ray", no_cluster)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    config = SweepConfig(**FAST, checkpoints=("step0",))
+    config = SweepConfig(**FAST, checkpoints=("step0",), workers=1)  # Ray asked for (one checkpoint alone would run here)
     with pytest.raises(ConnectionError, match="no Ray cluster"):
         run_sweep(config, tracking_uri=uri, progress=False)
     tracker = Tracker(uri)

@@ -143,3 +143,44 @@ def test_an_experiment_named_the_old_way_is_renamed_and_reused(tmp_path):
     fresh = recorder.experiment_for("org/other", "my-task")
     assert fresh != old and recorder.client.get_experiment(fresh).tags["model"] == "org/other"
     assert recorder.client.get_experiment(fresh).tags["task"] == "my-task"
+
+
+def test_a_sweep_without_ray_gives_the_ray_sweeps_records(hub_cache, tmp_path):
+    """Issue 25: `workers = 0` runs the worker's code in this process (no Ray started: a notebook or a refine probe
+    pays no cluster start) and records what the Ray path records, number for number."""
+    config = SweepConfig(**FAST, checkpoints=("step0", "step4", "step1000", "step256000"))
+    here = run_sweep(config.replace(workers=0), tracking_uri=f"sqlite:///{tmp_path}/here.db", progress=False)
+    assert not ray.is_initialized() and "ray start" not in here.startup
+    assert {"published revisions", "pre-flight (config, tokenizer, task)", "tracking store (open, parent run)"} <= set(here.startup)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", object_store_memory=100 * 2**20)
+    try:
+        there = run_sweep(config.replace(workers=2), tracking_uri=f"sqlite:///{tmp_path}/ray.db", progress=False)
+    finally:
+        ray.shutdown()
+    assert "worker processes (start, imports)" in there.startup
+    mine, theirs = ({r.revision: r for r in Tracker(uri).load_records(res.parent_run_id)} for uri, res in
+                    ((f"sqlite:///{tmp_path}/here.db", here), (f"sqlite:///{tmp_path}/ray.db", there)))  # fmt: skip
+    assert sorted(mine) == sorted(theirs) == ["step0", "step1000", "step256000", "step4"]
+    for revision, record in mine.items():
+        other = theirs[revision]
+        if record.status == "ok":  # measured here; an unpublished revision's failure record has no worker
+            assert record.worker["in_process"] is True and other.worker["in_process"] is False and other.worker["node"]
+        assert (record.status, record.error, record.sweep_id) == (other.status, other.error, other.sweep_id)
+        for field in ("responses", "conditions", "contrasts", "null", "evidence"):  # 2 torch threads here, 1 in a worker
+            assert_close(getattr(record, field), getattr(other, field), f"{revision}.{field}")
+
+
+def assert_close(a, b, where: str) -> None:
+    """Equal, floats within float32 summation-order noise, recursively."""
+    if isinstance(a, float) or isinstance(b, float):
+        assert a == pytest.approx(b, rel=1e-4, abs=1e-5), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            assert_close(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_close(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, (where, a, b)

@@ -173,7 +173,8 @@ def test_a_task_the_code_has_never_seen_sweeps_with_its_own_names(hub_cache, tmp
     reader = SweepReader(uri)
     child = reader.checkpoint_runs(result.parent_run_id)[0]
     assert {"capital_gap/logprob_diff", "capital_heads/success_rate", "other_heads/prob_diff"} <= set(child.data.metrics)
-    assert reader.client.get_experiment(child.info.experiment_id).name == f"{NEOX_REPO}/capitals"
+    experiment = reader.client.get_experiment(child.info.experiment_id)
+    assert experiment.name == f"capitals · {NEOX_REPO}" and experiment.tags["task"] == "capitals" and experiment.tags["model"] == NEOX_REPO
     report = build_report(result.parent_run_id, tracking_uri=uri, reports_dir=tmp_path / "r")
     summary = json.loads((report.folder / "summary.json").read_text())
     assert summary["headline"] == "capital_gap/logprob_diff" and "capital_gap/logprob_diff" in summary["results"]
