@@ -304,8 +304,11 @@ def main(argv=None) -> int:
     print("the methodology as a whole process, the project's way and the direct way ...", flush=True)
     whole = whole_process(repo, revisions, workdir)
     print("project, seed preset: start-up parts, with Ray (workers auto) and in this process (workers 0) ...", flush=True)
-    startup = {name: project(repo, revisions, store, reports, task=SEED_TASK, single_heads=False, null_subsets=0, workers=w)
-               for name, w in (("ray", "auto"), ("in-process", 0))}  # fmt: skip
+    startup = {  # each in a fresh store of its own: the second would otherwise resume the first (same sweep id)
+        name: project(repo, revisions, store.replace(".db", f"-startup-{name}.db"), reports, task=SEED_TASK, single_heads=False,
+                      null_subsets=0, workers=w)
+        for name, w in (("ray", "auto"), ("in-process", 0))
+    }  # fmt: skip
     if args.startup_only:
         results = {"machine": _machine(), "checkpoints": len(revisions), "whole_process": whole, "startup": startup}
         Path(args.out).write_text(json.dumps(results, indent=2))

@@ -17,7 +17,6 @@ import logging
 import os
 import resource
 import socket
-import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -27,8 +26,6 @@ from dataclasses import dataclass, field, replace
 import ray
 import torch
 from ray.exceptions import RayActorError, RayTaskError
-from ray.experimental import tqdm_ray
-from tqdm import tqdm
 
 from pythia_sweep.checkpoints import (
     Checkpoint,
@@ -47,59 +44,12 @@ from pythia_sweep.errors import PythiaSweepError
 from pythia_sweep.records import CheckpointRecord
 from pythia_sweep.tasks import Task
 from pythia_sweep.task_schema import load_task
+from pythia_sweep.progress import DownloadBar, checkpoints_bar, quiet_transformers_bars
 from pythia_sweep.tracking import SweepRecorder
 
 FORWARDED_ENV = ("HF_HUB_OFFLINE", "HF_HUB_CACHE", "HF_HOME", "HF_TOKEN", "HF_ENDPOINT", "HF_HUB_DISABLE_PROGRESS_BARS",
                  "TOKENIZERS_PARALLELISM")  # fmt: skip
 MAX_ATTEMPTS = 3  # a checkpoint whose worker dies this many times (beyond Ray's own retries) is recorded failed
-
-
-class DownloadBar(tqdm_ray.tqdm):
-    """A weight file's download in a worker, in bytes, drawn on the driver's terminal as `<revision> <file>`.
-
-    huggingface_hub draws its byte bars only where stderr is a terminal, and a Ray worker's stderr is a log
-    file: its downloads would show nothing. Ray forwards a worker's output to the driver line by line, so a
-    plain tqdm bar (one line rewritten with carriage returns) would arrive only once finished; Ray's
-    distributed tqdm sends each update as a line of its own and the driver draws the bar, live. Its rows
-    start below the first (`position=1`), which the driver's checkpoints bar holds.
-
-    huggingface_hub creates it as a `tqdm_class` (`DownloadBar.named(label)`, checkpoints.fetch's `progress`)
-    and drives it as a plain HTTP download does (a context manager, `update(n)` per chunk) or a Xet one does
-    (`update(n)` per bytes written, `update_transfer`, the postfix setters, `total`, `close`).
-    """
-
-    label = ""  # the bar's name, "<revision> <file>", whatever description huggingface_hub gives it
-
-    @classmethod
-    def named(cls, label: str) -> type[DownloadBar]:
-        return type(cls.__name__, (cls,), {"label": label})
-
-    def __init__(self, *, total: int | None = None, initial: int = 0, **tqdm_kwargs):
-        super().__init__(desc=self.label, total=total, unit="B", position=1)  # drawn scaled: 1.69M/1.69M [..., 48.9MB/s]
-        if initial:  # a resumed download's bytes already on disk
-            self.update(initial)
-
-    def update_transfer(self, n: int = 1) -> None:
-        """Bytes received (Xet: before reconstruction): drawn when written, by `update`."""
-
-    def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
-        """huggingface_hub's rate text: the driver's bar shows its own rate."""
-
-    set_transfer_postfix_str = set_postfix_str
-
-    def __enter__(self) -> DownloadBar:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-def quiet_transformers_bars() -> None:
-    """Off transformers' own bars ("Loading weights" per checkpoint, drawn by every worker into the driver's
-    terminal): the sweep's checkpoints bar tells that story. huggingface_hub's download bars stay (DownloadBar)."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_tqdm_hook(lambda factory, args, kwargs: factory(*args, **{**kwargs, "disable": True}))
 
 
 class CheckpointMeasurer:
@@ -239,10 +189,7 @@ def run_sweep(
     say(f"task {task.name}: {plan.describe(n_prompts)}; {len(schedule)} checkpoints scheduled", flush=True)
     for revision in unpublished:
         say(f"  {revision} is not published by {config.model} ({nearest_published(revision, published)}): recorded as failed", flush=True)
-    with clock.part("tracking store (open, parent run)"):
-        tracker = SweepRecorder(tracking_uri)  # fails fast if the store is unusable
-        parent = tracker.start_sweep(config, task, published)
-        done = tracker.recorded_ok(parent)
+    tracker, parent, done = _open_store_beside_ray(config, task, published, tracking_uri, ray_address, schedule, available, clock)
     skipped = [c.revision for c in schedule if c.revision in done]
     result = SweepResult(parent, tracker.uri, [], skipped, [], startup=clock.parts)
 
@@ -276,7 +223,7 @@ def run_sweep(
             _measure_here(CheckpointMeasurer(config.to_dict(), task, published, before_checkpoint, progress, in_process=True), queue, record, bar)
         elif queue:
             with clock.part("ray start"):
-                connect_ray(ray_address)
+                connect_ray(ray_address)  # at once when it started beside the store
             n_workers, resources = worker_count(config, len(queue))
             env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
             options = CheckpointWorker.options(**resources, runtime_env={"env_vars": env})
@@ -306,30 +253,35 @@ def duplicate_record(record: CheckpointRecord, weights, original: str) -> Checkp
     )  # fmt: skip
 
 
-def checkpoints_bar(total: int, shown: bool):
-    """The checkpoints bar on a terminal; off one (a log file, `ray job submit`'s output), where a bar rewritten
-    with carriage returns is one unreadable line, a line per finished checkpoint instead."""
-    if shown and not sys.stderr.isatty():
-        return LinePerCheckpoint(total)
-    return tqdm(total=total, desc="checkpoints", unit="ckpt", disable=not shown)
+def _open_store_beside_ray(config, task, published, tracking_uri, ray_address, schedule, available, clock) -> tuple[SweepRecorder, str, set[str]]:
+    """The tracking store opened (the parent run started or resumed, what is recorded read) in a thread while this
+    one starts Ray, when Ray will be needed: the two start-up costs overlap. The store is still checked before any
+    checkpoint runs: a store that cannot be used stops the sweep with Ray shut down again; Ray that cannot start
+    is raised once the parent run exists, so it is closed FAILED rather than left RUNNING."""
 
+    def open_store() -> tuple[SweepRecorder, str, set[str]]:
+        with clock.part("tracking store (open, parent run)"):
+            tracker = SweepRecorder(tracking_uri)  # fails fast if the store is unusable
+            parent = tracker.start_sweep(config, task, published)
+            return tracker, parent, tracker.recorded_ok(parent)
 
-class LinePerCheckpoint:
-    """The part of tqdm's interface the sweep uses, printed as a line per finished checkpoint (failures are
-    listed by name when the sweep ends)."""
-
-    def __init__(self, total: int):
-        self.total, self.n = total, 0
-
-    def set_postfix(self, **state) -> None:  # workers, running, failed, queued: a live bar's state, not a log's
-        pass
-
-    def update(self, n: int = 1) -> None:
-        self.n += n
-        print(f"checkpoints: {self.n}/{self.total} finished", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        pass
+    candidates = sum(c.revision in available for c in schedule)  # at most this many to measure
+    if not candidates or ray.is_initialized() or runs_here(config, candidates, ray_address):
+        return open_store()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="store") as pool:
+        opening = pool.submit(open_store)
+        try:
+            with clock.part("ray start"):
+                connect_ray(ray_address)
+        except BaseException:
+            tracker, parent, _ = opening.result()
+            tracker.finish_sweep(parent, "FAILED")
+            raise
+        try:
+            return opening.result()
+        except BaseException:
+            ray.shutdown()  # started for a sweep that cannot be recorded
+            raise
 
 
 class Stopwatch:

@@ -1,0 +1,83 @@
+"""What a sweep draws on the driver's terminal: the checkpoints bar (a line per checkpoint off a terminal), each
+worker's weight downloads in bytes, and nothing of transformers' own per-load bars."""
+
+from __future__ import annotations
+
+import sys
+
+from ray.experimental import tqdm_ray
+from tqdm import tqdm
+
+
+class DownloadBar(tqdm_ray.tqdm):
+    """A weight file's download in a worker, in bytes, drawn on the driver's terminal as `<revision> <file>`.
+
+    huggingface_hub draws its byte bars only where stderr is a terminal, and a Ray worker's stderr is a log
+    file: its downloads would show nothing. Ray forwards a worker's output to the driver line by line, so a
+    plain tqdm bar (one line rewritten with carriage returns) would arrive only once finished; Ray's
+    distributed tqdm sends each update as a line of its own and the driver draws the bar, live. Its rows
+    start below the first (`position=1`), which the driver's checkpoints bar holds.
+
+    huggingface_hub creates it as a `tqdm_class` (`DownloadBar.named(label)`, checkpoints.fetch's `progress`)
+    and drives it as a plain HTTP download does (a context manager, `update(n)` per chunk) or a Xet one does
+    (`update(n)` per bytes written, `update_transfer`, the postfix setters, `total`, `close`).
+    """
+
+    label = ""  # the bar's name, "<revision> <file>", whatever description huggingface_hub gives it
+
+    @classmethod
+    def named(cls, label: str) -> type[DownloadBar]:
+        return type(cls.__name__, (cls,), {"label": label})
+
+    def __init__(self, *, total: int | None = None, initial: int = 0, **tqdm_kwargs):
+        super().__init__(desc=self.label, total=total, unit="B", position=1)  # drawn scaled: 1.69M/1.69M [..., 48.9MB/s]
+        if initial:  # a resumed download's bytes already on disk
+            self.update(initial)
+
+    def update_transfer(self, n: int = 1) -> None:
+        """Bytes received (Xet: before reconstruction): drawn when written, by `update`."""
+
+    def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
+        """huggingface_hub's rate text: the driver's bar shows its own rate."""
+
+    set_transfer_postfix_str = set_postfix_str
+
+    def __enter__(self) -> DownloadBar:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def quiet_transformers_bars() -> None:
+    """Off transformers' own bars ("Loading weights" per checkpoint, drawn by every worker into the driver's
+    terminal): the sweep's checkpoints bar tells that story. huggingface_hub's download bars stay (DownloadBar)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_tqdm_hook(lambda factory, args, kwargs: factory(*args, **{**kwargs, "disable": True}))
+
+
+def checkpoints_bar(total: int, shown: bool):
+    """The checkpoints bar on a terminal; off one (a log file, `ray job submit`'s output), where a bar rewritten
+    with carriage returns is one unreadable line, a line per finished checkpoint instead."""
+    if shown and not sys.stderr.isatty():
+        return LinePerCheckpoint(total)
+    return tqdm(total=total, desc="checkpoints", unit="ckpt", disable=not shown)
+
+
+class LinePerCheckpoint:
+    """The part of tqdm's interface the sweep uses, printed as a line per finished checkpoint (failures are
+    listed by name when the sweep ends)."""
+
+    def __init__(self, total: int):
+        self.total, self.n = total, 0
+
+    def set_postfix(self, **state) -> None:  # workers, running, failed, queued: a live bar's state, not a log's
+        pass
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        print(f"checkpoints: {self.n}/{self.total} finished", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        pass
