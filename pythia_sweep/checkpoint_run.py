@@ -234,7 +234,11 @@ def run_checkpoint(
         raise
     except Exception as error:  # noqa: BLE001 - a checkpoint's failure is data, the sweep goes on
         return replace(record, error=f"{type(error).__name__}: {error}", timings={"fetch_s": time.perf_counter() - t0})
-    measured = measure(config, task, loaded)
+    try:
+        measured = measure(config, task, loaded)
+    except torch.OutOfMemoryError as error:  # even one row at a time does not fit (evaluation halves down to one)
+        return replace(record, error=f"OutOfMemoryError: one row at a time does not fit on {loaded.device}: {error}",
+                       timings={"fetch_s": t1 - t0, "load_s": t2 - t1, "compute_s": time.perf_counter() - t2})  # fmt: skip
     return replace(record, status="ok", **measured, timings={"fetch_s": t1 - t0, "load_s": t2 - t1, "compute_s": time.perf_counter() - t2})
 
 
@@ -246,9 +250,10 @@ def measure(config: SweepConfig, task: Task, loaded: LoadedModel) -> dict:
     pairs = task.tokenize(loaded.tokenizer, {m["align"] for m in methods.values()})
     batch_size = batch_size_for(config, loaded, pairs)
     executor, why_plain = choose_executor(loaded.model, config.executor)
+    batches: dict = {}  # rows per batch used, and halvings after running out of memory (evaluation.evaluate)
     rows = run_conditions(
         executor, loaded.model, loaded.tokenizer, layout, pairs, conditions, methods, task.success,
-        max_new_tokens=config.max_new_tokens, batch_size=batch_size,
+        max_new_tokens=config.max_new_tokens, batch_size=batch_size, record=batches,
     )  # fmt: skip
     summary = summarize_record(conditions, task.contrasts, rows, config.bootstrap_resamples, config.seed)
     evidence = None
@@ -270,6 +275,8 @@ def measure(config: SweepConfig, task: Task, loaded: LoadedModel) -> dict:
             "max_new_tokens": config.max_new_tokens,
             "decoded": [c.name for c in conditions if c.decode],  # the others are teacher-forced only
             "batch_size": batch_size,
+            "rows_per_batch": batches.get("rows_per_batch"),  # the rows run together (decoded and scored-only)
+            "out_of_memory_halvings": batches.get("halvings", 0),  # each: a batch that did not fit, rerun at half
             "executor": executor,  # evaluation.choose_executor: "fast", or "plain" with the reason
             "executor_reason": why_plain,
             "device": str(loaded.device),

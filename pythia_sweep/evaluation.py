@@ -46,13 +46,19 @@ def choose_executor(model, wanted: str) -> tuple[str, str | None]:
     return "plain", problem
 
 
-def run_conditions(executor: str, *work, max_new_tokens: int, batch_size: int) -> list[dict]:
+def run_conditions(executor: str, *work, max_new_tokens: int, batch_size: int, record: dict | None = None) -> list[dict]:
     """The rows of `evaluate` (executor "fast") or of `reference.evaluate_plainly` ("plain"; see choose_executor).
     `work` is their positional arguments: model, tokenizer, layout, pairs, conditions, methods, success."""
     if executor == "plain":
         check_plain_greedy(work[0])
         return evaluate_plainly(*work, max_new_tokens=max_new_tokens)
-    return evaluate(*work, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    return evaluate(*work, max_new_tokens=max_new_tokens, batch_size=batch_size, record=record)
+
+
+def release_memory(device: torch.device) -> None:
+    """Give a failed batch's cached blocks back to the device before the smaller retry."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 @torch.inference_mode()
@@ -68,13 +74,17 @@ def evaluate(
     max_new_tokens: int,
     batch_size: int,
     share_below: bool = True,
+    record: dict | None = None,
 ) -> list[dict]:
     """One result row per (condition, prompt): response, success, and the answers' log-probabilities.
 
     `pairs` carry their token ids and, per alignment mode in `methods`, their aligned positions. A condition
     that is not decoded has response and success None. `share_below=False` runs every row through every
-    layer (the reference the shared path is tested against).
+    layer (the reference the shared path is tested against). A batch that runs out of device memory is run
+    again with half its rows, down to one row; `record` (if given) gets the rows per batch used and how many
+    halvings it took.
     """
+    record = {} if record is None else record
     device = next(model.parameters()).device
     check_plain_greedy(model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -104,7 +114,8 @@ def evaluate(
         # `batch_size` rows are decoded at a time; rows only scored ride along (up to as many again), so that
         # decoding steps keep the batch's width where small matmuls waste the most
         per_batch = min(2 * batch_size, batch_size * len(own) // max(1, sum(c.decode for c in own)))
-        for start in range(0, len(group), per_batch):
+        start = 0
+        while start < len(group):
             chunk = group[start : start + per_batch]
             seqs = [by_id[pair.id].ids[cond.prompt] for cond, pair in chunk]
             width = max(len(s) for s in seqs)
@@ -121,10 +132,21 @@ def evaluate(
             if decided is not None:
                 answers = [(pair.correct, pair.wrong) for _, pair in chunk]
                 stop = lambda r, tokens: decided(tokenizer.decode(tokens, skip_special_tokens=True), *answers[r])  # noqa: E731
-            logprobs, new_tokens = score_and_generate(
-                model, layout, method["site"], plans, seqs, continuations, max_new_tokens, pad_id, eos,
-                decode=[cond.decode for cond, _ in chunk], depth=depth, decided=stop,
-            )  # fmt: skip
+            try:
+                logprobs, new_tokens = score_and_generate(
+                    model, layout, method["site"], plans, seqs, continuations, max_new_tokens, pad_id, eos,
+                    decode=[cond.decode for cond, _ in chunk], depth=depth, decided=stop,
+                )  # fmt: skip
+            except torch.OutOfMemoryError:  # the batch does not fit: the same rows again, half as many at a time
+                if len(chunk) == 1:
+                    raise
+                del plans
+                release_memory(device)
+                per_batch = len(chunk) // 2
+                record["halvings"] = record.get("halvings", 0) + 1
+                continue
+            record["rows_per_batch"] = min(record.get("rows_per_batch", per_batch), per_batch)
+            start += len(chunk)
             for r, (cond, pair) in enumerate(chunk):
                 response = tokenizer.decode(new_tokens[r], skip_special_tokens=True) if cond.decode else None
                 shown = shown_generation(tokenizer, new_tokens[r], ends) if cond.decode else None

@@ -343,3 +343,42 @@ def test_a_generation_of_special_tokens_is_kept_visible_beside_the_scored_respon
     for executor in ("fast", "plain"):
         rows = [r for r in measure(config.replace(executor=executor), SEED, ends)["responses"] if r["response"] is not None]
         assert rows and all(r["response"] == "" and r["generation"] == eos for r in rows), (executor, rows[:2])
+
+
+def test_a_batch_that_does_not_fit_is_run_again_with_half_its_rows(neox, monkeypatch):
+    """Issue 24, item 4: torch.OutOfMemoryError (simulated on CPU: any call of more than 3 rows raises it) halves the
+    rows per batch, down to one, instead of failing the checkpoint; the numbers are those of an unhindered run and
+    the record says the rows per batch used. A checkpoint where even one row does not fit is a failed record."""
+    import pythia_sweep.evaluation as evaluation
+    from pythia_sweep.checkpoint_run import measure
+
+    config = SweepConfig(**FAST, task="tasks/decimal-robust.toml", evidence=False, batch_size=8)
+    plain = measure(config, ROBUST, neox)
+    real, calls = evaluation.score_and_generate, []
+
+    def small_device(model, layout, site, plans, prompts, *args, **kwargs):
+        calls.append(len(prompts))
+        if len(prompts) > 3:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
+        return real(model, layout, site, plans, prompts, *args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "score_and_generate", small_device)
+    halved = measure(config, ROBUST, neox)
+    assert plain["settings"]["out_of_memory_halvings"] == 0 and plain["settings"]["rows_per_batch"] == 16
+    assert halved["settings"]["out_of_memory_halvings"] >= 2 and halved["settings"]["rows_per_batch"] <= 3
+    assert calls[:3] == [16, 8, 4] and max(c for c in calls[3:]) <= 3  # 16 -> 8 -> 4 -> 2: then it fits, and stays small
+    for a, b in zip(plain["responses"], halved["responses"]):
+        assert (a["condition"], a["prompt_id"], a["response"]) == (b["condition"], b["prompt_id"], b["response"])
+        assert a["logprob_diff"] == pytest.approx(b["logprob_diff"], abs=1e-4)
+
+    def no_device(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(evaluation, "score_and_generate", no_device)
+    from pythia_sweep.checkpoint_run import ModelCache
+
+    cache = ModelCache()
+    cache.loaded, cache.key = neox, None  # reuse the loaded fixture: the failure is in measuring, not loading
+    monkeypatch.setattr(cache, "load", lambda *a, **k: neox)
+    failed = run_checkpoint(config, "step1000", task=ROBUST, models=cache)
+    assert failed.status == "failed" and failed.error.startswith("OutOfMemoryError: one row at a time does not fit on cpu")

@@ -9,6 +9,7 @@ import ray
 
 from pythia_sweep.config import SweepConfig
 from pythia_sweep.sweep import run_sweep
+from pythia_sweep.task_schema import load_task
 from pythia_sweep.tracking import SweepReader as Tracker
 
 from conftest import NEOX_REPO
@@ -184,3 +185,38 @@ def assert_close(a, b, where: str) -> None:
             assert_close(x, y, f"{where}[{i}]")
     else:
         assert a == b, (where, a, b)
+
+
+def resident_mb() -> float:
+    """This process's resident memory now (not the peak): /proc/self/statm's resident pages."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def test_memory_does_not_grow_from_checkpoint_to_checkpoint(hub_cache):
+    """Issue 24, item 4 (the peers' reports: TransformerLens #290, nnsight #396): one worker measuring checkpoint
+    after checkpoint (the worker's own code, in this process, its model skeleton reused and weights copied in
+    place) holds no more memory after the 24th than after the 8th, beyond GROWTH_MB."""
+    import gc
+
+    from pythia_sweep.checkpoints import published_revisions
+    from pythia_sweep.sweep import CheckpointMeasurer
+
+    config = SweepConfig(**FAST, evidence=True)
+    published = published_revisions(NEOX_REPO)
+    revisions = [c.revision for c in published] * 5  # 5 distinct revisions, visited 5 times: 25 checkpoints
+    measurer = CheckpointMeasurer(config.to_dict(), load_task(config.task), published, progress=False, in_process=True)
+    after = []
+    for i, revision in enumerate(revisions[:24]):
+        assert measurer.run(revision, revisions[i + 1]).status == "ok"
+        gc.collect()
+        after.append(resident_mb())
+    growth = after[23] - after[7]
+    print(f"resident memory after checkpoints 8, 16, 24: {after[7]:.1f}, {after[15]:.1f}, {after[23]:.1f} MB")
+    assert growth < GROWTH_MB, after
+
+
+# Measured here: 602.5, 603.0, 603.1 MB after checkpoints 8, 16, 24 (0.6 MB in 16 checkpoints). The bound
+# leaves room for allocator noise and is still under what keeping one copy of this tiny model's weights per
+# checkpoint would add over those 16 (0.84 MB each, float32: 13 MB).
+GROWTH_MB = 6
