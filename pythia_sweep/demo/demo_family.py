@@ -121,7 +121,8 @@ def build_tokenizer(texts: list[str], vocab_size: int = 320, digit_pairs: bool =
         )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=[EOS], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        vocab_size=vocab_size, special_tokens=[EOS], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,  # off a terminal its bar is three empty lines in make demo
     )
     tok.train_from_iterator([t.replace(EOS, "") for t in texts], trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=EOS, bos_token=EOS)
