@@ -253,7 +253,7 @@ def measure(config: SweepConfig, task: Task, loaded: LoadedModel) -> dict:
     batches: dict = {}  # rows per batch used, and halvings after running out of memory (evaluation.evaluate)
     rows = run_conditions(
         executor, loaded.model, loaded.tokenizer, layout, pairs, conditions, methods, task.success,
-        max_new_tokens=config.max_new_tokens, batch_size=batch_size, record=batches,
+        max_new_tokens=config.max_new_tokens, batch_size=batch_size, batching=batches,
     )  # fmt: skip
     summary = summarize_record(conditions, task.contrasts, rows, config.bootstrap_resamples, config.seed)
     evidence = None

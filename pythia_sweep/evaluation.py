@@ -46,13 +46,13 @@ def choose_executor(model, wanted: str) -> tuple[str, str | None]:
     return "plain", problem
 
 
-def run_conditions(executor: str, *work, max_new_tokens: int, batch_size: int, record: dict | None = None) -> list[dict]:
+def run_conditions(executor: str, *work, max_new_tokens: int, batch_size: int, batching: dict | None = None) -> list[dict]:
     """The rows of `evaluate` (executor "fast") or of `reference.evaluate_plainly` ("plain"; see choose_executor).
     `work` is their positional arguments: model, tokenizer, layout, pairs, conditions, methods, success."""
     if executor == "plain":
         check_plain_greedy(work[0])
         return evaluate_plainly(*work, max_new_tokens=max_new_tokens)
-    return evaluate(*work, max_new_tokens=max_new_tokens, batch_size=batch_size, record=record)
+    return evaluate(*work, max_new_tokens=max_new_tokens, batch_size=batch_size, batching=batching)
 
 
 def release_memory(device: torch.device) -> None:
@@ -74,17 +74,17 @@ def evaluate(
     max_new_tokens: int,
     batch_size: int,
     share_below: bool = True,
-    record: dict | None = None,
+    batching: dict | None = None,
 ) -> list[dict]:
     """One result row per (condition, prompt): response, success, and the answers' log-probabilities.
 
     `pairs` carry their token ids and, per alignment mode in `methods`, their aligned positions. A condition
     that is not decoded has response and success None. `share_below=False` runs every row through every
     layer (the reference the shared path is tested against). A batch that runs out of device memory is run
-    again with half its rows, down to one row; `record` (if given) gets the rows per batch used and how many
+    again with half its rows, down to one row; `batching` (if given) gets the rows per batch used and how many
     halvings it took.
     """
-    record = {} if record is None else record
+    batching = {} if batching is None else batching
     device = next(model.parameters()).device
     check_plain_greedy(model)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -143,9 +143,9 @@ def evaluate(
                 del plans
                 release_memory(device)
                 per_batch = len(chunk) // 2
-                record["halvings"] = record.get("halvings", 0) + 1
+                batching["halvings"] = batching.get("halvings", 0) + 1
                 continue
-            record["rows_per_batch"] = min(record.get("rows_per_batch", per_batch), per_batch)
+            batching["rows_per_batch"] = min(batching.get("rows_per_batch", per_batch), per_batch)
             start += len(chunk)
             for r, (cond, pair) in enumerate(chunk):
                 response = tokenizer.decode(new_tokens[r], skip_special_tokens=True) if cond.decode else None
