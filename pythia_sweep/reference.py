@@ -17,6 +17,7 @@ import torch
 from scipy.special import logsumexp
 
 from pythia_sweep.conditions import Condition
+from pythia_sweep.fastpath import eos_ids
 from pythia_sweep.patching import AttentionLayout, capture, empty_plan, fill_plan, head_columns, patched
 from pythia_sweep.prompts import shown_generation
 from pythia_sweep.tasks import TokenizedPair
@@ -70,7 +71,7 @@ def _row(model, tokenizer, layout: AttentionLayout, tp: TokenizedPair, cond: Con
         with patched(model, layout, site, plans(len(prompt))):
             out = model.generate(torch.tensor([prompt], device=device), max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
         response = tokenizer.decode(out[0, len(prompt) :], skip_special_tokens=True)
-        ends = set(_ids(model.generation_config.eos_token_id))
+        ends = set(eos_ids(model).tolist())
         shown = shown_generation(tokenizer, out[0, len(prompt) :].tolist(), ends)
     correct, wrong = logprobs[: tp.n_correct], logprobs[tp.n_correct :]
     pair = tp.pair
@@ -86,7 +87,3 @@ def _row(model, tokenizer, layout: AttentionLayout, tp: TokenizedPair, cond: Con
         "logprob_diff": float(logsumexp(correct)) - float(logsumexp(wrong)),
         "prob_diff": sum(math.exp(v) for v in correct) - sum(math.exp(v) for v in wrong),
     }
-
-
-def _ids(eos) -> list[int]:
-    return [] if eos is None else [eos] if isinstance(eos, int) else list(eos)

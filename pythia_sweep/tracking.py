@@ -48,7 +48,12 @@ class TrackingStoreError(PythiaSweepError):
 
 def default_tracking_uri() -> str:
     """MLFLOW_TRACKING_URI when set, else the project's SQLite store under mlruns/."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(DEFAULT_STORE).resolve()}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or project_store_uri()
+
+
+def project_store_uri() -> str:
+    """The project's own SQLite store under mlruns/ (the one `make ui` serves)."""
+    return f"sqlite:///{Path(DEFAULT_STORE).resolve()}"
 
 
 def experiment_name(model: str, task_name: str) -> str:
@@ -364,10 +369,14 @@ class SweepReader(_Store):
                 raise TrackingStoreError(str(error)) from error
         return sorted(records.values(), key=lambda r: (r.step is None, r.step or 0))
 
+    def _ui_base(self, ui: str | None) -> str | None:
+        """Where the MLflow UI is: `ui`, else the tracking server when the store is one, else unknown (None)."""
+        return ui or (self.uri if self.uri.startswith(("http://", "https://")) else None)
+
     def run_url(self, parent: str, ui: str | None = None) -> str | None:
         """The sweep's parent run in the MLflow UI at `ui` (default: the tracking server, when the store is one),
         its metrics against training step."""
-        base = ui or (self.uri if self.uri.startswith(("http://", "https://")) else None)
+        base = self._ui_base(ui)
         if base is None:
             return None
         return f"{base.rstrip('/')}/#/experiments/{self._experiment_of(parent)}/runs/{parent}/model-metrics?{ui_query({})}"
@@ -375,7 +384,7 @@ class SweepReader(_Store):
     def checkpoints_url(self, parent: str, ui: str | None = None) -> str | None:
         """The sweep's checkpoint runs in the MLflow UI at `ui` (default: the tracking server), sorted by training
         step (the UI's own default is start time, which is completion order)."""
-        base = ui or (self.uri if self.uri.startswith(("http://", "https://")) else None)
+        base = self._ui_base(ui)
         if base is None:
             return None
         query = ui_query({"searchFilter": f"tags.mlflow.parentRunId = '{parent}'", "orderByKey": "metrics.`training_step`", "orderByAsc": "true"})

@@ -25,7 +25,7 @@ from pythia_sweep.report.figures import (
 )
 from pythia_sweep.report.page import html_table, context_tables, render_html
 from pythia_sweep.report.reduce import column, drawn_conditions, reduce
-from pythia_sweep.tracking import DEFAULT_STORE, SweepReader, SweepRecorder, TrackingStoreError, experiment_name
+from pythia_sweep.tracking import SweepReader, SweepRecorder, TrackingStoreError, experiment_name, project_store_uri
 
 MAKE_UI = "http://127.0.0.1:5000"  # what `make ui` serves: the project's own store (Makefile)
 
@@ -133,7 +133,7 @@ def mlflow_links(reader: SweepReader, parent: str) -> MlflowLinks:
     """The sweep's checkpoint runs sorted by training step, and its parent run's charts against step; on the
     tracking server, or on `make ui` (MAKE_UI) for the project's own store."""
     served = reader.uri.startswith(("http://", "https://"))
-    ui = None if served else MAKE_UI if reader.uri == f"sqlite:///{Path(DEFAULT_STORE).resolve()}" else None
+    ui = None if served else MAKE_UI if reader.uri == project_store_uri() else None
     if not served and ui is None:
         return MlflowLinks((), f"parent run {parent} in {reader.uri} (mlflow ui --backend-store-uri {reader.uri})")
     return MlflowLinks((("checkpoints by training step", reader.checkpoints_url(parent, ui)),
