@@ -62,12 +62,27 @@ def checkpoints_bar(total: int, shown: bool):
     with carriage returns is one unreadable line, a line per finished checkpoint instead."""
     if shown and not sys.stderr.isatty():
         return LinePerCheckpoint(total)
-    return tqdm(total=total, desc="checkpoints", unit="ckpt", disable=not shown)
+    return CheckpointsBar(total=total, desc="checkpoints", unit="ckpt", disable=not shown)
+
+
+def where_measured(record) -> str:
+    """Where a record's checkpoint was measured: on its worker's node (by address), or in the driver's process."""
+    worker = record.worker or {}
+    if worker.get("in_process"):
+        return "in this process"
+    return f"on {worker['ip']}" if worker.get("ip") else "on a worker"
+
+
+class CheckpointsBar(tqdm):
+    """tqdm, advanced by a finished checkpoint's record."""
+
+    def done(self, record) -> None:
+        self.update(1)
 
 
 class LinePerCheckpoint:
-    """The part of tqdm's interface the sweep uses, printed as a line per finished checkpoint (failures are
-    listed by name when the sweep ends)."""
+    """The part of the checkpoints bar's interface the sweep uses, printed as a line per finished checkpoint, with
+    where it was measured (failures are listed by name when the sweep ends)."""
 
     def __init__(self, total: int):
         self.total, self.n = total, 0
@@ -75,9 +90,13 @@ class LinePerCheckpoint:
     def set_postfix(self, **state) -> None:  # workers, running, failed, queued: a live bar's state, not a log's
         pass
 
-    def update(self, n: int = 1) -> None:
-        self.n += n
-        print(f"checkpoints: {self.n}/{self.total} finished", file=sys.stderr, flush=True)
+    def done(self, record) -> None:
+        self.n += 1
+        print(f"checkpoints: {self.n}/{self.total} finished ({record.revision}, {record.status}, {where_measured(record)})",
+              file=sys.stderr, flush=True)  # fmt: skip
+
+    def write(self, line: str) -> None:  # what tqdm.write does beside a live bar
+        print(line, file=sys.stderr, flush=True)
 
     def close(self) -> None:
         pass

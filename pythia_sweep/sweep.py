@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 import ray
 import torch
 from ray.exceptions import RayActorError, RayTaskError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from pythia_sweep.checkpoints import (
     Checkpoint,
@@ -41,15 +42,16 @@ from pythia_sweep.config import SweepConfig
 from pythia_sweep.checkpoint_run import ModelCache, base_record, preflight, run_checkpoint
 from pythia_sweep.duplicates import measured_revisions
 from pythia_sweep.errors import PythiaSweepError
+from pythia_sweep.placement import MAX_ATTEMPTS, ip_of, lost_worker_line, node_with_room, where_it_ran
 from pythia_sweep.records import CheckpointRecord
 from pythia_sweep.tasks import Task
 from pythia_sweep.task_schema import load_task
 from pythia_sweep.progress import DownloadBar, checkpoints_bar, quiet_transformers_bars
 from pythia_sweep.tracking import SweepRecorder
+from pythia_sweep.tracking_server import TrackingServerLost
 
 FORWARDED_ENV = ("HF_HUB_OFFLINE", "HF_HUB_CACHE", "HF_HOME", "HF_TOKEN", "HF_ENDPOINT", "HF_HUB_DISABLE_PROGRESS_BARS",
                  "TOKENIZERS_PARALLELISM")  # fmt: skip
-MAX_ATTEMPTS = 3  # a checkpoint whose worker dies this many times (beyond Ray's own retries) is recorded failed
 
 
 class CheckpointMeasurer:
@@ -94,14 +96,18 @@ class CheckpointMeasurer:
         worker = {
             "host": socket.gethostname(), "pid": os.getpid(), "in_process": self.in_process,
             "node": None if self.in_process else ray.get_runtime_context().get_node_id(),
+            "ip": None if self.in_process else ray.util.get_node_ip_address(),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "torch_threads": torch.get_num_threads(),  # Ray gives a worker of one CPU one thread
         }  # fmt: skip
         return replace(record, timings=record.timings | {"wait_for_weights_s": waited}, worker=worker)
 
-    def ready(self) -> float:
-        """When this worker was up, its imports and set-up done (time.time()): the driver times worker start-up."""
-        return self.ready_at
+    def ready(self) -> dict:
+        """When this worker was up, its imports and set-up done (`at`, time.time()), and its node (`node`, `ip`):
+        the driver times worker start-up and says where a lost worker ran."""
+        if self.in_process:
+            return {"at": self.ready_at, "node": None, "ip": None}
+        return {"at": self.ready_at, "node": ray.get_runtime_context().get_node_id(), "ip": ray.util.get_node_ip_address()}
 
 
 # A Ray worker: the driver restarts workers where resources allow, so Ray itself never retries
@@ -195,7 +201,15 @@ def run_sweep(
 
     def record(rec: CheckpointRecord) -> None:
         start = time.perf_counter()
-        written = tracker.record_checkpoint(parent, rec)
+        try:
+            written = tracker.record_checkpoint(parent, rec)
+        except TrackingServerLost as lost:  # what was saved and what to do, in the one line the user sees
+            saved = len(skipped) + len(result.recorded)
+            raise TrackingServerLost(
+                f"{lost}. Saved there: {saved} of {len(schedule)} checkpoints; not saved: {rec.revision} and "
+                f"{len(schedule) - saved - 1} more. Run the same command again once the server answers: the saved ones "
+                f"are not measured again (MLflow parent run {parent})", lost.uri, lost.revision,
+            ) from lost  # fmt: skip
         result.log_s += time.perf_counter() - start
         if written is not None:
             result.recorded.append(rec.revision)
@@ -226,9 +240,14 @@ def run_sweep(
                 connect_ray(ray_address)  # at once when it started beside the store
             n_workers, resources = worker_count(config, len(queue))
             env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
-            options = CheckpointWorker.options(**resources, runtime_env={"env_vars": env})
             resource = "GPU" if "num_gpus" in resources else "CPU"
-            make_worker = lambda: options.remote(config.to_dict(), task, published, before_checkpoint, progress)  # noqa: E731
+
+            def make_worker(node: str | None = None):
+                """A worker: SPREAD over the cluster's nodes (downloads and memory shared out), or on `node` (a replacement)."""
+                placed = "SPREAD" if node is None else NodeAffinitySchedulingStrategy(node, soft=False)
+                options = CheckpointWorker.options(**resources, runtime_env={"env_vars": env}, scheduling_strategy=placed)
+                return options.remote(config.to_dict(), task, published, before_checkpoint, progress)
+
             _drain(lambda revision: base_record(config, task, revision), make_worker, n_workers, resource, queue, record, bar, clock)
         status = "FINISHED"
     except KeyboardInterrupt:
@@ -304,18 +323,22 @@ def _measure_here(measurer: CheckpointMeasurer, queue: deque, record, bar) -> No
     prefetched while the current one computes. A setting wrong for every checkpoint stops it, as with Ray."""
     while queue:
         revision = queue.popleft()
-        record(measurer.run(revision, queue[0] if queue else None))
-        bar.update(1)
+        rec = measurer.run(revision, queue[0] if queue else None)
+        record(rec)
+        bar.done(rec)
 
 
 def _drain(failure_record, make_worker, n_workers: int, resource: str, queue: deque, record, bar, clock: Stopwatch | None = None) -> None:
-    """Keep every worker busy with one checkpoint (plus one reserved to prefetch) until the queue is empty."""
+    """Keep every worker busy with one checkpoint (plus one reserved to prefetch) until the queue is empty. A lost
+    worker (its process or its node died) is said on the terminal; its checkpoints go back to the queue."""
     created = time.time()
     workers = {slot: make_worker() for slot in range(n_workers)}
-    started = [w.ready.remote() for w in workers.values()]  # each answers once its process is up, imports done
+    started = {slot: w.ready.remote() for slot, w in workers.items()}  # each answers once up, imports done
+    first_started = list(started.values())
     reserved: dict[int, str | None] = {}
     in_flight: dict = {}
     attempts: dict[str, int] = {}
+    lost_on: set[str] = set()  # nodes that lost a worker in this sweep: replacements go elsewhere where they can
     failed = 0
 
     def assign(slot: int) -> None:
@@ -342,12 +365,18 @@ def _drain(failure_record, make_worker, n_workers: int, resource: str, queue: de
             if attempts[revision] < MAX_ATTEMPTS:
                 queue.appendleft(revision)
             else:
-                record(replace(failure_record(revision), error=f"worker died {MAX_ATTEMPTS} times on this checkpoint: {error}"))
+                lost = replace(failure_record(revision), error=f"worker died {MAX_ATTEMPTS} times on this checkpoint: {error}")
+                record(lost)
                 failed += 1
-                bar.update(1)
+                bar.done(lost)
+            where = where_it_ran(started.pop(slot))
+            lost_on |= {where["node"]} if where else set()
             del workers[slot]
-            if not workers or _resource_free(resource):
-                workers[slot] = make_worker()
+            node = node_with_room(resource, avoid=lost_on)
+            if node or not workers:  # the last worker is always replaced: Ray places it when resources free up
+                workers[slot] = make_worker(node)
+                started[slot] = workers[slot].ready.remote()
+            bar.write(lost_worker_line(error, where, revision, pending, attempts[revision], len(workers), slot in workers, ip_of(node)))
             idle = [s for s in workers if s not in {v[0] for v in in_flight.values()}]
             for s in idle:
                 assign(s)
@@ -358,20 +387,10 @@ def _drain(failure_record, make_worker, n_workers: int, resource: str, queue: de
             raise
         record(rec)
         failed += not rec.ok
-        bar.update(1)
+        bar.done(rec)
         assign(slot)
     if clock is not None:
         try:
-            clock.parts["worker processes (start, imports)"] = max(ray.get(started, timeout=10)) - created
+            clock.parts["worker processes (start, imports)"] = max(a["at"] for a in ray.get(first_started, timeout=10)) - created
         except Exception:  # noqa: BLE001 - a worker that died has no start time to give
             pass
-
-
-def _resource_free(resource: str, wait_s: float = 5.0) -> bool:
-    """Whether one more worker fits now (giving a just-died worker's slot a moment to be released)."""
-    deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
-        if ray.available_resources().get(resource, 0) >= 1:
-            return True
-        time.sleep(0.25)
-    return False

@@ -20,7 +20,6 @@ import logging
 import os
 import time
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
 from filelock import FileLock
@@ -35,6 +34,7 @@ from pythia_sweep.conditions import SUMMARY_KINDS
 from pythia_sweep.records import CONDITION_METRICS, CONTRAST_METRICS, CheckpointRecord, long_table, responses_text
 from pythia_sweep.tasks import Task
 from pythia_sweep.task_schema import task_from_dict
+from pythia_sweep.tracking_server import TrackingServerLost, is_server, retry_budget_s, retry_policy, unreachable
 
 # One bar per downloaded file is noise when a report reads hundreds of small records; ours counts records.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -116,6 +116,18 @@ def flatten(record: CheckpointRecord, compared_only: bool = False) -> dict[str, 
     return {k: float(v) for k, v in metrics.items() if v is not None}
 
 
+def is_final(run) -> bool:
+    """Whether a checkpoint run holds a final result (measured ok, or a duplicate): its status tag says so and its
+    writing finished (a run is terminated FINISHED as the last step of recording it; one left RUNNING was cut off
+    part-way, by a lost tracking server or a killed driver, and is measured again)."""
+    return run.data.tags.get("checkpoint_status") in ("ok", "duplicate") and run.info.status == "FINISHED"
+
+
+def is_written(run) -> bool:
+    """Whether a checkpoint run's writing finished, ok or failed (a run left RUNNING may lack its record.json)."""
+    return run.info.status in ("FINISHED", "FAILED")
+
+
 def _creation_lock(uri: str) -> contextlib.AbstractContextManager:
     """For a SQLite store, an exclusive lock on a file beside it while the store is opened (and, the first
     time, created and migrated); other stores need none."""
@@ -137,8 +149,8 @@ class _Store:
             )
         if self.uri.startswith("sqlite:///"):
             Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        if self.uri.startswith(("http://", "https://")):
-            self._check_server()
+        if is_server(self.uri) and (why := unreachable(self.uri)):  # at once, not after minutes of retries mid-sweep
+            raise TrackingStoreError(f"tracking server {self.uri} cannot be reached: {why}")
         self._experiments: dict[str, str] = {}  # parent run id -> experiment id
         for name in ("mlflow.store.db.utils", "alembic"):  # "Creating initial MLflow database tables...": not news to a user
             logging.getLogger(name).setLevel(logging.WARNING)
@@ -148,13 +160,6 @@ class _Store:
                 self.client.search_experiments(max_results=1)
         except Exception as error:  # noqa: BLE001 - corrupt, locked, unwritable: one clear message
             raise TrackingStoreError(f"tracking store {self.uri} cannot be used: {type(error).__name__}: {error}") from error
-
-    def _check_server(self) -> None:
-        """Ask a tracking server for its health at once, instead of retrying for minutes mid-sweep."""
-        try:
-            urllib.request.urlopen(f"{self.uri.rstrip('/')}/health", timeout=5)
-        except (OSError, ValueError) as error:
-            raise TrackingStoreError(f"tracking server {self.uri} cannot be reached: {error}") from error
 
     def artifact_root(self) -> str | None:
         if self.uri.startswith("sqlite:///"):  # artifacts beside the database, under mlruns/
@@ -241,23 +246,45 @@ class SweepRecorder(_Store):
         if published:
             self.client.log_dict(run_id, [{"revision": c.revision, "step": c.step} for c in published], "published.json")
 
+    lost = False  # the tracking server stopped answering mid-sweep: nothing more is sent to it
+
     def finish_sweep(self, parent: str, status: str = "FINISHED") -> None:
-        self.client.set_terminated(parent, status=status)
+        if not self.lost:  # a server gone would be retried for minutes more; the rerun resumes the run
+            self.client.set_terminated(parent, status=status)
 
     def recorded_ok(self, parent: str) -> set[str]:
-        """Revisions with a final result: measured, or recorded as a duplicate of another revision."""
-        return {r.data.tags["revision"] for r in self.checkpoint_runs(parent) if r.data.tags.get("checkpoint_status") in ("ok", "duplicate")}
+        """Revisions with a final result (`is_final`): measured, or recorded as a duplicate of another revision.
+        Other runs of those revisions (an earlier failure, a write cut off part-way) are deleted now, so each
+        checkpoint has exactly one result in the sweep."""
+        runs = self.checkpoint_runs(parent)
+        final = {r.data.tags["revision"] for r in runs if is_final(r)}
+        for run in runs:
+            if run.data.tags.get("revision") in final and not is_final(run):
+                self.client.delete_run(run.info.run_id)
+        return final
 
     def record_checkpoint(self, parent: str, record: CheckpointRecord) -> str | None:
-        """Log one checkpoint's record as a child run; returns its id, or None if already recorded ok.
+        """Log one checkpoint's record as a child run; returns its id, or None if already recorded ok. A tracking
+        server that stops answering for longer than MLflow's client retries raises TrackingServerLost."""
+        try:
+            return self._record_checkpoint(parent, record)
+        except Exception as error:  # noqa: BLE001 - whichever MLflow or requests error: is the server still there?
+            if not is_server(self.uri) or not (why := unreachable(self.uri)):
+                raise
+            self.lost = True
+            raise TrackingServerLost(
+                f"tracking server {self.uri} stopped answering while {record.revision}'s record was written "
+                f"(MLflow's client retried for {retry_budget_s():.0f} s: {retry_policy()}): {why}", self.uri, record.revision,
+            ) from error  # fmt: skip
 
-        A previous failed result for the same revision is deleted when the new one lands, so each
-        checkpoint has exactly one result in the sweep.
-        """
+    def _record_checkpoint(self, parent: str, record: CheckpointRecord) -> str | None:
+        """The run is terminated as the last write: a run cut off part-way stays RUNNING, is not `is_final`, and is
+        replaced when the checkpoint is recorded again. A previous result for the same revision (failed, or cut
+        off) is deleted when the new one lands, so each checkpoint has exactly one result in the sweep."""
         revision = record.revision
         siblings = self.checkpoint_runs(parent)  # one listing serves the idempotency and duplicate checks
         previous = [r for r in siblings if r.data.tags.get("revision") == revision]
-        if any(r.data.tags.get("checkpoint_status") in ("ok", "duplicate") for r in previous):
+        if any(is_final(r) for r in previous):
             return None
         tags = {
             "mlflow.parentRunId": parent,
@@ -293,12 +320,17 @@ class SweepRecorder(_Store):
             self.client.log_text(run_id, responses_text(record), "responses.txt")
         if record.step is not None:
             trend = [Metric(k, v, now, record.step) for k, v in metrics.items() if not k.startswith(("time/", "training_step"))]
+            if previous and trend and self._charted(parent, trend[-1].key, record.step):
+                trend = []  # a write cut off after the parent's chart had this step: once is enough
             for start in range(0, len(trend), 900):
                 self.client.log_batch(parent, metrics=trend[start : start + 900])
         self.client.set_terminated(run_id, status="FAILED" if record.status == "failed" else "FINISHED")
         for old in previous:
             self.client.delete_run(old.info.run_id)
         return run_id
+
+    def _charted(self, parent: str, key: str, step: int) -> bool:
+        return any(m.step == step for m in self.client.get_metric_history(parent, key))
 
     def log_report(self, parent: str, folder: str | Path) -> None:
         self.client.log_artifacts(parent, str(folder), "report")
@@ -358,7 +390,8 @@ class SweepReader(_Store):
     def load_records(self, parent: str) -> list[CheckpointRecord]:
         """Every checkpoint record of a sweep (one per revision), ordered by training step."""
         records: dict[str, CheckpointRecord] = {}
-        for run in tqdm(self.checkpoint_runs(parent), desc="reading records", unit="run", leave=False, disable=None):  # none off a terminal
+        runs = sorted(filter(is_written, self.checkpoint_runs(parent)), key=is_final, reverse=True)  # final first, then newest
+        for run in tqdm(runs, desc="reading records", unit="run", leave=False, disable=None):  # none off a terminal
             revision = run.data.tags.get("revision")
             if revision in records:
                 continue

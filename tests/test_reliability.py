@@ -189,3 +189,38 @@ def test_layer_out_of_range_is_refused_before_ray_or_any_run(hub_cache, tmp_path
     assert all(
         not tracker.client.search_runs([e.experiment_id]) for e in tracker.client.search_experiments()
     )  # refused before any run was created: nothing for `make report` to trip over
+
+
+def test_a_record_cut_off_part_way_is_measured_again_and_kept_once(hub_cache, tmp_path, monkeypatch):
+    """The tracking store fails after a checkpoint's run was written (metrics, record.json, the parent's chart)
+    but before it was closed, its last write (a server lost mid-write, a driver killed): that run is not a result.
+    The rerun measures the checkpoint again, its one run replaces the cut-off one, and the parent's chart has the
+    step once."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    config = SweepConfig(**FAST, checkpoints=("step0", "step1"), workers=0)
+    set_terminated = MlflowClient.set_terminated
+
+    def cut_off_at_step1(self, run_id, status=None, end_time=None):
+        if self.get_run(run_id).data.tags.get("revision") == "step1":
+            raise ConnectionError("the store went away")
+        return set_terminated(self, run_id, status, end_time)
+
+    monkeypatch.setattr(MlflowClient, "set_terminated", cut_off_at_step1)
+    with pytest.raises(ConnectionError):
+        run_sweep(config, tracking_uri=uri, progress=False)
+    reader = Tracker(uri)
+    parent = reader.find_sweep()
+    cut = [r for r in reader.checkpoint_runs(parent) if r.data.tags["revision"] == "step1"]
+    assert [r.info.status for r in cut] == ["RUNNING"]  # tagged ok, its record written, never closed
+    assert [r.revision for r in reader.load_records(parent)] == ["step0"]  # a run without its record is not read
+
+    monkeypatch.setattr(MlflowClient, "set_terminated", set_terminated)
+    result = run_sweep(config, tracking_uri=uri, progress=False)
+    assert result.recorded == ["step1"] and result.skipped == ["step0"]
+    runs = reader.checkpoint_runs(parent)
+    assert sorted(r.data.tags["revision"] for r in runs) == ["step0", "step1"]  # the cut-off run is gone
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    headline = next(k for k in reader.client.get_run(parent).data.metrics if k.endswith("/success_rate"))
+    assert sorted(m.step for m in reader.client.get_metric_history(parent, headline)) == [0, 1]  # step 1 charted once
