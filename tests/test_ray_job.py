@@ -6,11 +6,9 @@ commands."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -18,28 +16,10 @@ import pytest
 from pythia_sweep.tracking import SweepReader
 
 from conftest import NEOX_REPO
+from support.servers import BIN, free_port, wait_for
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return
-        except OSError:
-            if time.time() > deadline or proc.poll() is not None:
-                raise AssertionError(f"{url} did not come up (exit {proc.poll()})")
-            time.sleep(0.5)
 
 
 def test_two_node_cluster_with_a_tracking_server_runs_the_submitted_sweep(hub_cache, tmp_path):

@@ -1,11 +1,9 @@
 """The report and the MLflow UI, looked at in a real browser (Debian's chromium, headless)."""
 
 import json
-import socket
 from collections import defaultdict
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from pythia_sweep.tracking import SweepReader as Tracker
 
 from conftest import NEOX_REPO
 from support.browser import FIGURES_JS, chromium
+from support.servers import free_port, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -166,12 +165,6 @@ def test_compare_page_overlays_sweeps(swept, browser):
     assert page.locator(".scatterlayer .trace").count() == 4  # two sweeps x (per-head, upstream)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_mlflow_ui_lists_parent_and_child_runs(swept, browser):
     uri, result, _, _ = swept
     port = free_port()
@@ -180,15 +173,7 @@ def test_mlflow_ui_lists_parent_and_child_runs(swept, browser):
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/health", timeout=2)
-                break
-            except OSError:
-                if time.time() > deadline or server.poll() is not None:
-                    raise
-                time.sleep(0.5)
+        wait_for(f"{base}/health", server, timeout=90)
         tracker = Tracker(uri)
         parent = tracker.client.get_run(result.parent_run_id)
         exp = parent.info.experiment_id
