@@ -262,6 +262,14 @@ def measure(config: SweepConfig, task: Task, loaded: LoadedModel) -> dict:
 
         positions = getattr(loaded.model.config, "max_position_embeddings", 2048)
         evidence = attention_evidence(loaded.model, loaded.tokenizer, n_sequences=8, length=min(16, (positions - 1) // 2), seed=config.seed)
+    found = None
+    if config.head_map:  # every head of every layer: attribution, its top heads and the named ones patched exactly
+        from pythia_sweep.headmap import head_map
+
+        label, method = next(iter(methods.items()))
+        named = sorted({tuple(h) for heads in groups.values() for h in heads})
+        found = head_map(loaded.model, loaded.tokenizer, layout, pairs, label, method, task.success, batch_size=batch_size,
+                         top_k=config.head_map_top_k, named=named, executor=executor)  # fmt: skip
     return {
         "settings": {
             "groups": {name: [list(h) for h in heads] for name, heads in groups.items()},
@@ -284,6 +292,7 @@ def measure(config: SweepConfig, task: Task, loaded: LoadedModel) -> dict:
         },
         **summary,
         "evidence": evidence,
+        "head_map": found,
         "prompts": {
             tp.pair.id: {"clean": tp.pair.clean, "corrupted": tp.pair.corrupted, "correct": list(tp.pair.correct[:5]),
                          "wrong": list(tp.pair.wrong[:5]), "n_correct": len(tp.pair.correct), "n_wrong": len(tp.pair.wrong)}

@@ -34,6 +34,11 @@ EXECUTORS = ("auto", "fast", "plain")  # evaluation.choose_executor
 UPSTREAM_METHOD = {"site": "post-projection", "align": "prefix", "patch_during": "every-step"}
 
 
+# Settings added after sweeps were recorded: they join the sweep's identity only when set, so the sweeps recorded
+# before them keep their sweep_id (and resume) while they are left at their defaults.
+ADDED_LATER = ("head_map", "head_map_top_k")
+
+
 @dataclass(frozen=True)
 class SweepConfig:
     model: str = "EleutherAI/pythia-160m"  # Hub repo id whose step* branches are the checkpoints
@@ -57,6 +62,8 @@ class SweepConfig:
     name: str = ""  # a human label for the sweep (MLflow run name); defaults to model-task-method
     offline_cache: str = ""  # read checkpoints offline from this Hugging Face cache (the demo family's); "" = the Hub
     executor: str = "auto"  # "auto": the fast path where the model supports it, else the plain way; "fast"; "plain"
+    head_map: bool = False  # also every head of every layer by attribution patching, its top heads checked exactly (headmap.py)
+    head_map_top_k: int = 8  # heads the map patches exactly (with the task's named heads) to check the attribution
 
     def __post_init__(self) -> None:
         _check_type("model", self.model, str)
@@ -89,6 +96,8 @@ class SweepConfig:
         _check_choice("executor", self.executor, EXECUTORS)
         _check_type("single_heads", self.single_heads, bool)
         _check_type("evidence", self.evidence, bool)
+        _check_type("head_map", self.head_map, bool)
+        _check_int("head_map_top_k", self.head_map_top_k, minimum=1)
         _check_int("null_subsets", self.null_subsets, minimum=0)
         _check_int("max_new_tokens", self.max_new_tokens, minimum=1)
         _check_int("batch_size", self.batch_size, minimum=0)
@@ -115,7 +124,9 @@ class SweepConfig:
         already measured. Not the task file's path: the same task moved is the same sweep. Not the executor:
         both compute the same rows (tests/test_checkpoint_run.py checks it row by row)."""
         ignored = ("checkpoints", "workers", "batch_size", "name", "task", "offline_cache", "executor")
-        fields = {k: v for k, v in self.to_dict().items() if k not in ignored} | {"task_digest": task_digest}
+        defaults = SweepConfig.__dataclass_fields__
+        fields = {k: v for k, v in self.to_dict().items() if k not in ignored
+                  and not (k in ADDED_LATER and v == defaults[k].default)} | {"task_digest": task_digest}  # fmt: skip
         return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
 
     def label(self, task_name: str) -> str:

@@ -25,7 +25,7 @@ from scipy.special import logsumexp
 from pythia_sweep.conditions import Condition
 from pythia_sweep.config import EXECUTORS
 from pythia_sweep.errors import ConfigError, UnsupportedModel
-from pythia_sweep.fastpath import eos_ids, pad, score_and_generate, unsupported_reason
+from pythia_sweep.fastpath import eos_ids, pad, pad_id_of, score_and_generate, unsupported_reason
 from pythia_sweep.patching import AttentionLayout, capture, empty_plan, fill_plan, head_columns
 from pythia_sweep.prompts import shown_generation
 from pythia_sweep.reference import evaluate_plainly
@@ -87,7 +87,7 @@ def evaluate(
     batching = {} if batching is None else batching
     device = next(model.parameters()).device
     check_plain_greedy(model)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_id = pad_id_of(tokenizer)
     eos = eos_ids(model)
     ends = set(eos.tolist())  # where `generate` stops: what follows in a row is padding
     by_id = {tp.pair.id: tp for tp in pairs}
@@ -95,7 +95,7 @@ def evaluate(
     for c in conditions:
         layers_by_site[methods[c.method]["site"]].update(layer for layer, _ in c.heads)
     sources = {  # site -> layer -> prompt id -> clean activation (Tc, C), computed once per prompt
-        site: _clean_activations(model, layout, site, sorted(layers), pairs, pad_id, batch_size, device)
+        site: clean_activations(model, layout, site, sorted(layers), pairs, pad_id, batch_size, device)
         for site, layers in layers_by_site.items() if layers
     }  # fmt: skip
     columns = {heads: head_columns(heads, layout.head_dim) for c in conditions for heads in c.by_layer().values()}
@@ -189,7 +189,7 @@ def check_plain_greedy(model) -> None:
             )
 
 
-def _clean_activations(model, layout, site, layers, pairs, pad_id, batch_size, device) -> dict[int, dict[str, torch.Tensor]]:
+def clean_activations(model, layout, site, layers, pairs, pad_id, batch_size, device) -> dict[int, dict[str, torch.Tensor]]:
     """Clean-prompt activations at the site of each layer, (Tc, C) per prompt id; the forward stops at
     the deepest layer."""
     acts: dict[int, dict[str, torch.Tensor]] = {layer: {} for layer in layers}

@@ -301,6 +301,11 @@ def eos_ids(model) -> torch.Tensor:
     return torch.tensor(eos, dtype=torch.long, device=next(model.parameters()).device)
 
 
+def pad_id_of(tokenizer) -> int:
+    """The id padding is written with: the tokenizer's pad token, else its end-of-text (Pythia has no pad token)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
 def pad(seqs: list[list[int]], pad_id: int, left: bool, device) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(s) for s in seqs)
     input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)

@@ -169,15 +169,17 @@ class ForwardStopped(Exception):
 
 
 @contextlib.contextmanager
-def captured(model: torch.nn.Module, layout: AttentionLayout, site: str, layers, stop: bool = False) -> Iterator[dict[int, list[torch.Tensor]]]:
+def captured(model: torch.nn.Module, layout: AttentionLayout, site: str, layers, stop: bool = False,
+             live: bool = False) -> Iterator[dict[int, list[torch.Tensor]]]:  # fmt: skip
     """Record the site activation of `layers` on every forward call in the block: layer -> list of (B, T, C).
-    With `stop`, the forward pass ends once the deepest of them is reached (see `capture`)."""
+    With `stop`, the forward pass ends once the deepest of them is reached (see `capture`). With `live`, the
+    tensors are kept in the autograd graph (attribution takes gradients with respect to them), else detached."""
     layers = sorted(set(layers))
     seen: dict[int, list[torch.Tensor]] = {layer: [] for layer in layers}
 
     def keeper(layer):
         def keep(x: torch.Tensor) -> torch.Tensor:
-            seen[layer].append(x.detach())
+            seen[layer].append(x if live else x.detach())
             if stop and layer == layers[-1]:
                 raise ForwardStopped
             return x

@@ -24,6 +24,7 @@ The same table is written beside each report as long.parquet.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -59,6 +60,7 @@ class CheckpointRecord:
     contrasts: dict[str, dict] = field(default_factory=dict)  # contrast -> plus, minus, metric, values, intervals
     null: dict = field(default_factory=dict)  # the null sets' values, band and each group's placement
     evidence: dict | None = None  # ICL score, per-head induction and previous-token scores
+    head_map: dict | None = None  # every head's attribution, the exact effects of the heads checked, their agreement
     prompts: dict[str, dict] = field(default_factory=dict)  # prompt id -> clean, corrupted, answers
     responses: list[dict] = field(default_factory=list)  # one row per (condition, prompt)
 
@@ -84,7 +86,7 @@ class CheckpointRecord:
 
 
 FIELDS = {f.name for f in dataclasses.fields(CheckpointRecord)}
-NULLABLE = {"step", "error", "commit", "weights_digest", "worker", "evidence"}
+NULLABLE = {"step", "error", "commit", "weights_digest", "worker", "evidence", "head_map"}
 
 
 CONDITION_METRICS = ("success_rate", "logprob_diff", "prob_diff", "restoration")
@@ -122,9 +124,24 @@ def _rows(record: CheckpointRecord) -> Iterable[dict]:
                     yield base | empty | {"condition": score, "layer": layer, "head": head, "metric": score, "value": value}
 
 
+def _head_map_rows(record: CheckpointRecord) -> Iterable[dict]:
+    """The head map's numbers: each head's attribution, each checked head's exact effect (nats of logprob_diff)."""
+    found = record.head_map or {}
+    if not found:
+        return
+    base = {"revision": record.revision, "step": record.step, "method": None, "kind": "head_map", "ci_low": None, "ci_high": None}
+    for layer, row in enumerate(found["attribution"]):
+        for head, value in enumerate(row):
+            yield base | {"condition": "attribution", "layer": layer, "head": head, "metric": "logprob_diff_effect", "value": value}
+    for name, value in found["exact"].items():
+        layer, head = found["exact_heads"][name]
+        yield base | {"condition": "exact", "layer": layer, "head": head, "metric": "logprob_diff_effect", "value": value}
+
+
 def long_table(records: Iterable[CheckpointRecord]) -> pl.DataFrame:
     """Every number of every ok record, one row each (columns: SCHEMA), in the records' order."""
-    return pl.DataFrame([row for r in records if r.ok for row in _rows(r)], schema=SCHEMA, orient="row")
+    rows = [row for r in records if r.ok for row in itertools.chain(_rows(r), _head_map_rows(r))]
+    return pl.DataFrame(rows, schema=SCHEMA, orient="row")
 
 
 def per_prompt(record: CheckpointRecord, condition: str, metric: str) -> dict[str, float] | None:

@@ -17,7 +17,7 @@ import torch
 from scipy.special import logsumexp
 
 from pythia_sweep.conditions import Condition
-from pythia_sweep.fastpath import eos_ids
+from pythia_sweep.fastpath import eos_ids, pad_id_of
 from pythia_sweep.patching import AttentionLayout, capture, empty_plan, fill_plan, head_columns, patched
 from pythia_sweep.prompts import shown_generation
 from pythia_sweep.tasks import TokenizedPair
@@ -67,7 +67,7 @@ def _row(model, tokenizer, layout: AttentionLayout, tp: TokenizedPair, cond: Con
         logprobs.append(sum(logp[i - 1, seq[i]].item() for i in range(len(prompt), len(seq))))
     response = shown = None
     if cond.decode:
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        pad = pad_id_of(tokenizer)
         with patched(model, layout, site, plans(len(prompt))):
             out = model.generate(torch.tensor([prompt], device=device), max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
         response = tokenizer.decode(out[0, len(prompt) :], skip_special_tokens=True)

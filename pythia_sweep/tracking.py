@@ -111,6 +111,15 @@ def flatten(record: CheckpointRecord, compared_only: bool = False) -> dict[str, 
             for layer, row in enumerate(table):
                 for head, value in enumerate(row):
                     metrics[f"evidence/{score}/L{layer:02d}H{head:02d}"] = value
+    found = record.head_map or {}
+    if found:  # the agreement is compared across runs; each head's attribution stays in the record and the parquet
+        metrics["head_map/top_k_found"] = found["top_k_found"]
+        if found["rank_correlation"] is not None:
+            metrics["head_map/rank_correlation"] = found["rank_correlation"]
+        if not compared_only:
+            for layer, row in enumerate(found["attribution"]):
+                for head, value in enumerate(row):
+                    metrics[f"head_map/attribution/L{layer:02d}H{head:02d}"] = value
     for key, value in record.timings.items():
         metrics[f"time/{key}"] = value
     return {k: float(v) for k, v in metrics.items() if v is not None}

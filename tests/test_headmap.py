@@ -1,0 +1,170 @@
+"""The whole-model head map: attribution patching of every head checked against exact patching where the two
+must agree (a model whose metric is linear in the last layer's heads), against finite differences where it is
+not, and on a planted head that both must rank first."""
+
+import copy
+import tomllib
+
+import pytest
+import torch
+
+from pythia_sweep.conditions import head_name
+from pythia_sweep.fastpath import pad_id_of
+from pythia_sweep.headmap import attribution, exact_effects, head_map, top_heads
+from pythia_sweep.patching import PatchPlan, attention_layout, capture, head_columns, patched
+from pythia_sweep.task_schema import task_from_dict
+
+NAMES_TASK = """
+name = "names"
+question = "Which heads move the name?"
+align = "suffix"
+
+[prompts]
+kind = "pairs"
+pairs = [
+  { clean = "Then, Mary and John went to the store. John gave a ring to", corrupted = "Then, Mary and John went to the store. Mary gave a ring to", correct = " Mary", wrong = " John" },
+  { clean = "Then, Kate and Tom went to the garden. Tom gave a book to", corrupted = "Then, Kate and Tom went to the garden. Kate gave a book to", correct = " Kate", wrong = " Tom" },
+  { clean = "Then, Alice and Dan went to the school. Dan gave a ball to", corrupted = "Then, Alice and Dan went to the school. Alice gave a ball to", correct = " Alice", wrong = " Dan" },
+]
+
+[success]
+rule = "first-answer"
+
+[groups]
+some = [[2, 1], [5, 3]]
+
+[[contrasts]]
+name = "some_gap"
+plus = "some"
+minus = "some"
+metric = "logprob_diff"
+levels = [1.0, 0.5, 0.2]
+"""
+TASK = task_from_dict(tomllib.loads(NAMES_TASK), "names.toml")
+METHOD = {"site": "head", "align": "suffix", "patch_during": "prompt"}
+
+
+def setup(loaded, dtype=torch.float32):
+    model = copy.deepcopy(loaded.model).to(dtype)
+    pairs = TASK.tokenize(loaded.tokenizer, {"suffix"})
+    return model, attention_layout(model), pairs, pad_id_of(loaded.tokenizer)
+
+
+def test_attribution_is_exact_where_the_metric_is_linear_in_the_heads(neox):
+    """With the final layer norm taken out, the log-prob difference of one correct and one wrong answer is linear in
+    the last layer's head outputs (the softmax's normaliser cancels, no later layer reads them): attribution and
+    exact patching must give the same number for each of its heads, to float precision."""
+    model, layout, pairs, pad_id = setup(neox)
+    model.gpt_neox.final_layer_norm = torch.nn.Identity()
+    with torch.no_grad():
+        model.gpt_neox.layers[-1].attention.dense.weight *= 100.0  # effects of some size (a random model's are tiny); still linear
+    assert all(len(tp.answers["corrupted"]) == 2 and tp.n_correct == 1 for tp in pairs)
+    scores = attribution(model, layout, pairs, "suffix", pad_id, batch_size=16)
+    last = [(layout.n_layers - 1, h) for h in range(layout.n_heads)]
+    exact = exact_effects(model, neox.tokenizer, layout, pairs, last, "m", METHOD, TASK.success, batch_size=16)
+    assert max(abs(v) for v in exact.values()) > 1e-3  # effects to compare, not zeros
+    for head in last:
+        assert float(scores[head]) == pytest.approx(exact[head], rel=1e-4, abs=1e-5), head_name(*head)
+
+
+def test_attribution_is_the_derivative_along_the_patch(neox):
+    """Elsewhere attribution is the metric's derivative along the straight line from the corrupted to the clean
+    activation of the head: a central finite difference of patches a small step along it, in float64."""
+    model, layout, pairs, pad_id = setup(neox, torch.float64)
+    scores = attribution(model, layout, pairs, "suffix", pad_id, batch_size=16)
+    for layer, head in [(1, 4), (4, 7), (6, 0)]:
+        eps = 1e-4
+        slope = (_metric_along(model, layout, pairs, layer, head, eps) - _metric_along(model, layout, pairs, layer, head, -eps)) / (2 * eps)
+        assert float(scores[layer, head]) == pytest.approx(slope, rel=1e-5, abs=1e-8), (layer, head)
+
+
+def _metric_along(model, layout, pairs, layer, head, t):
+    """Mean over prompts of the log-prob difference with head (layer, head) moved a fraction t of the way from
+    its corrupted to its clean activation, at the aligned positions."""
+    columns = head_columns([head], layout.head_dim)
+    total = 0.0
+    for tp in pairs:
+        clean = capture(model, layout, "head", [layer], input_ids=torch.tensor([tp.ids["clean"]]))[layer][0]  # (Tc, C)
+        values = []
+        for answer in tp.answers["corrupted"]:
+            ids = torch.tensor([tp.ids["corrupted"] + answer])
+            corrupted = capture(model, layout, "head", [layer], input_ids=ids)[layer]  # (1, T, C)
+            target, mask = corrupted.clone(), torch.zeros_like(corrupted, dtype=torch.bool)
+            for c, k in tp.alignments["suffix"]:
+                target[0, c, columns] += t * (clean[k, columns] - corrupted[0, c, columns])
+                mask[0, c, columns] = True
+            with torch.no_grad(), patched(model, layout, "head", {layer: PatchPlan(target, mask)}):
+                logp = torch.log_softmax(model(input_ids=ids, use_cache=False).logits[0], -1)  # (T, V)
+            n = len(tp.ids["corrupted"])
+            values.append(sum(float(logp[n - 1 + j, a]) for j, a in enumerate(answer)))
+        total += values[0] - values[1]  # one correct answer, one wrong
+    return total / len(pairs)
+
+
+def test_a_planted_head_is_found_first_by_attribution_and_by_exact_patching(neox):
+    """One head made to carry the model's output (its output projection columns scaled up, every other head's
+    scaled down): the map ranks it first by attribution, and its exact effect is the largest of those verified."""
+    model, layout, pairs, pad_id = setup(neox)
+    planted = (4, 7)
+    with torch.no_grad():
+        for layer in range(layout.n_layers):
+            dense = model.gpt_neox.layers[layer].attention.dense.weight  # (d_model, H*D)
+            for h in range(layout.n_heads):
+                dense[:, h * layout.head_dim : (h + 1) * layout.head_dim] *= 20.0 if (layer, h) == planted else 0.3
+    found = head_map(model, neox.tokenizer, layout, pairs, "m", METHOD, TASK.success, batch_size=16, top_k=5)
+    scores = torch.tensor(found["attribution"])
+    assert top_heads(scores, 1) == [planted]
+    assert max(found["exact"], key=lambda name: abs(found["exact"][name])) == head_name(*planted)
+    assert found["top_k_found"] >= 3 and not found["flagged"], found
+
+
+def test_a_checkpoint_record_carries_the_map_and_the_long_table_every_head(neox):
+    """`head_map = true`: the record holds every head's attribution, the exact effects of its top-k and of the
+    task's named heads, and their agreement; the long table has a row per head and per checked head; MLflow
+    compares the agreement. Left at its default, the setting leaves the sweep's identity as it was."""
+    import hashlib
+    import json
+
+    from pythia_sweep.checkpoint_run import measure
+    from pythia_sweep.config import SweepConfig
+    from pythia_sweep.records import CheckpointRecord, long_table
+    from pythia_sweep.task_schema import load_task
+    from pythia_sweep.tracking import flatten
+
+    seed_task = load_task("tasks/decimal-seed.toml")  # groups even / odd of layer 6
+    config = SweepConfig(model="tiny-test/neox", null_subsets=2, max_new_tokens=4, bootstrap_resamples=200, evidence=False,
+                         head_map=True, head_map_top_k=4)  # fmt: skip
+    measured = measure(config, seed_task, neox)
+    found = measured["head_map"]
+    layout = attention_layout(neox.model)
+    assert len(found["attribution"]) == layout.n_layers and {len(r) for r in found["attribution"]} == {layout.n_heads}
+    named = {head_name(6, h) for h in range(layout.n_heads)}  # even and odd: every head of layer 6
+    assert named <= set(found["exact"]) and len(found["exact"]) <= len(named) + 4
+    record = CheckpointRecord(model=config.model, revision="step1000", step=1000, sweep_id="x", task={}, status="ok", **measured)
+    rows = long_table([record]).filter(kind="head_map")
+    assert rows.filter(condition="attribution").height == layout.n_layers * layout.n_heads
+    assert rows.filter(condition="exact").height == len(found["exact"])
+    exact = rows.filter(condition="exact", layer=6, head=3)["value"].item()
+    assert exact == pytest.approx(found["exact"][head_name(6, 3)])
+    assert "head_map/top_k_found" in flatten(record, compared_only=True)
+    assert "head_map/attribution/L06H03" in flatten(record) and "head_map/attribution/L06H03" not in flatten(record, compared_only=True)
+
+    plain = SweepConfig(model="tiny-test/neox")
+    before = {k: v for k, v in plain.to_dict().items() if k not in ("head_map", "head_map_top_k", "checkpoints", "workers",
+              "batch_size", "name", "task", "offline_cache", "executor")} | {"task_digest": "d"}  # fmt: skip
+    assert plain.sweep_id("d") == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:12]
+    assert plain.replace(head_map=True).sweep_id("d") != plain.sweep_id("d")
+
+
+def test_the_scan_sets_attribution_against_its_exact_effects(hub_cache, tmp_path, capsys):
+    """`python -m jobs.scan ... --attribution`: a line per revision with the rank correlation over every head and
+    the exact and attribution top 3, read from the same scan rows and map the library returns."""
+    from jobs.scan import main
+
+    config = tmp_path / "tiny.toml"
+    config.write_text('model = "tiny-test/neox"\ntask = "tasks/decimal-seed.toml"\nmax_new_tokens = 4\n')
+    assert main([str(config), "--revisions", "step1000", "--attribution", "--reports-dir", str(tmp_path)]) == 0
+    said = capsys.readouterr().out.splitlines()[-1]
+    layers, heads = 8, 12
+    assert said.startswith(f"  step1000: attribution against exact patching over all {layers * heads} heads: rank correlation ")
+    assert "top 3 by size: exact " in said and "of 3 found" in said
