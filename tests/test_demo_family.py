@@ -138,7 +138,7 @@ def test_refine_rebuilds_the_report_and_the_terminal_and_report_agree_after_it(s
     task_text = (REPO / "tasks" / "induction-demo.toml").read_text()
     first_contrast = task_text.index("[[contrasts]]")
     (tmp_path / "induction-nats.toml").write_text(task_text[:first_contrast] + task_text[task_text.index("[[contrasts]]", first_contrast + 1) :])
-    (tmp_path / "other.toml").write_text(settings.replace("null_subsets = 20", "null_subsets = 2")
+    (tmp_path / "other.toml").write_text(settings.replace("null_subsets = 20", "null_subsets = 2\nhead_map = true\nhead_map_top_k = 4")
                                          .replace('"tasks/induction-demo.toml"', json.dumps(str(tmp_path / "induction-nats.toml"))))  # fmt: skip
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", object_store_memory=100 * 2**20)
@@ -154,9 +154,16 @@ def test_refine_rebuilds_the_report_and_the_terminal_and_report_agree_after_it(s
     point = before["emergence_point"]
     assert f"emerges at {point['revision']}" in before["verdict"].split(".")[0].lower(), before["verdict"]
     nats = build_report(other.parent_run_id, tracking_uri=uri, reports_dir=tmp_path / "r0", log_to_mlflow=False)
+    heads = nats.summary["heads"]  # issue 21: the head maps through the sweep, MLflow and the report
+    assert heads["levels"]["source"].endswith("the headline's levels")  # nats: the task's own levels
+    assert heads["agreement"]["checkpoints"] == len(coarse) and heads["agreement"]["rank_correlation_min"] >= 0.5, heads["agreement"]
+    assert heads["heads"] and heads["heads"][0]["layer"] == 1  # the induction heads sit in the last layer
+    assert heads["statement"] in nats.verdict
     compared = compare_sweeps([first.parent_run_id, other.parent_run_id], tracking_uri=uri, out=tmp_path / "compare.html")
     with chromium() as browser:  # issue 23, item 4, as the browser draws the pages
-        (headline, *_) = figures_of(browser, nats.html_path)
+        (headline, *rest) = figures_of(browser, nats.html_path)
+        maps = [f for f in rest if f["title"].startswith(("Each head that ever exceeds", "Every head by attribution"))]
+        assert len(maps) == 2, [f["title"] for f in rest]  # the head x checkpoint heatmap and the layer x head maps
         data = [v for t in headline["traces"] if t["name"].startswith("induction_logprob") for v in t["y"] if v is not None]
         (marker,) = [t for t in headline["traces"] if t["name"].startswith("first above the strong level")]
         assert max(data) > 2 and max(marker["y"]) >= max(data) and min(marker["y"]) <= min(data), (marker["y"], max(data))

@@ -168,3 +168,20 @@ def test_the_scan_sets_attribution_against_its_exact_effects(hub_cache, tmp_path
     layers, heads = 8, 12
     assert said.startswith(f"  step1000: attribution against exact patching over all {layers * heads} heads: rank correlation ")
     assert "top 3 by size: exact " in said and "of 3 found" in said
+
+
+def test_head_timelines_name_when_each_head_appears_and_which_fall_back():
+    """A head that rises and stays, one that rises and falls, one that only ever reaches the weak level, and one
+    that never matters: each course named, its first crossings and peak at the right steps."""
+    from pythia_sweep.report.heads import head_timelines
+
+    steps, revisions = [0, 100, 200, 300, 400], ["step0", "step100", "step200", "step300", "step400"]
+    courses = {(0, 0): [0.0, 0.2, 0.6, 1.5, 2.0], (0, 1): [0.0, 1.2, 1.8, 0.4, 0.1], (1, 0): [0.0, 0.0, 0.7, 0.8, 0.6],
+               (1, 1): [0.0, 0.1, -0.2, 0.3, 0.2]}  # fmt: skip
+    maps = [{"attribution": [[courses[(layer, h)][i] for h in range(2)] for layer in range(2)]} for i in range(len(steps))]
+    found = {(t["layer"], t["head"]): t for t in head_timelines(steps, revisions, maps, strong=1.0, weak=0.5)}
+    assert set(found) == {(0, 0), (0, 1), (1, 0)}  # (1, 1) never exceeds the weak level
+    assert [found[(0, 0)][k] for k in ("first_weak_step", "first_strong_step", "peak_step", "course")] == [200, 300, 400, "stays"]
+    assert [found[(0, 1)][k] for k in ("first_weak_step", "first_strong_step", "peak_step", "course")] == [100, 100, 200, "rises and falls"]
+    assert [found[(1, 0)][k] for k in ("first_strong_step", "course")] == [None, "weak only"]
+    assert [(t["layer"], t["head"]) for t in head_timelines(steps, revisions, maps, 1.0, 0.5)][0] == (0, 0)  # largest peak first

@@ -18,7 +18,7 @@ from pythia_sweep.report.figures import (
     colors_for,
     detail_figure,
     compare_figure,
-    evidence_figures,
+    evidence_figures, head_map_figures,
     headline_figure,
     heatmap_figure,
     rates_figure,
@@ -77,6 +77,7 @@ def build_report(
     figures = [f for f in (headline_figure(frame, summary, task), rates_figure(frame, shown, colors),
                            detail_figure(frame, summary, task, colors), heatmap_figure(frame, long)) if f]  # fmt: skip
     figures += evidence_figures(frame, long, summary)
+    figures += head_map_figures(summary)
     problems = [{"revision": r["revision"], "problem": r["excluded_because"]} for r in frame.filter(~pl.col("analysed")).iter_rows(named=True)]
     key = summary["headline"]
     columns = {"revision": "revision", "step": "step", "status": "status", key: task.headline.name,

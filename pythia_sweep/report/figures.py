@@ -205,6 +205,42 @@ def heatmap_figure(frame: pl.DataFrame, long: pl.DataFrame) -> go.Figure | None:
     return fig
 
 
+def head_map_figures(summary: dict) -> list[go.Figure]:
+    """From the head maps: each head that ever exceeds the weak level, its attribution over training (a head x
+    checkpoint heatmap), and every head's at the emergence point and the final checkpoint (layer x head maps)."""
+    heads = summary.get("heads")
+    if not heads:
+        return []
+    figures = []
+    timelines = heads["heads"]
+    if timelines:
+        lim = max(abs(v) for t in timelines for v in t["values"])
+        fig = go.Figure(go.Heatmap(
+            z=[t["values"] for t in timelines], x=heads["revisions"], y=[f"head {t['layer']}.{t['head']} ({t['course']})" for t in timelines],
+            colorscale="RdBu", zmid=0, zmin=-lim, zmax=lim, colorbar={"title": "attribution<br>(nats)"},
+            hovertemplate="%{y} at %{x}<br>attribution %{z:+.3f} nats<extra></extra>",
+        ))  # fmt: skip
+        fig.update_layout(title=f"Each head that ever exceeds the weak level ({heads['levels']['source']}), by attribution patching",
+                          template="plotly_white", height=max(300, 22 * len(timelines) + 160),
+                          xaxis={"title": "checkpoint"}, yaxis={"autorange": "reversed"})  # fmt: skip
+        figures.append(fig)
+    maps = heads["maps"]
+    names = [n for n in ("emergence", "final") if n in maps]
+    lim = max(abs(v) for n in names for row in maps[n] for v in row) or 1.0
+    fig = make_subplots(rows=1, cols=len(names), subplot_titles=[f"{n} ({heads['map_revisions'][n]})" for n in names])
+    for i, name in enumerate(names, start=1):
+        grid = maps[name]
+        fig.add_trace(go.Heatmap(z=grid, x=list(range(len(grid[0]))), y=list(range(len(grid))), colorscale="RdBu", zmid=0,
+                                 zmin=-lim, zmax=lim, showscale=i == len(names), colorbar={"title": "attribution<br>(nats)"},
+                                 hovertemplate="head %{y}.%{x}: %{z:+.3f} nats<extra></extra>"), row=1, col=i)  # fmt: skip
+        fig.update_xaxes(title_text="head", dtick=1, row=1, col=i)
+        fig.update_yaxes(title_text="layer", dtick=1, row=1, col=i)
+    fig.update_layout(title="Every head by attribution patching, layer x head", template="plotly_white",
+                      height=max(320, 40 * len(maps[names[0]]) + 180))  # fmt: skip
+    figures.append(fig)
+    return figures
+
+
 def evidence_figures(frame: pl.DataFrame, long: pl.DataFrame, summary: dict) -> list[go.Figure]:
     """The second line of evidence over training: the in-context-learning score and the strongest heads'
     induction and previous-token scores as curves, and each head's induction score as a heatmap."""

@@ -21,6 +21,7 @@ from pythia_sweep.conditions import SUMMARY_KINDS
 from pythia_sweep.config import SweepConfig
 from pythia_sweep.records import CheckpointRecord, long_table, per_prompt
 from pythia_sweep.report import verdict as verdicts
+from pythia_sweep.report.heads import head_map_summary
 from pythia_sweep.scoring import null_test
 from pythia_sweep.tasks import Contrast, Task
 from pythia_sweep.tracking import flatten
@@ -181,6 +182,8 @@ def summarize(frame: pl.DataFrame, records: list[CheckpointRecord], task: Task, 
         },
     }
     summary["evidence"] = evidence_summary(usable, head)
+    point = head["emergence_point"]
+    summary["heads"] = head_map_summary(records, usable["revision"].to_list(), task, point["revision"] if point else None)
     summary["verdict"] = verdicts.verdict(summary, task)
     return summary
 

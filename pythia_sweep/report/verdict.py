@@ -153,6 +153,8 @@ def verdict(summary: dict, task) -> str:
         parts.append(f"The model answers the clean prompt (clean success rate {clean['final']:.2f} at the final checkpoint).")
     if summary.get("evidence"):
         parts.append(summary["evidence"]["statement"])
+    if summary.get("heads"):
+        parts.append(summary["heads"]["statement"])
     wide = q["intervals_too_wide"]
     if wide:
         n_prompts = summary.get("n_prompts")

@@ -1,0 +1,82 @@
+"""Which heads carry the answer over training, from the checkpoints' head maps (headmap.py): each head's
+attribution over the usable checkpoints, when it first exceeds the weak and the strong level, its peak, and
+whether it falls back; how well the map agreed with exact patching. Pure functions of the records."""
+
+from __future__ import annotations
+
+from pythia_sweep.records import CheckpointRecord
+
+HEAD_LEVELS_NATS = (1.0, 0.5)  # strong, weak, in nats of log-prob difference: where the headline is not in nats
+
+
+def head_levels(task) -> tuple[tuple[float, float], str]:
+    """(strong, weak) for a head's effect in nats, and where they come from (said in the report): the headline's own
+    levels when it is a log-prob difference, else the map's (a success-rate level is not a number of nats)."""
+    headline = task.headline
+    if headline.metric == "logprob_diff":
+        strong, weak = headline.levels[0], headline.levels[2]
+        return (strong, weak), f"strong {strong:g} nats, weak {weak:g}: the headline's levels"
+    strong, weak = HEAD_LEVELS_NATS
+    return HEAD_LEVELS_NATS, f"strong {strong:g} nats, weak {weak:g}: the map's own levels, the headline being a {headline.metric}"
+
+
+def head_timelines(steps: list[int], revisions: list[str], maps: list[dict], strong: float, weak: float) -> list[dict]:
+    """Per head that ever exceeds `weak` in size: first step above weak and above strong, its peak, its final value,
+    and its course: `stays` (strong at the end), `rises and falls` (strong once, not at the end), `weak only`.
+    Largest peak first."""
+    n_layers, n_heads = len(maps[0]["attribution"]), len(maps[0]["attribution"][0])
+    out = []
+    for layer in range(n_layers):
+        for head in range(n_heads):
+            values = [m["attribution"][layer][head] for m in maps]
+            above_weak = [i for i, v in enumerate(values) if abs(v) > weak]
+            if not above_weak:
+                continue
+            above_strong = [i for i, v in enumerate(values) if abs(v) > strong]
+            peak = max(range(len(values)), key=lambda i: abs(values[i]))
+            course = ("stays" if abs(values[-1]) > strong else "rises and falls") if above_strong else "weak only"
+            out.append({
+                "layer": layer, "head": head, "values": values,
+                "first_weak_step": steps[above_weak[0]], "first_weak_revision": revisions[above_weak[0]],
+                "first_strong_step": steps[above_strong[0]] if above_strong else None,
+                "first_strong_revision": revisions[above_strong[0]] if above_strong else None,
+                "peak": values[peak], "peak_step": steps[peak], "peak_revision": revisions[peak], "final": values[-1], "course": course,
+            })  # fmt: skip
+    return sorted(out, key=lambda t: -abs(t["peak"]))
+
+
+def head_map_summary(records: list[CheckpointRecord], usable: list[str], task, emergence_revision: str | None = None) -> dict | None:
+    """The heads part of the summary: the levels used, each head's timeline, the agreement with exact patching over
+    the usable checkpoints (its range, the checkpoints flagged), the layer x head maps at the emergence point and the
+    final checkpoint, and a sentence saying only that. None without maps."""
+    mapped = sorted((r for r in records if r.ok and r.head_map and r.revision in set(usable) and r.step is not None), key=lambda r: r.step)
+    if not mapped:
+        return None
+    (strong, weak), source = head_levels(task)
+    steps, revisions, maps = [r.step for r in mapped], [r.revision for r in mapped], [r.head_map for r in mapped]
+    timelines = head_timelines(steps, revisions, maps, strong, weak)
+    rhos = [m["rank_correlation"] for m in maps if m["rank_correlation"] is not None]
+    flagged = [r for r, m in zip(revisions, maps) if m["flagged"]]
+    agreement = {"rank_correlation_min": min(rhos) if rhos else None, "rank_correlation_max": max(rhos) if rhos else None,
+                 "flagged": flagged, "checkpoints": len(maps)}  # fmt: skip
+    at = {"final": revisions[-1]} | ({"emergence": emergence_revision} if emergence_revision in revisions else {})
+    return {"levels": {"strong": strong, "weak": weak, "source": source}, "heads": timelines, "agreement": agreement,
+            "revisions": revisions, "steps": steps, "maps": {name: maps[revisions.index(rev)]["attribution"] for name, rev in at.items()},
+            "map_revisions": at, "statement": _statement(timelines, agreement, source)}  # fmt: skip
+
+
+def _statement(timelines: list[dict], agreement: dict, source: str) -> str:
+    checked = ("rank correlation with exact patching of its top heads "
+               + (f"{agreement['rank_correlation_min']:.2f} to {agreement['rank_correlation_max']:.2f}" if agreement["rank_correlation_min"] is not None else "undefined")
+               + f" over {agreement['checkpoints']} checkpoints; "
+               + (f"they disagree at {', '.join(agreement['flagged'])}" if agreement["flagged"] else "flagged at none"))  # fmt: skip
+    strong = [t for t in timelines if t["first_strong_step"] is not None]
+    if not strong:
+        return f"By attribution patching ({checked}), no head's effect exceeds the strong level ({source})."
+    named = "; ".join(
+        f"{t['layer']}.{t['head']} from {t['first_strong_revision']} (peak {t['peak']:+.2f} nats by attribution at {t['peak_revision']}"
+        + (f", {t['final']:+.2f} at the end: it rises and falls" if t["course"] == "rises and falls" else "") + ")"
+        for t in strong[:6]
+    )  # fmt: skip
+    more = f" and {len(strong) - 6} more" if len(strong) > 6 else ""
+    return f"By attribution patching ({checked}), the heads above the strong level ({source}): {named}{more}."
