@@ -1,6 +1,7 @@
 """Benchmark: the methodology written plainly vs the project vs the floor, on the same checkpoints.
 
     make bench                                   # 4 checkpoints shaped like Pythia-160M (random weights, fp16)
+    python -m jobs.bench --head-map-only         # only the whole-model head map against exact patching of all 144 heads
     python -m jobs.bench --checkpoints 2 --smoke # two tiny checkpoints: what CI runs so the command never rots
 
 The checkpoints have Pythia-160M's config and size on disk (float16 safetensors, ~325 MB each) and are
@@ -286,12 +287,63 @@ def hardware_floor(repo: str, revision: str, task_file: str, threads: int, batch
     }  # fmt: skip
 
 
+HEAD_MAP_PROMPTS = 8  # decimal-robust's first prompts: exact patching of every head costs a forward per head and prompt
+
+
+def head_map_work(repo: str, revision: str, task_file: str = ROBUST_TASK, n_prompts: int = HEAD_MAP_PROMPTS) -> dict:
+    """The whole-model map of one checkpoint (headmap.attribution: two forwards and one backward) against exact
+    patching of every head alone (the engine's way, teacher-forced), at the same rows: the floating-point work
+    each does (torch's FlopCounterMode, the backward included) and its seconds (a second, uncounted run)."""
+    from huggingface_hub import snapshot_download
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from pythia_sweep.checkpoint_run import load_model
+    from pythia_sweep.config import SweepConfig
+    from pythia_sweep.fastpath import pad_id_of
+    from pythia_sweep.headmap import attribution, exact_effects
+    from pythia_sweep.patching import attention_layout
+    from pythia_sweep.task_schema import load_task
+
+    loaded = load_model(snapshot_download(repo, revision=revision), DEVICE, DTYPE)
+    task = load_task(task_file)
+    label, method = next(iter(SweepConfig(model=repo, task=task_file).methods(task.align).items()))
+    pairs = task.tokenize(loaded.tokenizer, {method["align"]})[:n_prompts]
+    layout = attention_layout(loaded.model)
+    heads = [(layer, head) for layer in range(layout.n_layers) for head in range(layout.n_heads)]
+    runs = {
+        "attribution": lambda: attribution(loaded.model, layout, pairs, method["align"], pad_id_of(loaded.tokenizer), batch_size=64),
+        "exact": lambda: exact_effects(loaded.model, loaded.tokenizer, layout, pairs, heads, label, method, task.success, batch_size=64),
+    }  # fmt: skip
+    out = {"heads": len(heads), "prompts": len(pairs), "task": task_file}
+    for name, run in runs.items():
+        with FlopCounterMode(display=False) as counter:
+            run()
+        start = time.perf_counter()
+        run()
+        out[name] = {"flops": counter.get_total_flops(), "s": time.perf_counter() - start}
+    out["work_ratio"] = out["exact"]["flops"] / out["attribution"]["flops"]
+    out["time_ratio"] = out["exact"]["s"] / out["attribution"]["s"]
+    return out
+
+
+def head_map_table(h: dict) -> str:
+    target = "met" if h["work_ratio"] >= 20 else "NOT MET"
+    return "\n".join([
+        f"whole-model head map: all {h['heads']} heads, the first {h['prompts']} prompts of {h['task']}, teacher-forced",
+        "| way | work (GFLOP) | time (s) |", "|---|---|---|",
+        f"| attribution (two forwards, one backward) | {h['attribution']['flops'] / 1e9:,.1f} | {h['attribution']['s']:.2f} |",
+        f"| exact patching, each head alone | {h['exact']['flops'] / 1e9:,.1f} | {h['exact']['s']:.2f} |",
+        f"  [{target}] at least 20x less work than exact patching of every head: {h['work_ratio']:.1f}x less work, {h['time_ratio']:.1f}x less time",
+    ])  # fmt: skip
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jobs.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoints", type=int, default=4, help="number of checkpoints")
     parser.add_argument("--smoke", action="store_true", help="tiny checkpoints instead of Pythia-160M-shaped ones")
     parser.add_argument("--out", default=str(BENCH_DIR / "results.json"), help="where the JSON goes")
     parser.add_argument("--startup-only", action="store_true", help="only the start-up parts and the whole-process ratio")
+    parser.add_argument("--head-map-only", action="store_true", help="only the head map's work against exact patching of every head")
     args = parser.parse_args(argv)
     if args.checkpoints < 2:
         parser.error("--checkpoints must be at least 2 (warm throughput needs two)")
@@ -299,6 +351,13 @@ def main(argv=None) -> int:
     print(f"making {args.checkpoints} checkpoints shaped like {'a tiny model' if args.smoke else 'Pythia-160M'} ...", flush=True)
     revisions = make_checkpoints(repo, args.checkpoints, shape)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    if args.head_map_only:
+        print("the whole-model head map against exact patching of every head ...", flush=True)
+        results = {"machine": _machine(), "head_map": head_map_work(repo, revisions[0])}
+        Path(args.out).write_text(json.dumps(results, indent=2))
+        print(head_map_table(results["head_map"]))
+        print(f"written to {args.out}")
+        return 0
     workdir = Path(args.out).parent.resolve()  # a fresh store per run: a rerun must not resume the last one
     store, reports = f"sqlite:///{workdir / f'mlflow-{int(time.time())}.db'}", workdir / "reports"
     print("the methodology as a whole process, the project's way and the direct way ...", flush=True)
@@ -340,6 +399,8 @@ def main(argv=None) -> int:
     }  # fmt: skip
     for name, run in (("seed", seed), ("robust", robust)):
         floors[name]["achieved"] = floors[name]["floor_s"] / run["stages"]["compute"]
+    print("the whole-model head map against exact patching of every head ...", flush=True)
+    head_map = head_map_work(repo, revisions[0])
     n = break_even(per["direct"], seed["startup"], per["seed_warm"])
     results = {
         "machine": _machine(), "whole_process": whole, "startup": startup,
@@ -348,11 +409,12 @@ def main(argv=None) -> int:
         "targets": {name: bool(check(per)) for name, check in TARGETS.items()},
         "bounds": {name: bound({**per, "startup": seed["startup"]}, n) for name, bound in BOUNDS.items()},
         "seed_10x_from_checkpoints": n,
-        "hardware_floor": floors,
+        "hardware_floor": floors, "head_map": head_map,
     }  # fmt: skip
     Path(args.out).write_text(json.dumps(results, indent=2))
     print(table(results))
     print(startup_table(results))
+    print(head_map_table(head_map))
     print(f"written to {args.out}")
     return 0
 

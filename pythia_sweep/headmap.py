@@ -52,18 +52,22 @@ def _batch_attribution(model, layout, chunk, align, clean, pad_id, device) -> to
     rows = [tp.ids["corrupted"] + answer for tp in chunk for answer in tp.answers["corrupted"]]
     input_ids, attention = pad(rows, pad_id, left=False, device=device)  # (R, T), right padding: prompts at 0..
     layers = list(range(layout.n_layers))
+    # token j of an answer is read at position n_prompt - 1 + j: the output layer runs only where some row reads one
+    read = sorted({len(tp.ids["corrupted"]) - 1 + j for tp in chunk for answer in tp.answers["corrupted"] for j in range(len(answer))})
+    column = {position: k for k, position in enumerate(read)}
     with torch.enable_grad():
         embeds = model.get_input_embeddings()(input_ids).detach().requires_grad_(True)  # (R, T, d): the graph starts here
         with captured(model, layout, "head", layers, live=True) as seen:
-            logits = model(inputs_embeds=embeds, attention_mask=attention, use_cache=False).logits  # (R, T, V)
+            logits = model(inputs_embeds=embeds, attention_mask=attention, use_cache=False,
+                           logits_to_keep=torch.tensor(read, device=device)).logits  # (R, len(read), V)  # fmt: skip
         exact_dtype = torch.promote_types(logits.dtype, torch.float32)  # float32 at least; float64 kept
         logp = torch.log_softmax(logits.to(exact_dtype), dim=-1)
         metric, r = logp.new_zeros(()), 0
         for tp in chunk:
             n_prompt = len(tp.ids["corrupted"])
             sums = []
-            for answer in tp.answers["corrupted"]:  # token j of the answer is read at position n_prompt - 1 + j
-                at = torch.arange(n_prompt - 1, n_prompt - 1 + len(answer), device=device)
+            for answer in tp.answers["corrupted"]:
+                at = torch.tensor([column[n_prompt - 1 + j] for j in range(len(answer))], device=device)
                 sums.append(logp[r, at, torch.tensor(answer, device=device)].sum())
                 r += 1
             sums = torch.stack(sums)

@@ -36,6 +36,10 @@ def test_bench_smoke_prints_the_table_with_the_three_targets(tmp_path):
     assert {"ray start", "worker processes (start, imports)", "tracking store (open, parent run)", "report (build, write)"} <= set(with_ray)
     assert "ray start" not in here and {"pre-flight (config, tokenizer, task)", "report (build, write)"} <= set(here)
     assert all(v >= 0 for v in with_ray.values()) and results["startup"]["in-process"]["workers"] == 1
+    head_map = results["head_map"]  # issue 21: the map's work against exact patching of every head, at the same rows
+    assert head_map["heads"] == 8 * 12 and head_map["attribution"]["flops"] > 0 and head_map["exact"]["flops"] > head_map["attribution"]["flops"]
+    assert head_map["work_ratio"] == head_map["exact"]["flops"] / head_map["attribution"]["flops"]
+    assert "whole-model head map: all 96 heads" in done.stdout and "less work than exact patching of every head" in done.stdout
     whole = results["whole_process"]
     assert whole["direct"] > 0 and whole["project"] > 0 and whole["ratio"] == whole["direct"] / whole["project"]
     assert "| start-up part (s) | with Ray (workers auto) | in this process (workers 0) |" in done.stdout

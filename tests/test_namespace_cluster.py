@@ -243,4 +243,3 @@ def test_the_second_node_killed_mid_sweep_leaves_its_checkpoints_to_the_head(clu
     assert Counter(r for r, _, _ in found["runs"]) == Counter(revisions)  # exactly one record per checkpoint
     assert {(s, c) for _, s, c in found["runs"]} == {("FINISHED", "ok")}
     assert found["workers"][said.group(1)]["ip"] == HEAD  # the lost checkpoint was finished on the head
-    print(out)
