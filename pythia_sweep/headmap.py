@@ -122,7 +122,18 @@ def agreement(scores: torch.Tensor, exact: dict[Head, float], k: int) -> dict:
     k = min(k, len(heads))
     found = len(set(top_heads(scores, k)) & set(sorted(heads, key=lambda h: abs(exact[h]), reverse=True)[:k]))
     flagged = (rho is not None and rho < AGREEMENT_FLOOR) or found < k / 2
-    return {"rank_correlation": rho, "top_k": k, "top_k_found": found, "flagged": flagged}
+    return {"rank_correlation": rho, "top_k": k, "top_k_found": found, "flagged": flagged, "size_ratio": size_ratio(scores, exact)}
+
+
+def size_ratio(scores: torch.Tensor, exact: dict[Head, float], share: float = 0.1) -> float | None:
+    """The median of attribution / exact effect over the checked heads that matter (|exact| at least `share` of the
+    largest): below 1, the linear estimate falls short of what patching does, as it does where attention
+    saturates (AtP*). None when no head's exact effect is above zero."""
+    largest = max((abs(v) for v in exact.values()), default=0.0)
+    if largest == 0:
+        return None
+    ratios = sorted(float(scores[h]) / v for h, v in exact.items() if abs(v) >= share * largest)
+    return ratios[len(ratios) // 2] if len(ratios) % 2 else (ratios[len(ratios) // 2 - 1] + ratios[len(ratios) // 2]) / 2
 
 
 def head_map(model, tokenizer, layout, pairs, label: str, method: dict, success, *, batch_size: int, top_k: int,

@@ -58,7 +58,7 @@ def head_map_summary(records: list[CheckpointRecord], usable: list[str], task, e
     rhos = [m["rank_correlation"] for m in maps if m["rank_correlation"] is not None]
     flagged = [r for r, m in zip(revisions, maps) if m["flagged"]]
     agreement = {"rank_correlation_min": min(rhos) if rhos else None, "rank_correlation_max": max(rhos) if rhos else None,
-                 "flagged": flagged, "checkpoints": len(maps)}  # fmt: skip
+                 "flagged": flagged, "checkpoints": len(maps), "final_size_ratio": maps[-1].get("size_ratio")}  # fmt: skip
     at = {"final": revisions[-1]} | ({"emergence": emergence_revision} if emergence_revision in revisions else {})
     return {"levels": {"strong": strong, "weak": weak, "source": source}, "heads": timelines, "agreement": agreement,
             "revisions": revisions, "steps": steps, "maps": {name: maps[revisions.index(rev)]["attribution"] for name, rev in at.items()},
@@ -79,4 +79,14 @@ def _statement(timelines: list[dict], agreement: dict, source: str) -> str:
         for t in strong[:6]
     )  # fmt: skip
     more = f" and {len(strong) - 6} more" if len(strong) > 6 else ""
-    return f"By attribution patching ({checked}), the heads above the strong level ({source}): {named}{more}."
+    return f"By attribution patching ({checked}), the heads above the strong level ({source}): {named}{more}.{_sizes(agreement)}"
+
+
+def _sizes(agreement: dict) -> str:
+    """Said only when attribution's sizes are off from exact patching's by more than a quarter at the end."""
+    ratio = agreement.get("final_size_ratio")
+    if ratio is None or 0.8 <= ratio <= 1.25:
+        return ""
+    return (f" At the final checkpoint attribution gives {ratio:.2f}x the exact effect of the heads that matter (the median"
+            f" over the checked heads): a linear estimate is off where attention saturates (AtP*, Kramar et al. 2024); the"
+            f" sizes are exact patching's, in the record, and attribution is read for the ranking.")
