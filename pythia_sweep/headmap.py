@@ -17,6 +17,7 @@ two agree.
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 
 import torch
@@ -132,8 +133,7 @@ def size_ratio(scores: torch.Tensor, exact: dict[Head, float], share: float = 0.
     largest = max((abs(v) for v in exact.values()), default=0.0)
     if largest == 0:
         return None
-    ratios = sorted(float(scores[h]) / v for h, v in exact.items() if abs(v) >= share * largest)
-    return ratios[len(ratios) // 2] if len(ratios) % 2 else (ratios[len(ratios) // 2 - 1] + ratios[len(ratios) // 2]) / 2
+    return statistics.median(float(scores[h]) / v for h, v in exact.items() if abs(v) >= share * largest)
 
 
 def head_map(model, tokenizer, layout, pairs, label: str, method: dict, success, *, batch_size: int, top_k: int,

@@ -49,7 +49,8 @@ def head_map_summary(records: list[CheckpointRecord], usable: list[str], task, e
     """The heads part of the summary: the levels used, each head's timeline, the agreement with exact patching over
     the usable checkpoints (its range, the checkpoints flagged), the layer x head maps at the emergence point and the
     final checkpoint, and a sentence saying only that. None without maps."""
-    mapped = sorted((r for r in records if r.ok and r.head_map and r.revision in set(usable) and r.step is not None), key=lambda r: r.step)
+    usable = set(usable)
+    mapped = sorted((r for r in records if r.ok and r.head_map and r.revision in usable and r.step is not None), key=lambda r: r.step)
     if not mapped:
         return None
     (strong, weak), source = head_levels(task)
