@@ -23,7 +23,7 @@ from pythia_sweep.checkpoints import (
     step_of,
 )
 from pythia_sweep.config import SweepConfig
-from pythia_sweep.errors import ConfigError, RevisionNotPublished
+from pythia_sweep.errors import ConfigError, DiscoveryFailed, RevisionNotPublished
 from pythia_sweep.conditions import Condition, make_conditions, null_plan
 from pythia_sweep.evaluation import choose_executor, run_conditions
 from pythia_sweep.patching import attention_layout
@@ -152,6 +152,7 @@ class Plan:
     methods: dict[str, dict[str, str]]
     conditions: list[Condition]
     null: dict  # evaluation.null_plan: the null sets' group, size, pool layers and how many are possible
+    shape: tuple[int, int] = (0, 0)  # the model's (layers, heads per layer) it was planned for
 
     def describe(self, n_prompts: int) -> str:
         decoded = sum(c.decode for c in self.conditions)
@@ -164,11 +165,12 @@ def plan_checkpoint(config: SweepConfig, task: Task, n_layers: int, n_heads: int
     groups = task.resolve_groups(n_layers, n_heads, config.layer)
     methods = config.methods(task.align)
     null_layers = range(n_layers) if task.null_pool == "all-layers" else None
+    found = [h for heads in task.discovered.values() for h in heads]  # never drawn into the null as "random" heads
     conditions = make_conditions(
         groups, list(methods), n_heads, single_heads=config.single_heads, null_count=config.null_subsets, seed=config.seed,
-        null_layers=null_layers, null_group=task.headline.plus,
+        null_layers=null_layers, null_group=task.headline.plus, null_exclude=found,
     )  # fmt: skip
-    return Plan(groups, methods, conditions, null_plan(groups, n_heads, null_layers, task.headline.plus))
+    return Plan(groups, methods, conditions, null_plan(groups, n_heads, null_layers, task.headline.plus, found), (n_layers, n_heads))
 
 
 def preflight(config: SweepConfig, task: Task, metadata_path: str) -> tuple[Plan, int]:
@@ -185,9 +187,54 @@ def preflight(config: SweepConfig, task: Task, metadata_path: str) -> tuple[Plan
     n_layers, n_heads = model_config.num_hidden_layers, model_config.num_attention_heads
     if config.layer is not None and not 0 <= config.layer < n_layers:
         raise ConfigError("layer", config.layer, f"a layer index in 0..{n_layers - 1} ({config.model} has {n_layers} layers)")
-    plan = plan_checkpoint(config, task, n_layers, n_heads)
-    pairs = task.tokenize(AutoTokenizer.from_pretrained(metadata_path), {m["align"] for m in plan.methods.values()})
+    checked = task.with_discovered(stand_in_heads(task, n_layers, n_heads)) if task.to_discover and not task.discovered else task
+    plan = plan_checkpoint(config, checked, n_layers, n_heads)
+    tokenizer = AutoTokenizer.from_pretrained(metadata_path)
+    pairs = task.tokenize(tokenizer, {m["align"] for m in plan.methods.values()})
+    if task.to_discover:
+        task.tokenize(tokenizer, {m["align"] for m in plan.methods.values()}, part="discovery")
     return plan, len(pairs)
+
+
+def stand_in_heads(task: Task, n_layers: int, n_heads: int) -> dict[str, list[tuple[int, int]]]:
+    """Heads to check a task with groups to discover against a model's shape before they are found (the pre-flight):
+    the first N heads. Refuses a group asking for more heads than the model has, or for every one of them."""
+    every = [(layer, head) for layer in range(n_layers) for head in range(n_heads)]
+    for name, size in task.to_discover.items():
+        if size >= len(every):
+            raise ConfigError(f"{task.source}: groups.{name}.discover", size,
+                              f"fewer than the model's {len(every)} heads ({n_layers} layers x {n_heads}): the rest draw its null")  # fmt: skip
+    return {name: every[:size] for name, size in task.to_discover.items()}
+
+
+def discover_groups(config: SweepConfig, task: Task, revision: str, *, fetched: FetchedCheckpoint | None = None,
+                    models: ModelCache | None = None) -> dict:  # fmt: skip
+    """The first pass of a task with a group to discover: at `revision` (the model's final checkpoint), on the
+    discovery half of the prompts, each `{ discover = N }` group's heads (headmap.discover), with where they were
+    found. A checkpoint that cannot be fetched or loaded stops the sweep: nothing can be measured without them."""
+    from pythia_sweep.headmap import discover
+
+    try:
+        fetched = fetched or fetch(config.model, revision)
+        device = pick_device(config.device)
+        dtype = pick_dtype(config.dtype, device)
+        loaded = models.load(fetched.path, device, dtype) if models else load_model(fetched.path, device, dtype)
+    except ConfigError:
+        raise
+    except Exception as error:  # noqa: BLE001 - said in one line, the sweep cannot go on
+        raise DiscoveryFailed(f"the heads of {', '.join(task.to_discover)} are found at {config.model}'s final checkpoint "
+                              f"{revision}, which could not be used: {type(error).__name__}: {error}") from error  # fmt: skip
+    layout = attention_layout(loaded.model)
+    label, method = next(iter(config.methods(task.align).items()))
+    pairs = task.tokenize(loaded.tokenizer, {method["align"]}, part="discovery")
+    executor, _ = choose_executor(loaded.model, config.executor)
+    groups = {
+        name: {"size": size, **discover(loaded.model, loaded.tokenizer, layout, pairs, label, method, task.success, size=size,
+                                        batch_size=batch_size_for(config, loaded, pairs), top_k=config.head_map_top_k, executor=executor)}
+        for name, size in task.to_discover.items()
+    }  # fmt: skip
+    return {"revision": revision, "step": step_of(revision), "commit": fetched.commit, "weights_digest": fetched.weights_digest,
+            "prompts": [tp.pair.id for tp in pairs], "groups": groups}  # fmt: skip
 
 
 def base_record(config: SweepConfig, task: Task, revision: str) -> CheckpointRecord:
@@ -278,7 +325,10 @@ def measure(config: SweepConfig, task: Task, loaded: LoadedModel) -> dict:
             "module": layout.module_template,
             "n_prompts": len(pairs),
             "null": {"group": plan.null["group"], "size": plan.null["size"], "pool_layers": plan.null["layers"],
-                     "possible": plan.null["possible"], "pool_description": _pool_words(plan.null["layers"])},
+                     "excluded": plan.null["excluded"], "possible": plan.null["possible"],
+                     "pool_description": _pool_words(plan.null["layers"], len(plan.null["excluded"]))},
+            "discovered": {name: [list(h) for h in heads] for name, heads in task.discovered.items()},  # found, not written
+            "discovery": task.discovery or None,  # where and on which prompts (checkpoint_run.discover_groups)
             "methods": methods,
             "max_new_tokens": config.max_new_tokens,
             "decoded": [c.name for c in conditions if c.decode],  # the others are teacher-forced only
@@ -302,8 +352,9 @@ def measure(config: SweepConfig, task: Task, loaded: LoadedModel) -> dict:
     }
 
 
-def _pool_words(layers: list[int]) -> str:
-    return ("the heads of layer " if len(layers) == 1 else "the heads of layers ") + ", ".join(map(str, layers))
+def _pool_words(layers: list[int], excluded: int = 0) -> str:
+    words = ("the heads of layer " if len(layers) == 1 else "the heads of layers ") + ", ".join(map(str, layers))
+    return words + (f" other than the {excluded} discovered" if excluded else "")
 
 
 def batch_size_for(config: SweepConfig, loaded: LoadedModel, pairs: list[TokenizedPair]) -> int:

@@ -356,6 +356,12 @@ def final_step(published: Sequence[Checkpoint] | None, measured_steps: Iterable[
     return max(steps) if steps else None
 
 
+def final_revision(published: Sequence[Checkpoint]) -> str:
+    """The model's last checkpoint, the end of training (`final_step`'s revision): what a discovery pass reads and
+    which of identical weights is measured."""
+    return max(published, key=lambda c: -1 if c.step is None else c.step).revision
+
+
 def weights_of(repo_id: str, revisions: Iterable[str], cache_dir: str | Path | None = None) -> dict[str, PublishedWeights]:
     """The published weights of each revision, from metadata only (8 requests in flight); revisions that are
     not published (or, offline, not cached) are left out."""

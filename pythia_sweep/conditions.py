@@ -57,13 +57,14 @@ def null_subsets(candidates: Sequence[Head], size: int, count: int, seed: int, e
 
 def make_conditions(
     groups: dict[str, tuple[Head, ...]], methods: Sequence[str], n_heads: int, *, single_heads: bool, null_count: int, seed: int,
-    null_layers: Sequence[int] | None = None, null_group: str | None = None,
+    null_layers: Sequence[int] | None = None, null_group: str | None = None, null_exclude: Sequence[Head] = (),
 ) -> list[Condition]:
     """Every condition of a checkpoint, in a fixed order (which also seeds each one's bootstrap).
 
     The null's random head sets take the size of `null_group` (default: the first group) and are drawn from
-    `null_layers` (default: the layers the groups touch); a set equal to a named group is never drawn, so a
-    group that is every head of those layers has no null (`null_plan` counts the sets possible)."""
+    `null_layers` (default: the layers the groups touch), less `null_exclude` (a discovered group's heads); a set
+    equal to a named group is never drawn, so a group that is every head of those layers has no null (`null_plan`
+    counts the sets possible)."""
     primary = methods[0]
     layers = sorted({layer for heads in groups.values() for layer, _ in heads})
     every_head = tuple((layer, h) for layer in layers for h in range(n_heads))
@@ -74,22 +75,24 @@ def make_conditions(
         conditions.append(Condition(prefix + "all", every_head, "corrupted", label, "all"))
     if single_heads:
         conditions += single_head_conditions(layers, n_heads, primary)
-    plan = null_plan(groups, n_heads, null_layers, null_group)
+    plan = null_plan(groups, n_heads, null_layers, null_group, null_exclude)
     for i, subset in enumerate(null_subsets(plan["pool"], plan["size"], null_count, seed, list(groups.values()))):
         conditions.append(Condition(f"null{i:02d}", subset, "corrupted", primary, "null"))
     return conditions
 
 
 def null_plan(groups: dict[str, tuple[Head, ...]], n_heads: int, null_layers: Sequence[int] | None = None,
-              null_group: str | None = None) -> dict:
-    """Where the null's random head sets come from: the group they are the size of, the pool of heads, and how
-    many distinct sets of that size the pool holds that are not a named group (0: no null is possible)."""
+              null_group: str | None = None, exclude: Sequence[Head] = ()) -> dict:
+    """Where the null's random head sets come from: the group they are the size of, the pool of heads (the layers'
+    heads less `exclude`: the heads a discovery chose are not drawn as "random"), and how many distinct sets of that
+    size the pool holds that are not a named group (0: no null is possible)."""
     group = null_group if null_group in groups else next(iter(groups))
     layers = sorted({layer for heads in groups.values() for layer, _ in heads}) if null_layers is None else sorted(null_layers)
-    pool = tuple((layer, h) for layer in layers for h in range(n_heads))
+    pool = tuple((layer, h) for layer in layers for h in range(n_heads) if (layer, h) not in set(exclude))
     size = len(groups[group])
     named = {frozenset(heads) for heads in groups.values() if len(heads) == size and set(heads) <= set(pool)}
-    return {"group": group, "size": size, "pool": pool, "layers": layers, "possible": math.comb(len(pool), size) - len(named)}
+    return {"group": group, "size": size, "pool": pool, "layers": layers, "excluded": [list(h) for h in exclude],
+            "possible": math.comb(len(pool), size) - len(named)}  # fmt: skip
 
 
 def single_head_conditions(layers: Sequence[int], n_heads: int, method: str) -> list[Condition]:

@@ -35,3 +35,8 @@ class CorruptCheckpoint(PythiaSweepError, OSError):
 
 class DiskFull(PythiaSweepError, OSError):
     """Not enough disk space for a checkpoint's weights."""
+
+
+class DiscoveryFailed(PythiaSweepError, RuntimeError):
+    """The first pass that finds a task's `{ discover = N }` heads could not run (its checkpoint could not be
+    fetched or loaded): no checkpoint of the sweep can be measured without them."""

@@ -149,3 +149,22 @@ def head_map(model, tokenizer, layout, pairs, label: str, method: dict, success,
         "exact_heads": {head_name(*h): list(h) for h in verified},  # identity as data: never parsed from the name
         **agreement(scores, exact, top_k),
     }
+
+
+def discover(model, tokenizer, layout, pairs, label: str, method: dict, success, *, size: int, batch_size: int, top_k: int,
+             executor: str = "fast") -> dict:  # fmt: skip
+    """A group left to be found (`{ discover = N }`): the N heads whose exact effect (patched alone) raises the answer
+    most, among the heads attribution ranks highest (at least 2N of them are patched exactly). Run on the discovery
+    half of the prompts (tasks.discovery_split), at the model's final checkpoint, before the sweep."""
+    found = head_map(model, tokenizer, layout, pairs, label, method, success, batch_size=batch_size, top_k=max(top_k, 2 * size),
+                     executor=executor)  # fmt: skip
+    by_effect = sorted(found["exact"], key=lambda name: found["exact"][name], reverse=True)[:size]
+    return {
+        "heads": [found["exact_heads"][name] for name in by_effect],  # [layer, head] each, largest effect first
+        "exact": {name: found["exact"][name] for name in by_effect},  # nats of log-prob difference, patched alone
+        "attribution": {name: found["attribution"][found["exact_heads"][name][0]][found["exact_heads"][name][1]] for name in by_effect},
+        "checked": len(found["exact"]),  # heads patched exactly to choose among
+        "rank_correlation": found["rank_correlation"],
+        "top_k_found": found["top_k_found"],
+        "top_k": found["top_k"],
+    }

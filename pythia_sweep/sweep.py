@@ -32,6 +32,7 @@ from pythia_sweep.checkpoints import (
     Checkpoint,
     fetch,
     fetch_metadata,
+    final_revision,
     nearest_published,
     not_published_message,
     published_revisions,
@@ -39,8 +40,9 @@ from pythia_sweep.checkpoints import (
     weights_of,
 )
 from pythia_sweep.config import SweepConfig
-from pythia_sweep.checkpoint_run import ModelCache, base_record, preflight, run_checkpoint
+from pythia_sweep.checkpoint_run import ModelCache, base_record, discover_groups, plan_checkpoint, preflight, run_checkpoint
 from pythia_sweep.duplicates import measured_revisions
+from pythia_sweep.conditions import head_name
 from pythia_sweep.errors import PythiaSweepError
 from pythia_sweep.placement import MAX_ATTEMPTS, ip_of, lost_worker_line, node_with_room, where_it_ran
 from pythia_sweep.records import CheckpointRecord
@@ -101,6 +103,18 @@ class CheckpointMeasurer:
             "torch_threads": torch.get_num_threads(),  # Ray gives a worker of one CPU one thread
         }  # fmt: skip
         return replace(record, timings=record.timings | {"wait_for_weights_s": waited}, worker=worker)
+
+    def discover(self, revision: str) -> dict:
+        """The discovery pass at `revision` (checkpoint_run.discover_groups); this worker then measures with its heads."""
+        self._prefetch(revision)
+        future = self.prefetched.pop(revision, None)
+        try:
+            fetched = future.result() if future else None
+        except Exception:  # noqa: BLE001 - fetched again inside, which says why it cannot be
+            fetched = None
+        found = discover_groups(self.config, self.task, revision, fetched=fetched, models=self.models)
+        self.task = self.task.found_by(found)
+        return found
 
     def ready(self) -> dict:
         """When this worker was up, its imports and set-up done (`at`, time.time()), and its node (`node`, `ip`):
@@ -192,7 +206,12 @@ def run_sweep(
         plan, n_prompts = preflight(config, task, fetch_metadata(config.model, first))  # a bad layer, head or answer: refused now
     unpublished = [c.revision for c in schedule if c.revision not in available]
     say = print if progress else (lambda *a, **k: None)
-    say(f"task {task.name}: {plan.describe(n_prompts)}; {len(schedule)} checkpoints scheduled", flush=True)
+    if task.to_discover:  # the conditions follow from the heads found: said once they are
+        found_first = ", ".join(f"{name} ({size} heads)" for name, size in task.to_discover.items())
+        say(f"task {task.name}: {n_prompts} prompts measured, its group {found_first} found first; {len(schedule)} checkpoints scheduled", flush=True)
+    else:
+        say(f"task {task.name}: {plan.describe(n_prompts)}; {len(schedule)} checkpoints scheduled", flush=True)
+    describe = lambda found: f"task {found.name}: {plan_checkpoint(config, found, *plan.shape).describe(n_prompts)}"  # noqa: E731
     for revision in unpublished:
         say(f"  {revision} is not published by {config.model} ({nearest_published(revision, published)}): recorded as failed", flush=True)
     tracker, parent, done = _open_store_beside_ray(config, task, published, tracking_uri, ray_address, schedule, available, clock)
@@ -225,41 +244,97 @@ def run_sweep(
     todo = [c.revision for c in schedule if c.revision not in done and c.revision in available]
     with clock.part("weight metadata (duplicates)"):
         weights = weights_of(config.model, [c.revision for c in schedule if c.revision in available]) if todo else {}
-    measured_as = measured_revisions(weights, published[-1].revision)
+    measured_as = measured_revisions(weights, final_revision(published))
     for revision in todo:  # a revision serving another's weights is recorded as its duplicate, never downloaded
         if measured_as.get(revision, revision) != revision:
             record(duplicate_record(base_record(config, task, revision), weights[revision], measured_as[revision]))
     queue = deque(r for r in todo if measured_as.get(r, r) == r)
-    status = "FAILED"
-    bar = checkpoints_bar(len(queue), progress and bool(queue))
+    status = "FINISHED"
+    bar = None
     try:
         if queue and runs_here(config, len(queue), ray_address):  # no Ray: the worker's code, called here
-            _measure_here(CheckpointMeasurer(config.to_dict(), task, published, before_checkpoint, progress, in_process=True), queue, record, bar)
+            measurer = CheckpointMeasurer(config.to_dict(), task, published, before_checkpoint, progress, in_process=True)
+            if task.to_discover:
+                task = measurer.task = _discovered(tracker, parent, task, config, published, measurer.discover, say, describe)
+            bar = checkpoints_bar(len(queue), progress)
+            _measure_here(measurer, queue, record, bar)
         elif queue:
             with clock.part("ray start"):
                 connect_ray(ray_address)  # at once when it started beside the store
             n_workers, resources = worker_count(config, len(queue))
             env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
             resource = "GPU" if "num_gpus" in resources else "CPU"
+            ready_made = []  # the worker that ran the discovery pass: its model is loaded, and it knows the heads
 
             def make_worker(node: str | None = None):
                 """A worker: SPREAD over the cluster's nodes (downloads and memory shared out), or on `node` (a replacement)."""
+                if ready_made and node is None:
+                    return ready_made.pop()
                 placed = "SPREAD" if node is None else NodeAffinitySchedulingStrategy(node, soft=False)
                 options = CheckpointWorker.options(**resources, runtime_env={"env_vars": env}, scheduling_strategy=placed)
-                return options.remote(config.to_dict(), task, published, before_checkpoint, progress)
+                return options.remote(config.to_dict(), task, published, before_checkpoint, progress)  # task: as found
 
+            def discover_on_a_worker(final: str) -> dict:
+                """The pass on a worker of the sweep's own kind, which then measures checkpoints with its heads."""
+                ready_made.append(make_worker())
+                return _get(ready_made[0].discover.remote(final))
+
+            if task.to_discover:  # workers made from here on are given the task with its heads
+                task = _discovered(tracker, parent, task, config, published, discover_on_a_worker, say, describe)
+            bar = checkpoints_bar(len(queue), progress)
             _drain(lambda revision: base_record(config, task, revision), make_worker, n_workers, resource, queue, record, bar, clock)
-        status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
         print(f"\nInterrupted. Finished checkpoints are saved; run the same command again to resume it (MLflow parent run {parent}).")
         raise
+    except BaseException:
+        status = "FAILED"
+        raise
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
         tracker.finish_sweep(parent, status)
     for revision, error in result.errors.items():
         say(f"  {revision} failed: {error}", flush=True)
     return result
+
+
+def _get(ref):
+    """A worker's answer, or the sweep's own error (a setting wrong for every checkpoint) raised as itself."""
+    try:
+        return ray.get(ref)
+    except RayTaskError as error:
+        if isinstance(error.cause, PythiaSweepError):
+            raise error.cause from None
+        raise
+
+
+def _discovered(tracker: SweepRecorder, parent: str, task: Task, config: SweepConfig, published: list[Checkpoint],
+                run_pass: Callable[[str], dict], say: Callable, describe: Callable[[Task], str]) -> Task:  # fmt: skip
+    """The task with its `{ discover = N }` groups' heads: the ones this sweep found before (saved with its parent
+    run, so a resumed sweep measures the same heads), or found now by `run_pass` at the model's final checkpoint."""
+    found = tracker.discovery(parent)
+    if found is None:
+        final = final_revision(published)
+        groups = ", ".join(f"{name} ({size} heads)" for name, size in task.to_discover.items())
+        say(f"discovering {groups} at {config.model}'s final checkpoint {final}: every head by attribution, the top ones patched exactly ...", flush=True)
+        found = run_pass(final)
+        tracker.save_discovery(parent, found)
+    say(discovery_line(found), flush=True)
+    task = task.found_by(found)
+    say(describe(task), flush=True)
+    return task
+
+
+def discovery_line(found: dict) -> str:
+    """What a discovery pass chose, in one line (the sweep prints it; the report says it in the verdict)."""
+    parts = []
+    for name, group in found["groups"].items():
+        heads = ", ".join(f"{layer}.{head} ({group['exact'][head_name(layer, head)]:+.2f} nats)" for layer, head in group["heads"])
+        rho = group["rank_correlation"]
+        parts.append(f"{name} = {heads}: the {group['size']} largest of {group['checked']} heads patched exactly, the top by attribution "
+                     f"(rank correlation {'undefined' if rho is None else f'{rho:.2f}'})")  # fmt: skip
+    return (f"found at {found['revision']} on {len(found['prompts'])} prompts (the others are measured): " + "; ".join(parts))
 
 
 def duplicate_record(record: CheckpointRecord, weights, original: str) -> CheckpointRecord:

@@ -52,6 +52,8 @@ SUCCESS_KEYS = ("rule", "correct_patterns", "wrong_patterns", "lowercase")
 
 GROUP_KEYS = ("layer", "heads")
 
+DISCOVER_KEYS = ("discover",)  # a group left to be found: { discover = N }
+
 STRIDE_KEYS = ("from", "to", "step")
 
 CONTRAST_KEYS = ("name", "plus", "minus", "metric", "levels")
@@ -99,7 +101,11 @@ def task_from_dict(data: dict, source: str = "<task>") -> Task:
     answer_tokens = data.get("answer_tokens", "continuation")
     if answer_tokens not in ANSWER_TOKENS:
         raise bad("answer_tokens", answer_tokens, f"one of {', '.join(ANSWER_TOKENS)}")
-    null_pool = data.get("null_pool", NULL_POOLS[0])
+    discovering = [name for name, spec in data["groups"].items() if isinstance(spec, dict) and "discover" in spec] if isinstance(data["groups"], dict) else []
+    if len(discovering) > 1:
+        raise bad("groups", discovering, "at most one group to discover (a second would find the same heads)")
+    # a discovered group may lie in any layer: its null draws from every layer's other heads unless the task says
+    null_pool = data.get("null_pool", "all-layers" if discovering else NULL_POOLS[0])
     if null_pool not in NULL_POOLS:
         raise bad("null_pool", null_pool, f"one of {', '.join(NULL_POOLS)}")
     for key in ("same_length", "single_token_answers"):
@@ -237,8 +243,13 @@ def _check_group(name, spec, bad, source: str) -> None:
         raise bad(where, name, f"a group name other than {', '.join(RESERVED)}, null* or L<layer>H<head> (the pipeline's own)")
     if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", name):
         raise bad(where, name, "a name of letters, digits, '-' or '_'")
-    if isinstance(spec, dict):
-        check_keys(spec, GROUP_KEYS, where, source)
+    if isinstance(spec, dict) and "discover" in spec:
+        check_keys(spec, DISCOVER_KEYS, where, source)
+        n = spec["discover"]
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise bad(f"{where}.discover", n, "an integer >= 1: how many heads to find at the final checkpoint")
+    elif isinstance(spec, dict):
+        check_keys(spec, GROUP_KEYS + DISCOVER_KEYS, where, source)
         heads = spec.get("heads")
         if isinstance(heads, dict):
             check_keys(heads, STRIDE_KEYS, f"{where}.heads", source)
@@ -250,7 +261,7 @@ def _check_group(name, spec, bad, source: str) -> None:
         if "layer" in spec and (not isinstance(spec["layer"], int) or isinstance(spec["layer"], bool) or spec["layer"] < 0):
             raise bad(f"{where}.layer", spec["layer"], "an integer >= 0")
     elif not (isinstance(spec, list) and spec and all(isinstance(p, list) and len(p) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in p) for p in spec)):
-        raise bad(where, spec, "a non-empty list of [layer, head] pairs, or {layer = L, heads = [...]}")
+        raise bad(where, spec, "a non-empty list of [layer, head] pairs, {layer = L, heads = [...]}, or {discover = N}")
 
 
 def _contrast(i, spec, groups, bad, source: str) -> Contrast:

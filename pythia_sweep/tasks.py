@@ -10,7 +10,9 @@ an answer or a group:
                correct and one or several wrong ones per pair; scored teacher-forced.
   [success]    how a generated text counts as a success: "mentions" (a correct pattern and no wrong one,
                the methodology's check written as data) or "first-answer" (the text begins with a correct answer).
-  [groups]     named head groups, each a list of (layer, head); a group may span layers.
+  [groups]     named head groups, each a list of (layer, head); a group may span layers. One group may be left
+               to be found (`{ discover = N }`): the N heads that move the answer most at the model's final
+               checkpoint, chosen by a first pass over it (headmap.discover) before the sweep.
   [[contrasts]] named differences of two groups (plus - minus) on one metric: the task's headline numbers.
 
 The conditions of a checkpoint follow from it (conditions.py). This module is the task's model; reading and
@@ -22,8 +24,9 @@ head must exist. Refusals name the file, the field, the value and what is allowe
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from pythia_sweep.analysis import LEVELS
 from pythia_sweep.errors import ConfigError
@@ -92,6 +95,20 @@ class SuccessRule:
         return self.can_decide_early and not any(a.startswith(text) and len(a) > len(text) for a in (*correct, *wrong))
 
 
+PROMPT_PARTS = ("measured", "discovery", "all")
+
+
+def discovery_split(ids: Sequence[str], source: str = "<task>") -> set[str]:
+    """The prompts a task with a group to discover finds its heads on: half of them (rounded down), by the sha256 of
+    their ids, so the same half in every process and whatever the order. The sweep measures the other half: heads
+    chosen on the prompts that then test them would beat the null by construction."""
+    if len(ids) < 2:
+        raise ConfigError(f"{source}: prompts", f"{len(ids)} prompt", "at least 2 prompts for a task with a group to discover: "
+                          "half of them find the heads, the other half measure them")  # fmt: skip
+    by_hash = sorted(ids, key=lambda i: hashlib.sha256(str(i).encode()).hexdigest())
+    return set(by_hash[: len(ids) // 2])
+
+
 @dataclass(frozen=True)
 class Task:
     name: str  # short name, used in experiment names and run labels
@@ -108,19 +125,28 @@ class Task:
     success: SuccessRule = SuccessRule("first-answer")
     contrasts: tuple[Contrast, ...] = ()
     hypotheses: dict = field(default_factory=lambda: dict(GENERIC_HYPOTHESES), compare=False)
+    discovered: dict = field(default_factory=dict, compare=False)  # group -> its heads, once a first pass found them
+    discovery: dict = field(default_factory=dict, compare=False)  # that pass: checkpoint, prompts, each head's effect
 
     # -- prompts ----------------------------------------------------------------------------------------
     def pairs(self, tokenizer=None) -> list[PromptPair]:
         """The task's prompt pairs (a tokenizer is needed for repeated-token prompts and tokenization filters)."""
         return make_pairs(self.source, self.data["prompts"], tokenizer)
 
-    def tokenize(self, tokenizer, aligns: Sequence[str] = ()) -> list[TokenizedPair]:
+    def tokenize(self, tokenizer, aligns: Sequence[str] = (), part: str = "measured") -> list[TokenizedPair]:
         """Every pair tokenized once, each answer checked to be a continuation of its prompt, and its
-        positions aligned in each of the `aligns` modes (each must leave positions to patch)."""
+        positions aligned in each of the `aligns` modes (each must leave positions to patch). `part`: the
+        prompts measured, the ones a discovery pass chooses heads on, or all (`discovery_split`)."""
         from pythia_sweep.prompts import align_positions, encode
 
+        if part not in PROMPT_PARTS:
+            raise ValueError(f"part={part!r}: one of {PROMPT_PARTS}")
+        pairs = self.pairs(tokenizer)
+        if part != "all" and self.to_discover:
+            chosen = discovery_split([p.id for p in pairs], self.source)
+            pairs = [p for p in pairs if (p.id in chosen) == (part == "discovery")]
         out = []
-        for pair in self.pairs(tokenizer):
+        for pair in pairs:
             ids = {side: encode(tokenizer, getattr(pair, side)) for side in ("clean", "corrupted")}
             if self.same_length and len(ids["clean"]) != len(ids["corrupted"]):
                 raise ConfigError(
@@ -166,13 +192,35 @@ class Task:
         return ids
 
     # -- heads ------------------------------------------------------------------------------------------
+    @property
+    def to_discover(self) -> dict[str, int]:
+        """The groups the task leaves to be found, and how many heads each: `{ discover = N }`."""
+        return {name: spec["discover"] for name, spec in self.data["groups"].items() if isinstance(spec, dict) and "discover" in spec}
+
+    def with_discovered(self, heads: dict[str, Sequence[Sequence[int]]], discovery: dict | None = None) -> Task:
+        """This task with its `{ discover = N }` groups filled in (group -> [(layer, head), ...]; each must hold N
+        heads), and the pass that found them (checkpoint_run.discover_groups; None for stand-ins)."""
+        for name, size in self.to_discover.items():
+            if name not in heads or len(heads[name]) != size:
+                raise ConfigError(f"{self.source}: groups.{name}", heads.get(name), f"{size} discovered heads (discover = {size})")
+        found = {name: tuple(tuple(h) for h in heads[name]) for name in self.to_discover}
+        return replace(self, discovered=found, discovery=discovery or {})
+
+    def found_by(self, discovery: dict) -> Task:
+        """This task with the heads a discovery pass (checkpoint_run.discover_groups) chose."""
+        return self.with_discovered({name: group["heads"] for name, group in discovery["groups"].items()}, discovery)
+
     def resolve_groups(self, n_layers: int, n_heads: int, layer: int | None = None) -> dict[str, tuple[tuple[int, int], ...]]:
         """Named groups as (layer, head) tuples for a model of this shape; `layer` overrides the task's default."""
         default_layer = self.layer if layer is None else layer
         groups = {}
         for name, spec in self.data["groups"].items():
             where = f"{self.source}: groups.{name}"
-            if isinstance(spec, dict):
+            if isinstance(spec, dict) and "discover" in spec:
+                if name not in self.discovered:
+                    raise ConfigError(where, spec, "its heads found first (sweep.run_sweep's discovery pass; Task.with_discovered)")
+                pairs = list(self.discovered[name])
+            elif isinstance(spec, dict):
                 group_layer = spec.get("layer", default_layer)
                 if group_layer is None:
                     raise ConfigError(where, spec, "a layer: give `layer = N` in the group or at the top of the task")

@@ -217,6 +217,14 @@ class _Store:
             order_by=["attributes.start_time DESC"], max_results=5000,
         )  # fmt: skip
 
+    def discovery(self, parent: str) -> dict | None:
+        """The discovery pass a sweep ran (checkpoint_run.discover_groups), or None before it has."""
+        try:
+            path = self.client.download_artifacts(parent, "discovery.json")
+        except Exception:  # noqa: BLE001 - not run yet (or a task without a group to discover)
+            return None
+        return json.loads(Path(path).read_text())
+
     def existing_sweep(self, config: SweepConfig, task: Task) -> str | None:
         """The parent run of an earlier sweep with the same settings and task (same `sweep_id`), if any."""
         exp = self.experiment_for(config.model, task.name)
@@ -248,6 +256,14 @@ class SweepRecorder(_Store):
         self.client.log_dict(run.info.run_id, {"source": task.source, "data": task.data}, "task.json")
         self._mark_active(run.info.run_id, published)
         return run.info.run_id
+
+    def save_discovery(self, parent: str, found: dict) -> None:
+        """The heads a discovery pass chose, with the parent run: a resumed sweep measures the same ones. The tags are
+        for the MLflow UI's columns; readers read discovery.json."""
+        self.client.log_dict(parent, found, "discovery.json")
+        for name, group in found["groups"].items():
+            self.client.set_tag(parent, f"discovered.{name}", " ".join(f"{layer}.{head}" for layer, head in group["heads"]))
+        self.client.set_tag(parent, "discovered_at", found["revision"])
 
     def _mark_active(self, run_id: str, published: list[Checkpoint] | None = None) -> None:
         """`last_active` (sortable text) makes "the latest sweep" the one last run, resumed or reported (refine does both)."""
@@ -384,9 +400,12 @@ class SweepReader(_Store):
         return config_from_dict(json.loads(Path(path).read_text()))
 
     def sweep_task(self, parent: str) -> Task:
-        """The task exactly as the sweep ran it (its content saved with the run, not today's file)."""
+        """The task exactly as the sweep ran it (its content saved with the run, not today's file), with the heads its
+        discovery pass found."""
         saved = json.loads(Path(self.client.download_artifacts(parent, "task.json")).read_text())
-        return task_from_dict(saved["data"], saved["source"])
+        task = task_from_dict(saved["data"], saved["source"])
+        found = self.discovery(parent) if task.to_discover else None
+        return task.found_by(found) if found else task
 
     def published(self, parent: str) -> list[Checkpoint] | None:
         """The revisions the Hub published when the sweep last ran (None for a sweep saved before they were)."""

@@ -4,6 +4,7 @@ whether it falls back; how well the map agreed with exact patching. Pure functio
 
 from __future__ import annotations
 
+from pythia_sweep.conditions import head_name
 from pythia_sweep.records import CheckpointRecord
 
 HEAD_LEVELS_NATS = (1.0, 0.5)  # strong, weak, in nats of log-prob difference: where the headline is not in nats
@@ -91,3 +92,25 @@ def _sizes(agreement: dict) -> str:
     return (f" At the final checkpoint attribution gives {ratio:.2f}x the exact effect of the heads that matter (the median"
             f" over the checked heads): a linear estimate is off where attention saturates (AtP*, Kramar et al. 2024); the"
             f" sizes are exact patching's, in the record, and attribution is read for the ranking.")
+
+
+def discovery_summary(records: list[CheckpointRecord]) -> dict | None:
+    """What a sweep's discovered groups are and how they were found, from the measured records' settings (the same
+    at every checkpoint: a sweep saves its discovery and a resume reuses it; records measured with different heads
+    are said, not merged). None for a task whose groups are all written."""
+    measured = [r for r in records if r.ok and r.settings.get("discovered")]
+    if not measured:
+        return None
+    chosen = {repr(r.settings["discovered"]) for r in measured}
+    found, null = measured[-1].settings["discovery"], measured[-1].settings["null"]
+    parts = []
+    for name, group in found["groups"].items():
+        heads = ", ".join(f"{layer}.{head} ({group['exact'][head_name(layer, head)]:+.2f} nats patched alone)" for layer, head in group["heads"])
+        parts.append(f"{name} = {heads}, the {group['size']} largest of {group['checked']} heads patched exactly")
+    statement = (f"The {' and '.join(found['groups'])} group was found, not written: at {found['revision']}, on {len(found['prompts'])} "
+                 f"prompts held out from the {measured[-1].settings['n_prompts']} measured, {'; '.join(parts)}; its null draws "
+                 f"{null['size']}-head sets from {null['pool_description']}.")  # fmt: skip
+    if len(chosen) > 1:
+        statement += f" The checkpoints were measured with {len(chosen)} different discovered groups (read each record's settings)."
+    return {"revision": found["revision"], "groups": {name: g["heads"] for name, g in found["groups"].items()},
+            "prompts_found_on": len(found["prompts"]), "consistent": len(chosen) == 1, "statement": statement}  # fmt: skip

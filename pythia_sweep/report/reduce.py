@@ -14,14 +14,14 @@ import numpy as np
 import polars as pl
 
 from pythia_sweep import analysis
-from pythia_sweep.checkpoints import Checkpoint
+from pythia_sweep.checkpoints import Checkpoint, final_revision
 from pythia_sweep.duplicates import IdenticalWeights, identical_weights
 from pythia_sweep.checkpoints import final_step as end_of_training
 from pythia_sweep.conditions import SUMMARY_KINDS
 from pythia_sweep.config import SweepConfig
 from pythia_sweep.records import CheckpointRecord, long_table, per_prompt
 from pythia_sweep.report import verdict as verdicts
-from pythia_sweep.report.heads import head_map_summary
+from pythia_sweep.report.heads import discovery_summary, head_map_summary
 from pythia_sweep.scoring import null_test
 from pythia_sweep.tasks import Contrast, Task
 from pythia_sweep.tracking import flatten
@@ -183,6 +183,7 @@ def summarize(frame: pl.DataFrame, records: list[CheckpointRecord], task: Task, 
     }
     summary["evidence"] = evidence_summary(usable, head)
     point = head["emergence_point"]
+    summary["discovery"] = discovery_summary(records)
     summary["heads"] = head_map_summary(records, usable["revision"].to_list(), task, point["revision"] if point else None)
     summary["verdict"] = verdicts.verdict(summary, task)
     return summary
@@ -235,9 +236,9 @@ def reduce(records: list[CheckpointRecord], task: Task, config: SweepConfig, pub
     checkpoint (duplicates.identical_weights), and which null test a verdict cites (scoring.null_test)."""
     ok = [r for r in records if r.ok]
     final_step = final_step or end_of_training(published, [r.step for r in ok])
-    final_revision = published[-1].revision if published else (max(ok, key=lambda r: r.step or -1).revision if ok else None)
+    final = final_revision(published) if published else (max(ok, key=lambda r: r.step or -1).revision if ok else None)
     digests = {r.revision: r.weights_digest for r in records if r.status in ("ok", "duplicate")}
-    twins = identical_weights(digests, final_revision)
+    twins = identical_weights(digests, final)
     records = _attribute_to_owners(records, twins)
     frame = timeline(records, final_step, twins)
     summary = summarize(frame, records, task, final_step, list(config.methods(task.align)), twins, config.bootstrap_resamples, config.seed)

@@ -140,6 +140,8 @@ def verdict(summary: dict, task) -> str:
             parts.append("It is not monotonic: " + ", ".join(f"{e['event']} at step {e['step']:,}" for e in res["events"]) + ".")
         elif not res["monotonic"]:
             parts.append(f"It is not monotonic: it falls back by more than {res['levels'][2]:g} after a rise, below the strong level.")
+    if summary.get("discovery"):
+        parts.append(summary["discovery"]["statement"])
     null = summary["null"]
     cited = any(null["statement"] in reason for res in stated for reason in res["claim"]["reasons"])
     if null["status"] in ("beats", "does not beat") and not cited:
