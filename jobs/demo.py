@@ -7,7 +7,8 @@ decimal question asked of the same family for comparison.
 Steps: train the demo family into .cache/hf/hub if absent (once); sweep tasks/induction-demo.toml over the
 demo config's checkpoints; print the heads that move the answer most (from the single-head map); bisect between
 neighbouring saved revisions (`refine`); print the verdict of the report it leaves (rebuilt with the probes);
-sweep tasks/decimal-robust.toml and print its verdict. Both reports' paths are printed.
+sweep tasks/decimal-robust.toml and print its verdict; sweep tasks/induction-discover.toml, whose group is found
+at the final checkpoint rather than written, and print its verdict. The reports' paths are printed.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ os.environ.setdefault("HF_HUB_CACHE", str(Path(".cache/hf/hub").resolve()))
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # the demo's local Ray stays on 127.0.0.1
 
 CONFIG = "jobs/configs/demo.toml"
-INDUCTION, DECIMAL = "tasks/induction-demo.toml", "tasks/decimal-robust.toml"
+INDUCTION, DECIMAL, DISCOVER = "tasks/induction-demo.toml", "tasks/decimal-robust.toml", "tasks/induction-discover.toml"
 
 
 def carrying_heads(report, k: int = 3) -> list[tuple[int, int, float]]:
@@ -84,6 +85,14 @@ def main(argv=None) -> int:
     report = build_report(result.parent_run_id, tracking_uri=result.tracking_uri)
     print("   expected on this family: it learns the bug (Q: ... A: prompts answered the wrong way) and nothing trained to\n"
           "   repair it, so no emergence; the verdict can say so only where the model answers the plain question")  # fmt: skip
+    print(f"   verdict (as the report states it): {report.verdict}")
+    print(f"   {report.mlflow_link}")
+    print(f"   report: {report.html_path}")
+
+    found = load_task(DISCOVER)
+    print(f"\n4. {found.question}  ({DISCOVER}, same family: no head written in the task)", flush=True)
+    result = run_sweep(load_config(CONFIG, task=DISCOVER), found, published=published)
+    report = build_report(result.parent_run_id, tracking_uri=result.tracking_uri)
     print(f"   verdict (as the report states it): {report.verdict}")
     print(f"   {report.mlflow_link}")
     print(f"   report: {report.html_path}")

@@ -10,8 +10,9 @@ reports/<model>__<task>/scan-<revision>.html (a layer x head heatmap of the chan
 difference over the corrupted baseline) and .parquet. From the config it uses the model, the task and the
 patching method; it ignores the checkpoints, the groups' layer, single_heads, null_subsets and the
 controls: every head of every layer is patched alone. With --attribution, every head's attribution
-(pythia_sweep/headmap.py: one backward pass for all heads) is set against the scan's exact effects, and a line
-per revision says how they agree.
+(pythia_sweep/headmap.py: one backward pass for all heads; the config's head_map_method = "ig-inputs" averages it
+over head_map_steps points from the corrupted inputs to the clean ones) is set against the scan's exact effects,
+and a line per revision says how they agree.
 """
 
 from __future__ import annotations
@@ -68,13 +69,14 @@ def attribution_against_scan(config, task, loaded, rows: list[dict], k: int = 3)
     from pythia_sweep.fastpath import pad_id_of
     from pythia_sweep.headmap import agreement, attribution, top_heads
     from pythia_sweep.patching import attention_layout
+    from pythia_sweep.report.heads import estimated_by
 
     _, method = next(iter(config.methods(task.align).items()))
     if method["site"] != "head":
         raise ConfigError("site", method["site"], "head for --attribution (it estimates patching the heads' outputs)")
     pairs = task.tokenize(loaded.tokenizer, {method["align"]})
     scores = attribution(loaded.model, attention_layout(loaded.model), pairs, method["align"], pad_id_of(loaded.tokenizer),
-                         batch_size_for(config, loaded, pairs))  # fmt: skip
+                         batch_size_for(config, loaded, pairs), config.attribution_steps)  # fmt: skip
     baseline = next(r["logprob_diff"] for r in rows if r["head"] == -1)
     exact = {(r["layer"], r["head"]): r["logprob_diff"] - baseline for r in rows if r["head"] >= 0}
     agree = agreement(scores, exact, k)
@@ -82,7 +84,7 @@ def attribution_against_scan(config, task, loaded, rows: list[dict], k: int = 3)
     name = lambda heads: ", ".join(f"{layer}.{head}" for layer, head in heads)  # noqa: E731
     rho = "undefined" if agree["rank_correlation"] is None else f"{agree['rank_correlation']:.2f}"
     top = by_size[0]
-    return (f"attribution against exact patching over all {len(exact)} heads: rank correlation {rho}; top {k} by size: "
+    return (f"{estimated_by({'method': config.head_map_method, 'steps': config.head_map_steps})} against exact patching over all {len(exact)} heads: rank correlation {rho}; top {k} by size: "
             f"exact {name(by_size)}, attribution {name(top_heads(scores, k))} ({agree['top_k_found']} of {k} found); "
             f"head {top[0]}.{top[1]}: exact {exact[top]:+.2f} nats, attribution {float(scores[top]):+.2f}")  # fmt: skip
 

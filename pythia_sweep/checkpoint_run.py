@@ -230,7 +230,8 @@ def discover_groups(config: SweepConfig, task: Task, revision: str, *, fetched: 
     executor, _ = choose_executor(loaded.model, config.executor)
     groups = {
         name: {"size": size, **discover(loaded.model, loaded.tokenizer, layout, pairs, label, method, task.success, size=size,
-                                        batch_size=batch_size_for(config, loaded, pairs), top_k=config.head_map_top_k, executor=executor)}
+                                        batch_size=batch_size_for(config, loaded, pairs), top_k=config.head_map_top_k, executor=executor,
+                                        steps=config.attribution_steps)}
         for name, size in task.to_discover.items()
     }  # fmt: skip
     return {"revision": revision, "step": step_of(revision), "commit": fetched.commit, "weights_digest": fetched.weights_digest,
@@ -316,7 +317,7 @@ def measure(config: SweepConfig, task: Task, loaded: LoadedModel) -> dict:
         label, method = next(iter(methods.items()))
         named = sorted({tuple(h) for heads in groups.values() for h in heads})
         found = head_map(loaded.model, loaded.tokenizer, layout, pairs, label, method, task.success, batch_size=batch_size,
-                         top_k=config.head_map_top_k, named=named, executor=executor)  # fmt: skip
+                         top_k=config.head_map_top_k, named=named, executor=executor, steps=config.attribution_steps)  # fmt: skip
     return {
         "settings": {
             "groups": {name: [list(h) for h in heads] for name, heads in groups.items()},

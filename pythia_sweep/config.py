@@ -29,6 +29,7 @@ METHODS = ("per-head", "upstream", "both")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 EXECUTORS = ("auto", "fast", "plain")  # evaluation.choose_executor
+HEAD_MAP_METHODS = ("attribution", "ig-inputs")  # headmap.attribution: the gradient at the corrupted run, or averaged along the inputs' path
 
 # The upstream (methodology) way of measuring, kept runnable so the two can be compared.
 UPSTREAM_METHOD = {"site": "post-projection", "align": "prefix", "patch_during": "every-step"}
@@ -36,7 +37,7 @@ UPSTREAM_METHOD = {"site": "post-projection", "align": "prefix", "patch_during":
 
 # Settings added after sweeps were recorded: they join the sweep's identity only when set, so the sweeps recorded
 # before them keep their sweep_id (and resume) while they are left at their defaults.
-ADDED_LATER = ("head_map", "head_map_top_k")
+ADDED_LATER = ("head_map", "head_map_top_k", "head_map_method", "head_map_steps")
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,8 @@ class SweepConfig:
     executor: str = "auto"  # "auto": the fast path where the model supports it, else the plain way; "fast"; "plain"
     head_map: bool = False  # also every head of every layer by attribution patching, its top heads checked exactly (headmap.py)
     head_map_top_k: int = 8  # heads the map patches exactly (with the task's named heads) to check the attribution
+    head_map_method: str = "attribution"  # "ig-inputs": integrated gradients over the input embeddings (EAP-IG-inputs), same-length prompts
+    head_map_steps: int = 5  # ig-inputs: points on the path from the corrupted inputs to the clean ones (m)
 
     def __post_init__(self) -> None:
         _check_type("model", self.model, str)
@@ -98,6 +101,8 @@ class SweepConfig:
         _check_type("evidence", self.evidence, bool)
         _check_type("head_map", self.head_map, bool)
         _check_int("head_map_top_k", self.head_map_top_k, minimum=1)
+        _check_choice("head_map_method", self.head_map_method, HEAD_MAP_METHODS)
+        _check_int("head_map_steps", self.head_map_steps, minimum=1)
         _check_int("null_subsets", self.null_subsets, minimum=0)
         _check_int("max_new_tokens", self.max_new_tokens, minimum=1)
         _check_int("batch_size", self.batch_size, minimum=0)
@@ -107,6 +112,11 @@ class SweepConfig:
             _check_int("workers", self.workers, minimum=0)
         _check_type("name", self.name, str)
         _check_type("offline_cache", self.offline_cache, str)
+
+    @property
+    def attribution_steps(self) -> int:
+        """headmap.attribution's `steps`: 0 for attribution patching, m for EAP-IG-inputs."""
+        return self.head_map_steps if self.head_map_method == "ig-inputs" else 0
 
     def methods(self, task_align: str = "shared-text") -> dict[str, dict[str, str]]:
         """The measuring methods this sweep runs, by label: site, alignment and generation-time patching.

@@ -24,6 +24,7 @@ import torch
 from scipy.stats import spearmanr
 
 from pythia_sweep.conditions import Condition, head_name
+from pythia_sweep.errors import ConfigError
 from pythia_sweep.evaluation import clean_activations, run_conditions
 from pythia_sweep.fastpath import pad, pad_id_of
 from pythia_sweep.patching import AttentionLayout, captured
@@ -33,50 +34,64 @@ Head = tuple[int, int]  # (layer, head)
 AGREEMENT_FLOOR = 0.5  # a rank correlation below this (or fewer than half the exact top-k found) is flagged
 
 
-def attribution(model, layout: AttentionLayout, pairs: Sequence[TokenizedPair], align: str, pad_id: int, batch_size: int) -> torch.Tensor:
+def attribution(model, layout: AttentionLayout, pairs: Sequence[TokenizedPair], align: str, pad_id: int, batch_size: int,
+                steps: int = 0) -> torch.Tensor:  # fmt: skip
     """(n_layers, n_heads): each head's attribution, the mean over prompts, in nats of the log-prob difference.
 
+    `steps` = 0: the gradient at the corrupted run (attribution patching). `steps` = m > 0: EAP-IG-inputs (Hanna et
+    al. 2024, arXiv 2403.17806), the gradient averaged over m runs whose input embeddings lie k/m of the way from the
+    corrupted prompt's to the clean one's (k = 1..m); it needs clean and corrupted prompts of the same length.
     Rows are (prompt, answer) sequences of the corrupted prompt, `batch_size` rows a batch, a prompt's answers in
     one batch (its metric joins them)."""
     device = next(model.parameters()).device
+    if steps:
+        uneven = next((tp for tp in pairs if len(tp.ids["clean"]) != len(tp.ids["corrupted"])), None)
+        if uneven is not None:
+            raise ConfigError("head_map_method", "ig-inputs", f"prompts whose clean and corrupted sides are as long in tokens (the "
+                              f"inputs are interpolated position by position); prompt {uneven.pair.id!r} has "
+                              f"{len(uneven.ids['clean'])} and {len(uneven.ids['corrupted'])}: set same_length = true in the "
+                              "task, or head_map_method = \"attribution\"")  # fmt: skip
     layers = list(range(layout.n_layers))
     with torch.no_grad():
         clean = clean_activations(model, layout, "head", layers, list(pairs), pad_id, batch_size, device)  # layer -> id -> (Tc, C)
     total = torch.zeros(layout.n_layers, layout.n_heads, dtype=torch.float64)
     per_batch = max(1, batch_size // max(len(tp.answers["corrupted"]) for tp in pairs))
     for start in range(0, len(pairs), per_batch):
-        total += _batch_attribution(model, layout, pairs[start : start + per_batch], align, clean, pad_id, device)
+        total += _batch_attribution(model, layout, pairs[start : start + per_batch], align, clean, pad_id, device, steps)
     return total / len(pairs)
 
 
-def _batch_attribution(model, layout, chunk, align, clean, pad_id, device) -> torch.Tensor:
+def _batch_attribution(model, layout, chunk, align, clean, pad_id, device, steps: int) -> torch.Tensor:
     rows = [tp.ids["corrupted"] + answer for tp in chunk for answer in tp.answers["corrupted"]]
     input_ids, attention = pad(rows, pad_id, left=False, device=device)  # (R, T), right padding: prompts at 0..
     layers = list(range(layout.n_layers))
     # token j of an answer is read at position n_prompt - 1 + j: the output layer runs only where some row reads one
     read = sorted({len(tp.ids["corrupted"]) - 1 + j for tp in chunk for answer in tp.answers["corrupted"] for j in range(len(answer))})
     column = {position: k for k, position in enumerate(read)}
-    with torch.enable_grad():
-        embeds = model.get_input_embeddings()(input_ids).detach().requires_grad_(True)  # (R, T, d): the graph starts here
-        with captured(model, layout, "head", layers, live=True) as seen:
-            logits = model(inputs_embeds=embeds, attention_mask=attention, use_cache=False,
-                           logits_to_keep=torch.tensor(read, device=device)).logits  # (R, len(read), V)  # fmt: skip
-        exact_dtype = torch.promote_types(logits.dtype, torch.float32)  # float32 at least; float64 kept
-        logp = torch.log_softmax(logits.to(exact_dtype), dim=-1)
-        metric, r = logp.new_zeros(()), 0
-        for tp in chunk:
-            n_prompt = len(tp.ids["corrupted"])
-            sums = []
-            for answer in tp.answers["corrupted"]:
-                at = torch.tensor([column[n_prompt - 1 + j] for j in range(len(answer))], device=device)
-                sums.append(logp[r, at, torch.tensor(answer, device=device)].sum())
-                r += 1
-            sums = torch.stack(sums)
-            metric = metric + torch.logsumexp(sums[: tp.n_correct], 0) - torch.logsumexp(sums[tp.n_correct :], 0)
-        acts = [seen[layer][0] for layer in layers]  # each (R, T, C)
-        grads = torch.autograd.grad(metric, acts)
-    acts = torch.stack([a.detach() for a in acts]).to(exact_dtype)  # (L, R, T, C)
-    grads = torch.stack(grads).to(exact_dtype)  # (L, R, T, C)
+    embed = model.get_input_embeddings()
+    start = embed(input_ids).detach()  # (R, T, d)
+    if steps:  # the same answers after the clean prompt: the path runs from the corrupted inputs to the clean ones
+        clean_ids, _ = pad([tp.ids["clean"] + answer for tp in chunk for answer in tp.answers["corrupted"]], pad_id, left=False, device=device)
+        towards = embed(clean_ids).detach() - start  # (R, T, d)
+    exact_dtype = torch.promote_types(start.dtype, torch.float32)  # float32 at least; float64 kept
+    grads, acts = None, None
+    for k in range(1, steps + 1) if steps else [0]:
+        embeds = (start + (k / steps) * towards if steps else start).requires_grad_(True)  # (R, T, d): the graph starts here
+        with torch.enable_grad():
+            with captured(model, layout, "head", layers, live=True) as seen:
+                logits = model(inputs_embeds=embeds, attention_mask=attention, use_cache=False,
+                               logits_to_keep=torch.tensor(read, device=device)).logits  # (R, len(read), V)  # fmt: skip
+            metric = _answer_metric(torch.log_softmax(logits.to(exact_dtype), dim=-1), chunk, column, device)
+            step_grads = torch.autograd.grad(metric, [seen[layer][0] for layer in layers])
+        step_grads = torch.stack(step_grads).to(exact_dtype)  # (L, R, T, C)
+        grads = step_grads if grads is None else grads + step_grads
+        if not steps:
+            acts = torch.stack([seen[layer][0].detach() for layer in layers]).to(exact_dtype)  # (L, R, T, C)
+    if steps:
+        grads = grads / steps
+        with torch.no_grad(), captured(model, layout, "head", layers) as seen:
+            model(input_ids=input_ids, attention_mask=attention, use_cache=False, logits_to_keep=1)
+        acts = torch.stack([seen[layer][0] for layer in layers]).to(exact_dtype)  # (L, R, T, C): the corrupted run's
     out = torch.zeros(layout.n_layers, layout.n_heads, dtype=torch.float64)
     r = 0
     for tp in chunk:
@@ -88,6 +103,22 @@ def _batch_attribution(model, layout, chunk, align, clean, pad_id, device) -> to
             out += step.sum(1).view(layout.n_layers, layout.n_heads, layout.head_dim).sum(-1).double().cpu()
             r += 1
     return out
+
+
+def _answer_metric(logp: torch.Tensor, chunk, column: dict[int, int], device) -> torch.Tensor:
+    """The summed log-prob difference of the chunk's prompts, log sum p(correct) - log sum p(wrong), from `logp`
+    (R, len(read), V) at the positions each answer token is read (`column`)."""
+    metric, r = logp.new_zeros(()), 0
+    for tp in chunk:
+        n_prompt = len(tp.ids["corrupted"])
+        sums = []
+        for answer in tp.answers["corrupted"]:
+            at = torch.tensor([column[n_prompt - 1 + j] for j in range(len(answer))], device=device)
+            sums.append(logp[r, at, torch.tensor(answer, device=device)].sum())
+            r += 1
+        sums = torch.stack(sums)
+        metric = metric + torch.logsumexp(sums[: tp.n_correct], 0) - torch.logsumexp(sums[tp.n_correct :], 0)
+    return metric
 
 
 def top_heads(scores: torch.Tensor, k: int) -> list[Head]:
@@ -137,13 +168,14 @@ def size_ratio(scores: torch.Tensor, exact: dict[Head, float], share: float = 0.
 
 
 def head_map(model, tokenizer, layout, pairs, label: str, method: dict, success, *, batch_size: int, top_k: int,
-             named: Sequence[Head] = (), executor: str = "fast") -> dict:  # fmt: skip
-    """The whole-model map of one checkpoint: every head's attribution, the top-k and the task's named heads
-    patched exactly, and how the two agree (a record's `head_map`)."""
-    scores = attribution(model, layout, pairs, method["align"], pad_id_of(tokenizer), batch_size)
+             named: Sequence[Head] = (), executor: str = "fast", steps: int = 0) -> dict:  # fmt: skip
+    """The whole-model map of one checkpoint: every head's attribution (`steps`: see `attribution`), the top-k and
+    the task's named heads patched exactly, and how the two agree (a record's `head_map`)."""
+    scores = attribution(model, layout, pairs, method["align"], pad_id_of(tokenizer), batch_size, steps)
     verified = list(dict.fromkeys(top_heads(scores, top_k) + [tuple(h) for h in named]))
     exact = exact_effects(model, tokenizer, layout, pairs, verified, label, method, success, batch_size, executor)
     return {
+        "method": "ig-inputs" if steps else "attribution", "steps": steps,  # how `attribution` was estimated
         "attribution": [[float(v) for v in row] for row in scores],  # (n_layers, n_heads), nats
         "exact": {head_name(*h): exact[h] for h in verified},
         "exact_heads": {head_name(*h): list(h) for h in verified},  # identity as data: never parsed from the name
@@ -152,12 +184,12 @@ def head_map(model, tokenizer, layout, pairs, label: str, method: dict, success,
 
 
 def discover(model, tokenizer, layout, pairs, label: str, method: dict, success, *, size: int, batch_size: int, top_k: int,
-             executor: str = "fast") -> dict:  # fmt: skip
+             executor: str = "fast", steps: int = 0) -> dict:  # fmt: skip
     """A group left to be found (`{ discover = N }`): the N heads whose exact effect (patched alone) raises the answer
     most, among the heads attribution ranks highest (at least 2N of them are patched exactly). Run on the discovery
     half of the prompts (tasks.discovery_split), at the model's final checkpoint, before the sweep."""
     found = head_map(model, tokenizer, layout, pairs, label, method, success, batch_size=batch_size, top_k=max(top_k, 2 * size),
-                     executor=executor)  # fmt: skip
+                     executor=executor, steps=steps)  # fmt: skip
     by_effect = sorted(found["exact"], key=lambda name: found["exact"][name], reverse=True)[:size]
     return {
         "heads": [found["exact_heads"][name] for name in by_effect],  # [layer, head] each, largest effect first

@@ -14,6 +14,8 @@ permutation p-value.
 
 from __future__ import annotations
 
+import math
+
 import warnings
 from collections.abc import Sequence
 
@@ -211,11 +213,15 @@ def null_test(null: dict | None, contrast, null_settings: dict | None = None) ->
     if position is None or position["p_value"] is None:
         return out | {"status": "not applicable",
                       "statement": f"the {group} side is not a group of the null sets' size ({null.get('size')} heads)"}  # fmt: skip
-    p = position["p_value"]
+    p, floor = position["p_value"], 1 / (null["k"] + 1)
     status = "beats" if p <= NULL_LEVEL else "does not beat"
-    return out | {
-        "status": status, "p_value": p, "percentile": position["percentile"],
-        "statement": f"the {group} group {'stands' if status == 'beats' else 'does not stand'} out among {null['k']} random "
-                     f"{null['size']}-head sets on {metric.replace('_', ' ')} (null p = {p:.2g}; the smallest possible "
-                     f"with {null['k']} sets is {1 / (null['k'] + 1):.2g})",
-    }  # fmt: skip
+    sets = f"{null['k']} random {null['size']}-head sets on {metric.replace('_', ' ')}"
+    if status == "does not beat" and p <= floor:  # above every set drawn: too few sets, not an ordinary group
+        why = (f"the pool holds only {possible} such sets" if possible is not None and possible <= null["k"] else
+               f"null_subsets = {math.ceil(1 / NULL_LEVEL) - 1} or more could")  # fmt: skip
+        statement = (f"the {group} group is above all {sets}, but {null['k']} sets cannot give a null p at or below "
+                     f"{NULL_LEVEL:g} (the smallest possible is {floor:.2g}; {why})")  # fmt: skip
+    else:
+        statement = (f"the {group} group {'stands' if status == 'beats' else 'does not stand'} out among {sets} "
+                     f"(null p = {p:.2g}; the smallest possible with {null['k']} sets is {floor:.2g})")  # fmt: skip
+    return out | {"status": status, "p_value": p, "percentile": position["percentile"], "statement": statement}

@@ -30,7 +30,7 @@ from tqdm import tqdm
 from pythia_sweep.checkpoints import Checkpoint
 from pythia_sweep.config import SweepConfig, config_from_dict
 from pythia_sweep.errors import PythiaSweepError
-from pythia_sweep.conditions import SUMMARY_KINDS
+from pythia_sweep.conditions import SUMMARY_KINDS, head_name
 from pythia_sweep.records import CONDITION_METRICS, CONTRAST_METRICS, CheckpointRecord, long_table, responses_text
 from pythia_sweep.tasks import Task
 from pythia_sweep.task_schema import task_from_dict
@@ -116,10 +116,12 @@ def flatten(record: CheckpointRecord, compared_only: bool = False) -> dict[str, 
         metrics["head_map/top_k_found"] = found["top_k_found"]
         if found["rank_correlation"] is not None:
             metrics["head_map/rank_correlation"] = found["rank_correlation"]
+        for name, (layer, head) in found["exact_heads"].items():  # the checked heads' exact effects, charted against step
+            metrics[f"head_map/exact/{head_name(layer, head)}"] = found["exact"][name]
         if not compared_only:
             for layer, row in enumerate(found["attribution"]):
                 for head, value in enumerate(row):
-                    metrics[f"head_map/attribution/L{layer:02d}H{head:02d}"] = value
+                    metrics[f"head_map/attribution/{head_name(layer, head)}"] = value
     for key, value in record.timings.items():
         metrics[f"time/{key}"] = value
     return {k: float(v) for k, v in metrics.items() if v is not None}

@@ -195,6 +195,23 @@ def test_case7_the_null_is_read_on_the_headlines_own_metric():
     assert null_test(null, Contrast("gt", "g", "baseline", "logprob_diff", (1, 0.5, 0.2)), {"possible": 100})["p_value"] == 0.01
 
 
+def test_a_group_above_every_null_set_is_told_apart_from_an_ordinary_one_when_too_few_sets_exist():
+    """Two heads of an 8-head model have 15 rivals: above all of them, p is 1/16 and cannot reach 0.05. The null still
+    does not pass (the claim cannot be called), but the statement says why: too few sets, not an unremarkable group."""
+    from pythia_sweep.scoring import null_test
+    from pythia_sweep.tasks import Contrast
+
+    contrast = Contrast("c", "g", "baseline", "logprob_diff", (1, 0.5, 0.2))
+    top = {"k": 15, "size": 2, "groups": {"g": {"logprob_diff": {"p_value": 1 / 16, "percentile": 100.0}}}}
+    test = null_test(top, contrast, {"possible": 15})
+    assert test["status"] == "does not beat"
+    assert test["statement"] == ("the g group is above all 15 random 2-head sets on logprob diff, but 15 sets cannot give a null p "
+                                 "at or below 0.05 (the smallest possible is 0.062; the pool holds only 15 such sets)")  # fmt: skip
+    assert "null_subsets = 19 or more could" in null_test(top, contrast, {"possible": 300})["statement"]
+    middling = {**top, "groups": {"g": {"logprob_diff": {"p_value": 0.5, "percentile": 50.0}}}}
+    assert "does not stand out among 15 random 2-head sets" in null_test(middling, contrast, {"possible": 15})["statement"]
+
+
 def test_case8_identical_weights_belong_to_the_final_revision_then_step0_else_none():
     assert identical_weights({"step0": "a", "step1": "a", "step2": "b"}, "step143000")[0].owner == "step0"  # #83, #198
     (main,) = identical_weights({"step66000": "m", "step70000": "m", "step143000": "m"}, "step143000")  # pythia-2.8b, #205

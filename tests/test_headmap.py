@@ -3,12 +3,14 @@ must agree (a model whose metric is linear in the last layer's heads), against f
 not, and on a planted head that both must rank first."""
 
 import copy
+import dataclasses
 import tomllib
 
 import pytest
 import torch
 
 from pythia_sweep.conditions import head_name
+from pythia_sweep.errors import ConfigError
 from pythia_sweep.fastpath import pad_id_of
 from pythia_sweep.headmap import attribution, exact_effects, head_map, top_heads
 from pythia_sweep.patching import PatchPlan, attention_layout, capture, head_columns, patched
@@ -78,18 +80,20 @@ def test_attribution_is_the_derivative_along_the_patch(neox):
         assert float(scores[layer, head]) == pytest.approx(slope, rel=1e-5, abs=1e-8), (layer, head)
 
 
-def _metric_along(model, layout, pairs, layer, head, t):
-    """Mean over prompts of the log-prob difference with head (layer, head) moved a fraction t of the way from
-    its corrupted to its clean activation, at the aligned positions."""
+def _metric_along(model, layout, pairs, layer, head, t, run_on="corrupted"):
+    """Mean over prompts of the log-prob difference of the corrupted answers with head (layer, head) moved t times
+    (its clean - its corrupted activation) at the aligned positions, on the corrupted prompt or (`run_on` = "clean")
+    on the clean one."""
     columns = head_columns([head], layout.head_dim)
     total = 0.0
     for tp in pairs:
         clean = capture(model, layout, "head", [layer], input_ids=torch.tensor([tp.ids["clean"]]))[layer][0]  # (Tc, C)
         values = []
         for answer in tp.answers["corrupted"]:
-            ids = torch.tensor([tp.ids["corrupted"] + answer])
-            corrupted = capture(model, layout, "head", [layer], input_ids=ids)[layer]  # (1, T, C)
-            target, mask = corrupted.clone(), torch.zeros_like(corrupted, dtype=torch.bool)
+            ids = torch.tensor([tp.ids[run_on] + answer])
+            base = capture(model, layout, "head", [layer], input_ids=ids)[layer]  # (1, T, C)
+            corrupted = capture(model, layout, "head", [layer], input_ids=torch.tensor([tp.ids["corrupted"] + answer]))[layer]
+            target, mask = base.clone(), torch.zeros_like(base, dtype=torch.bool)
             for c, k in tp.alignments["suffix"]:
                 target[0, c, columns] += t * (clean[k, columns] - corrupted[0, c, columns])
                 mask[0, c, columns] = True
@@ -99,6 +103,36 @@ def _metric_along(model, layout, pairs, layer, head, t):
             values.append(sum(float(logp[n - 1 + j, a]) for j, a in enumerate(answer)))
         total += values[0] - values[1]  # one correct answer, one wrong
     return total / len(pairs)
+
+
+def test_integrated_gradients_over_the_inputs_run_from_the_corrupted_prompt_to_the_clean_one(neox):
+    """EAP-IG-inputs: where the metric is linear in the last layer's heads it equals exact patching at any number of
+    steps; elsewhere one step is the gradient at the clean end of the path (a finite difference on the clean prompt),
+    and more steps move it from there (the average along the path). Prompts of unequal length are refused."""
+    model, layout, pairs, pad_id = setup(neox, torch.float64)
+    even = [tp for tp in pairs if len(tp.ids["clean"]) == len(tp.ids["corrupted"])]
+    assert even and all(c == k for tp in even for c, k in tp.alignments["suffix"])  # positions line up one to one
+    one = attribution(model, layout, even, "suffix", pad_id, batch_size=16, steps=1)
+    eps = 1e-4
+    for layer, head in [(1, 4), (4, 7)]:
+        slope = (_metric_along(model, layout, even, layer, head, eps, "clean") - _metric_along(model, layout, even, layer, head, -eps, "clean")) / (2 * eps)
+        assert float(one[layer, head]) == pytest.approx(slope, rel=1e-5, abs=1e-8), (layer, head)
+    many = attribution(model, layout, even, "suffix", pad_id, batch_size=16, steps=8)
+    assert not torch.allclose(many, one)
+
+    linear = copy.deepcopy(model)
+    linear.gpt_neox.final_layer_norm = torch.nn.Identity()
+    with torch.no_grad():
+        linear.gpt_neox.layers[-1].attention.dense.weight *= 100.0
+    last = [(layout.n_layers - 1, h) for h in range(layout.n_heads)]
+    exact = exact_effects(linear, neox.tokenizer, layout, even, last, "m", METHOD, TASK.success, batch_size=16)
+    ig = attribution(linear, layout, even, "suffix", pad_id, batch_size=16, steps=3)
+    for h in last:
+        assert float(ig[h]) == pytest.approx(exact[h], rel=1e-4, abs=1e-5), head_name(*h)  # exact runs in float32
+
+    longer = dataclasses.replace(even[0], ids={**even[0].ids, "clean": even[0].ids["clean"][:1] + even[0].ids["clean"]})
+    with pytest.raises(ConfigError, match=f"head_map_method='ig-inputs'.*prompt '{longer.pair.id}' has {len(longer.ids['clean'])} and"):
+        attribution(model, layout, [longer], "suffix", pad_id, batch_size=16, steps=2)
 
 
 def test_a_planted_head_is_found_first_by_attribution_and_by_exact_patching(neox):
@@ -147,13 +181,15 @@ def test_a_checkpoint_record_carries_the_map_and_the_long_table_every_head(neox)
     exact = rows.filter(condition="exact", layer=6, head=3)["value"].item()
     assert exact == pytest.approx(found["exact"][head_name(6, 3)])
     assert "head_map/top_k_found" in flatten(record, compared_only=True)
+    assert flatten(record, compared_only=True)["head_map/exact/L06H03"] == pytest.approx(found["exact"][head_name(6, 3)])  # charted against step
     assert "head_map/attribution/L06H03" in flatten(record) and "head_map/attribution/L06H03" not in flatten(record, compared_only=True)
 
     plain = SweepConfig(model="tiny-test/neox")
-    before = {k: v for k, v in plain.to_dict().items() if k not in ("head_map", "head_map_top_k", "checkpoints", "workers",
+    before = {k: v for k, v in plain.to_dict().items() if k not in ("head_map", "head_map_top_k", "head_map_method", "head_map_steps", "checkpoints", "workers",
               "batch_size", "name", "task", "offline_cache", "executor")} | {"task_digest": "d"}  # fmt: skip
     assert plain.sweep_id("d") == hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()[:12]
     assert plain.replace(head_map=True).sweep_id("d") != plain.sweep_id("d")
+    assert plain.replace(head_map=True, head_map_method="ig-inputs").sweep_id("d") != plain.replace(head_map=True).sweep_id("d")
 
 
 def test_the_scan_sets_attribution_against_its_exact_effects(hub_cache, tmp_path, capsys):
@@ -166,7 +202,7 @@ def test_the_scan_sets_attribution_against_its_exact_effects(hub_cache, tmp_path
     assert main([str(config), "--revisions", "step1000", "--attribution", "--reports-dir", str(tmp_path)]) == 0
     said = capsys.readouterr().out.splitlines()[-1]
     layers, heads = 8, 12
-    assert said.startswith(f"  step1000: attribution against exact patching over all {layers * heads} heads: rank correlation ")
+    assert said.startswith(f"  step1000: attribution patching against exact patching over all {layers * heads} heads: rank correlation ")
     assert "top 3 by size: exact " in said and "of 3 found" in said
 
 

@@ -64,24 +64,31 @@ def head_map_summary(records: list[CheckpointRecord], usable: list[str], task, e
     at = {"final": revisions[-1]} | ({"emergence": emergence_revision} if emergence_revision in revisions else {})
     return {"levels": {"strong": strong, "weak": weak, "source": source}, "heads": timelines, "agreement": agreement,
             "revisions": revisions, "steps": steps, "maps": {name: maps[revisions.index(rev)]["attribution"] for name, rev in at.items()},
-            "map_revisions": at, "statement": _statement(timelines, agreement, source)}  # fmt: skip
+            "map_revisions": at, "method": estimated_by(maps[-1]), "statement": _statement(timelines, agreement, source, estimated_by(maps[-1]))}  # fmt: skip
 
 
-def _statement(timelines: list[dict], agreement: dict, source: str) -> str:
+def estimated_by(found: dict) -> str:
+    """How a map's per-head numbers were estimated, in words (the record's `method` and `steps`)."""
+    if found.get("method") == "ig-inputs":
+        return f"integrated gradients over the inputs (EAP-IG-inputs, {found['steps']} steps)"
+    return "attribution patching"
+
+
+def _statement(timelines: list[dict], agreement: dict, source: str, method: str = "attribution patching") -> str:
     checked = ("rank correlation with exact patching of its top heads "
                + (f"{agreement['rank_correlation_min']:.2f} to {agreement['rank_correlation_max']:.2f}" if agreement["rank_correlation_min"] is not None else "undefined")
                + f" over {agreement['checkpoints']} checkpoints; "
                + (f"they disagree at {', '.join(agreement['flagged'])}" if agreement["flagged"] else "flagged at none"))  # fmt: skip
     strong = [t for t in timelines if t["first_strong_step"] is not None]
     if not strong:
-        return f"By attribution patching ({checked}), no head's effect exceeds the strong level ({source})."
+        return f"By {method} ({checked}), no head's effect exceeds the strong level ({source})."
     named = "; ".join(
         f"{t['layer']}.{t['head']} from {t['first_strong_revision']} (peak {t['peak']:+.2f} nats by attribution at {t['peak_revision']}"
         + (f", {t['final']:+.2f} at the end: it rises and falls" if t["course"] == "rises and falls" else "") + ")"
         for t in strong[:6]
     )  # fmt: skip
     more = f" and {len(strong) - 6} more" if len(strong) > 6 else ""
-    return f"By attribution patching ({checked}), the heads above the strong level ({source}): {named}{more}.{_sizes(agreement)}"
+    return f"By {method} ({checked}), the heads above the strong level ({source}): {named}{more}.{_sizes(agreement)}"
 
 
 def _sizes(agreement: dict) -> str:
