@@ -34,8 +34,12 @@ def test_it_is_pythias_vocabulary(pythia):
 @pytest.mark.parametrize("name", SHIPPED)
 def test_every_shipped_task_tokenizes_as_its_comments_say(pythia, name):
     task = load_task(REPO / "tasks" / f"{name}.toml")
-    pairs = task.tokenize(pythia, [task.align])
+    pairs = task.tokenize(pythia, [task.align], part="all")
     assert len({tp.pair.id for tp in pairs}) == len(pairs) > 0
+    if task.to_discover:  # half find the heads, the other half measure them: together every prompt, once
+        halves = [{tp.pair.id for tp in task.tokenize(pythia, [task.align], part=part)} for part in ("discovery", "measured")]
+        assert halves[0].isdisjoint(halves[1]) and halves[0] | halves[1] == {tp.pair.id for tp in pairs}
+        assert len(halves[0]) == len(pairs) // 2
     if task.same_length:
         assert all(len(tp.ids["clean"]) == len(tp.ids["corrupted"]) for tp in pairs)
     if task.single_token_answers:

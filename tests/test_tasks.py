@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pythia_sweep.config import SweepConfig
-from pythia_sweep.checkpoint_run import run_checkpoint
+from pythia_sweep.checkpoint_run import discover_groups, run_checkpoint
 from pythia_sweep.errors import ConfigError
 from pythia_sweep.task_schema import load_task, task_from_dict
 
@@ -53,18 +53,23 @@ levels = [1.0, 0.5, 0.2]
 def test_shipped_tasks_load_validate_and_run_on_the_tiny_model(hub_cache, name):
     task = load_task(REPO / "tasks" / f"{name}.toml")
     layer = 4 if (task.layer or 0) > 7 else None  # the tiny model has 8 layers: move a deeper default layer
-    record = run_checkpoint(SweepConfig(**FAST, task=f"tasks/{name}.toml", layer=layer), "step1000", task=task)
+    config = SweepConfig(**FAST, task=f"tasks/{name}.toml", layer=layer)
+    if task.to_discover:  # its group found first, as the sweep does, at the checkpoint measured
+        task = task.found_by(discover_groups(config, task, "step1000"))
+        assert [len(heads) for heads in task.discovered.values()] == list(task.to_discover.values())
+    record = run_checkpoint(config, "step1000", task=task)
     assert record.status == "ok", record.error
     contrast = task.headline.name
     assert set(record.contrasts) == {contrast}
     groups = record.settings["groups"]
     assert list(groups) == task.group_names and all(groups.values())
     n_prompts = record.settings["n_prompts"]
-    assert n_prompts == len(task.pairs(_tokenizer()))
+    pairs = {tp.pair.id: tp.pair for tp in task.tokenize(_tokenizer(), [task.align])}  # the measured ones
+    every = len(task.pairs(_tokenizer()))
+    assert n_prompts == len(pairs) == ((every + 1) // 2 if task.to_discover else every)
     assert len(record.responses) == len(record.conditions) * n_prompts
     # Oracles from the raw rows, not from the summary's own aggregation: the task's success rule applied to each
     # generated text, and the headline as the mean of per-prompt differences (a paired contrast).
-    pairs = {p.id: p for p in task.pairs(_tokenizer())}
     rows = {(r["condition"], r["prompt_id"]): r for r in record.responses}
     for name, c in record.conditions.items():
         accepted = [task.success(rows[(name, pid)]["response"], p.correct, p.wrong) for pid, p in pairs.items()]
