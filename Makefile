@@ -16,9 +16,10 @@ TASK ?=
 CHECKPOINTS ?=
 LAYER ?=
 SWEEP ?=
+STUDY ?=
 METRIC ?=
 
-.PHONY: setup test demo sweep report refine ui bench clean
+.PHONY: setup test demo demo-study sweep report refine ui bench clean
 
 setup: $(VENV)/.installed
 
@@ -45,12 +46,15 @@ test: setup $(PYTHIA_TOKENIZER)
 demo: setup
 	HF_HUB_OFFLINE=1 HF_HUB_CACHE=$(HF_CACHE) $(PY) -m jobs.demo
 
+demo-study: setup
+	HF_HUB_OFFLINE=1 HF_HUB_CACHE=$(HF_CACHE) $(PY) -m jobs.demo_study
+
 sweep: setup
 	$(PY) -m jobs.sweep $(CONFIG) $(if $(MODEL),--model $(MODEL)) $(if $(TASK),--task $(TASK)) \
 	  $(if $(CHECKPOINTS),--checkpoints $(CHECKPOINTS)) $(if $(LAYER),--layer $(LAYER))
 
 report: setup
-	HF_HUB_OFFLINE=1 $(PY) -m jobs.report $(if $(SWEEP),--sweep $(SWEEP))
+	HF_HUB_OFFLINE=1 $(PY) -m jobs.report $(if $(SWEEP),--sweep $(SWEEP)) $(if $(STUDY),--study $(STUDY))
 
 refine: setup
 	$(PY) -m jobs.refine $(CONFIG) \

@@ -53,48 +53,65 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     keep_local_ray_on_loopback(args.address)
-    from pythia_sweep.config import SCHEDULES, load_config
+    from pythia_sweep.config import SCHEDULES
+    from pythia_sweep.study import load_study
     from pythia_sweep.errors import PythiaSweepError
 
     checkpoints = args.checkpoints
     if checkpoints and checkpoints not in SCHEDULES:
         checkpoints = [c.strip() for c in checkpoints.split(",") if c.strip()]
     try:
-        config = load_config(
+        study = load_study(
             args.config, model=args.model, checkpoints=checkpoints, layer=args.layer, task=args.task,
             method=args.method, workers=args.workers,
         )  # fmt: skip
+        config = study.configs[0]
         config.use_offline_cache()  # the demo config reads its own cache, offline (before huggingface_hub is imported)
         from pythia_sweep.checkpoints import published_revisions
         from pythia_sweep.task_schema import load_task
 
         task = load_task(config.task)  # a malformed task file: one line, before anything starts
-        published = published_revisions(config.model)  # before the heavy imports: no Hub, stop at once
-        from pythia_sweep.sweep import run_sweep
+        published = {c.model: published_revisions(c.model) for c in study.configs}  # before the heavy imports: no Hub, stop at once
+        from pythia_sweep.sweep import run_study
 
-        result = run_sweep(config, task, tracking_uri=args.tracking_uri, ray_address=args.address, published=published)
-        print(
-            f"MLflow parent run {result.parent_run_id}: {len(result.recorded)} checkpoints recorded "
-            f"({len(result.failed)} failed), {len(result.skipped)} already done; store {result.tracking_uri}"
-        )
+        results = run_study(study.configs, task, tracking_uri=args.tracking_uri, ray_address=args.address, published=published,
+                            study=study.name if study.named else None)  # fmt: skip
+        for model, result in zip(study.models, results):
+            print(
+                f"{model + ': ' if study.named else ''}MLflow parent run {result.parent_run_id}: {len(result.recorded)} checkpoints "
+                f"recorded ({len(result.failed)} failed), {len(result.skipped)} already done; store {result.tracking_uri}"
+            )  # fmt: skip
         if not args.no_report:
-            from pythia_sweep.report.build import build_report
-
-            try:
-                report = build_report(result.parent_run_id, tracking_uri=result.tracking_uri, reports_dir=args.reports_dir)
-            except OSError as error:  # e.g. a Ray job's temporary working dir, gone: the sweep itself is saved
-                print(f"the report could not be written here ({error}); every record is in the store: rebuild it with "
-                      f"python -m jobs.report --sweep {result.parent_run_id} --tracking-uri {result.tracking_uri}")  # fmt: skip
-            else:
-                print(report.verdict)
-                print(report.mlflow_link)
-                print(f"report: {report.html_path}")
+            report_sweeps(study, results, args.reports_dir)
     except PythiaSweepError as error:
         return refused(error)
     except KeyboardInterrupt:
         print("interrupted: the sweep is marked KILLED; run the same command again to resume it", file=sys.stderr)
         return 130
     return 0
+
+
+def report_sweeps(study, results, reports_dir: str) -> None:
+    """Each sweep's report, or for a study the study's report (which writes each run's report too)."""
+    from pythia_sweep.report.build import build_report
+    from pythia_sweep.report.study import build_study_report
+
+    uri = results[0].tracking_uri
+    try:
+        if study.named:
+            report = build_study_report(study.name, tracking_uri=uri, reports_dir=reports_dir)
+            print(report.statement)
+            print(f"study report: {report.html_path}")
+            return
+        report = build_report(results[0].parent_run_id, tracking_uri=uri, reports_dir=reports_dir)
+    except OSError as error:  # e.g. a Ray job's temporary working dir, gone: the sweep itself is saved
+        again = f"--study {study.name}" if study.named else f"--sweep {results[0].parent_run_id}"
+        print(f"the report could not be written here ({error}); every record is in the store: rebuild it with "
+              f"python -m jobs.report {again} --tracking-uri {uri}")  # fmt: skip
+        return
+    print(report.verdict)
+    print(report.mlflow_link)
+    print(f"report: {report.html_path}")
 
 
 if __name__ == "__main__":

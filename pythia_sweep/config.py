@@ -69,6 +69,9 @@ class SweepConfig:
     head_map_steps: int = 5  # ig-inputs: points on the path from the corrupted inputs to the clean ones (m)
 
     def __post_init__(self) -> None:
+        if isinstance(self.model, list) or (isinstance(self.model, str) and "{" in self.model):
+            raise ConfigError("model", self.model, "one Hub repo id here: a study's config (several models, a pattern) is run by "
+                              "python -m jobs.sweep, which sweeps each of them (pythia_sweep/study.py)")  # fmt: skip
         _check_type("model", self.model, str)
         if self.model.count("/") != 1 or not all(self.model.split("/")):
             raise ConfigError("model", self.model, "a Hub repo id of the form 'org/name'")

@@ -57,11 +57,12 @@ def quiet_transformers_bars() -> None:
     hf_logging.set_tqdm_hook(lambda factory, args, kwargs: factory(*args, **{**kwargs, "disable": True}))
 
 
-def checkpoints_bar(total: int, shown: bool):
+def checkpoints_bar(total: int, shown: bool, name_models: bool = False):
     """The checkpoints bar on a terminal; off one (a log file, `ray job submit`'s output), where a bar rewritten
-    with carriage returns is one unreadable line, a line per finished checkpoint instead."""
+    with carriage returns is one unreadable line, a line per finished checkpoint instead (naming its model too
+    in a study of several)."""
     if shown and not sys.stderr.isatty():
-        return LinePerCheckpoint(total)
+        return LinePerCheckpoint(total, name_models)
     return CheckpointsBar(total=total, desc="checkpoints", unit="ckpt", disable=not shown)
 
 
@@ -84,15 +85,16 @@ class LinePerCheckpoint:
     """The part of the checkpoints bar's interface the sweep uses, printed as a line per finished checkpoint, with
     where it was measured (failures are listed by name when the sweep ends)."""
 
-    def __init__(self, total: int):
-        self.total, self.n = total, 0
+    def __init__(self, total: int, name_models: bool = False):
+        self.total, self.n, self.name_models = total, 0, name_models
 
     def set_postfix(self, **state) -> None:  # workers, running, failed, queued: a live bar's state, not a log's
         pass
 
     def done(self, record) -> None:
         self.n += 1
-        print(f"checkpoints: {self.n}/{self.total} finished ({record.revision}, {record.status}, {where_measured(record)})",
+        which = f"{record.model} {record.revision}" if self.name_models else record.revision
+        print(f"checkpoints: {self.n}/{self.total} finished ({which}, {record.status}, {where_measured(record)})",
               file=sys.stderr, flush=True)  # fmt: skip
 
     def write(self, line: str) -> None:  # what tqdm.write does beside a live bar

@@ -19,9 +19,10 @@ import resource
 import socket
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 import ray
 import torch
@@ -40,7 +41,7 @@ from pythia_sweep.checkpoints import (
     weights_of,
 )
 from pythia_sweep.config import SweepConfig
-from pythia_sweep.checkpoint_run import ModelCache, base_record, discover_groups, plan_checkpoint, preflight, run_checkpoint
+from pythia_sweep.checkpoint_run import ModelCache, Plan, base_record, discover_groups, plan_checkpoint, preflight, run_checkpoint
 from pythia_sweep.duplicates import measured_revisions
 from pythia_sweep.conditions import head_name
 from pythia_sweep.errors import PythiaSweepError
@@ -56,45 +57,68 @@ FORWARDED_ENV = ("HF_HUB_OFFLINE", "HF_HUB_CACHE", "HF_HOME", "HF_TOKEN", "HF_EN
                  "TOKENIZERS_PARALLELISM")  # fmt: skip
 
 
+class Item(NamedTuple):
+    """One checkpoint of one model: what the driver schedules."""
+
+    model: str
+    revision: str
+    label: str  # how the terminal names it: the revision, or "<model> <revision>" in a study of several models
+
+
+@dataclass
+class ModelRun:
+    """What a worker needs to measure one model's checkpoints."""
+
+    config: SweepConfig
+    task: Task  # with its discovered heads once found
+    published: list[Checkpoint]
+
+
 class CheckpointMeasurer:
     """Measures checkpoints one after another, prefetching the next one's weights in a background thread: a Ray
-    worker's body (CheckpointWorker), or called directly in the driver's process (`workers = 0`)."""
+    worker's body (CheckpointWorker), or called directly in the driver's process (`workers = 0`). It serves every
+    model of a study (`runs`: model -> its config as a dict, task and published revisions), so one worker goes from
+    one model's checkpoint to another's, its model skeleton reused where their shapes match."""
 
-    def __init__(self, config: dict, task: Task, published: list[Checkpoint], before_checkpoint: Callable | None = None,
-                 progress: bool = True, in_process: bool = False):  # fmt: skip
+    def __init__(self, runs: dict[str, dict], before_checkpoint: Callable | None = None, progress: bool = True,
+                 in_process: bool = False):  # fmt: skip
         from pythia_sweep.config import config_from_dict
 
-        self.config = config_from_dict(config)
-        self.task = task
-        self.published = published
+        self.runs = {model: ModelRun(config_from_dict(r["config"]), r["task"], r["published"]) for model, r in runs.items()}
         self.before_checkpoint = before_checkpoint  # a test's fault injection; None in a real sweep
         self.progress = progress  # each weight file's download drawn on the driver (DownloadBar)
         self.in_process = in_process  # in the driver: huggingface_hub's own download bars, no Ray
-        self.available = {c.revision for c in published}
+        self.available = {model: {c.revision for c in run.published} for model, run in self.runs.items()}
         self.downloads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
-        self.prefetched: dict[str, Future] = {}
+        self.prefetched: dict[tuple[str, str], Future] = {}
         self.models = ModelCache()  # the model skeleton, reused across this worker's checkpoints
         quiet_transformers_bars()
         self.ready_at = time.time()
 
-    def _prefetch(self, revision: str | None) -> None:
-        if revision and revision in self.available and revision not in self.prefetched:
+    def _prefetch(self, model: str, revision: str) -> None:
+        if revision in self.available[model] and (model, revision) not in self.prefetched:
             bar = DownloadBar.named if self.progress and not self.in_process else None
-            self.prefetched[revision] = self.downloads.submit(fetch, self.config.model, revision, progress=bar)
+            self.prefetched[(model, revision)] = self.downloads.submit(fetch, model, revision, progress=bar)
 
-    def run(self, revision: str, next_revision: str | None) -> CheckpointRecord:
-        self._prefetch(revision)
-        self._prefetch(next_revision)  # downloads while this checkpoint computes
-        waited = time.perf_counter()
-        future = self.prefetched.pop(revision, None)
+    def _fetched(self, model: str, revision: str):
+        self._prefetch(model, revision)
+        future = self.prefetched.pop((model, revision), None)
         try:
-            fetched = future.result() if future else None
-        except Exception:  # noqa: BLE001 - fetch again inside run_checkpoint, which records the error
-            fetched = None
+            return future.result() if future else None
+        except Exception:  # noqa: BLE001 - fetched again by the caller, which records (or says) why it cannot be
+            return None
+
+    def run(self, item: Item, next_item: Item | None) -> CheckpointRecord:
+        self._prefetch(item.model, item.revision)
+        if next_item:
+            self._prefetch(next_item.model, next_item.revision)  # downloads while this checkpoint computes
+        waited = time.perf_counter()
+        fetched = self._fetched(item.model, item.revision)
         waited = time.perf_counter() - waited
         if self.before_checkpoint:
-            self.before_checkpoint(revision)
-        record = run_checkpoint(self.config, revision, task=self.task, published=self.published, fetched=fetched, models=self.models)
+            self.before_checkpoint(item.revision)
+        run = self.runs[item.model]
+        record = run_checkpoint(run.config, item.revision, task=run.task, published=run.published, fetched=fetched, models=self.models)
         worker = {
             "host": socket.gethostname(), "pid": os.getpid(), "in_process": self.in_process,
             "node": None if self.in_process else ray.get_runtime_context().get_node_id(),
@@ -104,16 +128,11 @@ class CheckpointMeasurer:
         }  # fmt: skip
         return replace(record, timings=record.timings | {"wait_for_weights_s": waited}, worker=worker)
 
-    def discover(self, revision: str) -> dict:
-        """The discovery pass at `revision` (checkpoint_run.discover_groups); this worker then measures with its heads."""
-        self._prefetch(revision)
-        future = self.prefetched.pop(revision, None)
-        try:
-            fetched = future.result() if future else None
-        except Exception:  # noqa: BLE001 - fetched again inside, which says why it cannot be
-            fetched = None
-        found = discover_groups(self.config, self.task, revision, fetched=fetched, models=self.models)
-        self.task = self.task.found_by(found)
+    def discover(self, model: str, revision: str) -> dict:
+        """The discovery pass of `model` at `revision` (checkpoint_run.discover_groups); this worker then measures with its heads."""
+        run = self.runs[model]
+        found = discover_groups(run.config, run.task, revision, fetched=self._fetched(model, revision), models=self.models)
+        run.task = run.task.found_by(found)
         return found
 
     def ready(self) -> dict:
@@ -194,77 +213,135 @@ def run_sweep(
     Rerunning the same config resumes its sweep: checkpoints recorded ok are skipped, failed ones retried.
     `before_checkpoint` is called by the worker with each revision (the tests inject faults with it).
     """
+    (result,) = run_study([config], task, tracking_uri=tracking_uri, ray_address=ray_address, progress=progress,
+                          published={config.model: published} if published else None, before_checkpoint=before_checkpoint)  # fmt: skip
+    return result
+
+
+@dataclass
+class ModelSweep:
+    """One model's sweep inside a driver's run: its settings, task and revisions, its parent run, what is left to
+    measure and what this invocation recorded."""
+
+    config: SweepConfig
+    task: Task
+    published: list[Checkpoint]
+    schedule: list[Checkpoint]
+    plan: Plan
+    n_prompts: int
+    parent: str = ""
+    done: set[str] = field(default_factory=set)
+    queue: list[str] = field(default_factory=list)  # revisions to measure, in order
+    result: SweepResult | None = None
+
+    def describe(self, task: Task) -> str:
+        return f"task {task.name}: {plan_checkpoint(self.config, task, *self.plan.shape).describe(self.n_prompts)}"
+
+
+def run_study(
+    configs: Sequence[SweepConfig],
+    task: Task | None = None,
+    *,
+    tracking_uri: str | None = None,
+    ray_address: str | None = None,
+    progress: bool = True,
+    published: dict[str, list[Checkpoint]] | None = None,
+    before_checkpoint: Callable[[str], None] | None = None,
+    study: str | None = None,
+) -> list[SweepResult]:
+    """`run_sweep` for several models at once (a study: seeds or sizes of one family), one driver over every (model,
+    checkpoint) pair: the same workers measure them all, prefetching across models. Each model's sweep is its own
+    parent run (tagged `study`), resumed on its own. Everything checkable is checked for every model before any
+    checkpoint of any of them runs. Returns one SweepResult per model, in the configs' order."""
     clock = Stopwatch()
-    task = task or load_task(config.task)
-    with clock.part("published revisions"):
-        if published is None:
-            published = published_revisions(config.model)  # fails fast, with a clear message, without Hub access
-    schedule = resolve_schedule(config.model, config.checkpoints, published)
-    available = {c.revision for c in published}
-    first = next((c.revision for c in schedule if c.revision in available), published[-1].revision)
-    with clock.part("pre-flight (config, tokenizer, task)"):
-        plan, n_prompts = preflight(config, task, fetch_metadata(config.model, first))  # a bad layer, head or answer: refused now
-    unpublished = [c.revision for c in schedule if c.revision not in available]
+    task = task or load_task(configs[0].task)
     say = print if progress else (lambda *a, **k: None)
-    if task.to_discover:  # the conditions follow from the heads found: said once they are
-        found_first = ", ".join(f"{name} ({size} heads)" for name, size in task.to_discover.items())
-        say(f"task {task.name}: {n_prompts} prompts measured, its group {found_first} found first; {len(schedule)} checkpoints scheduled", flush=True)
-    else:
-        say(f"task {task.name}: {plan.describe(n_prompts)}; {len(schedule)} checkpoints scheduled", flush=True)
-    describe = lambda found: f"task {found.name}: {plan_checkpoint(config, found, *plan.shape).describe(n_prompts)}"  # noqa: E731
-    for revision in unpublished:
-        say(f"  {revision} is not published by {config.model} ({nearest_published(revision, published)}): recorded as failed", flush=True)
-    tracker, parent, done = _open_store_beside_ray(config, task, published, tracking_uri, ray_address, schedule, available, clock)
-    skipped = [c.revision for c in schedule if c.revision in done]
-    result = SweepResult(parent, tracker.uri, [], skipped, [], startup=clock.parts)
+    several = len(configs) > 1
+    sweeps = []
+    for config in configs:
+        with clock.part("published revisions"):
+            listed = (published or {}).get(config.model) or published_revisions(config.model)  # fails fast without Hub access
+        schedule = resolve_schedule(config.model, config.checkpoints, listed)
+        available = {c.revision for c in listed}
+        first = next((c.revision for c in schedule if c.revision in available), final_revision(listed))
+        with clock.part("pre-flight (config, tokenizer, task)"):
+            plan, n_prompts = preflight(config, task, fetch_metadata(config.model, first))  # a bad layer, head or answer: refused now
+        sweeps.append(ModelSweep(config, task, listed, schedule, plan, n_prompts))
+        who = f"{config.model}: " if several else ""
+        if task.to_discover:  # the conditions follow from the heads found: said once they are
+            found_first = ", ".join(f"{name} ({size} heads)" for name, size in task.to_discover.items())
+            say(f"{who}task {task.name}: {n_prompts} prompts measured, its group {found_first} found first; {len(schedule)} checkpoints scheduled", flush=True)
+        else:
+            say(f"{who}task {task.name}: {plan.describe(n_prompts)}; {len(schedule)} checkpoints scheduled", flush=True)
+        for c in schedule:
+            if c.revision not in available:
+                say(f"  {c.revision} is not published by {config.model} ({nearest_published(c.revision, listed)}): recorded as failed", flush=True)
+    candidates = sum(c.revision in {p.revision for p in m.published} for m in sweeps for c in m.schedule)  # at most this many to measure
+    needs_ray = bool(candidates) and not runs_here(configs[0], candidates, ray_address)
+
+    def open_store() -> SweepRecorder:
+        with clock.part("tracking store (open, parent run)"):
+            tracker = SweepRecorder(tracking_uri)  # fails fast if the store is unusable
+            try:
+                for m in sweeps:
+                    m.parent = tracker.start_sweep(m.config, task, m.published, study=study)
+                    m.done = tracker.recorded_ok(m.parent)
+                    m.result = SweepResult(m.parent, tracker.uri, [], [c.revision for c in m.schedule if c.revision in m.done], [],
+                                           startup=clock.parts)  # fmt: skip
+            except BaseException:
+                close_failed(tracker)
+                raise
+            return tracker
+
+    def close_failed(tracker: SweepRecorder) -> None:
+        for m in sweeps:
+            if m.parent:
+                tracker.finish_sweep(m.parent, "FAILED")
+
+    tracker = _open_store_beside_ray(open_store, close_failed, ray_address, needs_ray, clock)
+    by_model = {m.config.model: m for m in sweeps}
 
     def record(rec: CheckpointRecord) -> None:
+        m = by_model[rec.model]
         start = time.perf_counter()
         try:
-            written = tracker.record_checkpoint(parent, rec)
+            written = tracker.record_checkpoint(m.parent, rec)
         except TrackingServerLost as lost:  # what was saved and what to do, in the one line the user sees
-            saved = len(skipped) + len(result.recorded)
+            saved = len(m.result.skipped) + len(m.result.recorded)
             raise TrackingServerLost(
-                f"{lost}. Saved there: {saved} of {len(schedule)} checkpoints; not saved: {rec.revision} and "
-                f"{len(schedule) - saved - 1} more. Run the same command again once the server answers: the saved ones "
-                f"are not measured again (MLflow parent run {parent})", lost.uri, lost.revision,
+                f"{lost}. Saved there: {saved} of {len(m.schedule)} checkpoints{f' of {rec.model}' if several else ''}; not saved: "
+                f"{rec.revision} and {len(m.schedule) - saved - 1} more. Run the same command again once the server answers: the "
+                f"saved ones are not measured again (MLflow parent run {m.parent})", lost.uri, lost.revision,
             ) from lost  # fmt: skip
-        result.log_s += time.perf_counter() - start
+        m.result.log_s += time.perf_counter() - start
         if written is not None:
-            result.recorded.append(rec.revision)
-            result.records.append(rec)
+            m.result.recorded.append(rec.revision)
+            m.result.records.append(rec)
             if rec.status == "failed":
-                result.failed.append(rec.revision)
-                result.errors[rec.revision] = rec.error
+                m.result.failed.append(rec.revision)
+                m.result.errors[rec.revision] = rec.error
 
-    for c in schedule:  # unpublished revisions need no worker: their failure record is known now
-        if c.revision not in done and c.revision not in available:
-            error = f"RevisionNotPublished: {not_published_message(config.model, c.revision, published)}"
-            record(replace(base_record(config, task, c.revision), error=error))
-    todo = [c.revision for c in schedule if c.revision not in done and c.revision in available]
-    with clock.part("weight metadata (duplicates)"):
-        weights = weights_of(config.model, [c.revision for c in schedule if c.revision in available]) if todo else {}
-    measured_as = measured_revisions(weights, final_revision(published))
-    for revision in todo:  # a revision serving another's weights is recorded as its duplicate, never downloaded
-        if measured_as.get(revision, revision) != revision:
-            record(duplicate_record(base_record(config, task, revision), weights[revision], measured_as[revision]))
-    queue = deque(r for r in todo if measured_as.get(r, r) == r)
     status = "FINISHED"
     bar = None
     try:
-        if queue and runs_here(config, len(queue), ray_address):  # no Ray: the worker's code, called here
-            measurer = CheckpointMeasurer(config.to_dict(), task, published, before_checkpoint, progress, in_process=True)
-            if task.to_discover:
-                task = measurer.task = _discovered(tracker, parent, task, config, published, measurer.discover, say, describe)
-            bar = checkpoints_bar(len(queue), progress)
-            _measure_here(measurer, queue, record, bar)
-        elif queue:
+        for m in sweeps:
+            _known_now(m, record, clock)
+        items = deque(Item(m.config.model, r, f"{m.config.model} {r}" if several else r) for m in sweeps for r in m.queue)
+        runs = lambda: {m.config.model: {"config": m.config.to_dict(), "task": m.task, "published": m.published} for m in sweeps}  # noqa: E731
+        discovering = [m for m in sweeps if m.queue and task.to_discover]
+        if items and not needs_ray:  # no Ray: the worker's code, called here
+            measurer = CheckpointMeasurer(runs(), before_checkpoint, progress, in_process=True)
+            for m in discovering:
+                m.task = measurer.runs[m.config.model].task = _discovered(tracker, m, lambda final: measurer.discover(m.config.model, final), say)
+            bar = checkpoints_bar(len(items), progress, several)
+            _measure_here(measurer, items, record, bar)
+        elif items:
             with clock.part("ray start"):
                 connect_ray(ray_address)  # at once when it started beside the store
-            n_workers, resources = worker_count(config, len(queue))
+            n_workers, resources = worker_count(configs[0], len(items))
             env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
             resource = "GPU" if "num_gpus" in resources else "CPU"
-            ready_made = []  # the worker that ran the discovery pass: its model is loaded, and it knows the heads
+            ready_made = []  # the worker that ran the discovery passes: its model is loaded, and it knows the heads
 
             def make_worker(node: str | None = None):
                 """A worker: SPREAD over the cluster's nodes (downloads and memory shared out), or on `node` (a replacement)."""
@@ -272,20 +349,23 @@ def run_sweep(
                     return ready_made.pop()
                 placed = "SPREAD" if node is None else NodeAffinitySchedulingStrategy(node, soft=False)
                 options = CheckpointWorker.options(**resources, runtime_env={"env_vars": env}, scheduling_strategy=placed)
-                return options.remote(config.to_dict(), task, published, before_checkpoint, progress)  # task: as found
+                return options.remote(runs(), before_checkpoint, progress)  # each task: as found
 
-            def discover_on_a_worker(final: str) -> dict:
+            def discover_on_a_worker(model: str, final: str) -> dict:
                 """The pass on a worker of the sweep's own kind, which then measures checkpoints with its heads."""
-                ready_made.append(make_worker())
-                return _get(ready_made[0].discover.remote(final))
+                if not ready_made:
+                    ready_made.append(make_worker())
+                return _get(ready_made[0].discover.remote(model, final))
 
-            if task.to_discover:  # workers made from here on are given the task with its heads
-                task = _discovered(tracker, parent, task, config, published, discover_on_a_worker, say, describe)
-            bar = checkpoints_bar(len(queue), progress)
-            _drain(lambda revision: base_record(config, task, revision), make_worker, n_workers, resource, queue, record, bar, clock)
+            for m in discovering:  # workers made from here on are given each task with its heads
+                m.task = _discovered(tracker, m, lambda final: discover_on_a_worker(m.config.model, final), say)
+            bar = checkpoints_bar(len(items), progress, several)
+            failure = lambda item: base_record(by_model[item.model].config, by_model[item.model].task, item.revision)  # noqa: E731
+            _drain(failure, make_worker, n_workers, resource, items, record, bar, clock)
     except KeyboardInterrupt:
         status = "KILLED"
-        print(f"\nInterrupted. Finished checkpoints are saved; run the same command again to resume it (MLflow parent run {parent}).")
+        print(f"\nInterrupted. Finished checkpoints are saved; run the same command again to resume it (MLflow parent run "
+              f"{', '.join(m.parent for m in sweeps)}).")  # fmt: skip
         raise
     except BaseException:
         status = "FAILED"
@@ -293,10 +373,30 @@ def run_sweep(
     finally:
         if bar is not None:
             bar.close()
-        tracker.finish_sweep(parent, status)
-    for revision, error in result.errors.items():
-        say(f"  {revision} failed: {error}", flush=True)
-    return result
+        for m in sweeps:
+            tracker.finish_sweep(m.parent, status)
+    for m in sweeps:
+        for revision, error in m.result.errors.items():
+            say(f"  {f'{m.config.model} ' if several else ''}{revision} failed: {error}", flush=True)
+    return [m.result for m in sweeps]
+
+
+def _known_now(m: ModelSweep, record: Callable, clock: Stopwatch) -> None:
+    """A model's records known before any worker runs, and its queue: unpublished revisions (failed, by name) and
+    revisions serving another's weight files (duplicates, never downloaded)."""
+    available = {c.revision for c in m.published}
+    for c in m.schedule:
+        if c.revision not in m.done and c.revision not in available:
+            error = f"RevisionNotPublished: {not_published_message(m.config.model, c.revision, m.published)}"
+            record(replace(base_record(m.config, m.task, c.revision), error=error))
+    todo = [c.revision for c in m.schedule if c.revision not in m.done and c.revision in available]
+    with clock.part("weight metadata (duplicates)"):
+        weights = weights_of(m.config.model, [c.revision for c in m.schedule if c.revision in available]) if todo else {}
+    measured_as = measured_revisions(weights, final_revision(m.published))
+    for revision in todo:  # a revision serving another's weights is recorded as its duplicate, never downloaded
+        if measured_as.get(revision, revision) != revision:
+            record(duplicate_record(base_record(m.config, m.task, revision), weights[revision], measured_as[revision]))
+    m.queue = [r for r in todo if measured_as.get(r, r) == r]
 
 
 def _get(ref):
@@ -309,20 +409,19 @@ def _get(ref):
         raise
 
 
-def _discovered(tracker: SweepRecorder, parent: str, task: Task, config: SweepConfig, published: list[Checkpoint],
-                run_pass: Callable[[str], dict], say: Callable, describe: Callable[[Task], str]) -> Task:  # fmt: skip
-    """The task with its `{ discover = N }` groups' heads: the ones this sweep found before (saved with its parent
+def _discovered(tracker: SweepRecorder, m: ModelSweep, run_pass: Callable[[str], dict], say: Callable) -> Task:
+    """A model's task with its `{ discover = N }` groups' heads: the ones its sweep found before (saved with its parent
     run, so a resumed sweep measures the same heads), or found now by `run_pass` at the model's final checkpoint."""
-    found = tracker.discovery(parent)
+    found = tracker.discovery(m.parent)
     if found is None:
-        final = final_revision(published)
-        groups = ", ".join(f"{name} ({size} heads)" for name, size in task.to_discover.items())
-        say(f"discovering {groups} at {config.model}'s final checkpoint {final}: every head by attribution, the top ones patched exactly ...", flush=True)
+        final = final_revision(m.published)
+        groups = ", ".join(f"{name} ({size} heads)" for name, size in m.task.to_discover.items())
+        say(f"discovering {groups} at {m.config.model}'s final checkpoint {final}: every head by attribution, the top ones patched exactly ...", flush=True)
         found = run_pass(final)
-        tracker.save_discovery(parent, found)
+        tracker.save_discovery(m.parent, found)
     say(discovery_line(found), flush=True)
-    task = task.found_by(found)
-    say(describe(task), flush=True)
+    task = m.task.found_by(found)
+    say(m.describe(task), flush=True)
     return task
 
 
@@ -347,20 +446,13 @@ def duplicate_record(record: CheckpointRecord, weights, original: str) -> Checkp
     )  # fmt: skip
 
 
-def _open_store_beside_ray(config, task, published, tracking_uri, ray_address, schedule, available, clock) -> tuple[SweepRecorder, str, set[str]]:
-    """The tracking store opened (the parent run started or resumed, what is recorded read) in a thread while this
+def _open_store_beside_ray(open_store: Callable[[], SweepRecorder], close_failed: Callable[[SweepRecorder], None],
+                           ray_address: str | None, needs_ray: bool, clock: Stopwatch) -> SweepRecorder:  # fmt: skip
+    """The tracking store opened (the parent runs started or resumed, what is recorded read) in a thread while this
     one starts Ray, when Ray will be needed: the two start-up costs overlap. The store is still checked before any
     checkpoint runs: a store that cannot be used stops the sweep with Ray shut down again; Ray that cannot start
-    is raised once the parent run exists, so it is closed FAILED rather than left RUNNING."""
-
-    def open_store() -> tuple[SweepRecorder, str, set[str]]:
-        with clock.part("tracking store (open, parent run)"):
-            tracker = SweepRecorder(tracking_uri)  # fails fast if the store is unusable
-            parent = tracker.start_sweep(config, task, published)
-            return tracker, parent, tracker.recorded_ok(parent)
-
-    candidates = sum(c.revision in available for c in schedule)  # at most this many to measure
-    if not candidates or ray.is_initialized() or runs_here(config, candidates, ray_address):
+    is raised once the parent runs exist, so they are closed FAILED (`close_failed`) rather than left RUNNING."""
+    if not needs_ray or ray.is_initialized():
         return open_store()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="store") as pool:
         opening = pool.submit(open_store)
@@ -368,8 +460,7 @@ def _open_store_beside_ray(config, task, published, tracking_uri, ray_address, s
             with clock.part("ray start"):
                 connect_ray(ray_address)
         except BaseException:
-            tracker, parent, _ = opening.result()
-            tracker.finish_sweep(parent, "FAILED")
+            close_failed(opening.result())
             raise
         try:
             return opening.result()
@@ -397,8 +488,8 @@ def _measure_here(measurer: CheckpointMeasurer, queue: deque, record, bar) -> No
     """The sweep without Ray (`workers = 0`): one checkpoint after another in this process, the next one's weights
     prefetched while the current one computes. A setting wrong for every checkpoint stops it, as with Ray."""
     while queue:
-        revision = queue.popleft()
-        rec = measurer.run(revision, queue[0] if queue else None)
+        item = queue.popleft()
+        rec = measurer.run(item, queue[0] if queue else None)
         record(rec)
         bar.done(rec)
 
@@ -410,9 +501,9 @@ def _drain(failure_record, make_worker, n_workers: int, resource: str, queue: de
     workers = {slot: make_worker() for slot in range(n_workers)}
     started = {slot: w.ready.remote() for slot, w in workers.items()}  # each answers once up, imports done
     first_started = list(started.values())
-    reserved: dict[int, str | None] = {}
+    reserved: dict[int, Item | None] = {}
     in_flight: dict = {}
-    attempts: dict[str, int] = {}
+    attempts: dict[Item, int] = {}
     lost_on: set[str] = set()  # nodes that lost a worker in this sweep: replacements go elsewhere where they can
     failed = 0
 
@@ -429,18 +520,18 @@ def _drain(failure_record, make_worker, n_workers: int, resource: str, queue: de
         waiting = len(queue) + sum(r is not None for r in reserved.values())
         bar.set_postfix(workers=len(workers), running=len(in_flight), failed=failed, queued=waiting)
         ready, _ = ray.wait(list(in_flight), num_returns=1)
-        slot, revision = in_flight.pop(ready[0])
+        slot, item = in_flight.pop(ready[0])
         try:
             rec = ray.get(ready[0])
         except RayActorError as error:  # the worker process or its node died mid-checkpoint
-            attempts[revision] = attempts.get(revision, 0) + 1
+            attempts[item] = attempts.get(item, 0) + 1
             pending = reserved.pop(slot, None)
             if pending:
                 queue.appendleft(pending)
-            if attempts[revision] < MAX_ATTEMPTS:
-                queue.appendleft(revision)
+            if attempts[item] < MAX_ATTEMPTS:
+                queue.appendleft(item)
             else:
-                lost = replace(failure_record(revision), error=f"worker died {MAX_ATTEMPTS} times on this checkpoint: {error}")
+                lost = replace(failure_record(item), error=f"worker died {MAX_ATTEMPTS} times on this checkpoint: {error}")
                 record(lost)
                 failed += 1
                 bar.done(lost)
@@ -451,7 +542,7 @@ def _drain(failure_record, make_worker, n_workers: int, resource: str, queue: de
             if node or not workers:  # the last worker is always replaced: Ray places it when resources free up
                 workers[slot] = make_worker(node)
                 started[slot] = workers[slot].ready.remote()
-            bar.write(lost_worker_line(error, where, revision, pending, attempts[revision], len(workers), slot in workers, ip_of(node)))
+            bar.write(lost_worker_line(error, where, item.label, pending.label if pending else None, attempts[item], len(workers), slot in workers, ip_of(node)))
             idle = [s for s in workers if s not in {v[0] for v in in_flight.values()}]
             for s in idle:
                 assign(s)

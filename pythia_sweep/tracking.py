@@ -56,6 +56,11 @@ def project_store_uri() -> str:
     return f"sqlite:///{Path(DEFAULT_STORE).resolve()}"
 
 
+def study_tag(study: str) -> str:
+    """The parent-run tag that puts a sweep in a study (the name is data: the study's runs are found by this tag)."""
+    return f"study.{study}"
+
+
 def experiment_name(model: str, task_name: str) -> str:
     """The experiment's name in the UI, task first: the UI's sidebar cuts long names at the end, and sweeps of one
     model family differ by task. The model and task are also the experiment's tags (identity as data)."""
@@ -240,17 +245,21 @@ class _Store:
 class SweepRecorder(_Store):
     """What the sweep's driver writes: the parent run, one child run per checkpoint, the report."""
 
-    def start_sweep(self, config: SweepConfig, task: Task, published: list[Checkpoint] | None = None) -> str:
+    def start_sweep(self, config: SweepConfig, task: Task, published: list[Checkpoint] | None = None, study: str | None = None) -> str:
         """The parent run of this config's sweep: the existing one (resumed) or a new one. The revisions the
-        Hub published are saved with it, so the report knows where training ends without asking the Hub."""
+        Hub published are saved with it, so the report knows where training ends without asking the Hub. `study`:
+        the study it is part of, a tag (`study.<name>` = "1": a sweep may be part of several studies)."""
         exp = self.experiment_for(config.model, task.name)
         run_id = self.existing_sweep(config, task)
         if run_id:
             self.client.update_run(run_id, status="RUNNING")
             self.client.set_tag(run_id, "resumed_at", time.strftime("%Y-%m-%d %H:%M:%S"))
+            if study:
+                self.client.set_tag(run_id, study_tag(study), "1")
             self._mark_active(run_id, published)
             return run_id
-        tags = {"kind": "sweep", "sweep_id": config.sweep_id(task.digest), "model": config.model, "task": task.name}
+        tags = {"kind": "sweep", "sweep_id": config.sweep_id(task.digest), "model": config.model, "task": task.name,
+                **({study_tag(study): "1"} if study else {})}  # fmt: skip
         run = self.client.create_run(exp, run_name=config.label(task.name), tags=tags)
         params = [Param(k, json.dumps(v) if not isinstance(v, str) else v) for k, v in config.to_dict().items()]
         self.client.log_batch(run.info.run_id, params=params + [Param("task_digest", task.digest)])
@@ -396,6 +405,18 @@ class SweepReader(_Store):
                 return runs[0].info.run_id
         named = f"with run id, sweep_id or name {sweep!r} " if sweep else ""
         raise TrackingStoreError(f"no sweep {named}in tracking store {self.uri}")
+
+    def study_sweeps(self, study: str) -> list[str]:
+        """The parent runs of a study's sweeps (tagged study.<name>, in any experiment), ordered by model; refused when none is."""
+        try:
+            experiments = [e.experiment_id for e in self.client.search_experiments()]
+            runs = self.client.search_runs(experiments, filter_string=f"tags.`{study_tag(study)}` = '1' and tags.kind = 'sweep'",
+                                           max_results=5000) if experiments else []  # fmt: skip
+        except Exception as error:  # noqa: BLE001 - any store failure is reported the same clear way
+            raise TrackingStoreError(f"tracking store {self.uri} cannot be used: {type(error).__name__}: {error}") from error
+        if not runs:
+            raise TrackingStoreError(f"no sweep of study {study!r} in tracking store {self.uri}: run its config with python -m jobs.sweep first")
+        return [r.info.run_id for r in sorted(runs, key=lambda r: (r.data.tags.get("model", ""), r.info.start_time))]
 
     def sweep_config(self, parent: str) -> SweepConfig:
         path = self.client.download_artifacts(parent, "config.json")

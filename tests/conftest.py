@@ -79,6 +79,23 @@ def hub_cache():
     return cache
 
 
+# The short induction family (pythia_sweep/demo/demo_family.py): trained to step 336, its induction heads form in a
+# phase change within it; saved at these steps.
+INDUCTION_REPO = "demo-test/induction"
+INDUCTION_STEPS = (0, 64, 128, 192, 224, 240, 256, 272, 288, 304, 320, 336)
+
+
+@pytest.fixture(scope="session")
+def induction_family():
+    """The short induction family, trained once per session into the temporary cache (test_demo_family, test_study)."""
+    from pythia_sweep.demo.demo_family import train_family
+
+    before = torch.get_num_threads()
+    train_family(os.environ["HF_HUB_CACHE"], INDUCTION_REPO, steps=INDUCTION_STEPS, log=lambda line: None)
+    assert torch.get_num_threads() == before
+    return INDUCTION_REPO
+
+
 @pytest.fixture(scope="session")
 def neox(hub_cache):
     from pythia_sweep.checkpoints import fetch

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import INDUCTION_STEPS
 from pythia_sweep import analysis
 from pythia_sweep.config import SweepConfig
 from pythia_sweep.checkpoint_run import ModelCache, run_checkpoint
@@ -20,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Saved revisions of the short families: the demo family's first 336 steps (same seed, same batches), with
 # revisions every 16 steps through its phase change.
-STEPS = (0, 64, 128, 192, 224, 240, 256, 272, 288, 304, 320, 336)
+STEPS = INDUCTION_STEPS
 
 
 @pytest.fixture(scope="module")
@@ -85,12 +86,12 @@ def measure_family(repo: str) -> tuple[list[float], list[float]]:
 
 
 @pytest.fixture(scope="module")
-def short_families():
-    """The short induction family and its no-repeats control, trained once into conftest's temporary cache."""
+def short_families(induction_family):
+    """The short induction family (conftest, shared with test_study) and its no-repeats control, trained once into
+    conftest's temporary cache."""
     cache = os.environ["HF_HUB_CACHE"]  # read by the fetches below
     before = torch.get_num_threads()
-    for repo, repeats in (("demo-test/induction", True), ("demo-test/no-repeats", False)):
-        train_family(cache, repo, steps=STEPS, repeats=repeats, log=lambda line: None)
+    train_family(cache, "demo-test/no-repeats", steps=STEPS, repeats=False, log=lambda line: None)
     assert torch.get_num_threads() == before
     return cache
 

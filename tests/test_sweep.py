@@ -200,15 +200,16 @@ def test_memory_does_not_grow_from_checkpoint_to_checkpoint(hub_cache):
     import gc
 
     from pythia_sweep.checkpoints import published_revisions
-    from pythia_sweep.sweep import CheckpointMeasurer
+    from pythia_sweep.sweep import CheckpointMeasurer, Item
 
     config = SweepConfig(**FAST, evidence=True)
     published = published_revisions(NEOX_REPO)
-    revisions = [c.revision for c in published] * 5  # 5 distinct revisions, visited 5 times: 25 checkpoints
-    measurer = CheckpointMeasurer(config.to_dict(), load_task(config.task), published, progress=False, in_process=True)
+    items = [Item(NEOX_REPO, c.revision, c.revision) for c in published] * 5  # 5 distinct revisions, visited 5 times: 25 checkpoints
+    runs = {NEOX_REPO: {"config": config.to_dict(), "task": load_task(config.task), "published": published}}
+    measurer = CheckpointMeasurer(runs, progress=False, in_process=True)
     after = []
-    for i, revision in enumerate(revisions[:24]):
-        assert measurer.run(revision, revisions[i + 1]).status == "ok"
+    for i, item in enumerate(items[:24]):
+        assert measurer.run(item, items[i + 1]).status == "ok"
         gc.collect()
         after.append(resident_mb())
     growth = after[23] - after[7]

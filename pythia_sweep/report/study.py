@@ -1,0 +1,226 @@
+"""A study's report: several training runs of one family (seeds, sizes) swept on one task, side by side.
+
+Each run's own report is built first (build.build_report: its verdict, intervals and null, by the same rules as a
+lone sweep); the study reads those summaries and says, for the headline contrast: which runs emerge and where, with
+each run's 95% interval on the emergence step, the spread (median, range) over the runs that emerge, whether their
+intervals tell the steps apart, which heads carry it in each run, and the defects met (revisions missing from a run,
+identical weights across runs at one step). Drawn: the emergence steps as dots with intervals, and every run's
+headline over training with its band, one panel per unit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+import plotly.graph_objects as go
+import polars as pl
+
+from pythia_sweep.report.build import Report, _json_default, build_report
+from pythia_sweep.report.figures import PALETTE, compare_figure
+from pythia_sweep.report.page import html_table, render_html
+from pythia_sweep.report.reduce import column
+from pythia_sweep.tracking import SweepReader
+
+CALL_COLORS = {"emerges": "#2ca02c", "no emergence": "#7f7f7f", "cannot call": "#d62728"}
+
+
+@dataclass
+class StudyReport:
+    folder: Path
+    html_path: Path
+    summary: dict  # summary.json: the study's numbers, one entry per run
+    statement: str
+    runs: list[Report]
+    figures: list[go.Figure]  # as drawn on the page
+
+
+def build_study_report(study: str, *, tracking_uri: str | None = None, reports_dir: str | Path = "reports") -> StudyReport:
+    """Every sweep tagged with `study` reported on its own, then the study's page, summary.json and statement."""
+    reader = SweepReader(tracking_uri)
+    parents = reader.study_sweeps(study)
+    reports = [build_report(parent, tracking_uri=reader.uri, reports_dir=reports_dir) for parent in parents]
+    records = {parent: reader.load_records(parent) for parent in parents}
+    labels = short_names([r.summary["config"]["model"] for r in reports])
+    runs = [run_entry(label, report) for label, report in zip(labels, reports)]
+    summary = {
+        "study": study, "task": reports[0].summary["task"], "headline": reports[0].summary["headline"], "runs": runs,
+        "spread": spread(runs), "identical_across_runs": identical_across_runs(records, dict(zip(parents, labels))),
+    }  # fmt: skip
+    summary["statement"] = statement(summary)
+    folder = Path(reports_dir) / f"study-{study}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+    figures = [emergence_figure(runs, summary)]
+    series = [s for label, report in zip(labels, reports) for s in headline_series(label, report)]
+    if series:
+        overlay = compare_figure(series)
+        overlay.update_layout(title=f"Each run's headline over training ({summary['headline']}; bands: 95% bootstrap intervals over prompts)")
+        figures.append(overlay)
+    rows = [{"run": r["label"], "model": r["model"], "call": r["call"], "emergence": r["emergence_revision"] or "-",
+             "95% interval (steps)": _interval_words(r), "final value": f"{r['final_value']:+.3f}" if r["final_value"] is not None else "-",
+             "top heads at emergence": ", ".join(r["top_heads"].get("emergence", [])) or "-",
+             "top heads at the end": ", ".join(r["top_heads"].get("final", [])) or "-",
+             "discovered": "; ".join(f"{g} = {', '.join(h)}" for g, h in r["discovered"].items()) or "-",
+             "report": os.path.relpath(r["report"], folder)} for r in runs]  # fmt: skip
+    page = render_html(f"Study {study}: {summary['task']['question']}", f"{len(runs)} training runs · task {summary['task']['name']} · "
+                       f"headline {summary['headline']}", summary["statement"], figures,
+                       [("Runs", html_table(rows, list(rows[0])))])  # fmt: skip
+    html_path = folder / "study.html"
+    html_path.write_text(page)
+    return StudyReport(folder, html_path.resolve(), summary, summary["statement"], reports, figures)
+
+
+def short_names(models: list[str]) -> list[str]:
+    """Each model's name without what all of them share at the start (the org and family): seed1, seed2 ..."""
+    if len(models) < 2:
+        return list(models)
+    prefix = os.path.commonprefix(models)
+    cut = max(prefix.rfind(c) for c in "/-_") + 1 if any(c in prefix for c in "/-_") else 0
+    return [m[cut:] or m for m in models]
+
+
+def run_entry(label: str, report: Report) -> dict:
+    """One run of the study as its own report states it: the headline's call, emergence point and interval, the
+    final value, the heads that carry it, the revisions it lacks."""
+    s = report.summary
+    point, interval = s["emergence_point"], s["emergence_step_interval"] or {}
+    heads = s.get("heads") or {}
+    top = {which: top_heads(heads["maps"][which]) for which in ("emergence", "final") if which in heads.get("maps", {})}
+    return {
+        "label": label, "model": s["config"]["model"], "parent_run_id": s["parent_run_id"], "call": s["claim"]["call"],
+        "reasons": s["claim"]["reasons"], "emergence_revision": point["revision"] if point else None,
+        "emergence_step": point["step"] if point else None, "interval_low": interval.get("low"), "interval_high": interval.get("high"),
+        "share_emerging": interval.get("share_emerging"), "final_value": s["final_value"], "final_step": s["final_step"],
+        "top_heads": top, "discovered": {g: [f"{a}.{b}" for a, b in h] for g, h in ((s.get("discovery") or {}).get("groups") or {}).items()},
+        "failed_revisions": [f["revision"] for f in s["quality"]["failed_revisions"]], "report": str(report.html_path),
+    }  # fmt: skip
+
+
+def top_heads(attribution: list[list[float]], k: int = 3, share: float = 0.25) -> list[str]:
+    """The heads of a layer x head map that matter most: up to k by size, each at least `share` of the largest."""
+    cells = sorted(((abs(v), layer, head) for layer, row in enumerate(attribution) for head, v in enumerate(row)), reverse=True)
+    largest = cells[0][0] if cells else 0.0
+    return [f"{layer}.{head}" for size, layer, head in cells[:k] if largest > 0 and size >= share * largest]
+
+
+def spread(runs: list[dict]) -> dict:
+    """The emergence steps of the runs whose emergence is called: median and range, and the pairs whose 95% intervals
+    do not overlap (their steps differ beyond what resampling the prompts moves)."""
+    called = [r for r in runs if r["call"] == "emerges"]
+    steps = [r["emergence_step"] for r in called]
+    apart = [(a["label"], b["label"]) for i, a in enumerate(called) for b in called[i + 1 :]
+             if None not in (a["interval_high"], b["interval_low"], b["interval_high"], a["interval_low"])
+             and (a["interval_high"] < b["interval_low"] or b["interval_high"] < a["interval_low"])]  # fmt: skip
+    return {"runs_called": len(called), "runs": len(runs), "median_step": statistics.median(steps) if steps else None,
+            "min_step": min(steps) if steps else None, "max_step": max(steps) if steps else None, "apart": apart}  # fmt: skip
+
+
+def identical_across_runs(records: dict[str, list], labels: dict[str, str]) -> list[dict]:
+    """Revisions of different runs holding byte-identical weight files (by the Hub's LFS sha256 digest): the same
+    checkpoint published under several training runs (EleutherAI/pythia #203), so not independent runs there."""
+    by_digest: dict[str, list[tuple[str, str]]] = {}
+    for parent, recs in records.items():
+        for r in recs:
+            if r.weights_digest:
+                by_digest.setdefault(r.weights_digest, []).append((labels[parent], r.revision))
+    out = []
+    for digest, members in by_digest.items():
+        if len({label for label, _ in members}) > 1:
+            out.append({"weights_digest": digest, "members": [{"run": label, "revision": rev} for label, rev in sorted(set(members))]})
+    return sorted(out, key=lambda d: d["members"][0]["revision"])
+
+
+def statement(summary: dict) -> str:
+    """The study in words, claims first and only those each run's own verdict makes."""
+    runs, sp = summary["runs"], summary["spread"]
+    called = [r for r in runs if r["call"] == "emerges"]
+    parts = []
+    if called:
+        steps = ", ".join(f"{r['label']} at {r['emergence_revision']} (95%: {_interval_words(r)})" for r in called)
+        parts.append(f"{len(called)} of {len(runs)} runs emerge: {steps}.")
+        if len(called) > 1:
+            parts.append(f"Over those {len(called)}: median step {sp['median_step']:g}, range {sp['min_step']:,} to {sp['max_step']:,}.")
+            if sp["apart"]:
+                pairs = "; ".join(f"{a} and {b}" for a, b in sp["apart"])
+                parts.append(f"Intervals that do not overlap (emergence steps that differ beyond prompt resampling): {pairs}.")
+            else:
+                parts.append("Every pair of their 95% intervals overlaps: these prompts do not tell the runs' emergence steps apart.")
+    else:
+        parts.append(f"No run's emergence can be called ({len(runs)} runs).")
+    for r in runs:
+        if r["call"] == "cannot call":
+            parts.append(f"Cannot call {r['label']}: {r['reasons'][0]}.")
+    quiet = [r["label"] for r in runs if r["call"] == "no emergence"]
+    if quiet:
+        parts.append(f"No emergence in {', '.join(quiet)}.")
+    heads = [(r["label"], r["top_heads"].get("final")) for r in runs if r["top_heads"].get("final")]
+    if heads:
+        same = len({tuple(h) for _, h in heads}) == 1
+        parts.append(("The same heads carry it at the end in every run mapped: " + ", ".join(heads[0][1]) + "." if same else
+                      "The heads that carry it at the end differ: " + "; ".join(f"{label} {', '.join(h)}" for label, h in heads) + "."))  # fmt: skip
+    for r in runs:
+        if r["failed_revisions"]:
+            parts.append(f"{r['label']} lacks {', '.join(r['failed_revisions'])} (failed, left out).")
+    for twin in summary["identical_across_runs"]:
+        members = " = ".join(f"{m['run']} {m['revision']}" for m in twin["members"])
+        parts.append(f"Identical weights across runs: {members} (the same files: not independent runs there).")
+    return " ".join(parts)
+
+
+def _interval_words(run: dict) -> str:
+    low, high = run["interval_low"], run["interval_high"]
+    if low is None:
+        return "-"
+    return f"step {low:,} to {f'step {high:,}' if high is not None else 'beyond the last checkpoint in some resamples'}"
+
+
+def emergence_figure(runs: list[dict], summary: dict) -> go.Figure:
+    """Each run's emergence step as a dot with its 95% interval (a bar), colored by its call; a run with no crossing
+    is a cross at its final step. The spread's median is a vertical line."""
+    fig = go.Figure()
+    for call, color in CALL_COLORS.items():
+        these = [r for r in runs if r["call"] == call]
+        crossed = [r for r in these if r["emergence_step"] is not None]
+        if crossed:
+            steps = [r["emergence_step"] for r in crossed]
+            high = [(r["interval_high"] if r["interval_high"] is not None else r["final_step"]) - s for r, s in zip(crossed, steps)]
+            low = [s - (r["interval_low"] if r["interval_low"] is not None else s) for r, s in zip(crossed, steps)]
+            fig.add_trace(go.Scatter(
+                x=steps, y=[r["label"] for r in crossed], mode="markers", name=f"{call}: first above the strong level, 95% interval",
+                marker={"color": color, "size": 11}, error_x={"type": "data", "symmetric": False, "array": high, "arrayminus": low, "thickness": 2},
+                text=[f"{r['emergence_revision']}; 95%: {_interval_words(r)}" for r in crossed], hovertemplate="%{y}: %{text}<extra></extra>",
+            ))  # fmt: skip
+        never = [r for r in these if r["emergence_step"] is None]
+        if never:
+            fig.add_trace(go.Scatter(x=[r["final_step"] for r in never], y=[r["label"] for r in never], mode="markers",
+                                     name=f"{call}: never above the strong level (drawn at its final step)",
+                                     marker={"color": color, "size": 11, "symbol": "x"}, hovertemplate="%{y}: no crossing<extra></extra>"))  # fmt: skip
+    median = summary["spread"]["median_step"]
+    if median is not None:
+        fig.add_vline(x=median, line={"dash": "dot", "color": PALETTE[0]}, annotation_text=f"median {median:g}")
+    fig.update_layout(title=f"Where each run's headline first exceeds its strong level ({summary['headline']}), with the step's 95% "
+                            "interval over prompt resamples", template="plotly_white", height=220 + 40 * len(runs),
+                      xaxis={"title": "training step"}, yaxis={"title": "training run", "autorange": "reversed"},
+                      legend={"orientation": "h", "y": -0.25})  # fmt: skip
+    return fig
+
+
+def headline_series(label: str, report: Report) -> list[dict]:
+    """The headline contrast of a run's primary method over its analysed checkpoints: compare_figure's series, one per
+    metric of the task's contrasts on the headline's groups (a unit per panel)."""
+    frame = report.frame.filter(pl.col("analysed"))
+    s = report.summary
+    out = []
+    for key, res in s["results"].items():
+        if not res["primary"] or key not in frame.columns:
+            continue
+        point = res["emergence_point"]
+        call = res["claim"]["call"] + (f" at {point['revision']}" if res["claim"]["call"] == "emerges" else "")
+        out.append({"label": f"{label} · {res['base_contrast']}", "metric": res["metric"], "steps": frame["step"].to_list(),
+                    "revisions": frame["revision"].to_list(), "values": column(frame, key), "low": column(frame, f"{key}_ci_low"),
+                    "high": column(frame, f"{key}_ci_high"), "call": call})  # fmt: skip
+    return out
