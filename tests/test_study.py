@@ -100,6 +100,7 @@ def test_a_study_reports_each_runs_emergence_its_interval_the_spread_and_the_def
     assert said.startswith(f"{len(called)} of 3 runs emerge: seed1 at step{first} (95%: step ")
     assert f"range {min(called):,} to {max(called):,}" in said and "seed3 lacks step224 (failed, left out)" in said
     assert "Identical weights across runs: seed1 step0 = seed3 step0" in said
+    assert "on top of every run" in said or "On top of each run" in said
     assert f"study report: {tmp_path / 'reports' / 'study-tiny-seeds' / 'study.html'}" in out
 
     from pythia_sweep.report.study import build_study_report
@@ -143,3 +144,18 @@ def test_a_study_config_names_its_models_or_is_refused_by_name(tmp_path):
 
     with pytest.raises(ConfigError, match="one Hub repo id here: a study's config"):
         SweepConfig(model="EleutherAI/pythia-160m-seed{1..2}")
+
+
+def test_runs_are_told_apart_only_where_their_spans_widened_by_the_grid_do_not_meet():
+    """A run's first crossing lies after the saved step before its interval and at most at the interval's end: (288,
+    304] and (304, 352] are apart; (256, 288] and (272, 304] are not; a run whose resamples do not all cross is never."""
+    from pythia_sweep.report.study import spread
+
+    def run(label, step, low, high, before):
+        return {"label": label, "call": "emerges", "emergence_step": step, "interval_low": low, "interval_high": high,
+                "saved_before_low": before}  # fmt: skip
+
+    runs = [run("a", 304, 304, 304, 288), run("b", 320, 320, 352, 304), run("c", 288, 288, 304, 272), run("d", 288, 288, None, 272)]
+    out = spread(runs)
+    assert out["apart"] == [("a", "b"), ("b", "c")]  # c's (272, 304] meets a's (288, 304]; d has no upper end
+    assert (out["median_step"], out["min_step"], out["max_step"], out["runs_called"]) == (296, 288, 320, 4)

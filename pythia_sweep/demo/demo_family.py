@@ -17,8 +17,9 @@ Decimal rows join after the first `sequence_steps` (320) steps, a quarter of eac
 is a schedule because of what was measured while designing it (same model, 64-token rows): with decimal rows
 in the batch from the first step, one row in ten, no previous-token head had formed by step 580; one in five,
 it formed near step 980; phased in from 0 to 30% over 600 steps, none by step 580 (layer 0's previous-token
-scores stayed at chance, 0.06-0.10). Sequences alone form the heads near step 290 (seeds 0-3: between steps
-272 and 304), and once formed they survive the decimals. With the defaults (seed 0) the change
+scores stayed at chance, 0.06-0.10). Sequences alone form the heads near step 290 (seeds 0-3, each with its own tokenizer then: between steps
+272 and 304; seeds 1-3 with seed 0's tokenizer, as they are trained now, `make demo-study`: the induction headline
+first above 0.5 at steps 272, 320 and 304), and once formed they survive the decimals. With the defaults (seed 0) the change
 runs from step 256 to 304: the in-context-learning score on 16-token repeats goes -0.7, -1.8, -3.7, -5.0 nats,
 and patching layer 1 from the clean prompt restores the induction task's answer in 3%, 22%, 44%, 81% of prompts.
 All four layer-1 heads become induction heads (prefix-matching scores 0.93-0.99 at step 448), heads 1 and 3

@@ -290,18 +290,19 @@ CONTRAST_UNITS = {
 }
 
 
-def compare_figure(series: list[dict]) -> go.Figure:
+def compare_figure(series: list[dict], log_steps: bool = True) -> go.Figure:
     """Several sweeps' headlines over training, one panel per unit (a success rate and a nats contrast never share
     an axis): each a line with markers and its 95% band, named with its verdict's call; sweeps told apart by dash
     and marker, so a line drawn over an identical one stays visible. Each of `series`: label, metric, steps,
-    revisions, values, low, high, call."""
+    revisions, values, low, high, call, and optionally color (one per run, the same in every panel). `log_steps`:
+    training steps on a log axis (Pythia's schedules double), else a linear one (a family saved every few steps)."""
     units = list(dict.fromkeys(s["metric"] for s in series))
     fig = make_subplots(rows=len(units), cols=1, shared_xaxes=True, vertical_spacing=0.12,
                         subplot_titles=[CONTRAST_UNITS.get(u, u) for u in units])  # fmt: skip
     for i, one in enumerate(series):
         row = units.index(one["metric"]) + 1
-        color, (dash, symbol) = PALETTE[i % len(PALETTE)], line_style(i)
-        x = [max(s, 1) for s in one["steps"]]
+        color, (dash, symbol) = one.get("color", PALETTE[i % len(PALETTE)]), line_style(i)
+        x = [max(s, 1) for s in one["steps"]] if log_steps else one["steps"]
         name = f"{one['label']}: {one['call']}"
         _band(fig, x, one["low"], one["high"], color, f"{one['label']}: 95% interval", row=row, col=1, opacity=0.12)
         fig.add_trace(go.Scatter(x=x, y=one["values"], mode="lines+markers", name=name, text=one["revisions"],
@@ -311,7 +312,10 @@ def compare_figure(series: list[dict]) -> go.Figure:
         fig.update_yaxes(title=CONTRAST_UNITS.get(unit, unit), row=row, col=1)
         if unit == "success_rate":
             fig.update_yaxes(range=[-1.05, 1.05], row=row, col=1)
-        fig.update_xaxes(type="log", dtick="D2", title="training step (log; step 0 drawn at 1)", row=row, col=1)
+        if log_steps:
+            fig.update_xaxes(type="log", dtick="D2", title="training step (log; step 0 drawn at 1)", row=row, col=1)
+        else:
+            fig.update_xaxes(title="training step", row=row, col=1)
     fig.update_layout(title="Headline contrasts over training, sweeps compared (bands: 95% bootstrap intervals)",
                       template="plotly_white", height=260 + 320 * len(units), legend={"orientation": "h", "y": -0.15})  # fmt: skip
     return fig

@@ -55,9 +55,10 @@ def build_study_report(study: str, *, tracking_uri: str | None = None, reports_d
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
     figures = [emergence_figure(runs, summary)]
-    series = [s for label, report in zip(labels, reports) for s in headline_series(label, report)]
+    series = [s | {"color": PALETTE[i % len(PALETTE)]} for i, (label, report) in enumerate(zip(labels, reports))
+              for s in headline_series(label, report)]  # fmt: skip
     if series:
-        overlay = compare_figure(series)
+        overlay = compare_figure(series, log_steps=log_steps(runs))
         overlay.update_layout(title=f"Each run's headline over training ({summary['headline']}; bands: 95% bootstrap intervals over prompts)")
         figures.append(overlay)
     rows = [{"run": r["label"], "model": r["model"], "call": r["call"], "emergence": r["emergence_revision"] or "-",
@@ -88,12 +89,15 @@ def run_entry(label: str, report: Report) -> dict:
     final value, the heads that carry it, the revisions it lacks."""
     s = report.summary
     point, interval = s["emergence_point"], s["emergence_step_interval"] or {}
+    steps = sorted(report.frame.filter(pl.col("analysed"))["step"].to_list())
+    before = [x for x in steps if interval.get("low") is not None and x < interval["low"]]
     heads = s.get("heads") or {}
     top = {which: top_heads(heads["maps"][which]) for which in ("emergence", "final") if which in heads.get("maps", {})}
     return {
         "label": label, "model": s["config"]["model"], "parent_run_id": s["parent_run_id"], "call": s["claim"]["call"],
         "reasons": s["claim"]["reasons"], "emergence_revision": point["revision"] if point else None,
         "emergence_step": point["step"] if point else None, "interval_low": interval.get("low"), "interval_high": interval.get("high"),
+        "saved_before_low": before[-1] if before else None,  # the crossing lies after this saved step: the grid's own width
         "share_emerging": interval.get("share_emerging"), "final_value": s["final_value"], "final_step": s["final_step"],
         "top_heads": top, "discovered": {g: [f"{a}.{b}" for a, b in h] for g, h in ((s.get("discovery") or {}).get("groups") or {}).items()},
         "failed_revisions": [f["revision"] for f in s["quality"]["failed_revisions"]], "report": str(report.html_path),
@@ -108,13 +112,19 @@ def top_heads(attribution: list[list[float]], k: int = 3, share: float = 0.25) -
 
 
 def spread(runs: list[dict]) -> dict:
-    """The emergence steps of the runs whose emergence is called: median and range, and the pairs whose 95% intervals
-    do not overlap (their steps differ beyond what resampling the prompts moves)."""
+    """The emergence steps of the runs whose emergence is called: median and range, and the pairs told apart. A run's
+    first crossing lies in (the saved step before its interval's low end, its high end]: the interval over prompt
+    resamples, widened by the checkpoint grid. Two runs are apart when those spans do not meet."""
     called = [r for r in runs if r["call"] == "emerges"]
     steps = [r["emergence_step"] for r in called]
+
+    def span(r: dict) -> tuple[float, float] | None:
+        if r["interval_low"] is None or r["interval_high"] is None:
+            return None  # some resamples never cross: no upper end
+        return (r["saved_before_low"] if r["saved_before_low"] is not None else float("-inf"), r["interval_high"])
+
     apart = [(a["label"], b["label"]) for i, a in enumerate(called) for b in called[i + 1 :]
-             if None not in (a["interval_high"], b["interval_low"], b["interval_high"], a["interval_low"])
-             and (a["interval_high"] < b["interval_low"] or b["interval_high"] < a["interval_low"])]  # fmt: skip
+             if span(a) and span(b) and (span(a)[1] <= span(b)[0] or span(b)[1] <= span(a)[0])]  # fmt: skip
     return {"runs_called": len(called), "runs": len(runs), "median_step": statistics.median(steps) if steps else None,
             "min_step": min(steps) if steps else None, "max_step": max(steps) if steps else None, "apart": apart}  # fmt: skip
 
@@ -146,9 +156,9 @@ def statement(summary: dict) -> str:
             parts.append(f"Over those {len(called)}: median step {sp['median_step']:g}, range {sp['min_step']:,} to {sp['max_step']:,}.")
             if sp["apart"]:
                 pairs = "; ".join(f"{a} and {b}" for a, b in sp["apart"])
-                parts.append(f"Intervals that do not overlap (emergence steps that differ beyond prompt resampling): {pairs}.")
+                parts.append(f"Told apart (their 95% intervals, each widened to the saved checkpoint before it, do not meet): {pairs}.")
             else:
-                parts.append("Every pair of their 95% intervals overlaps: these prompts do not tell the runs' emergence steps apart.")
+                parts.append("No two are told apart: their 95% intervals, each widened to the saved checkpoint before it, all meet.")
     else:
         parts.append(f"No run's emergence can be called ({len(runs)} runs).")
     for r in runs:
@@ -159,9 +169,12 @@ def statement(summary: dict) -> str:
         parts.append(f"No emergence in {', '.join(quiet)}.")
     heads = [(r["label"], r["top_heads"].get("final")) for r in runs if r["top_heads"].get("final")]
     if heads:
-        same = len({tuple(h) for _, h in heads}) == 1
-        parts.append(("The same heads carry it at the end in every run mapped: " + ", ".join(heads[0][1]) + "." if same else
-                      "The heads that carry it at the end differ: " + "; ".join(f"{label} {', '.join(h)}" for label, h in heads) + "."))  # fmt: skip
+        shared = [h for h in heads[0][1] if all(h in top for _, top in heads)]
+        if len({frozenset(top) for _, top in heads}) == 1:
+            parts.append(f"The same heads are on top of every run's map at the end: {', '.join(heads[0][1])}.")
+        else:
+            parts.append("On top of each run's map at the end: " + "; ".join(f"{label} {', '.join(top)}" for label, top in heads)
+                         + (f" (in every one: {', '.join(shared)})." if shared else " (none in all of them)."))  # fmt: skip
     for r in runs:
         if r["failed_revisions"]:
             parts.append(f"{r['label']} lacks {', '.join(r['failed_revisions'])} (failed, left out).")
@@ -176,6 +189,12 @@ def _interval_words(run: dict) -> str:
     if low is None:
         return "-"
     return f"step {low:,} to {f'step {high:,}' if high is not None else 'beyond the last checkpoint in some resamples'}"
+
+
+def log_steps(runs: list[dict]) -> bool:
+    """Training steps on a log axis where training runs long (Pythia's schedules double from step 1 to 143000); the
+    demo family's few hundred steps, saved evenly, read better on a linear one."""
+    return max((r["final_step"] or 0) for r in runs) >= 1000
 
 
 def emergence_figure(runs: list[dict], summary: dict) -> go.Figure:
@@ -204,7 +223,8 @@ def emergence_figure(runs: list[dict], summary: dict) -> go.Figure:
         fig.add_vline(x=median, line={"dash": "dot", "color": PALETTE[0]}, annotation_text=f"median {median:g}")
     fig.update_layout(title=f"Where each run's headline first exceeds its strong level ({summary['headline']}), with the step's 95% "
                             "interval over prompt resamples", template="plotly_white", height=220 + 40 * len(runs),
-                      xaxis={"title": "training step"}, yaxis={"title": "training run", "autorange": "reversed"},
+                      xaxis={"title": "training step", "type": "log" if log_steps(runs) else "linear"},
+                      yaxis={"title": "training run", "autorange": "reversed"},
                       legend={"orientation": "h", "y": -0.25})  # fmt: skip
     return fig
 
