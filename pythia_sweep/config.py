@@ -226,6 +226,9 @@ def load_config(path: str | Path, **overrides: Any) -> SweepConfig:
     """Read a TOML run config (see jobs/configs/) and apply overrides given as keyword arguments. A refusal of
     the file's own values names the file; one of an override names only the setting."""
     values = read_toml(path, "config file", "jobs/configs/")
+    if "study" in values:  # pythia_sweep/study.py reads these; a one-model command must not drop the key silently
+        raise ConfigError(f"{path}: study", values["study"], "a study's setting: python -m jobs.sweep runs a study's config; "
+                          "this command takes one model's config (without `study`)")  # fmt: skip
     try:
         config_from_dict(values)
     except ConfigError as error:

@@ -140,10 +140,16 @@ def test_a_study_config_names_its_models_or_is_refused_by_name(tmp_path):
     assert study.name == "seeds" and study.named and [c.layer for c in study.configs] == [4, 4]
     assert study.models == ["EleutherAI/pythia-160m-seed1", "EleutherAI/pythia-160m-seed2"]
     assert not load_study(config, model="EleutherAI/pythia-160m").named
-    from pythia_sweep.config import SweepConfig
+    from pythia_sweep.config import SweepConfig, load_config
 
     with pytest.raises(ConfigError, match="one Hub repo id here: a study's config"):
         SweepConfig(model="EleutherAI/pythia-160m-seed{1..2}")
+    with pytest.raises(ConfigError, match=r"seeds.toml: model=.*one Hub repo id here"):  # refine, scan: one model's config
+        load_config(config)
+    config.write_text('model = "EleutherAI/pythia-160m"\nstudy = "one"\n')
+    with pytest.raises(ConfigError, match=r"seeds.toml: study='one' .*python -m jobs.sweep runs a study's config"):
+        load_config(config)
+    assert load_study(config).named and load_study(config).models == ["EleutherAI/pythia-160m"]
 
 
 def test_runs_are_told_apart_only_where_their_spans_widened_by_the_grid_do_not_meet():
