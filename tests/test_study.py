@@ -102,6 +102,10 @@ def test_a_study_reports_each_runs_emergence_its_interval_the_spread_and_the_def
     assert "Identical weights across runs: seed1 step0 = seed3 step0" in said
     assert "on top of every run" in said or "On top of each run" in said
     assert f"study report: {tmp_path / 'reports' / 'study-tiny-seeds' / 'study.html'}" in out
+    page = (tmp_path / "reports" / "study-tiny-seeds" / "study.html").read_text()
+    for run in runs.values():  # each run's own report linked, relative to the study's folder, and written
+        link = os.path.relpath(run["report"], tmp_path / "reports" / "study-tiny-seeds")
+        assert f'href="{link}">{run["label"]}</a>' in page and os.path.exists(run["report"])
 
     from pythia_sweep.report.study import build_study_report
 

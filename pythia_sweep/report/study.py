@@ -10,6 +10,7 @@ headline over training with its band, one panel per unit.
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import statistics
@@ -69,10 +70,16 @@ def build_study_report(study: str, *, tracking_uri: str | None = None, reports_d
              "report": os.path.relpath(r["report"], folder)} for r in runs]  # fmt: skip
     page = render_html(f"Study {study}: {summary['task']['question']}", f"{len(runs)} training runs · task {summary['task']['name']} · "
                        f"headline {summary['headline']}", summary["statement"], figures,
-                       [("Runs", html_table(rows, list(rows[0])))])  # fmt: skip
+                       [("Runs", html_table(rows, list(rows[0])))], links_html=run_links(runs, folder))  # fmt: skip
     html_path = folder / "study.html"
     html_path.write_text(page)
     return StudyReport(folder, html_path.resolve(), summary, summary["statement"], reports, figures)
+
+
+def run_links(runs: list[dict], folder: Path) -> str:
+    """Each run's own report, linked from the study's page (relative: the folder can be moved whole)."""
+    links = (f'<a href="{html.escape(os.path.relpath(r["report"], folder))}">{html.escape(r["label"])}</a>' for r in runs)
+    return "each run's own report (its verdict, null, figures and MLflow links): " + " · ".join(links)
 
 
 def short_names(models: list[str]) -> list[str]:
