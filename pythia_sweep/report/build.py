@@ -171,24 +171,33 @@ def compare_sweeps(sweeps: list[str], *, tracking_uri: str | None = None, out: s
         parent = reader.find_sweep(sweep)
         config, task = reader.sweep_config(parent), reader.sweep_task(parent)
         summary, frame, _ = reduce(reader.load_records(parent), task, config, reader.published(parent))
-        frame = frame.filter(pl.col("analysed"))
         label = f"{config.label(task.name)} ({parent[:8]})"
         verdicts.append(f"{label}: {summary['verdict']}")
-        for key, res in summary["results"].items():
-            if (res["base_contrast"], res["metric"]) != (task.headline.name, task.headline.metric) or key not in frame.columns:
-                continue
-            method = "" if res["primary"] else f" [{res['method']}]"
-            point = res["emergence_point"]
-            call = res["claim"]["call"] + (f" at {point['revision']}" if res["claim"]["call"] == "emerges" else "")
-            series.append({"label": label + method, "metric": res["metric"], "steps": frame["step"].to_list(),
-                           "revisions": frame["revision"].to_list(), "values": column(frame, key),
-                           "low": column(frame, f"{key}_ci_low"), "high": column(frame, f"{key}_ci_high"), "call": call})  # fmt: skip
+        headline = (task.headline.name, task.headline.metric)
+        series += timeline_series(summary, frame, lambda res: (res["base_contrast"], res["metric"]) == headline,
+                                  lambda res: label + ("" if res["primary"] else f" [{res['method']}]"))  # fmt: skip
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     page = render_html("Sweeps compared", ", ".join(sweeps), " ".join(verdicts) or "no sweep has a headline to draw",
                        [compare_figure(series)] if series else [], [])  # fmt: skip
     out.write_text(page)
     return out.resolve()
+
+
+def timeline_series(summary: dict, frame: pl.DataFrame, keep, label) -> list[dict]:
+    """compare_figure's series from one sweep's summary and timeline: each result `keep(res)` accepts, over the analysed
+    checkpoints, named `label(res)` and with its call (and where it emerges)."""
+    frame = frame.filter(pl.col("analysed"))
+    out = []
+    for key, res in summary["results"].items():
+        if not keep(res) or key not in frame.columns:
+            continue
+        point = res["emergence_point"]
+        call = res["claim"]["call"] + (f" at {point['revision']}" if res["claim"]["call"] == "emerges" else "")
+        out.append({"label": label(res), "metric": res["metric"], "steps": frame["step"].to_list(), "revisions": frame["revision"].to_list(),
+                    "values": column(frame, key), "low": column(frame, f"{key}_ci_low"), "high": column(frame, f"{key}_ci_high"),
+                    "call": call})  # fmt: skip
+    return out
 
 
 def scan_page(rows: list[dict], title: str, stem: Path) -> Path:

@@ -20,10 +20,9 @@ from pathlib import Path
 import plotly.graph_objects as go
 import polars as pl
 
-from pythia_sweep.report.build import Report, _json_default, build_report
+from pythia_sweep.report.build import Report, _json_default, build_report, timeline_series
 from pythia_sweep.report.figures import PALETTE, compare_figure
 from pythia_sweep.report.page import html_table, render_html
-from pythia_sweep.report.reduce import column
 from pythia_sweep.tracking import SweepReader
 
 CALL_COLORS = {"emerges": "#2ca02c", "no emergence": "#7f7f7f", "cannot call": "#d62728"}
@@ -56,8 +55,9 @@ def build_study_report(study: str, *, tracking_uri: str | None = None, reports_d
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
     figures = [emergence_figure(runs, summary)]
-    series = [s | {"color": PALETTE[i % len(PALETTE)]} for i, (label, report) in enumerate(zip(labels, reports))
-              for s in headline_series(label, report)]  # fmt: skip
+    series = [one | {"color": PALETTE[i % len(PALETTE)]} for i, (label, report) in enumerate(zip(labels, reports))
+              for one in timeline_series(report.summary, report.frame, lambda res: res["primary"],
+                                         lambda res, label=label: f"{label} · {res['base_contrast']}")]  # fmt: skip
     if series:
         overlay = compare_figure(series, log_steps=log_steps(runs))
         overlay.update_layout(title=f"Each run's headline over training ({summary['headline']}; bands: 95% bootstrap intervals over prompts)")
@@ -234,20 +234,3 @@ def emergence_figure(runs: list[dict], summary: dict) -> go.Figure:
                       yaxis={"title": "training run", "autorange": "reversed"},
                       legend={"orientation": "h", "y": -0.25})  # fmt: skip
     return fig
-
-
-def headline_series(label: str, report: Report) -> list[dict]:
-    """The headline contrast of a run's primary method over its analysed checkpoints: compare_figure's series, one per
-    metric of the task's contrasts on the headline's groups (a unit per panel)."""
-    frame = report.frame.filter(pl.col("analysed"))
-    s = report.summary
-    out = []
-    for key, res in s["results"].items():
-        if not res["primary"] or key not in frame.columns:
-            continue
-        point = res["emergence_point"]
-        call = res["claim"]["call"] + (f" at {point['revision']}" if res["claim"]["call"] == "emerges" else "")
-        out.append({"label": f"{label} · {res['base_contrast']}", "metric": res["metric"], "steps": frame["step"].to_list(),
-                    "revisions": frame["revision"].to_list(), "values": column(frame, key), "low": column(frame, f"{key}_ci_low"),
-                    "high": column(frame, f"{key}_ci_high"), "call": call})  # fmt: skip
-    return out
