@@ -39,6 +39,13 @@ def carrying_heads(report, k: int = 3) -> list[tuple[int, int, float]]:
     return [(row["layer"], row["head"], row["value"] - base) for row in heads.iter_rows(named=True)]
 
 
+def said(report) -> None:
+    """The report's verdict as it states it (its first line the answer, then one labelled fact a line), and where to look."""
+    print("   verdict (as the report states it):\n" + "\n".join(f"     {line}" for line in report.verdict.splitlines()))
+    print(f"   {report.mlflow_link}")
+    print(f"   report: {report.html_path}", flush=True)
+
+
 def main(argv=None) -> int:
     start = time.perf_counter()
     from pythia_sweep.checkpoints import published_revisions
@@ -59,7 +66,9 @@ def main(argv=None) -> int:
     config = load_config(CONFIG, task=INDUCTION)
     task = load_task(INDUCTION)
     published = published_revisions(config.model)
-    print(f"\n1. {task.question}  ({config.model}, {INDUCTION})", flush=True)
+    print(f"\n1. {task.question}  ({config.model}, {INDUCTION})\n"
+          "   expected: the family's induction heads form in a phase change near step 300, so the headline leaps there, in\n"
+          "   the middle half of its 448 steps; layer 1 stands out among 40 random 8-head sets of both layers", flush=True)  # fmt: skip
     result = run_sweep(config, task, published=published)
     report = build_report(result.parent_run_id, tracking_uri=result.tracking_uri)
     summary = report.summary
@@ -71,13 +80,11 @@ def main(argv=None) -> int:
         records = SweepReader(result.tracking_uri).load_records(result.parent_run_id)
         bracket = refine_sweep(config, task, published, records, task.headline.name, task.headline.threshold,
                                tracking_uri=result.tracking_uri)  # fmt: skip
-        print(f"\n2. refine: {task.headline.name} first exceeds {task.headline.threshold:g} between {bracket.below} and "
-              f"{bracket.above} (neighbouring saved revisions; {len(bracket.fetched)} extra checkpoints measured: "
-              f"{', '.join(bracket.fetched) or 'none'})", flush=True)  # fmt: skip
+        print(f"\n2. refine: bisect the saved revisions between {point['previous_revision']} and {point['revision']}; measured "
+              f"{len(bracket.fetched)} more ({', '.join(bracket.fetched) or 'none'}). Expected: the verdict's interval narrows to "
+              "neighbouring saved revisions", flush=True)  # fmt: skip
         report = build_report(result.parent_run_id, tracking_uri=result.tracking_uri)  # the probes are in the sweep now
-    print(f"   verdict (as the report states it): {report.verdict}")
-    print(f"   {report.mlflow_link}")
-    print(f"   report: {report.html_path}", flush=True)
+    said(report)
 
     decimal = load_task(DECIMAL)
     print(f"\n3. {decimal.question}  ({DECIMAL}, same family)", flush=True)
@@ -85,17 +92,15 @@ def main(argv=None) -> int:
     report = build_report(result.parent_run_id, tracking_uri=result.tracking_uri)
     print("   expected on this family: it learns the bug (Q: ... A: prompts answered the wrong way) and nothing trained to\n"
           "   repair it, so no emergence; the verdict can say so only where the model answers the plain question")  # fmt: skip
-    print(f"   verdict (as the report states it): {report.verdict}")
-    print(f"   {report.mlflow_link}")
-    print(f"   report: {report.html_path}")
+    said(report)
 
     found = load_task(DISCOVER)
-    print(f"\n4. {found.question}  ({DISCOVER}, same family: no head written in the task)", flush=True)
+    print(f"\n4. {found.question}  ({DISCOVER}, same family: no head written in the task)\n"
+          "   expected: two layer-1 heads found at step448 on half of the prompts, measured on the other half; they emerge\n"
+          "   where step 1's layer does, and stand out among 40 of the 91 pairs of the other 14 heads", flush=True)  # fmt: skip
     result = run_sweep(load_config(CONFIG, task=DISCOVER), found, published=published)
     report = build_report(result.parent_run_id, tracking_uri=result.tracking_uri)
-    print(f"   verdict (as the report states it): {report.verdict}")
-    print(f"   {report.mlflow_link}")
-    print(f"   report: {report.html_path}")
+    said(report)
     print(f"\ndemo finished in {time.perf_counter() - start:.0f}s")
     return 0
 

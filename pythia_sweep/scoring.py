@@ -200,8 +200,9 @@ def null_test(null: dict | None, contrast, null_settings: dict | None = None) ->
     (the sweep drew no null sets), or "not applicable" (the plus side is no group of the null's size)."""
     null = null or {}
     metric, group = contrast.metric, contrast.plus
-    out = {"group": group, "metric": metric, "p_value": None, "percentile": None, "k": null.get("k", 0)}
     possible = (null_settings or {}).get("possible")
+    out = {"group": group, "metric": metric, "p_value": None, "percentile": None, "k": null.get("k", 0), "size": null.get("size"),
+           "possible": possible, "at_floor": False}  # fmt: skip
     if not null.get("k"):
         if possible == 0:
             return out | {"status": "no null possible",
@@ -224,4 +225,4 @@ def null_test(null: dict | None, contrast, null_settings: dict | None = None) ->
     else:
         statement = (f"the {group} group {'stands' if status == 'beats' else 'does not stand'} out among {sets} "
                      f"(null p = {p:.2g}; the smallest possible with {null['k']} sets is {floor:.2g})")  # fmt: skip
-    return out | {"status": status, "p_value": p, "percentile": position["percentile"], "statement": statement}
+    return out | {"status": status, "p_value": p, "percentile": position["percentile"], "statement": statement, "at_floor": p <= floor}

@@ -475,6 +475,18 @@ class SweepReader(_Store):
         return f"{base.rstrip('/')}/#/experiments/{self._experiment_of(parent)}/runs?{query}"
 
 
+    def metric_url(self, parent: str, keys: list[str], ui: str | None = None) -> str | None:
+        """One chart of the parent run's `keys` against training step (MLflow's metric page): the headline first,
+        where the run page's charts tab opens on every number of the sweep, grouped by name."""
+        base = self._ui_base(ui)
+        if base is None:
+            return None
+        query = ui_query({"runs": json.dumps([parent]), "metric": json.dumps(keys[0]), "experiments": json.dumps([self._experiment_of(parent)]),
+                          "plot_metric_keys": json.dumps(keys), "plot_layout": "{}", "x_axis": "step", "y_axis_scale": "linear",
+                          "line_smoothness": "1", "show_point": "true", "deselected_curves": "[]", "last_linear_y_axis_range": "[]"})  # fmt: skip
+        return f"{base.rstrip('/')}/#/metric?{query}"
+
+
 def ui_query(params: dict[str, str]) -> str:
     """A query string for the MLflow UI: the machine-learning view (MLflow 3.17's UI otherwise opens on its GenAI
     view, whatever the experiment's kind tag, and remembers the last choice per browser), then `params`."""

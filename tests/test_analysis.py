@@ -4,6 +4,8 @@ The records are built the way checkpoint_run.measure builds them (per-prompt res
 contrasts naming their two sides, the null's placement), so the reducer reads them exactly as it reads a
 sweep's: the emergence-step interval resamples these prompts."""
 
+import json
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -16,7 +18,9 @@ from pythia_sweep.config import SweepConfig
 from pythia_sweep.records import CheckpointRecord
 from pythia_sweep.report.reduce import reduce
 from pythia_sweep.scoring import null_position, paired_difference_interval, wilson_interval
+from pythia_sweep.analysis import TAIL
 from pythia_sweep.task_schema import load_task
+from pythia_sweep.tasks import Contrast
 
 TASK = load_task("tasks/decimal-robust.toml")
 CONFIG = SweepConfig(task="tasks/decimal-robust.toml", bootstrap_resamples=400)
@@ -24,6 +28,45 @@ STEPS = [0, 1000, 2000, 4000, 8000, 16000, 32000, 64000, 128000, 143000]
 PUBLISHED = [Checkpoint(f"step{s}", s) for s in sorted({0, 1, *STEPS})]
 N = 48
 IDENTITY = {"model": "EleutherAI/pythia-160m", "sweep_id": "test", "task": TASK.describe()}
+
+
+def measured(revision, step, plus, minus, *, clean=None, metric="success_rate", null_p=None, possible=None, null_k=20, null_size=6,
+             digest=None):  # fmt: skip
+    """A record whose "even" and "odd" conditions take the per-prompt values `plus` and `minus` on `metric` (a success
+    is a value above 0 on a log-prob metric), built the way checkpoint_run.measure builds one, with a "strength"
+    contrast of even - odd on `metric`."""
+    n = len(plus)
+    clean = [1.0] * n if clean is None else clean
+    values = {"baseline": [0.0] * n, "clean": clean, "even": list(plus), "odd": list(minus)}
+    as_success = (lambda v: v > 0.5) if metric == "success_rate" else (lambda v: v > 0)
+    rows = [{"condition": c, "prompt_id": f"p{i:02d}", "success": bool(as_success(v)),
+             "logprob_diff": float(v), "prob_diff": float(v) / 2, "weight": 1} for c, vs in values.items() for i, v in enumerate(vs)]  # fmt: skip
+
+    def cond(name, kind):
+        got = [r for r in rows if r["condition"] == name]
+        k = sum(r["success"] for r in got)
+        mean = float(np.mean([r["logprob_diff"] for r in got]))
+        return {"kind": kind, "heads": [], "method": "per-head", "success_rate": k / n, "success_rate_ci": list(wilson_interval(k, n)),
+                "logprob_diff": mean, "logprob_diff_ci": None, "prob_diff": mean / 2, "n_prompts": n}  # fmt: skip
+
+    even, odd = ([r for r in rows if r["condition"] == c] for c in ("even", "odd"))
+    contrast = {"plus": "even", "minus": "odd", "metric": metric, "method": "per-head"}
+    for m, key in (("success_rate", "success"), ("logprob_diff", "logprob_diff"), ("prob_diff", "prob_diff")):
+        diffs = [float(a[key]) - float(b[key]) for a, b in zip(even, odd)]
+        contrast[m] = float(np.mean(diffs))
+        contrast[f"{m}_ci"] = list(paired_difference_interval(diffs, [0.0] * n, 400, 0))
+    contrast |= {"value": contrast[metric], "value_ci": contrast[f"{metric}_ci"]}
+    null = {"k": 0, "groups": {}}
+    if null_p is not None:
+        null = {"k": null_k, "size": null_size,
+                "groups": {g: {m: {"p_value": null_p, "percentile": 50.0} for m in ("success_rate", "logprob_diff", "prob_diff")}
+                           for g in ("even", "odd")}}  # fmt: skip
+    return CheckpointRecord(
+        **IDENTITY, revision=revision, step=step, status="ok", weights_digest=digest or f"d{revision}", contrasts={"strength": contrast},
+        conditions={"even": cond("even", "group"), "odd": cond("odd", "group"), "baseline": cond("baseline", "baseline"), "clean": cond("clean", "clean")},
+        null=null, settings={"n_prompts": n, "null": {"group": "even", "size": null_size, "possible": 923 if possible is None else possible,
+                                                      "pool_description": "layer 6"}}, responses=rows,
+    )  # fmt: skip
 
 
 def record(revision, step, strength, *, n=N, clean=1.0, status="ok", digest=None, error=None, null_p=None, possible=None,
@@ -34,31 +77,10 @@ def record(revision, step, strength, *, n=N, clean=1.0, status="ok", digest=None
         return CheckpointRecord(**IDENTITY, revision=revision, step=step, status=status, error=error or "boom", weights_digest=digest)
     even_k = round(n * max(0.0, min(1.0, 0.5 + strength / 2)))
     odd_k = even_k - round(n * strength)
-    success = {"baseline": [0] * n, "clean": [1] * round(n * clean) + [0] * (n - round(n * clean)),
-               "even": [1] * even_k + [0] * (n - even_k), "odd": ([0] * (n - odd_k) + [1] * odd_k) if wide else [1] * odd_k + [0] * (n - odd_k)}  # fmt: skip
-    rows = [{"condition": c, "prompt_id": f"p{i:02d}", "success": bool(v), "logprob_diff": float(v), "prob_diff": float(v) / 2, "weight": 1}
-            for c, values in success.items() for i, v in enumerate(values)]  # fmt: skip
-
-    def cond(name, kind):
-        k = sum(success[name])
-        return {"kind": kind, "heads": [], "method": "per-head", "success_rate": k / n, "success_rate_ci": list(wilson_interval(k, n)),
-                "logprob_diff": k / n, "logprob_diff_ci": None, "prob_diff": k / n / 2, "n_prompts": n}  # fmt: skip
-
-    diffs = {m: [a[key] - b[key] for a, b in zip([r for r in rows if r["condition"] == "even"], [r for r in rows if r["condition"] == "odd"])]
-             for m, key in (("success_rate", "success"), ("logprob_diff", "logprob_diff"), ("prob_diff", "prob_diff"))}  # fmt: skip
-    contrast = {"plus": "even", "minus": "odd", "metric": "success_rate", "method": "per-head"}
-    for m, values in diffs.items():
-        contrast[m] = float(np.mean(values))
-        contrast[f"{m}_ci"] = list(paired_difference_interval([float(v) for v in values], [0.0] * n, 400, 0))
-    contrast |= {"value": contrast["success_rate"], "value_ci": contrast["success_rate_ci"]}
-    null = {"k": 0, "groups": {}}
-    if null_p is not None:
-        null = {"k": 20, "size": 6, "groups": {"even": {m: {"p_value": null_p, "percentile": 50.0} for m in ("success_rate", "logprob_diff", "prob_diff")}}}
-    return CheckpointRecord(
-        **IDENTITY, revision=revision, step=step, status="ok", weights_digest=digest or f"d{revision}", contrasts={"strength": contrast},
-        conditions={"even": cond("even", "group"), "odd": cond("odd", "group"), "baseline": cond("baseline", "baseline"), "clean": cond("clean", "clean")},
-        null=null, settings={"n_prompts": n, "null": {"group": "even", "possible": 923 if possible is None else possible}}, responses=rows,
-    )  # fmt: skip
+    even = [1.0] * even_k + [0.0] * (n - even_k)
+    odd = ([0.0] * (n - odd_k) + [1.0] * odd_k) if wide else [1.0] * odd_k + [0.0] * (n - odd_k)
+    clean_values = [1.0] * round(n * clean) + [0.0] * (n - round(n * clean))
+    return measured(revision, step, even, odd, clean=clean_values, null_p=null_p, possible=possible, digest=digest)
 
 
 def summary_of(records, published=PUBLISHED, task=TASK):
@@ -69,48 +91,207 @@ def timeline_of(strengths, **kw):
     return [record(f"step{s}", s, v, **kw) for s, v in zip(STEPS, strengths)]
 
 
-def test_strength_classes():
-    assert [analysis.strength_class(s) for s in (0.9, -0.6, 0.35, 0.2, 0.05)] == ["strong", "strong", "moderate", "weak", "none"]
+def steps_named(text: str) -> set[int]:
+    """Every training step a verdict names: stepN and 'step N,NNN'."""
+    return {int(m.replace(",", "")) for m in re.findall(r"step ?(\d[\d,]*)", text)}
 
 
-def test_sudden_emergence_is_called_with_an_interval_on_its_step():
+def lines_of(summary) -> list[str]:
+    return summary["verdict"].split("\n")
+
+
+def test_levels_have_one_sign_rule():
+    levels = analysis.Levels(0.5, 0.3, 0.1)
+    assert [levels.classify(v) for v in (0.9, -0.6, 0.35, -0.2, 0.05)] == [
+        ("strong", 1), ("strong", -1), ("moderate", 1), ("weak", -1), ("none", 0)]  # fmt: skip
+    assert levels.crosses(0.6) and not levels.crosses(-0.6) and levels.crosses(-0.6, sign=-1)
+    assert levels.words(-0.6) == "strong, minus side" and levels.words(0.05) == "below the weak level 0.1"
+    assert analysis.emergence_index([0.0, -0.7, 0.8], 0.5) == 2 and analysis.emergence_index([0.0, -0.7, 0.8], 0.5, sign=-1) == 1
+
+
+def test_min_prompts_is_where_resamples_can_make_a_tail():
+    assert analysis.min_prompts() == 5  # C(9, 5) = 126 distinct resamples; 4 prompts give C(7, 4) = 35 < 40
+
+
+def test_sudden_emergence_is_called_with_an_interval_from_prompts_and_grid():
     s = summary_of(timeline_of([0, 0, 0, 0, 0, 0.05, 0.9, 0.95, 1.0, 1.0], null_p=0.01))
     assert s["emergence_point"]["revision"] == "step32000"
     assert s["emergence_point"]["fraction"] == pytest.approx(32000 / 143000)
-    assert s["emergence_type"] == "early" and s["hypothesis"].startswith("H1")
+    interval = s["emergence_interval"]
+    assert (interval["after"], interval["by"]) == (16000, 32000)  # every resample crosses at 32000: the grid's gap is the interval
+    assert s["bands"] == ["early"] and s["emergence_type"] == "early" and s["hypothesis"].startswith("H1")
     assert s["shape"]["shape"] == "sudden" and s["monotonic"]
     assert s["events"] == [{"event": "appear", "step": 32000}]
-    assert s["quality"]["final_shows_known_result"] and s["quality"]["earliest_shows_none"]
-    assert s["emergence_step_interval"]["low"] == 32000 and s["emergence_step_interval"]["high"] == 32000  # 0.05 -> 0.9: no doubt
-    assert s["claim"]["call"] == "emerges"
-    assert s["verdict"].startswith("strength (even - odd, success rate) emerges at step32000 (step 32,000, 22.4% of training; "
-                                   "95%: at step 32,000 over 400 prompt resamples)")  # fmt: skip
+    assert s["claim"]["call"] == "emerges" and s["claim"]["reasons"] == []
+    first, *rest = lines_of(s)
+    assert first == "strength (even - odd, success rate) emerges: past +0.5 after step16000, by step32000 (95%), early in training."
+    assert "when: after step16000 (11.2% of training), by step32000 (22.4% of training); a 95% interval over 400 resamples" in rest[0]
+    assert all(re.match(r"^[a-z ]+: ", line) for line in rest), rest  # one labelled fact a line
 
 
-def test_emergence_step_interval_spans_the_checkpoints_prompt_noise_allows():
-    """Near the threshold the crossing moves with the prompts drawn: the interval covers several checkpoints,
-    and a series whose prompts mostly never cross has no upper end (the verdict cannot call it)."""
-    s = summary_of(timeline_of([0, 0.1, 0.2, 0.3, 0.4, 0.46, 0.5, 0.54, 0.58, 0.9], null_p=0.01, wide=True))
-    interval = s["emergence_step_interval"]
-    assert interval["low"] < s["emergence_point"]["step"] <= interval["high"]
-    assert 0.5 < interval["share_emerging"] <= 1
+def test_case1_a_leap_wholly_above_the_level_is_called_whatever_its_width():
+    """+1.37 -> +8.21 nats between two checkpoints, per-prompt spread of several nats: the interval [+7, +9.7] is
+    wider than the strong level 2 and lies wholly above it. Width and level are not comparable: it emerges."""
+    rng = np.random.default_rng(0)
+    task = replace(TASK, contrasts=(Contrast("strength", "even", "odd", "logprob_diff", (2.0, 1.0, 0.5)),))
+    before, after = rng.normal(1.37, 1.5, 48), rng.normal(8.21, 4.0, 48)
+    steps = [0, 64, 128, 256, 320, 448]
+    means = [rng.normal(0.1, 0.5, 48), rng.normal(0.3, 0.8, 48), rng.normal(0.8, 1.0, 48), before, after, after + 0.5]
+    records = [measured(f"step{a}", a, m, [0.0] * 48, metric="logprob_diff", null_p=0.01) for a, m in zip(steps, means)]
+    demo = [Checkpoint(f"step{a}", a) for a in steps]
+    s = summary_of(records, published=demo, task=task)
+    point = s["emergence_point"]
+    assert point["revision"] == "step320" and point["ci"][1] - point["ci"][0] > 2.0 and point["ci"][0] > 2.0  # wide, wholly above
+    assert s["claim"]["call"] == "emerges" and (s["emergence_interval"]["after"], s["emergence_interval"]["by"]) == (256, 320)
+    assert lines_of(s)[0].startswith("strength (even - odd, logprob diff) emerges: past +2 after step256, by step320 (95%)")
+    reversed_ = summary_of([measured(f"step{a}", a, [0.0] * 48, m, metric="logprob_diff", null_p=0.01) for a, m in zip(steps, means)],
+                           published=demo, task=task)  # fmt: skip
+    assert reversed_["claim"]["call"] == "reversed" and reversed_["claim"]["side"] == "minus"
+    assert lines_of(reversed_)[0].startswith("strength (even - odd, logprob diff) is reversed (the odd side specialises): past -2 after "
+                                             "step256, by step320 (95%)")  # fmt: skip
+
+
+def test_case1_a_borderline_crossing_is_not_called_and_says_more_prompts_settle_it():
+    """+0.62 with an interval [+0.47, +0.78] against the level 0.5: many resamples stay below it."""
+    rng = np.random.default_rng(1)
+    task = replace(TASK, contrasts=(Contrast("strength", "even", "odd", "logprob_diff", (0.5, 0.3, 0.1)),))
+    steps = [0, 64, 128, 256]
+    values = [rng.normal(0.0, 0.3, 48), rng.normal(0.1, 0.3, 48), rng.normal(0.2, 0.3, 48), rng.normal(0.62, 0.55, 48)]
+    s = summary_of([measured(f"step{a}", a, v, [0.0] * 48, metric="logprob_diff", null_p=0.01) for a, v in zip(steps, values)],
+                   published=[Checkpoint(f"step{a}", a) for a in steps], task=task)  # fmt: skip
+    assert s["emergence_point"]["revision"] == "step256"  # the mean crosses ...
+    assert s["claim"]["call"] == "cannot call"  # ... but not in enough resamples of the prompts
+    (reason,) = s["claim"]["reasons"]
+    assert reason["kind"] == "resamples_split" and TAIL < reason["facts"]["share"] < 1 - TAIL
+    assert reason["fix"]["kind"] == "prompts" and "more prompts (now 48)" in reason["fix"]["detail"]
+    assert lines_of(s)[0].startswith("Cannot call strength (even - odd, logprob diff): ") and "to settle: more prompts" in lines_of(s)[0]
+
+
+def test_case2_a_sparse_schedule_gives_the_gap_before_the_crossing_and_no_single_type():
+    """`--checkpoints step256,step448` on a family ending at 448: the crossing lies in (256, 448], mid or late."""
+    demo = [Checkpoint(f"step{a}", a) for a in (0, 128, 256, 288, 320, 448)]
+    s = summary_of([record("step256", 256, 0.03, null_p=0.01), record("step448", 448, 0.95, null_p=0.01)], published=demo)
+    assert s["claim"]["call"] == "emerges" and (s["emergence_interval"]["after"], s["emergence_interval"]["by"]) == (256, 448)
+    assert s["bands"] == ["mid", "late"] and s["emergence_type"] == "none" and s["hypothesis"] is None
+    first = lines_of(s)[0]
+    assert "after step256, by step448 (95%), mid or late: not settled" in first and "H2" not in s["verdict"]
+    stage = next(line for line in lines_of(s) if line.startswith("stage: "))
+    assert "spans mid and late training; refine between step256 and step448 (python -m jobs.refine --sweep " in stage
+    dense = summary_of([record("step256", 256, 0.03, null_p=0.01), record("step288", 288, 0.9, null_p=0.01),
+                        record("step448", 448, 0.95, null_p=0.01)], published=demo)  # fmt: skip
+    assert dense["bands"] == ["mid"] and dense["emergence_type"] == "mid"  # 257/448 = 57%, 288/448 = 64%: one band
+
+
+def test_case3_refine_brackets_what_the_verdict_says_and_every_step_named_is_a_checkpoint():
+    """Refine bisects the published revisions between the sweep's checkpoints; the rebuilt verdict's interval is that
+    bracket (prompts that agree add nothing to the grid's gap); no step the verdict names is one nobody saved."""
+    from pythia_sweep.refine import bisect_emergence
+
+    published = [Checkpoint(f"step{a}", a) for a in (0, 64, 128, 192, 256, 272, 288, 304, 320, 384, 448)]
+    truth = {0: 0.0, 64: 0.0, 128: 0.0, 192: 0.02, 256: 0.03, 272: 0.2, 288: 0.81, 304: 0.85, 320: 0.9, 384: 0.93, 448: 0.95}
+    swept = [0, 64, 128, 192, 256, 320, 384, 448]
+    records = {a: record(f"step{a}", a, truth[a], null_p=0.01) for a in truth}
+    bracket = bisect_emergence(published, {f"step{a}": records[a].contrasts["strength"]["value"] for a in swept},
+                               lambda rev: records[int(rev[4:])].contrasts["strength"]["value"], 0.5)  # fmt: skip
+    measured_now = sorted(set(swept) | {int(r[4:]) for r in bracket.fetched})
+    s = summary_of([records[a] for a in measured_now], published=published)
+    assert (bracket.below, bracket.above) == (s["emergence_interval"]["after_revision"], s["emergence_interval"]["by_revision"]) == ("step272", "step288")
+    assert steps_named(s["verdict"]) <= set(measured_now), s["verdict"]
+
+
+def test_case4_a_contrast_that_ends_strongly_negative_is_a_reversal_with_its_own_step():
+    s = summary_of(timeline_of([0, 0, 0, 0, 0, -0.05, -0.9, -0.95, -1.0, -1.0], null_p=0.01))
+    assert s["final_class"] == "strong, minus side"
+    assert s["claim"]["call"] == "reversed" and s["emergence_point"]["revision"] == "step32000"
+    assert (s["emergence_interval"]["after"], s["emergence_interval"]["by"]) == (16000, 32000)
+    assert lines_of(s)[0].startswith("strength (even - odd, success rate) is reversed (the odd side specialises): past -0.5 after step16000")
+    assert "never" not in s["verdict"]
+    null = next(line for line in lines_of(s) if line.startswith("null: "))
+    assert "the odd group" in null  # the reversal's null places the minus group, not the plus one
+
+
+def test_case5_every_cannot_call_names_what_would_settle_it():
+    cases = {
+        "too few prompts": [record(f"step{a}", a, v, n=3, null_p=0.01) for a, v in zip(STEPS, [0] * 9 + [1.0])],
+        "clean unanswered": timeline_of([0, 0, 0, 0, 0, 0.05, 0.9, 0.95, 1.0, 1.0], null_p=0.01, clean=0.2),
+        "null ordinary": timeline_of([0, 0, 0, 0, 0, 0.05, 0.9, 0.95, 1.0, 1.0], null_p=0.19),
+        "null too few sets": [replace(r, null=r.null | {"k": 15}) for r in
+                              timeline_of([0, 0, 0, 0, 0, 0.05, 0.9, 0.95, 1.0, 1.0], null_p=1 / 16, possible=15)],  # fmt: skip
+        "before the sweep": timeline_of([0.9, 0.9, 0.95, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0], null_p=0.01)[2:],
+        "resamples split": timeline_of([0, 0.1, 0.2, 0.3, 0.4, 0.42, 0.45, 0.46, 0.47, 0.52], null_p=0.01, wide=True),
+    }
+    kinds = {}
+    for name, records in cases.items():
+        s = summary_of(records)
+        assert s["claim"]["call"] == "cannot call", (name, s["verdict"])
+        reasons = s["claim"]["reasons"]
+        assert reasons and all(r["fix"]["kind"] and r["fix"]["detail"] for r in reasons), (name, reasons)
+        text = lines_of(s)
+        assert len(text[0]) <= 200 and text[0].startswith("Cannot call strength"), (name, text[0])
+        assert sum(line.startswith("to settle: ") for line in text) == len(reasons), (name, text)
+        kinds[name] = [r["kind"] for r in reasons]
+        json.dumps(s["claim"])  # reasons are data, JSON as they are
+    assert kinds == {"too few prompts": ["too_few_prompts"], "clean unanswered": ["clean_not_answered"], "null ordinary": ["null_not_beaten"],
+                     "null too few sets": ["null_not_beaten"], "before the sweep": ["before_first_checkpoint"],
+                     "resamples split": ["resamples_split"]}  # fmt: skip
+    sets = summary_of(cases["null too few sets"])["claim"]["reasons"][0]["fix"]
+    assert sets == {"kind": "setting", "detail": 'null_pool = "all-layers" in the task: the null draws from every layer'}
+    before = summary_of(cases["before the sweep"])["claim"]["reasons"][0]["fix"]
+    assert before["kind"] == "checkpoints" and "--checkpoints step0," in before["detail"]
+
+
+def test_case5_the_null_fix_knows_when_nothing_in_the_sweep_can_help():
+    from pythia_sweep.report.verdict import SweepContext, null_fix
+
+    at_floor = {"at_floor": True, "k": 15, "size": 2, "possible": 15}
+    assert null_fix(at_floor, SweepContext(null_pool="all-layers")).kind == "nothing"
+    assert "holds only 15 other sets of 2 heads" in null_fix(at_floor, SweepContext(null_pool="all-layers")).detail
+    assert null_fix(at_floor | {"possible": 300}, SweepContext()).detail.startswith("null_subsets = 19 or more")
+    assert null_fix({"at_floor": False, "k": 20}, SweepContext()).kind == "nothing"
+
+
+def test_case6_the_first_line_is_short_and_the_rest_one_labelled_fact_a_line():
+    for strengths in ([0, 0, 0, 0, 0, 0.05, 0.9, 0.95, 1.0, 1.0], [0.0] * 10, [0, 0.6, 0.7, 0.2, 0.1, 0.6, 0.8, 0.3, 0.7, 0.9]):
+        s = summary_of(timeline_of(strengths, null_p=0.01))
+        first, *rest = lines_of(s)
+        assert len(first) <= 200 and all(re.match(r"^[a-z ]+: ", line) for line in rest), s["verdict"]
+        assert s["verdict_lines"]["answer"] == first and [f"{f['label']}: {f['fact']}" for f in s["verdict_lines"]["facts"]] == rest
+        assert s["verdict_markdown"].startswith(f"**{first}**")
+
+
+def test_case7_a_reason_is_said_once_and_read_as_data():
+    s = summary_of(timeline_of([0, 0, 0, 0, 0, 0.05, 0.9, 0.95, 1.0, 1.0], null_p=0.19))
+    assert s["null"]["status"] == "does not beat" and s["claim"]["call"] == "cannot call"
+    (reason,) = s["claim"]["reasons"]
+    assert reason["kind"] == "null_not_beaten" and reason["facts"]["p_value"] == 0.19 and reason["fix"]["kind"] == "nothing"
+    assert s["verdict"].count("null p = 0.19") == 1 and not any(line.startswith("null: ") for line in lines_of(s))
+
+
+def test_emergence_interval_spans_the_checkpoints_prompt_noise_allows():
+    """Near the threshold the crossing moves with the prompts drawn: the interval covers several checkpoints, and a
+    series whose prompts mostly never cross is not called."""
+    s = summary_of(timeline_of([0, 0.1, 0.2, 0.3, 0.55, 0.6, 0.7, 0.8, 0.9, 0.95], null_p=0.01, wide=True))
+    interval = s["emergence_interval"]
+    assert interval["after"] < s["emergence_point"]["step"] <= interval["by"]
     barely = summary_of(timeline_of([0, 0, 0, 0, 0, 0, 0, 0, 0, 0.52], null_p=0.01, wide=True))
-    assert barely["emergence_point"]["step"] == 143000 and barely["emergence_step_interval"]["high"] is None
-    assert barely["claim"]["call"] == "cannot call" and barely["verdict"].startswith("Cannot call strength")
-    assert "resamples of its 48 prompts it never crosses the strong level 0.5" in barely["verdict"]
+    assert barely["emergence_point"]["step"] == 143000 and barely["claim"]["call"] == "cannot call"
+    assert barely["claim"]["reasons"][0]["kind"] == "resamples_split"
 
 
 def test_gradual_late_emergence():
-    s = summary_of(timeline_of([0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.38, 0.45, 0.9], null_p=0.01))
-    assert s["emergence_point"]["step"] == 143000 and s["emergence_type"] == "late"
+    s = summary_of(timeline_of([0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.32, 0.3, 0.9], null_p=0.01))
+    assert s["emergence_point"]["step"] == 143000 and s["bands"] == ["late"] and s["emergence_type"] == "late"
     assert s["hypothesis"].startswith("H2")
+    near = summary_of(timeline_of([0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.38, 0.45, 0.9], null_p=0.01))
+    assert near["emergence_interval"]["after"] == 64000 and near["bands"] == ["mid", "late"]  # 0.45 at 128000 crosses in some resamples
+    assert near["hypothesis"] is None
     s = summary_of(timeline_of([0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.38, 0.45, 0.55], null_p=0.01))
     assert s["shape"]["shape"] == "gradual"
 
 
 def test_mid_emergence_uses_the_real_last_step():
     s = summary_of([record(f"step{a}", a, v, null_p=0.01) for a, v in zip([0, 50000, 80000, 143000], [0, 0.2, 0.8, 0.9])])
-    assert s["emergence_type"] == "mid" and s["hypothesis"].startswith("H3")  # 80000/143000 = 0.56, not 0.08
+    assert s["emergence_type"] == "mid" and s["hypothesis"].startswith("H3")  # (50000, 80000] / 143000 = 35-56%, not 5-8%
 
 
 def test_fluctuating_timeline():
@@ -124,7 +305,8 @@ def test_never_emerges():
     s = summary_of(timeline_of([0.0] * 10, null_p=0.5))
     assert s["emergence_point"] is None and s["emergence_type"] == "none"
     assert s["shape"]["shape"] == "flat" and s["claim"]["call"] == "no emergence"
-    assert s["verdict"].startswith("No emergence of strength (even - odd, success rate)")
+    assert lines_of(s)[0] == ("No emergence of strength (even - odd, success rate): within ±0.5 at every checkpoint in at least 97.5% of "
+                              "prompt resamples (final +0.00).")  # fmt: skip
     assert "below the weak level 0.1" in s["verdict"] and "none" not in s["verdict"]  # plain words, no class names
     assert not s["quality"]["final_shows_known_result"]
 
@@ -137,37 +319,21 @@ def test_case4_a_failed_revision_never_sets_the_final_step():
                record("step999", 999, 0.0, status="failed", error="RevisionNotPublished: revision 'step999' does not exist")]  # fmt: skip
     s = summary_of(records, published=demo)
     assert s["final_step"] == 448 and s["emergence_point"]["fraction"] == pytest.approx(320 / 448)
-    assert "71.4% of training" in s["verdict"]
+    assert "by step320 (71.4% of training)" in s["verdict"]
     assert summary_of(records, published=None)["final_step"] == 448  # no published list: the last ok record, not step999
     assert final_step(None, []) is None and final_step(demo, [999]) == 448
-
-
-def test_case5_wide_intervals_are_cannot_call_not_emergence():
-    """14 of 14 intervals too wide used to print "emerges at stepN" first; now the first words say cannot call."""
-    few = [record(f"step{a}", a, v, n=3, null_p=0.01, wide=True) for a, v in zip(STEPS, [0] * 9 + [1.0])]
-    s = summary_of(few)
-    assert len(s["quality"]["intervals_too_wide"]) >= 9
-    assert s["verdict"].startswith("Cannot call strength (even - odd, success rate): ")
-    assert "wider than the strong level 0.5" in s["verdict"] and "too few distinct prompts" not in s["verdict"]
-    assert "(3 distinct prompts)" in s["verdict"]
-
-
-def test_case5_a_group_that_does_not_beat_the_null_is_cannot_call():
-    s = summary_of(timeline_of([0, 0, 0, 0, 0, 0.05, 0.9, 0.95, 1.0, 1.0], null_p=0.19))
-    assert s["null"]["status"] == "does not beat" and s["claim"]["call"] == "cannot call"
-    assert s["verdict"].startswith("Cannot call strength") and s["verdict"].count("null p = 0.19") == 1  # a reason, said once
 
 
 def test_case5_no_null_possible_is_a_stated_fact_not_a_failed_test():
     s = summary_of(timeline_of([0, 0, 0, 0, 0, 0.05, 0.9, 0.95, 1.0, 1.0], possible=0))
     assert s["null"]["status"] == "no null possible" and "group_beats_null_at_final" not in s
-    assert s["claim"]["call"] == "emerges" and "No null control is possible: no other set of" in s["verdict"]
+    assert s["claim"]["call"] == "emerges" and "null: no other set of" in s["verdict"]
 
 
 def test_case5_a_clean_prompt_the_model_fails_is_flagged_and_blocks_the_call():
     s = summary_of(timeline_of([0, 0, 0, 0, 0, 0.05, 0.9, 0.95, 1.0, 1.0], null_p=0.01, clean=0.2))
     assert s["clean"]["answered"] is False and s["claim"]["call"] == "cannot call"
-    assert "the model does not answer the clean prompt (clean success rate 0.21" in s["verdict"]
+    assert "the model does not answer the clean prompt: success rate 0.21" in s["verdict"]
     flat = summary_of(timeline_of([0.0] * 10, null_p=0.5, clean=0.2))  # "none" cannot be read off a model that fails clean
     assert flat["claim"]["call"] == "cannot call" and flat["verdict"].startswith("Cannot call")
 
@@ -182,6 +348,8 @@ def test_case6_the_shape_is_judged_on_training_time_so_added_checkpoints_do_not_
     assert analysis.rise_shape(coarse, values)["shape"] == analysis.rise_shape(dense, dense_values)["shape"] == "sudden"
     slow = [0.05 * i for i in range(14)]  # the same rise spread evenly over log training time
     assert analysis.rise_shape(coarse, slow)["shape"] == "gradual"
+    window = analysis.rise_shape(coarse, values)
+    assert window["anchor"] in coarse and analysis.doubling_words(window) == "the doubling of training steps to step 448"
 
 
 def test_case7_the_null_is_read_on_the_headlines_own_metric():
@@ -236,7 +404,7 @@ def test_case8_step0_and_the_final_revision_stay_in_the_analysis():
     s = summary_of(late)
     assert s["quality"]["duplicates"] == [{"members": ["step64000", "step128000", "step143000"], "measurement_belongs_to": "step143000"}]
     assert s["usable_checkpoints"] == 8 and s["quality"]["final_shows_known_result"]
-    assert "Identical weights: step64000 = step128000 = step143000 (measured once, as step143000" in s["verdict"]
+    assert "identical weights: step64000 = step128000 = step143000: measured once, as step143000" in s["verdict"]
 
 
 def test_failed_revisions_are_reported_and_excluded():
@@ -244,7 +412,7 @@ def test_failed_revisions_are_reported_and_excluded():
     records[4] = record("step8000", 8000, 0.0, status="failed", error="RevisionNotPublished: x")
     s = summary_of(records)
     assert s["quality"]["failed_revisions"] == [{"revision": "step8000", "error": "RevisionNotPublished: x"}]
-    assert s["usable_checkpoints"] == 9 and "1 revision failed: step8000" in s["verdict"]
+    assert s["usable_checkpoints"] == 9 and "failed: step8000 (left out)" in s["verdict"]
 
 
 def test_two_methods_with_identical_numbers_are_stated_once():
@@ -253,7 +421,7 @@ def test_two_methods_with_identical_numbers_are_stated_once():
     for r in records:
         r.contrasts["upstream/strength"] = dict(r.contrasts["strength"], method="upstream")
     s = reduce(records, TASK, config, PUBLISHED)[0]
-    assert s["verdict"].count("emerges at") == 1 and "strength (even - odd, success rate; upstream identical) emerges" in s["verdict"]
+    assert s["verdict"].count("emerges") == 1 and "method upstream: identical numbers" in s["verdict"]
 
 
 def test_null_position_exact_p_value_is_never_zero():
@@ -279,4 +447,4 @@ def test_case8_a_sweep_recorded_before_the_rule_gives_its_numbers_to_the_owner()
 def test_a_sweep_without_null_sets_says_so():
     s = summary_of(timeline_of([0, 0, 0, 0, 0, 0.05, 0.9, 0.95, 1.0, 1.0]))  # k = 0, null sets possible
     assert s["null"]["status"] == "not run"
-    assert "No null control: the sweep drew no random head sets (null_subsets = 0)." in s["verdict"]
+    assert "null: the sweep drew no random head sets (null_subsets = 0)" in s["verdict"]

@@ -153,7 +153,9 @@ def test_refine_rebuilds_the_report_and_the_terminal_and_report_agree_after_it(s
     # a real emergence through run_sweep, MLflow and build_report: the verdict's first words claim it, with its step
     assert before["claim"]["call"] == "emerges", before["claim"]
     point = before["emergence_point"]
-    assert f"emerges at {point['revision']}" in before["verdict"].split(".")[0].lower(), before["verdict"]
+    interval = before["emergence_interval"]
+    assert interval["after"] < point["step"] <= interval["by"] and interval["by_revision"] == point["revision"], interval
+    assert f"emerges: past +0.5 after {interval['after_revision']}, by {point['revision']}" in before["verdict"].split("\n")[0]
     nats = build_report(other.parent_run_id, tracking_uri=uri, reports_dir=tmp_path / "r0", log_to_mlflow=False)
     heads = nats.summary["heads"]  # issue 21: the head maps through the sweep, MLflow and the report
     assert heads["levels"]["source"].endswith("the headline's levels")  # nats: the task's own levels
@@ -166,14 +168,14 @@ def test_refine_rebuilds_the_report_and_the_terminal_and_report_agree_after_it(s
         maps = [f for f in rest if f["title"].startswith(("Each head that ever exceeds", "Every head by attribution"))]
         assert len(maps) == 2, [f["title"] for f in rest]  # the head x checkpoint heatmap and the layer x head maps
         data = [v for t in headline["traces"] if t["name"].startswith("induction_logprob") for v in t["y"] if v is not None]
-        (marker,) = [t for t in headline["traces"] if t["name"].startswith("first above the strong level")]
+        (marker,) = [t for t in headline["traces"] if t["name"].startswith(("first past the strong level", "emerges: after"))]
         assert max(data) > 2 and max(marker["y"]) >= max(data) and min(marker["y"]) <= min(data), (marker["y"], max(data))
         (page,) = figures_of(browser, compared)
         titles = [title for axis, title in page["axes"].items() if axis.startswith("yaxis")]
         assert sorted(titles) == sorted([CONTRAST_UNITS["success_rate"], CONTRAST_UNITS["logprob_diff"]]), page["axes"]
         lines = [t for t in page["traces"] if "markers" in t["mode"]]
         assert len(lines) == 2 and len({(t["dash"], t["symbol"]) for t in lines}) == 2 and {t["yaxis"] for t in lines} == {"y", "y2"}
-        assert all(any(call in t["name"] for call in ("emerges at step", "no emergence", "cannot call")) for t in lines), [t["name"] for t in lines]
+        assert all(any(call in t["name"] for call in ("emerges after step", "no emergence", "cannot call")) for t in lines), [t["name"] for t in lines]
         assert sum(t["fill"] != "none" for t in page["traces"]) == 2  # each line's 95% band
 
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
@@ -181,12 +183,13 @@ def test_refine_rebuilds_the_report_and_the_terminal_and_report_agree_after_it(s
                               "--reports-dir", str(tmp_path / "r1")], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)  # fmt: skip
     assert refined.returncode == 0, refined.stderr[-3000:]
     lines = refined.stdout.strip().splitlines()
-    assert lines[-1].startswith("report: ") and "extra checkpoints" in refined.stdout, refined.stdout
+    assert lines[-1].startswith("report: ") and "more revisions (" in refined.stdout, refined.stdout
+    assert " between " not in refined.stdout  # one statement of the interval: the verdict's "when" line
     report = subprocess.run([sys.executable, "-m", "jobs.report", "--tracking-uri", uri, "--reports-dir", str(tmp_path / "r2")],
                             cwd=REPO, env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
     assert report.returncode == 0, report.stderr[-3000:]
     assert lines[-2].startswith("MLflow: ") or lines[-2].startswith("MLflow (after make ui): "), lines[-2]
-    assert report.stdout.strip().splitlines()[0] == lines[-3]  # the same verdict, word for word, from the refined sweep
     after = json.loads(next((tmp_path / "r2").rglob("summary.json")).read_text())
+    assert report.stdout.startswith(after["verdict"] + "\n") and after["verdict"] + "\n" + lines[-2] in refined.stdout  # the same verdict, word for word
     assert after["parent_run_id"] == first.parent_run_id and after["checkpoints"] > len(coarse)  # the probes are in it
     assert after["shape"]["shape"] == before["shape"]["shape"]  # denser checkpoints leave the label as it was

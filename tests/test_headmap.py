@@ -225,10 +225,10 @@ def test_head_timelines_name_when_each_head_appears_and_which_fall_back():
 
 def test_the_size_ratio_is_the_median_over_the_heads_that_matter_and_said_only_when_off():
     from pythia_sweep.headmap import size_ratio
-    from pythia_sweep.report.heads import _sizes
+    from pythia_sweep.report.heads import sizes_caveat
 
     scores = torch.tensor([[4.0, 3.0, 0.05], [1.0, 0.0, 0.0]])
     exact = {(0, 0): 8.0, (0, 1): 5.0, (0, 2): 0.5, (1, 0): 1.0}  # (0, 2) is under a tenth of the largest: left out
     assert size_ratio(scores, exact) == pytest.approx(sorted([0.5, 0.6, 1.0])[1])
     assert size_ratio(scores, {(0, 0): 0.0}) is None
-    assert "0.60x the exact effect" in _sizes({"final_size_ratio": 0.6}) and _sizes({"final_size_ratio": 0.9}) == ""
+    assert "0.60x the exact effect" in sizes_caveat({"final_size_ratio": 0.6}) and sizes_caveat({"final_size_ratio": 0.9}) is None

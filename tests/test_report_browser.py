@@ -54,7 +54,7 @@ def test_report_outputs(swept):
     tracker = Tracker(uri)
     parent = tracker.client.get_run(result.parent_run_id)
     assert {"final/strength/success_rate", "final/upstream/strength/success_rate"} <= set(parent.data.metrics)
-    assert parent.data.tags["mlflow.note.content"] == report.verdict  # the whole verdict, as the run's description
+    assert parent.data.tags["mlflow.note.content"] == summary["verdict_markdown"]  # the whole verdict, as the run's description (markdown)
     assert set(summary["results"]) == {"strength/success_rate", "upstream/strength/success_rate"}  # both methods
     artifacts = {a.path for a in tracker.client.list_artifacts(result.parent_run_id, "report")}
     assert "report/report.html" in artifacts
@@ -200,6 +200,11 @@ def test_mlflow_ui_lists_parent_and_child_runs(swept, browser):
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(tracker.run_url(result.parent_run_id, base))  # the parent run's charts against training step
         page.wait_for_selector("text=Model metrics", timeout=60000)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})  # the first link: the headline alone, against step
+        page.goto(tracker.metric_url(result.parent_run_id, ["strength/success_rate", "strength/success_rate_ci_low"], base))
+        page.wait_for_selector(".js-plotly-plot .scatterlayer .trace", timeout=60000)
+        legend = page.inner_text(".js-plotly-plot")
+        assert "strength/success_rate" in legend and "baseline/" not in legend, legend
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -224,7 +229,7 @@ def test_report_examples_show_special_tokens(neox, browser, tmp_path):
     record = replace(base_record(config, task, "step1000"), status="ok", **measure(config, task, ending_at_once(neox)))
     assert {shown_text(r) for r in record.responses if r["response"] is not None} == {"'<|endoftext|>'"}
     path = tmp_path / "examples.html"
-    path.write_text(render_html("examples", "", "", [], context_tables([record], task, config)))
+    path.write_text(render_html("examples", "", {"answer": "", "facts": []}, [], context_tables([record], task, config)))
     page = browser.new_page()
     page.goto(path.as_uri())
     table = page.locator("section", has_text="Example generations at step1000").inner_text()

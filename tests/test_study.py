@@ -88,7 +88,7 @@ def test_a_study_reports_each_runs_emergence_its_interval_the_spread_and_the_def
     later = INDUCTION_STEPS[INDUCTION_STEPS.index(first) + 2]  # seed 2 lags two saved steps
     assert [runs[s]["emergence_step"] for s in ("seed1", "seed2", "seed3")] == [first, later, first], summary["statement"]
     for run in runs.values():
-        assert run["interval_low"] is not None and run["interval_low"] <= run["emergence_step"], run
+        assert run["by"] is not None and run["after"] < run["emergence_step"] <= run["by"], run
         assert run["top_heads"]["final"] and all(h.startswith("1.") for h in run["top_heads"]["final"])  # layer 1 carries it
     assert runs["seed3"]["failed_revisions"] == ["step224"]
     called = [runs[s]["emergence_step"] for s in runs if runs[s]["call"] == "emerges"]
@@ -97,7 +97,7 @@ def test_a_study_reports_each_runs_emergence_its_interval_the_spread_and_the_def
     twins = summary["identical_across_runs"]
     assert [[(m["run"], m["revision"]) for m in t["members"]] for t in twins] == [[("seed1", "step0"), ("seed3", "step0")]]
     said = summary["statement"]
-    assert said.startswith(f"{len(called)} of 3 runs emerge: seed1 at step{first} (95%: step ")
+    assert said.startswith(f"{len(called)} of 3 runs emerge: seed1 at step{first} (95%: after step")
     assert f"range {min(called):,} to {max(called):,}" in said and "seed3 lacks step224 (failed, left out)" in said
     assert "Identical weights across runs: seed1 step0 = seed3 step0" in said
     assert "on top of every run" in said or "On top of each run" in said
@@ -161,11 +161,10 @@ def test_runs_are_told_apart_only_where_their_spans_widened_by_the_grid_do_not_m
     304] and (304, 352] are apart; (256, 288] and (272, 304] are not; a run whose resamples do not all cross is never."""
     from pythia_sweep.report.study import spread
 
-    def run(label, step, low, high, before):
-        return {"label": label, "call": "emerges", "emergence_step": step, "interval_low": low, "interval_high": high,
-                "saved_before_low": before}  # fmt: skip
+    def run(label, step, by, after):
+        return {"label": label, "call": "emerges", "emergence_step": step, "after": after, "by": by}
 
-    runs = [run("a", 304, 304, 304, 288), run("b", 320, 320, 352, 304), run("c", 288, 288, 304, 272), run("d", 288, 288, None, 272)]
+    runs = [run("a", 304, 304, 288), run("b", 320, 352, 304), run("c", 288, 304, 272), run("d", 288, None, 272)]
     out = spread(runs)
     assert out["apart"] == [("a", "b"), ("b", "c")]  # c's (272, 304] meets a's (288, 304]; d has no upper end
     assert (out["median_step"], out["min_step"], out["max_step"], out["runs_called"]) == (296, 288, 320, 4)

@@ -127,7 +127,7 @@ def test_identical_weights_are_flagged_in_records_and_report(hub_cache, tmp_path
     report = build_report(result.parent_run_id, tracking_uri=uri, reports_dir=tmp_path / "r", log_to_mlflow=False)
     assert report.summary["quality"]["duplicates"] == [{"members": ["step2", "step4"], "measurement_belongs_to": "step4"}]
     assert report.summary["usable_checkpoints"] == 1  # the final revision stays in the analysis (it was 0: both dropped)
-    assert "Identical weights: step2 = step4 (measured once, as step4; the others left out)." in report.verdict
+    assert "\nidentical weights: step2 = step4: measured once, as step4; the others left out" in report.verdict
     assert runs["step2"].data.tags["checkpoint_status"] == "duplicate"  # found from the hashes before any download
     assert runs["step4"].data.tags["checkpoint_status"] == "ok"
 

@@ -15,6 +15,7 @@ import polars as pl
 from pythia_sweep.checkpoints import Checkpoint
 from pythia_sweep.config import SweepConfig
 from pythia_sweep.report.figures import (
+    StepAxis,
     colors_for,
     detail_figure,
     compare_figure,
@@ -74,7 +75,8 @@ def build_report(
     (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
     shown = drawn_conditions(records)
     colors = colors_for(shown)
-    figures = [f for f in (headline_figure(frame, summary, task), rates_figure(frame, shown, colors),
+    axis = StepAxis.for_final_step(final_step)
+    figures = [f for f in (headline_figure(frame, summary, task), rates_figure(frame, shown, colors, axis),
                            detail_figure(frame, summary, task, colors), heatmap_figure(frame, long)) if f]  # fmt: skip
     figures += evidence_figures(frame, long, summary)
     figures += head_map_figures(summary)
@@ -86,11 +88,11 @@ def build_report(
     checkpoints = []
     for row in frame.select([c for c in columns if c in frame.columns]).to_dicts():
         checkpoints.append({columns[k]: (f"{v:+.3f}" if k.startswith(key) else f"{v:.3f}") if isinstance(v, float) else v for k, v in row.items()})
-    links = mlflow_links(reader, parent)
+    links = mlflow_links(reader, parent, summary["headline"])
     subtitle = (f"{config.model} · task {task.name} ({task.source}) · sweep_id {summary['sweep_id']} · MLflow parent run {parent} · "
                 f"method {config.method} · {len(frame)} checkpoints · final step {final_step}")  # fmt: skip
     page = render_html(
-        f"{config.model}: {task.question}", subtitle, summary["verdict"], figures, links_html=links.html(), tables=
+        f"{config.model}: {task.question}", subtitle, summary["verdict_lines"], figures, links_html=links.html(), tables=
         [("Failed or duplicate revisions", html_table(problems, ["revision", "problem"])),
          ("Checkpoints", html_table(checkpoints, list(checkpoints[0]) if checkpoints else [])),
          *context_tables(records, task, config)],
@@ -102,13 +104,13 @@ def build_report(
         recorder.log_report(parent, folder)
         metrics = {f"final/{k}": res["final_value"] for k, res in summary["results"].items()}
         metrics["usable_checkpoints"] = summary["usable_checkpoints"]
-        if summary["emergence_point"]:
+        interval = summary["emergence_interval"]
+        if interval:  # a called crossing only: a step the verdict does not claim is not charted as one
             metrics["emergence_step"] = summary["emergence_point"]["step"]
             metrics["emergence_fraction"] = summary["emergence_point"]["fraction"]
-        interval = summary["emergence_step_interval"] or {}
-        metrics["emergence_step_low"], metrics["emergence_step_high"] = interval.get("low"), interval.get("high")
-        metrics["emergence_resamples_crossing"] = interval.get("share_emerging")
-        recorder.log_summary(parent, metrics, summary["verdict"])
+            metrics["emergence_after_step"], metrics["emergence_by_step"] = interval["after"], interval["by"]
+            metrics["emergence_resamples_crossing"] = interval["share_crossing"]
+        recorder.log_summary(parent, metrics, summary["verdict_markdown"])
     return Report(folder, html_path.resolve(), summary, summary["verdict"], frame, long, links)
 
 
@@ -130,15 +132,18 @@ class MlflowLinks:
         return f"MLflow{html.escape(self.note)}: {anchors}"
 
 
-def mlflow_links(reader: SweepReader, parent: str) -> MlflowLinks:
-    """The sweep's checkpoint runs sorted by training step, and its parent run's charts against step; on the
-    tracking server, or on `make ui` (MAKE_UI) for the project's own store."""
+def mlflow_links(reader: SweepReader, parent: str, headline_key: str | None = None) -> MlflowLinks:
+    """The headline (with its interval) charted against training step, the sweep's checkpoint runs sorted by training
+    step, and its parent run's charts against step; on the tracking server, or on `make ui` (MAKE_UI) for the
+    project's own store."""
     served = reader.uri.startswith(("http://", "https://"))
     ui = None if served else MAKE_UI if reader.uri == project_store_uri() else None
     if not served and ui is None:
         return MlflowLinks((), f"parent run {parent} in {reader.uri} (mlflow ui --backend-store-uri {reader.uri})")
-    return MlflowLinks((("checkpoints by training step", reader.checkpoints_url(parent, ui)),
-                        ("charts against step", reader.run_url(parent, ui))), "" if served else " (after make ui)")  # fmt: skip
+    headline = [headline_key] + [f"{headline_key}_ci_{end}" for end in ("low", "high")] if headline_key else []
+    first = (("headline against step", reader.metric_url(parent, headline, ui)),) if headline else ()
+    return MlflowLinks(first + (("checkpoints by training step", reader.checkpoints_url(parent, ui)),
+                                ("every number against step", reader.run_url(parent, ui))), "" if served else " (after make ui)")  # fmt: skip
 
 
 def _published_now(config: SweepConfig) -> list[Checkpoint] | None:
@@ -172,13 +177,13 @@ def compare_sweeps(sweeps: list[str], *, tracking_uri: str | None = None, out: s
         config, task = reader.sweep_config(parent), reader.sweep_task(parent)
         summary, frame, _ = reduce(reader.load_records(parent), task, config, reader.published(parent))
         label = f"{config.label(task.name)} ({parent[:8]})"
-        verdicts.append(f"{label}: {summary['verdict']}")
+        verdicts.append(f"{label}: {summary['verdict_lines']['answer']}")
         headline = (task.headline.name, task.headline.metric)
         series += timeline_series(summary, frame, lambda res: (res["base_contrast"], res["metric"]) == headline,
                                   lambda res: label + ("" if res["primary"] else f" [{res['method']}]"))  # fmt: skip
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    page = render_html("Sweeps compared", ", ".join(sweeps), " ".join(verdicts) or "no sweep has a headline to draw",
+    page = render_html("Sweeps compared", ", ".join(sweeps), {"answer": "\n".join(verdicts) or "no sweep has a headline to draw", "facts": []},
                        [compare_figure(series)] if series else [], [])  # fmt: skip
     out.write_text(page)
     return out.resolve()
@@ -192,8 +197,8 @@ def timeline_series(summary: dict, frame: pl.DataFrame, keep, label) -> list[dic
     for key, res in summary["results"].items():
         if not keep(res) or key not in frame.columns:
             continue
-        point = res["emergence_point"]
-        call = res["claim"]["call"] + (f" at {point['revision']}" if res["claim"]["call"] == "emerges" else "")
+        interval = res["emergence_interval"]
+        call = res["claim"]["call"] + (f" after {interval['after_revision']}, by {interval['by_revision']}" if interval else "")
         out.append({"label": label(res), "metric": res["metric"], "steps": frame["step"].to_list(), "revisions": frame["revision"].to_list(),
                     "values": column(frame, key), "low": column(frame, f"{key}_ci_low"), "high": column(frame, f"{key}_ci_high"),
                     "call": call})  # fmt: skip
@@ -210,7 +215,8 @@ def scan_page(rows: list[dict], title: str, stem: Path) -> Path:
     heads.write_parquet(stem.with_suffix(".parquet"))
     path = stem.with_suffix(".html")
     path.write_text(render_html(f"Layer x head scan: {title}", f"corrupted baseline log-prob difference {baseline:+.3f}",
-                                "Blue: the head moves the answer toward the clean prompt's; red: away from it.", [fig], []))  # fmt: skip
+                                {"answer": "Blue: the head moves the answer toward the clean prompt's; red: away from it.", "facts": []},
+                                [fig], []))  # fmt: skip
     return path.resolve()
 
 

@@ -5,6 +5,8 @@ names only what is drawn."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import plotly.graph_objects as go
 import polars as pl
 from plotly.subplots import make_subplots
@@ -22,8 +24,27 @@ def colors_for(names: list[str]) -> dict[str, str]:
     return {**FIXED_COLORS, **{n: PALETTE[i % len(PALETTE)] for i, n in enumerate(groups)}}
 
 
-def step_axis(frame: pl.DataFrame) -> list[float]:
-    return [max(s, 1) for s in frame["step"].to_list()]  # step 0 drawn at 1 on the log axis
+LOG_FROM = 1000  # a schedule that runs this long doubles (Pythia: step 1 ... 143000): a log axis; a shorter one reads better linear
+
+
+@dataclass(frozen=True)
+class StepAxis:
+    """The training-step axis, picked from the schedule: log where training runs long (the emergence of a 448-step
+    family would be squeezed into the last tenth of a log axis), linear otherwise."""
+
+    log: bool
+
+    @classmethod
+    def for_final_step(cls, final_step: int | None) -> StepAxis:
+        return cls(bool(final_step) and final_step >= LOG_FROM)
+
+    def x(self, steps) -> list[float]:
+        return [max(s, 1) for s in steps] if self.log else list(steps)  # step 0 drawn at 1 on a log axis
+
+    def layout(self, note: str = "") -> dict:
+        if self.log:
+            return {"type": "log", "dtick": "D2", "title": f"training step (log; step 0 drawn at 1{note})"}
+        return {"type": "linear", "title": "training step" + (f" ({note.lstrip('; ')})" if note else "")}
 
 
 def _band(fig, x, low, high, color, name, row=None, col=None, opacity=0.18, legend=False, group=None) -> bool:
@@ -44,12 +65,11 @@ def _band(fig, x, low, high, color, name, row=None, col=None, opacity=0.18, lege
     return True
 
 
-def _vertical(step: int, low: float, high: float, name: str, legend: bool = True) -> go.Scatter:
-    """A vertical line at a training step, as a trace in data coordinates (a layout shape on a log axis is
-    placed in the axis's log units, which moved it when the axis type was set after the shape)."""
-    x = max(step, 1)
+def _vertical(x: float, low: float, high: float, name: str, legend: bool = True, dash: str = "solid", color: str = "") -> go.Scatter:
+    """A vertical line at a training step (already placed on its axis), as a trace in data coordinates (a layout shape on
+    a log axis is placed in the axis's log units, which moved it when the axis type was set after the shape)."""
     return go.Scatter(x=[x, x], y=[low, high], mode="lines", name=name, showlegend=legend,
-                      line={"color": FIXED_COLORS["clean"], "width": 2}, hoverinfo="name")  # fmt: skip
+                      line={"color": color or FIXED_COLORS["clean"], "width": 2, "dash": dash}, hoverinfo="name")  # fmt: skip
 
 
 def _rgba(hex_color: str, alpha: float) -> str:
@@ -66,54 +86,58 @@ def line_style(i: int) -> tuple[str, str]:
 
 
 def headline_figure(frame: pl.DataFrame, summary: dict, task: Task) -> go.Figure:
-    """The headline contrast over training, one line per method, with its interval, levels and emergence."""
+    """The headline contrast over training, one line per method, with its interval, its strong levels (moderate and
+    weak drawn fainter, unlabelled: six labels pile up on a wide y-range) and, where the verdict calls it, the span
+    its crossing lies in (the verdict's interval); a crossing the verdict does not call is marked as measured only."""
     ok = frame.filter(pl.col("status") == "ok")
-    x = step_axis(ok)
+    axis = StepAxis.for_final_step(summary["final_step"])
+    x = axis.x(ok["step"].to_list())
     fig = go.Figure()
     same_units = [(key, res) for key, res in summary["results"].items() if res["metric"] == task.headline.metric]
     for i, (key, res) in enumerate(same_units):  # contrasts on the headline's metric: one axis, one unit
         color = PALETTE[i % len(PALETTE)]
-        name = verdicts.describe_contrast(task, res) + ", band: 95% interval"
+        name = verdicts.describe_contrast(task, res) + (f" [{res['method']}]" if not res["primary"] else "") + ": " + res["claim"]["call"]
         _band(fig, x, column(ok, f"{key}_ci_low"), column(ok, f"{key}_ci_high"), color, f"{res['contrast']}: 95% bootstrap interval", opacity=0.18 if i == 0 else 0.1)
-        fig.add_trace(go.Scatter(x=x, y=column(ok, key), mode="lines+markers", name=name, text=ok["revision"].to_list(),
+        fig.add_trace(go.Scatter(x=x, y=column(ok, key), mode="lines+markers", name=name + " (band: 95% interval)", text=ok["revision"].to_list(),
                                  line={"color": color, "width": 3 if i == 0 else 2, "dash": line_style(i)[0]}, marker={"symbol": line_style(i)[1]},
                                  hovertemplate="%{text}<br>%{y:.3f}<extra>" + res["contrast"] + "</extra>"))  # fmt: skip
     dup = ok.filter(~pl.col("analysed"))
     if len(dup):
-        fig.add_trace(go.Scatter(x=step_axis(dup), y=column(dup, summary["headline"]), mode="markers", name="identical weights (left out)",
-                                 marker={"symbol": "x", "size": 12, "color": "black"}))  # fmt: skip
-    for level, name in zip(task.headline.levels, ("strong", "moderate", "weak")):
-        for sign in (1, -1):
-            fig.add_hline(y=sign * level, line={"dash": "dash", "color": "#999" if sign > 0 else "#ccc", "width": 1},
-                          annotation_text=f"{name} ({sign * level:+g})", annotation_position="right")  # fmt: skip
-    point = summary["emergence_point"]
-    if point:  # the marker spans the drawn values and levels, in the headline's own unit
-        drawn = [v for key, _ in same_units for v in column(ok, key) + column(ok, f"{key}_ci_low") + column(ok, f"{key}_ci_high") if v is not None]
-        span = max([abs(v) for v in drawn] + [task.headline.threshold])
-        interval = summary["emergence_step_interval"] or {}
-        name = f"first above the strong level: {point['revision']}"
-        if interval.get("low") is not None and interval.get("high") is not None:  # the step's 95% interval, shaded
-            low, high = max(interval["low"], 1), max(interval["high"], 1)
-            name += f" (shaded: its 95% interval over resampled prompts, step {interval['low']:,} to {interval['high']:,})"
-            fig.add_trace(go.Scatter(x=[low, low, high, high, low], y=[-span, span, span, -span, -span], mode="lines", fill="toself",
-                                     fillcolor=_rgba(FIXED_COLORS["clean"], 0.12), line={"width": 0}, showlegend=False,
-                                     legendgroup="emergence", hoverinfo="skip"))  # fmt: skip
-        fig.add_trace(_vertical(point["step"], -span, span, name).update(legendgroup="emergence"))
+        fig.add_trace(go.Scatter(x=axis.x(dup["step"].to_list()), y=column(dup, summary["headline"]), mode="markers",
+                                 name="identical weights (left out)", marker={"symbol": "x", "size": 12, "color": "black"}))  # fmt: skip
+    strong, moderate, weak = task.headline.levels
+    for sign in (1, -1):
+        fig.add_hline(y=sign * strong, line={"dash": "dash", "color": "#888", "width": 1}, annotation_text=f"strong {sign * strong:+g}",
+                      annotation_position="right")  # fmt: skip
+        for level in (moderate, weak):
+            fig.add_hline(y=sign * level, line={"dash": "dot", "color": "#ddd", "width": 1})
+    drawn = [v for key, _ in same_units for v in column(ok, key) + column(ok, f"{key}_ci_low") + column(ok, f"{key}_ci_high") if v is not None]
+    span = max([abs(v) for v in drawn] + [strong])  # the marks span the drawn values and levels, in the headline's own unit
+    interval, point = summary["emergence_interval"], summary["emergence_point"]
+    if interval:  # the verdict's span (after, by]: shaded, with the measured crossing at its right
+        low, high = axis.x([interval["after"]])[0], axis.x([interval["by"]])[0]
+        what = "emerges" if interval["sign"] == 1 else "reversed"
+        fig.add_trace(go.Scatter(x=[low, low, high, high, low], y=[-span, span, span, -span, -span], mode="lines", fill="toself",
+                                 fillcolor=_rgba(FIXED_COLORS["clean"], 0.15), line={"width": 0}, hoverinfo="skip",
+                                 name=f"{what}: after {interval['after_revision']}, by {interval['by_revision']} (the verdict's 95% interval: "
+                                      "prompts and checkpoint grid)"))  # fmt: skip
+    elif point:
+        fig.add_trace(_vertical(axis.x([point["step"]])[0], -span, span, f"first past the strong level as measured, {point['revision']}: "
+                                f"not called ({summary['claim']['call']})", dash="dot", color="#999"))  # fmt: skip
     metric = task.headline.metric.replace("_", " ")
     fig.update_layout(title=f"{task.headline.name} = {task.headline.plus} - {task.headline.minus} ({metric}) over training",
-                      template="plotly_white", xaxis={"type": "log", "dtick": "D2", "title": "training step (log; step 0 drawn at 1)"},
-                      yaxis={"title": f"{task.headline.name} ({metric})"}, height=460, legend={"orientation": "h", "y": -0.2},
-                      margin={"r": 130})  # fmt: skip
+                      template="plotly_white", xaxis=axis.layout(), height=460, legend={"orientation": "h", "y": -0.2},
+                      yaxis={"title": f"{task.headline.name} ({metric}); dotted: ±moderate, ±weak"}, margin={"r": 110})  # fmt: skip
     if task.headline.metric == "success_rate":
         fig.update_yaxes(range=[-1.05, 1.05])
     return fig
 
 
-def rates_figure(frame: pl.DataFrame, shown: list[str], colors: dict[str, str]) -> go.Figure:
+def rates_figure(frame: pl.DataFrame, shown: list[str], colors: dict[str, str], axis: StepAxis = StepAxis(True)) -> go.Figure:
     """Success rate and log-prob difference of baseline, clean, each group and all heads, with intervals
     and the null band; lines that would hide each other are drawn with distinct dashes and markers."""
     ok = frame.filter(pl.col("status") == "ok")
-    x = step_axis(ok)
+    x = axis.x(ok["step"].to_list())
     fig = make_subplots(rows=1, cols=2, subplot_titles=(
         "Success rate (the task's success rule), Wilson 95%", "Answer log-prob difference log Σp(correct) - log Σp(wrong), bootstrap 95%"))  # fmt: skip
     if "null/success_rate_q05" in ok.columns:
@@ -133,7 +157,7 @@ def rates_figure(frame: pl.DataFrame, shown: list[str], colors: dict[str, str]) 
         ), row=1, col=1)  # fmt: skip
         fig.add_trace(go.Scatter(x=x, y=column(ok, f"{name}/logprob_diff"), mode="lines+markers", name=name, legendgroup=name,
                                  showlegend=False, line=style, marker=marker), row=1, col=2)  # fmt: skip
-    fig.update_xaxes(type="log", dtick="D2", title="training step (log; step 0 drawn at 1)")
+    fig.update_xaxes(**axis.layout())
     fig.update_yaxes(title="success rate", range=[-0.05, 1.05], row=1, col=1)
     fig.update_yaxes(title="log-prob difference (nats)", row=1, col=2)
     fig.update_layout(template="plotly_white", height=440, legend={"orientation": "h", "y": -0.25})
@@ -167,7 +191,7 @@ def detail_figure(frame: pl.DataFrame, summary: dict, task: Task, colors: dict[s
                                  marker={"symbol": symbol}), row=1, col=2)  # fmt: skip
     fig.add_hline(y=task.headline.threshold, line={"dash": "dash", "color": "#999"}, annotation_text=f"strong ({task.headline.threshold:g})",
                   row=1, col=1)  # fmt: skip
-    fig.update_layout(title=f"Around the emergence point ({point['revision']}): one unit per panel", template="plotly_white", height=420,
+    fig.update_layout(title=f"Around the first crossing as measured ({point['revision']}; the verdict: {summary['claim']['call']}): one unit per panel", template="plotly_white", height=420,
                       legend={"orientation": "h", "y": -0.2})  # fmt: skip
     fig.update_yaxes(title=f"{task.headline.name} ({metric})", row=1, col=1)
     fig.update_yaxes(title="log-prob difference (nats)", row=1, col=2)
@@ -207,26 +231,36 @@ def heatmap_figure(frame: pl.DataFrame, long: pl.DataFrame) -> go.Figure | None:
 
 def head_map_figures(summary: dict) -> list[go.Figure]:
     """From the head maps: each head that ever exceeds the weak level, its attribution over training (a head x
-    checkpoint heatmap), and every head's at the emergence point and the final checkpoint (layer x head maps)."""
+    checkpoint heatmap), and every head's at the emergence point and the final checkpoint (layer x head maps). The
+    colour scale runs to the larger of the maps' own largest |value| and the strong level, and says which: a map
+    whose heads all stay far below the strong level is pale, not saturated."""
     heads = summary.get("heads")
     if not heads:
         return []
+    strong = heads["levels"]["strong"]
+
+    def scale(values: list[float]) -> tuple[float, str]:
+        largest = max([abs(v) for v in values] + [0.0])
+        if largest >= strong:
+            return largest, f"colour scale ±{largest:.2f} nats, the largest |attribution|"
+        return strong, f"colour scale ±{strong:g} nats, the strong level (no head reaches it; largest |attribution| {largest:.2f})"
+
     figures = []
     timelines = heads["heads"]
     if timelines:
-        lim = max(abs(v) for t in timelines for v in t["values"])
+        lim, said = scale([v for t in timelines for v in t["values"]])
         fig = go.Figure(go.Heatmap(
             z=[t["values"] for t in timelines], x=heads["revisions"], y=[f"head {t['layer']}.{t['head']} ({t['course']})" for t in timelines],
             colorscale="RdBu", zmid=0, zmin=-lim, zmax=lim, colorbar={"title": "attribution<br>(nats)"},
             hovertemplate="%{y} at %{x}<br>attribution %{z:+.3f} nats<extra></extra>",
         ))  # fmt: skip
-        fig.update_layout(title=f"Each head that ever exceeds the weak level ({heads['levels']['source']}), by attribution patching",
+        fig.update_layout(title=f"Each head that ever exceeds the weak level ({heads['levels']['source']}), by attribution patching; {said}",
                           template="plotly_white", height=max(300, 22 * len(timelines) + 160),
                           xaxis={"title": "checkpoint"}, yaxis={"autorange": "reversed"})  # fmt: skip
         figures.append(fig)
     maps = heads["maps"]
     names = [n for n in ("emergence", "final") if n in maps]
-    lim = max(abs(v) for n in names for row in maps[n] for v in row) or 1.0
+    lim, said = scale([v for n in names for row in maps[n] for v in row])
     fig = make_subplots(rows=1, cols=len(names), subplot_titles=[f"{n} ({heads['map_revisions'][n]})" for n in names])
     for i, name in enumerate(names, start=1):
         grid = maps[name]
@@ -235,7 +269,7 @@ def head_map_figures(summary: dict) -> list[go.Figure]:
                                  hovertemplate="head %{y}.%{x}: %{z:+.3f} nats<extra></extra>"), row=1, col=i)  # fmt: skip
         fig.update_xaxes(title_text="head", dtick=1, row=1, col=i)
         fig.update_yaxes(title_text="layer", dtick=1, row=1, col=i)
-    fig.update_layout(title="Every head by attribution patching, layer x head", template="plotly_white",
+    fig.update_layout(title=f"Every head by attribution patching, layer x head ({said})", template="plotly_white",
                       height=max(320, 40 * len(maps[names[0]]) + 180))  # fmt: skip
     figures.append(fig)
     return figures
@@ -247,7 +281,8 @@ def evidence_figures(frame: pl.DataFrame, long: pl.DataFrame, summary: dict) -> 
     ok = frame.filter(pl.col("status") == "ok")
     if "evidence/icl_score" not in ok.columns or ok["evidence/icl_score"].is_null().all():
         return []
-    x = step_axis(ok)
+    axis = StepAxis.for_final_step(summary["final_step"])
+    x = axis.x(ok["step"].to_list())
     fig = make_subplots(rows=1, cols=2, subplot_titles=(
         "In-context-learning score: loss on the repeat - loss on the first pass (nats)",
         "Strongest head's attention-pattern score (share of attention on the pattern)"))  # fmt: skip
@@ -260,9 +295,11 @@ def evidence_figures(frame: pl.DataFrame, long: pl.DataFrame, summary: dict) -> 
     point = summary["emergence_point"]
     if point:
         icl = [v for v in column(ok, "evidence/icl_score") if v is not None]
-        fig.add_trace(_vertical(point["step"], min(icl + [0.0]), max(icl + [0.0]), f"patching headline first above its strong level: {point['revision']}"), row=1, col=1)
-        fig.add_trace(_vertical(point["step"], 0.0, 1.0, f"patching headline first above its strong level: {point['revision']}", legend=False), row=1, col=2)
-    fig.update_xaxes(type="log", dtick="D2", title="training step (log; step 0 drawn at 1; green: the patching emergence)")
+        name = f"patching headline first past its strong level: {point['revision']} ({summary['claim']['call']})"
+        at = axis.x([point["step"]])[0]
+        fig.add_trace(_vertical(at, min(icl + [0.0]), max(icl + [0.0]), name), row=1, col=1)
+        fig.add_trace(_vertical(at, 0.0, 1.0, name, legend=False), row=1, col=2)
+    fig.update_xaxes(**axis.layout("; green: the patching headline's first crossing"))
     fig.update_yaxes(range=[-0.05, 1.05], row=1, col=2)
     fig.update_layout(title="Second line of evidence: in-context learning and attention patterns on repeated random tokens",
                       template="plotly_white", height=420, legend={"orientation": "h", "y": -0.25})  # fmt: skip
@@ -299,10 +336,11 @@ def compare_figure(series: list[dict], log_steps: bool = True) -> go.Figure:
     units = list(dict.fromkeys(s["metric"] for s in series))
     fig = make_subplots(rows=len(units), cols=1, shared_xaxes=True, vertical_spacing=0.12,
                         subplot_titles=[CONTRAST_UNITS.get(u, u) for u in units])  # fmt: skip
-    for i, one in enumerate(series):
+    by_panel = sorted(enumerate(series), key=lambda pair: units.index(pair[1]["metric"]))  # the legend reads panel by panel
+    for i, one in by_panel:
         row = units.index(one["metric"]) + 1
         color, (dash, symbol) = one.get("color", PALETTE[i % len(PALETTE)]), line_style(i)
-        x = [max(s, 1) for s in one["steps"]] if log_steps else one["steps"]
+        x = StepAxis(log_steps).x(one["steps"])
         name = f"{one['label']}: {one['call']}"
         _band(fig, x, one["low"], one["high"], color, f"{one['label']}: 95% interval", row=row, col=1, opacity=0.12)
         fig.add_trace(go.Scatter(x=x, y=one["values"], mode="lines+markers", name=name, text=one["revisions"],
@@ -312,10 +350,7 @@ def compare_figure(series: list[dict], log_steps: bool = True) -> go.Figure:
         fig.update_yaxes(title=CONTRAST_UNITS.get(unit, unit), row=row, col=1)
         if unit == "success_rate":
             fig.update_yaxes(range=[-1.05, 1.05], row=row, col=1)
-        if log_steps:
-            fig.update_xaxes(type="log", dtick="D2", title="training step (log; step 0 drawn at 1)", row=row, col=1)
-        else:
-            fig.update_xaxes(title="training step", row=row, col=1)
+        fig.update_xaxes(**StepAxis(log_steps).layout(), row=row, col=1)
     fig.update_layout(title="Headline contrasts over training, sweeps compared (bands: 95% bootstrap intervals)",
                       template="plotly_white", height=260 + 320 * len(units), legend={"orientation": "h", "y": -0.15})  # fmt: skip
     return fig

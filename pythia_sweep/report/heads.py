@@ -18,7 +18,7 @@ def head_levels(task) -> tuple[tuple[float, float], str]:
         strong, weak = headline.levels[0], headline.levels[2]
         return (strong, weak), f"strong {strong:g} nats, weak {weak:g}: the headline's levels"
     strong, weak = HEAD_LEVELS_NATS
-    return HEAD_LEVELS_NATS, f"strong {strong:g} nats, weak {weak:g}: the map's own levels, the headline being a {headline.metric}"
+    return HEAD_LEVELS_NATS, f"strong {strong:g} nats, weak {weak:g}: the map's own (the headline, a {headline.metric.replace('_', ' ')}, is on another scale)"
 
 
 def head_timelines(steps: list[int], revisions: list[str], maps: list[dict], strong: float, weak: float) -> list[dict]:
@@ -64,7 +64,8 @@ def head_map_summary(records: list[CheckpointRecord], usable: list[str], task, e
     at = {"final": revisions[-1]} | ({"emergence": emergence_revision} if emergence_revision in revisions else {})
     return {"levels": {"strong": strong, "weak": weak, "source": source}, "heads": timelines, "agreement": agreement,
             "revisions": revisions, "steps": steps, "maps": {name: maps[revisions.index(rev)]["attribution"] for name, rev in at.items()},
-            "map_revisions": at, "method": estimated_by(maps[-1]), "statement": _statement(timelines, agreement, source, estimated_by(maps[-1]))}  # fmt: skip
+            "map_revisions": at, "method": estimated_by(maps[-1]), "statement": _statement(timelines, agreement, source, estimated_by(maps[-1])),
+            "sizes": sizes_caveat(agreement)}  # fmt: skip
 
 
 def estimated_by(found: dict) -> str:
@@ -75,30 +76,31 @@ def estimated_by(found: dict) -> str:
 
 
 def _statement(timelines: list[dict], agreement: dict, source: str, method: str = "attribution patching") -> str:
-    checked = ("rank correlation with exact patching of its top heads "
-               + (f"{agreement['rank_correlation_min']:.2f} to {agreement['rank_correlation_max']:.2f}" if agreement["rank_correlation_min"] is not None else "undefined")
+    """Which heads pass the strong level and since when, then how the map was checked (one fact: the heads)."""
+    checked = (f"by {method}, checked by exact patching of its top heads (rank correlation "
+               + (f"{agreement['rank_correlation_min']:.2f}-{agreement['rank_correlation_max']:.2f}" if agreement["rank_correlation_min"] is not None else "undefined")
                + f" over {agreement['checkpoints']} checkpoints; "
-               + (f"they disagree at {', '.join(agreement['flagged'])}" if agreement["flagged"] else "flagged at none"))  # fmt: skip
+               + (f"they disagree at {', '.join(agreement['flagged'])}" if agreement["flagged"] else "they disagree at none")
+               + f"); levels: {source}")  # fmt: skip
     strong = [t for t in timelines if t["first_strong_step"] is not None]
     if not strong:
-        return f"By {method} ({checked}), no head's effect exceeds the strong level ({source})."
-    named = "; ".join(
-        f"{t['layer']}.{t['head']} from {t['first_strong_revision']} (peak {t['peak']:+.2f} nats by attribution at {t['peak_revision']}"
+        return f"no head passes the strong level, {checked}"
+    named = ", ".join(
+        f"{t['layer']}.{t['head']} from {t['first_strong_revision']} (peak {t['peak']:+.2f} nats at {t['peak_revision']}"
         + (f", {t['final']:+.2f} at the end: it rises and falls" if t["course"] == "rises and falls" else "") + ")"
         for t in strong[:6]
     )  # fmt: skip
     more = f" and {len(strong) - 6} more" if len(strong) > 6 else ""
-    return f"By {method} ({checked}), the heads above the strong level ({source}): {named}{more}.{_sizes(agreement)}"
+    return f"{named}{more}, {checked}"
 
 
-def _sizes(agreement: dict) -> str:
+def sizes_caveat(agreement: dict) -> str | None:
     """Said only when attribution's sizes are off from exact patching's by more than a quarter at the end."""
     ratio = agreement.get("final_size_ratio")
     if ratio is None or 0.8 <= ratio <= 1.25:
-        return ""
-    return (f" At the final checkpoint attribution gives {ratio:.2f}x the exact effect of the heads that matter (the median"
-            f" over the checked heads): a linear estimate is off where attention saturates (AtP*, Kramar et al. 2024); the"
-            f" sizes are exact patching's, in the record, and attribution is read for the ranking.")
+        return None
+    return (f"attribution gives {ratio:.2f}x the exact effect of the heads that matter at the final checkpoint (median over the checked "
+            "heads; linear estimates are off where attention saturates, AtP*): read the map for the ranking, exact patching for sizes")
 
 
 def discovery_summary(records: list[CheckpointRecord]) -> dict | None:

@@ -54,18 +54,24 @@ def html_table(rows: list[dict], columns: list[str]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def render_html(title: str, subtitle: str, verdict_text: str, figures: list[go.Figure], tables: list[tuple[str, str]], links_html: str = "") -> str:
-    """One self-contained page: plotly.js inlined once, then each figure."""
+def render_html(title: str, subtitle: str, verdict: dict, figures: list[go.Figure], tables: list[tuple[str, str]], links_html: str = "") -> str:
+    """One self-contained page: the verdict (its answer, then its labelled facts: verdict.Verdict.to_dict()), plotly.js
+    inlined once, then each figure."""
+    answer = "<br>".join(html.escape(line) for line in verdict["answer"].split("\n"))
+    facts = "".join(f"<dt>{html.escape(f['label'])}</dt><dd>{html.escape(f['fact'])}</dd>" for f in verdict["facts"])
     divs = "".join(f'<section>{f.to_html(full_html=False, include_plotlyjs=False)}</section>' for f in figures)
     tabs = "".join(f"<section><h2>{html.escape(t)}</h2>{body}</section>" for t, body in tables)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; color: #222; }}
-.verdict {{ background: #f3f7fb; border-left: 4px solid #1f77b4; padding: 0.8em 1.2em; font-size: 1.1em; }}
+.verdict {{ background: #f3f7fb; border-left: 4px solid #1f77b4; padding: 0.8em 1.2em; }}
+.verdict .answer {{ font-size: 1.2em; font-weight: 600; margin: 0 0 0.6em; }}
+.verdict dl {{ display: grid; grid-template-columns: max-content 1fr; gap: 0.2em 1em; margin: 0; font-size: 0.95em; }}
+.verdict dt {{ color: #555; font-weight: 600; }} .verdict dd {{ margin: 0; }}
 table {{ border-collapse: collapse; font-size: 0.9em; }} td, th {{ border: 1px solid #ddd; padding: 4px 8px; text-align: left; }}
 section {{ margin: 2em 0; }} .sub {{ color: #666; }}
 </style>
 <script type="text/javascript">{get_plotlyjs()}</script></head>
 <body><h1>{html.escape(title)}</h1><p class="sub">{html.escape(subtitle)}</p>{f'<p class="sub">{links_html}</p>' if links_html else ""}
-<p class="verdict">{html.escape(verdict_text)}</p>{divs}{tabs}</body></html>"""
+<div class="verdict"><p class="answer">{answer}</p>{f"<dl>{facts}</dl>" if facts else ""}</div>{divs}{tabs}</body></html>"""

@@ -14,6 +14,7 @@ import numpy as np
 import polars as pl
 
 from pythia_sweep import analysis
+from pythia_sweep.analysis import SIDES, Levels
 from pythia_sweep.checkpoints import Checkpoint, final_revision
 from pythia_sweep.duplicates import IdenticalWeights, identical_weights
 from pythia_sweep.checkpoints import final_step as end_of_training
@@ -98,68 +99,93 @@ def per_prompt_matrix(records: dict[str, CheckpointRecord], revisions: list[str]
 
 
 def series_summary(usable: pl.DataFrame, records: dict[str, CheckpointRecord], contrast_name: str, contrast: Contrast,
-                   final_step: int | None, hypotheses: dict, resamples: int, seed: int) -> dict:  # fmt: skip
+                   final_step: int | None, resamples: int, seed: int) -> dict:  # fmt: skip
     """The analysis plan on one contrast's series (`contrast_name` as the records name it) over the analysed
-    checkpoints: emergence point and its step interval, type, shape on training time, events."""
+    checkpoints, for each side of the contrast (plus: above +strong; minus: below -strong): the first crossing as
+    measured (`point`), its interval over prompt resamples and the checkpoint grid, its events and monotonicity."""
     key = f"{contrast_name}/{contrast.metric}"
     have = usable.filter(pl.col(key).is_not_null()) if key in usable.columns else usable.clear()
     steps, values, revisions = have["step"].to_list(), column(have, key), have["revision"].to_list()
     lows, highs = column(have, f"{key}_ci_low"), column(have, f"{key}_ci_high")
-    i = analysis.emergence_index(values, contrast.threshold)
-    point = None
-    if i is not None:
-        point = {
-            "revision": revisions[i], "step": steps[i], "fraction": steps[i] / final_step if final_step else None,
-            "value": values[i], "ci": [lows[i], highs[i]], "previous_revision": revisions[i - 1] if i > 0 else None,
-            "previous_ci": [lows[i - 1], highs[i - 1]] if i > 0 else None,
-        }  # fmt: skip
+    levels = Levels.of(contrast.levels)
     matrix = per_prompt_matrix(records, revisions, contrast_name) if revisions else None
-    interval = analysis.emergence_step_interval(steps, matrix, contrast.threshold, resamples, seed) if matrix is not None else None
-    kind = analysis.emergence_type(point["fraction"] if point else None)
-    width_limit = contrast.threshold  # an interval wider than the strong level cannot tell strong from none
+    sides = {}
+    for sign, side in SIDES.items():
+        i = analysis.emergence_index(values, levels.strong, sign)
+        point = None
+        if i is not None:
+            point = {
+                "revision": revisions[i], "step": steps[i], "fraction": steps[i] / final_step if final_step else None,
+                "value": values[i], "ci": [lows[i], highs[i]], "previous_revision": revisions[i - 1] if i > 0 else None,
+                "previous_value": values[i - 1] if i > 0 else None, "previous_ci": [lows[i - 1], highs[i - 1]] if i > 0 else None,
+            }  # fmt: skip
+        interval = analysis.crossing_interval(steps, revisions, matrix, levels.strong, sign, resamples, seed) if matrix is not None else None
+        sides[side] = {"point": point, "interval": interval, "events": analysis.crossing_events(steps, values, levels.strong, sign),
+                       "monotonic": analysis.is_monotonic(values, levels.weak, sign)}  # fmt: skip
     return {
         "key": key,
         "contrast": contrast_name,
         "metric": contrast.metric,
         "levels": list(contrast.levels),
-        "emergence_point": point,
-        "emergence_step_interval": interval,
-        "emergence_type": kind,
-        "hypothesis": analysis.hypothesis(kind, hypotheses),
+        "sides": sides,
         "final_value": values[-1] if values else None,
         "final_ci": [lows[-1], highs[-1]] if values else None,
-        "final_class": analysis.strength_class(values[-1], contrast.levels) if values else None,
+        "final_revision": revisions[-1] if values else None,
+        "final_class": levels.words(values[-1]) if values else None,
         "first_value": values[0] if values else None,
+        "steps": steps,
+        "revisions": revisions,
         "series": values,
-        "shape": analysis.rise_shape(steps, values, weak=contrast.levels[2]),
-        "monotonic": analysis.is_monotonic(values, contrast.levels[2]),
-        "events": analysis.crossing_events(steps, values, contrast.threshold),
-        "intervals_too_wide": [r for r, lo, hi in zip(revisions, lows, highs) if analysis.interval_too_wide(lo, hi, width_limit)],
+    }
+
+
+def called_series(res: dict, claim: verdicts.Claim, final_step: int | None, hypotheses: dict) -> dict:
+    """The series as its claim reads it, on the side called (or measured): the emergence point and interval, the
+    bands of training the interval spans and the stage (only when it is one band), the shape, the events."""
+    sign = claim.sign or 1
+    side = res["sides"][SIDES[sign]]
+    interval = side["interval"] if claim.called else None
+    bands = analysis.bands_spanned(interval["after"], interval["by"], final_step) if interval else []
+    kind = bands[0] if len(bands) == 1 else "none"
+    return {
+        "claim": claim.to_dict(),
+        "emergence_point": side["point"] if (claim.called or side["point"]) else res["sides"]["plus"]["point"],
+        "emergence_interval": interval,
+        "bands": bands,
+        "emergence_type": kind,
+        "hypothesis": analysis.hypothesis(kind, hypotheses) if len(bands) == 1 else None,
+        "shape": analysis.rise_shape(res["steps"], [sign * v for v in res["series"]], weak=res["levels"][2]),
+        "monotonic": side["monotonic"],
+        "events": side["events"],
     }
 
 
 def summarize(frame: pl.DataFrame, records: list[CheckpointRecord], task: Task, final_step: int | None, methods: list[str] | None = None,
-              twins: list[IdenticalWeights] = (), resamples: int = 2000, seed: int = 0) -> dict:  # fmt: skip
+              twins: list[IdenticalWeights] = (), resamples: int = 2000, seed: int = 0,
+              context: verdicts.SweepContext = verdicts.SweepContext()) -> dict:  # fmt: skip
     """Everything the analysis plan asks for, machine-readable: for the headline contrast, and for every
     contrast of every method the sweep ran (`results`, keyed '<contrast>/<metric>'), each with its claim."""
     by_revision = {r.revision: r for r in records}
     failed = frame.filter(pl.col("status") == "failed")
     usable = frame.filter(pl.col("analysed"))
+    final = by_revision[usable["revision"][-1]] if len(usable) else None
+    clean = verdicts.clean_check(usable)
     methods = methods or [""]
-    results = {}
+    results, claims = {}, {}
     for m, method in enumerate(methods):
         for contrast in task.contrasts:
             name = contrast.name if m == 0 else f"{method}/{contrast.name}"
             if f"{name}/{contrast.metric}" in frame.columns or m == 0:
-                res = series_summary(usable, by_revision, name, contrast, final_step, task.hypotheses, resamples, seed)
-                results[res["key"]] = res | {"base_contrast": contrast.name, "method": method, "primary": m == 0}
+                res = series_summary(usable, by_revision, name, contrast, final_step, resamples, seed)
+                # the null sets are patched with the primary method: its reading is the group's, whichever method patched the group
+                nulls = verdicts.nulls_by_side(final.null if final else None, contrast, final.settings.get("null") if final else None)
+                claim = verdicts.claim(res, clean, nulls, context)
+                claims[res["key"]] = claim
+                results[res["key"]] = res | called_series(res, claim, final_step, task.hypotheses) | {
+                    "base_contrast": contrast.name, "method": method, "primary": m == 0}  # fmt: skip
     headline_key = f"{task.headline.name}/{task.headline.metric}"
     head = results[headline_key]
-    final = by_revision[usable["revision"][-1]] if len(usable) else None
-    null = null_test(final.null if final else None, task.headline, final.settings.get("null") if final else None)
-    clean = verdicts.clean_check(usable)
-    for res in results.values():
-        res["claim"] = verdicts.claim(res, clean, null if res["primary"] else None)
+    nulls = verdicts.nulls_by_side(final.null if final else None, task.headline, final.settings.get("null") if final else None)
     summary = {
         "task": task.describe(),
         "headline": headline_key,
@@ -167,10 +193,11 @@ def summarize(frame: pl.DataFrame, records: list[CheckpointRecord], task: Task, 
         "usable_checkpoints": len(usable),
         "final_step": final_step,
         "n_prompts": final.settings.get("n_prompts") if final else None,
-        **{k: head[k] for k in ("emergence_point", "emergence_step_interval", "emergence_type", "hypothesis", "final_value",
+        **{k: head[k] for k in ("emergence_point", "emergence_interval", "bands", "emergence_type", "hypothesis", "final_value",
                                 "final_class", "shape", "monotonic", "events", "claim")},
         "results": results,
-        "null": null,
+        "null": nulls["plus"],
+        "nulls": nulls,
         "clean": clean,
         "quality": {
             "final_shows_known_result": bool(head["final_value"] is not None and head["final_value"] > task.headline.threshold),
@@ -178,14 +205,16 @@ def summarize(frame: pl.DataFrame, records: list[CheckpointRecord], task: Task, 
             "failed_revisions": [{"revision": r, "error": e} for r, e in zip(failed["revision"], failed["error"])],
             "duplicate_revisions": [list(g.members) for g in twins],
             "duplicates": [{"members": list(g.members), "measurement_belongs_to": g.owner} for g in twins],
-            "intervals_too_wide": head["intervals_too_wide"],
         },
     }
     summary["evidence"] = evidence_summary(usable, head)
     point = head["emergence_point"]
     summary["discovery"] = discovery_summary(records)
     summary["heads"] = head_map_summary(records, usable["revision"].to_list(), task, point["revision"] if point else None)
-    summary["verdict"] = verdicts.verdict(summary, task)
+    said = verdicts.verdict(summary, task, claims, context)
+    summary["verdict"] = said.text()
+    summary["verdict_lines"] = said.to_dict()
+    summary["verdict_markdown"] = said.markdown()
     return summary
 
 
@@ -201,14 +230,13 @@ def evidence_summary(usable: pl.DataFrame, head: dict) -> dict | None:
         return None
     steps, icl = rows["step"].to_list(), rows["evidence/icl_score"].to_list()
     shape = analysis.rise_shape(steps, [-v for v in icl])  # a fall of the ICL score is a rise of in-context learning
-    window = shape["window"]
+    window, where_words = shape["window"], analysis.doubling_words(shape)
     out = {
         "icl_first": icl[0], "icl_final": icl[-1], "icl_shape": shape["shape"], "icl_drop": shape["doubling_rise"],
         "icl_drop_window": window, "icl_share": shape["share"],
         "induction_max_final": rows["evidence/induction_max"].to_list()[-1] if "evidence/induction_max" in rows.columns else None,
     }  # fmt: skip
-    where = (f"its largest fall within one doubling of training steps is {shape['doubling_rise']:.2f} nats, between steps "
-             f"{window[0]:,} and {window[1]:,} ({shape['shape']})")  # fmt: skip
+    where = f"its largest fall within one doubling of training steps is {shape['doubling_rise']:.2f} nats, in {where_words} ({shape['shape']})"
     point = head["emergence_point"]
     if point is None or shape["shape"] == "flat":
         out["coincides"] = None
@@ -241,7 +269,10 @@ def reduce(records: list[CheckpointRecord], task: Task, config: SweepConfig, pub
     twins = identical_weights(digests, final)
     records = _attribute_to_owners(records, twins)
     frame = timeline(records, final_step, twins)
-    summary = summarize(frame, records, task, final_step, list(config.methods(task.align)), twins, config.bootstrap_resamples, config.seed)
+    context = verdicts.SweepContext(refine=f"python -m jobs.refine --sweep {config.sweep_id(task.digest)}",
+                                    earliest_published=published[0].revision if published else None, null_pool=task.null_pool)  # fmt: skip
+    summary = summarize(frame, records, task, final_step, list(config.methods(task.align)), twins, config.bootstrap_resamples, config.seed,
+                        context)  # fmt: skip
     return summary, frame, long_table(records)
 
 

@@ -21,11 +21,11 @@ import plotly.graph_objects as go
 import polars as pl
 
 from pythia_sweep.report.build import Report, _json_default, build_report, timeline_series
-from pythia_sweep.report.figures import PALETTE, compare_figure
+from pythia_sweep.report.figures import PALETTE, StepAxis, compare_figure
 from pythia_sweep.report.page import html_table, render_html
 from pythia_sweep.tracking import SweepReader
 
-CALL_COLORS = {"emerges": "#2ca02c", "no emergence": "#7f7f7f", "cannot call": "#d62728"}
+CALL_COLORS = {"emerges": "#2ca02c", "reversed": "#9467bd", "no emergence": "#7f7f7f", "cannot call": "#d62728"}
 
 
 @dataclass
@@ -69,7 +69,7 @@ def build_study_report(study: str, *, tracking_uri: str | None = None, reports_d
              "discovered": "; ".join(f"{g} = {', '.join(h)}" for g, h in r["discovered"].items()) or "-",
              "report": os.path.relpath(r["report"], folder)} for r in runs]  # fmt: skip
     page = render_html(f"Study {study}: {summary['task']['question']}", f"{len(runs)} training runs · task {summary['task']['name']} · "
-                       f"headline {summary['headline']}", summary["statement"], figures,
+                       f"headline {summary['headline']}", {"answer": summary["statement"], "facts": []}, figures,
                        [("Runs", html_table(rows, list(rows[0])))], links_html=run_links(runs, folder))  # fmt: skip
     html_path = folder / "study.html"
     html_path.write_text(page)
@@ -92,21 +92,21 @@ def short_names(models: list[str]) -> list[str]:
 
 
 def run_entry(label: str, report: Report) -> dict:
-    """One run of the study as its own report states it: the headline's call, emergence point and interval, the
-    final value, the heads that carry it, the revisions it lacks."""
+    """One run of the study as its own report states it: the headline's call, where it was first measured past the
+    level, the span its verdict gives the crossing ((after, by]: prompts and the checkpoint grid), the final value,
+    the heads that carry it, the revisions it lacks."""
     s = report.summary
-    point, interval = s["emergence_point"], s["emergence_step_interval"] or {}
-    steps = sorted(report.frame.filter(pl.col("analysed"))["step"].to_list())
-    before = [x for x in steps if interval.get("low") is not None and x < interval["low"]]
+    point, interval = s["emergence_point"], s["emergence_interval"] or {}
     heads = s.get("heads") or {}
     top = {which: top_heads(heads["maps"][which]) for which in ("emergence", "final") if which in heads.get("maps", {})}
     return {
         "label": label, "model": s["config"]["model"], "parent_run_id": s["parent_run_id"], "call": s["claim"]["call"],
-        "reasons": s["claim"]["reasons"], "emergence_revision": point["revision"] if point else None,
-        "emergence_step": point["step"] if point else None, "interval_low": interval.get("low"), "interval_high": interval.get("high"),
-        "saved_before_low": before[-1] if before else None,  # the crossing lies after this saved step: the grid's own width
-        "share_emerging": interval.get("share_emerging"), "final_value": s["final_value"], "final_step": s["final_step"],
-        "top_heads": top, "discovered": {g: [f"{a}.{b}" for a, b in h] for g, h in ((s.get("discovery") or {}).get("groups") or {}).items()},
+        "reasons": [r["words"] for r in s["claim"]["reasons"]], "answer": s["verdict_lines"]["answer"],
+        "emergence_revision": point["revision"] if point else None, "emergence_step": point["step"] if point else None,
+        "after": interval.get("after"), "by": interval.get("by"), "after_revision": interval.get("after_revision"),
+        "by_revision": interval.get("by_revision"), "share_crossing": interval.get("share_crossing"), "final_value": s["final_value"],
+        "final_step": s["final_step"], "top_heads": top,
+        "discovered": {g: [f"{a}.{b}" for a, b in h] for g, h in ((s.get("discovery") or {}).get("groups") or {}).items()},
         "failed_revisions": [f["revision"] for f in s["quality"]["failed_revisions"]], "report": str(report.html_path),
     }  # fmt: skip
 
@@ -120,15 +120,15 @@ def top_heads(attribution: list[list[float]], k: int = 3, share: float = 0.25) -
 
 def spread(runs: list[dict]) -> dict:
     """The emergence steps of the runs whose emergence is called: median and range, and the pairs told apart. A run's
-    first crossing lies in (the saved step before its interval's low end, its high end]: the interval over prompt
-    resamples, widened by the checkpoint grid. Two runs are apart when those spans do not meet."""
+    first crossing lies in (after, by], its verdict's interval (prompt resamples widened by the checkpoint grid); two
+    runs are apart when those spans do not meet."""
     called = [r for r in runs if r["call"] == "emerges"]
     steps = [r["emergence_step"] for r in called]
 
     def span(r: dict) -> tuple[float, float] | None:
-        if r["interval_low"] is None or r["interval_high"] is None:
+        if r["by"] is None:
             return None  # some resamples never cross: no upper end
-        return (r["saved_before_low"] if r["saved_before_low"] is not None else float("-inf"), r["interval_high"])
+        return (r["after"] if r["after"] is not None else float("-inf"), r["by"])
 
     apart = [(a["label"], b["label"]) for i, a in enumerate(called) for b in called[i + 1 :]
              if span(a) and span(b) and (span(a)[1] <= span(b)[0] or span(b)[1] <= span(a)[0])]  # fmt: skip
@@ -163,14 +163,14 @@ def statement(summary: dict) -> str:
             parts.append(f"Over those {len(called)}: median step {sp['median_step']:g}, range {sp['min_step']:,} to {sp['max_step']:,}.")
             if sp["apart"]:
                 pairs = "; ".join(f"{a} and {b}" for a, b in sp["apart"])
-                parts.append(f"Told apart (their 95% intervals, each widened to the saved checkpoint before it, do not meet): {pairs}.")
+                parts.append(f"Told apart (their 95% intervals over prompts and the checkpoint grid do not meet): {pairs}.")
             else:
-                parts.append("No two are told apart: their 95% intervals, each widened to the saved checkpoint before it, all meet.")
+                parts.append("No two are told apart: their 95% intervals over prompts and the checkpoint grid all meet.")
     else:
         parts.append(f"No run's emergence can be called ({len(runs)} runs).")
     for r in runs:
-        if r["call"] == "cannot call":
-            parts.append(f"Cannot call {r['label']}: {r['reasons'][0]}.")
+        if r["call"] in ("cannot call", "reversed"):
+            parts.append(f"{r['label']}: {r['answer']}")
     quiet = [r["label"] for r in runs if r["call"] == "no emergence"]
     if quiet:
         parts.append(f"No emergence in {', '.join(quiet)}.")
@@ -192,16 +192,14 @@ def statement(summary: dict) -> str:
 
 
 def _interval_words(run: dict) -> str:
-    low, high = run["interval_low"], run["interval_high"]
-    if low is None:
+    if run["by"] is None:
         return "-"
-    return f"step {low:,} to {f'step {high:,}' if high is not None else 'beyond the last checkpoint in some resamples'}"
+    return (f"after {run['after_revision']}, " if run["after"] is not None else "") + f"by {run['by_revision']}"
 
 
 def log_steps(runs: list[dict]) -> bool:
-    """Training steps on a log axis where training runs long (Pythia's schedules double from step 1 to 143000); the
-    demo family's few hundred steps, saved evenly, read better on a linear one."""
-    return max((r["final_step"] or 0) for r in runs) >= 1000
+    """Training steps on a log axis where training runs long (figures.StepAxis, on the longest run)."""
+    return StepAxis.for_final_step(max((r["final_step"] or 0) for r in runs)).log
 
 
 def emergence_figure(runs: list[dict], summary: dict) -> go.Figure:
@@ -213,10 +211,10 @@ def emergence_figure(runs: list[dict], summary: dict) -> go.Figure:
         crossed = [r for r in these if r["emergence_step"] is not None]
         if crossed:
             steps = [r["emergence_step"] for r in crossed]
-            high = [(r["interval_high"] if r["interval_high"] is not None else r["final_step"]) - s for r, s in zip(crossed, steps)]
-            low = [s - (r["interval_low"] if r["interval_low"] is not None else s) for r, s in zip(crossed, steps)]
+            high = [(r["by"] if r["by"] is not None else r["final_step"]) - s for r, s in zip(crossed, steps)]
+            low = [s - (r["after"] if r["after"] is not None else s) for r, s in zip(crossed, steps)]
             fig.add_trace(go.Scatter(
-                x=steps, y=[r["label"] for r in crossed], mode="markers", name=f"{call}: first above the strong level, 95% interval",
+                x=steps, y=[r["label"] for r in crossed], mode="markers", name=f"{call}: first past the strong level; bar: the verdict's 95% interval (prompts and checkpoint grid)",
                 marker={"color": color, "size": 11}, error_x={"type": "data", "symmetric": False, "array": high, "arrayminus": low, "thickness": 2},
                 text=[f"{r['emergence_revision']}; 95%: {_interval_words(r)}" for r in crossed], hovertemplate="%{y}: %{text}<extra></extra>",
             ))  # fmt: skip
@@ -228,8 +226,8 @@ def emergence_figure(runs: list[dict], summary: dict) -> go.Figure:
     median = summary["spread"]["median_step"]
     if median is not None:
         fig.add_vline(x=median, line={"dash": "dot", "color": PALETTE[0]}, annotation_text=f"median {median:g}")
-    fig.update_layout(title=f"Where each run's headline first exceeds its strong level ({summary['headline']}), with the step's 95% "
-                            "interval over prompt resamples", template="plotly_white", height=220 + 40 * len(runs),
+    fig.update_layout(title=f"Where each run's headline first passes its strong level ({summary['headline']}), with the step's 95% "
+                            "interval over prompt resamples and the checkpoint grid", template="plotly_white", height=220 + 40 * len(runs),
                       xaxis={"title": "training step", "type": "log" if log_steps(runs) else "linear"},
                       yaxis={"title": "training run", "autorange": "reversed"},
                       legend={"orientation": "h", "y": -0.25})  # fmt: skip

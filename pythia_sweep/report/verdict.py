@@ -1,34 +1,126 @@
-"""What the numbers support, in words: a claim per series, and the verdict whose first words are that claim.
+"""What the numbers support: a claim per series, and the verdict that says it.
 
-A series earns one of three calls (`claim`):
-  emerges        it crosses the strong level, and the evidence holds: in at least 97.5% of prompt resamples it
-                 crosses too (so the emergence step has a 95% interval within the sweep), the intervals at the
-                 crossing and at the checkpoint before it are no wider than the strong level, the model answers
-                 the clean prompt, and (primary method) the group is not outdone by the random head sets at the
-                 final checkpoint (it beats them, or no null is possible or drawn, which the verdict says);
-  no emergence   it never crosses, and could not have: at most 2.5% of prompt resamples cross, the final
-                 interval is no wider than the strong level, and the clean prompt is answered;
-  cannot call    anything else, with every reason named.
-The null is read by scoring.null_test alone; a group that is all of its pool has "no null possible", a stated
-fact, never a failed test.
+The rule for a call (`claim`), on one contrast's series over the analysed checkpoints:
+  when         The first crossing of the strong level is placed by resampling prompts (the same resample at every
+               checkpoint) *and* by the checkpoint grid: a crossing first seen at checkpoint X happened after the
+               checkpoint before X. Its 95% interval is (the checkpoint before the 2.5% quantile of the resamples'
+               first crossings, their 97.5% quantile]: `analysis.crossing_interval`. Refine narrows the grid's part.
+  emerges      at least 97.5% of resamples cross +strong, the model answers the clean prompt, the crossing is not
+               already there at the first checkpoint analysed, and the group beats the random head sets (patched by
+               the primary method) at the final checkpoint, or no null is possible (said);
+  reversed     the same, on the minus side (-strong): the minus side's specialisation, a finding with its own step;
+  no emergence at most 2.5% of resamples cross either level, and the clean prompt is answered;
+  cannot call  anything else, each reason a `Reason` that carries what would settle it (`Fix`).
+No rule compares an interval's width with a level: a width is a spread in the metric's units, a level a point on
+that scale. With fewer prompts than `analysis.min_prompts()` no 95% interval exists, so nothing is called.
+The stage (early / mid / late) and the methodology's reading of it are given only when the whole interval lies in
+one band of training; otherwise the verdict names the bands and the refine that would tell them apart.
+
+Reasons are data (kind, numbers, fix); words are made last, by `Verdict`: one first line that is the answer (at most
+200 characters), then labelled lines, one fact each, the same on the terminal, the page, MLflow and summary.json.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import asdict, dataclass, field, replace
+
 import polars as pl
 
 from pythia_sweep import analysis
+from pythia_sweep.analysis import SIDES, TAIL, Levels
+from pythia_sweep.scoring import NULL_LEVEL, null_test
 
+BAND_WORDS = {"early": "the first 25%", "mid": "the middle 50%", "late": "the last 25%"}
 CLEAN_ANSWERED = 0.5  # the clean prompt counts as answered when its success rate is at least this
-TAIL = 0.025  # of prompt resamples: (1 - 0.95) / 2
+FIRST_LINE_MAX = 200  # characters: the answer, read at a glance
 
 
-def describe_contrast(task, res: dict, same_as: list[str] = ()) -> str:
-    """'strength (even - odd, success rate)', from the task's contrast and the method the series belongs to;
-    `same_as` names the other methods whose numbers are identical (stated once)."""
-    c = next(c for c in task.contrasts if c.name == res["base_contrast"])
-    same = f"; {' and '.join(same_as)} identical" if same_as else ""
-    return f"{res['contrast']} ({c.plus} - {c.minus}, {c.metric.replace('_', ' ')}{same})"
+@dataclass(frozen=True)
+class Fix:
+    """What would settle a "cannot call": a command to run, a setting to change, prompts or checkpoints to add,
+    or nothing this sweep can do (`detail` then says why)."""
+
+    kind: str  # "refine" | "setting" | "prompts" | "checkpoints" | "nothing"
+    detail: str
+
+    def words(self) -> str:
+        return {"refine": "run {}", "setting": "set {}", "nothing": "nothing in this sweep can: {}"}.get(self.kind, "{}").format(self.detail)
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why a series cannot be called: its kind, the numbers behind it, and its fix. `words` and `short` are made
+    from these alone; no code reads them back."""
+
+    kind: str
+    facts: dict
+    fix: Fix
+
+    def words(self) -> str:
+        return REASON_WORDS[self.kind](self.facts)
+
+    def short(self) -> str:
+        return REASON_SHORT[self.kind](self.facts)
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "facts": self.facts, "fix": asdict(self.fix), "words": self.words(), "fix_words": self.fix.words()}
+
+
+def _level(f: dict) -> str:
+    return f"{f['sign'] * f['level']:+g}"
+
+
+REASON_WORDS = {
+    "no_numbers": lambda f: "no analysed checkpoint has this number",
+    "clean_not_answered": lambda f: (f"the model does not answer the clean prompt: success rate {f['final']:.2f} at the final checkpoint "
+                                     f"({f['min']:.2f}-{f['max']:.2f} over the sweep; answered means at least {f['level']:g}), so there is "
+                                     "no clean answer for the patch to restore"),  # fmt: skip
+    "no_interval": lambda f: f"no interval on the crossing step: {f['why']}",
+    "too_few_prompts": lambda f: (f"{f['prompts']} prompts cannot give a 95% interval: their resamples hold fewer than "
+                                  f"{round(1 / TAIL)} distinct draws ({f['needed']} prompts are the fewest that can)"),  # fmt: skip
+    "resamples_split": lambda f: (f"{f['share']:.1%} of {f['resamples']} resamples of the {f['prompts']} prompts cross {_level(f)}: a call "
+                                  f"needs at least {1 - TAIL:.1%} (crosses) or at most {TAIL:.1%} (does not)"),  # fmt: skip
+    "before_first_checkpoint": lambda f: (f"{f['share']:.1%} of resamples are past {_level(f)} already at the first checkpoint analysed, "
+                                          f"{f['revision']}: when it crossed lies before the sweep"),  # fmt: skip
+    "null_not_beaten": lambda f: f"{f['statement']} at the final checkpoint",
+}
+REASON_SHORT = {
+    "no_numbers": lambda f: "nothing measured",
+    "clean_not_answered": lambda f: "the model does not answer the clean prompt",
+    "no_interval": lambda f: "no interval on the step",
+    "too_few_prompts": lambda f: f"{f['prompts']} prompts are too few for a 95% interval",
+    "resamples_split": lambda f: f"{f['share']:.0%} of prompt resamples cross {_level(f)}",
+    "before_first_checkpoint": lambda f: f"past {_level(f)} already at the first checkpoint",
+    "null_not_beaten": lambda f: ("too few null sets for p <= 0.05" if f["at_floor"] else "the group does not stand out from random head sets"),
+}
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The call a series earns: "emerges", "reversed", "no emergence" or "cannot call"; `sign` the side whose crossing
+    is called or measured (+1 plus, -1 minus, None where no resample crosses), `reasons` why not called."""
+
+    call: str
+    sign: int | None = None
+    reasons: tuple[Reason, ...] = ()
+
+    @property
+    def called(self) -> bool:
+        return self.call in ("emerges", "reversed")
+
+    def to_dict(self) -> dict:
+        return {"call": self.call, "side": SIDES.get(self.sign), "reasons": [r.to_dict() for r in self.reasons]}
+
+
+@dataclass(frozen=True)
+class SweepContext:
+    """What a fix names, from the sweep around the series: the command that refines this sweep, the earliest
+    published revision, the task's null pool and whether a wider one exists."""
+
+    refine: str = "python -m jobs.refine --sweep <sweep>"
+    earliest_published: str | None = None
+    null_pool: str = "group-layers"
 
 
 def clean_check(usable: pl.DataFrame) -> dict | None:
@@ -42,124 +134,238 @@ def clean_check(usable: pl.DataFrame) -> dict | None:
     return {"final": final, "min": min(rates), "max": max(rates), "answered": final >= CLEAN_ANSWERED, "level": CLEAN_ANSWERED}
 
 
-def claim(res: dict, clean: dict | None, null: dict | None) -> dict:
-    """The call a series earns (see the module docstring) and, for "cannot call", every reason."""
-    strong = res["levels"][0]
-    point, interval = res["emergence_point"], res["emergence_step_interval"]
-    reasons = []
+def null_fix(null: dict, context: SweepContext) -> Fix:
+    """What would let the null speak: more sets, a wider pool, or nothing (a group no better than random sets is the
+    finding; a model with too few heads cannot give p <= NULL_LEVEL)."""
+    needed = math.ceil(1 / NULL_LEVEL) - 1
+    if not null["at_floor"]:
+        return Fix("nothing", "random head sets of this size do as well at the final checkpoint: that is the finding, not a gap")
+    possible = null.get("possible")
+    if possible is None or possible > null["k"]:
+        return Fix("setting", f"null_subsets = {max(needed, null['k'] + 1)} or more in the run config (the pool holds "
+                              f"{'more' if possible is None else possible} sets)")  # fmt: skip
+    if context.null_pool != "all-layers":
+        return Fix("setting", 'null_pool = "all-layers" in the task: the null draws from every layer')
+    return Fix("nothing", f"the model holds only {possible} other sets of {null.get('size')} heads, and p <= {NULL_LEVEL:g} needs at "
+                          f"least {needed}: a model with more heads (or a smaller group)")  # fmt: skip
+
+
+def claim(res: dict, clean: dict | None, nulls: dict[int, dict] | None, context: SweepContext = SweepContext()) -> Claim:
+    """The call a series earns (the module docstring's rule). `res["sides"]` holds each side's crossing interval;
+    `nulls` the null test for each side's group, by side name (None: no null is read)."""
     if res["final_value"] is None:
-        return {"call": "cannot call", "reasons": ["no analysed checkpoint has this number"]}
+        return Claim("cannot call", None, (Reason("no_numbers", {}, Fix("checkpoints", "rerun the sweep: it resumes the failed revisions")),))
+    blockers = []
     if clean is not None and not clean["answered"]:
-        reasons.append(f"the model does not answer the clean prompt (clean success rate {clean['final']:.2f} at the final "
-                       f"checkpoint, {clean['min']:.2f}-{clean['max']:.2f} over the sweep, below {clean['level']:g}), "
-                       "so there is no clean answer for the patch to restore")  # fmt: skip
-    if interval is None:
-        reasons.append("no interval on the emergence step (fewer than two prompts, or a side not decoded)")
-    if point:
-        if interval is not None and interval["high"] is None:
-            reasons.append(f"in {1 - interval['share_emerging']:.0%} of {interval['resamples']} resamples of its "
-                           f"{interval['prompts']} prompts it never crosses the strong level {strong:g}")  # fmt: skip
-        around = [(point["revision"], point["ci"])] + ([(point["previous_revision"], point["previous_ci"])] if point["previous_revision"] else [])
-        for revision, (low, high) in around:  # the crossing and the checkpoint before it: both must be told apart
-            if analysis.interval_too_wide(low, high, strong):
-                shown = "missing" if low is None or high is None else f"[{low:+.2f}, {high:+.2f}]"
-                reasons.append(f"the interval at {revision} is {shown}, wider than the strong level {strong:g}")
-        if null is not None and null["status"] == "does not beat":
-            reasons.append(f"{null['statement']} at the final checkpoint")
-        call = "emerges"
+        blockers.append(Reason("clean_not_answered", {k: clean[k] for k in ("final", "min", "max", "level")},
+                               Fix("nothing", "the task's clean prompts, answers or success rule, or a model that answers them")))  # fmt: skip
+    crossings = {sign: res["sides"][SIDES[sign]]["interval"] for sign in SIDES}
+    if crossings[1] is None:
+        blockers.append(Reason("no_interval", {"why": "fewer than two prompts, or a side of the contrast not decoded"},
+                               Fix("prompts", "at least two prompts, with both sides of the contrast decoded")))  # fmt: skip
+        return Claim("cannot call", next((s for s in SIDES if res["sides"][SIDES[s]]["point"]), None), tuple(blockers))
+    prompts, needed = crossings[1]["prompts"], analysis.min_prompts()
+    if prompts < needed:
+        blockers.append(Reason("too_few_prompts", {"prompts": prompts, "needed": needed},
+                               Fix("prompts", f"at least {needed} prompts: the task's [prompts] count, or more templates")))  # fmt: skip
+    level = res["levels"][0]
+    outcome = {s: "crosses" if c["share_crossing"] >= 1 - TAIL else "stays" if c["share_crossing"] <= TAIL else "split" for s, c in crossings.items()}
+
+    def split(sign: int) -> Reason:
+        c = crossings[sign]
+        return Reason("resamples_split", {"share": c["share_crossing"], "resamples": c["resamples"], "prompts": c["prompts"], "sign": sign,
+                                          "level": level},  # fmt: skip
+                      Fix("prompts", f"more prompts (now {c['prompts']}): the task's [prompts] count, or more templates"))
+
+    sign = next((s for s in SIDES if outcome[s] == "crosses"), None)
+    if sign is None:
+        reasons = blockers + [split(s) for s in SIDES if outcome[s] == "split"]
+        measured = next((s for s in SIDES if outcome[s] == "split"), None)
+        return Claim("cannot call" if reasons else "no emergence", measured, tuple(reasons))
+    c, reasons = crossings[sign], list(blockers)
+    if c["from_first_checkpoint"]:
+        first = res["revisions"][0]
+        fix = (Fix("nothing", f"{first} is the earliest published revision: it is past the level from the start")
+               if first == context.earliest_published else
+               Fix("checkpoints", f"sweep earlier revisions too (--checkpoints {context.earliest_published or 'step0'},...)"))  # fmt: skip
+        reasons.append(Reason("before_first_checkpoint", {"sign": sign, "level": level, "revision": first, "share": c["share_at_first"]}, fix))
+    null = (nulls or {}).get(SIDES[sign])
+    if null is not None and null["status"] == "does not beat":
+        reasons.append(Reason("null_not_beaten", {k: null.get(k) for k in ("statement", "p_value", "k", "size", "possible", "at_floor", "group")},
+                              null_fix(null, context)))  # fmt: skip
+    return Claim(("emerges" if sign == 1 else "reversed") if not reasons else "cannot call", sign, tuple(reasons))
+
+
+def nulls_by_side(null_record: dict | None, contrast, settings: dict | None) -> dict[str, dict]:
+    """The null test for each side's group: the plus group for an emergence, the minus group for a reversal (a
+    reversal against the baseline has no group to place among random sets: "not applicable", said)."""
+    out = {"plus": null_test(null_record, contrast, settings)}
+    if contrast.minus == "baseline":
+        out["minus"] = {"status": "not applicable", "group": contrast.plus, "statement": (
+            f"a reversal is the {contrast.plus} group pushing the answer below the baseline; the null places a group above random sets, "
+            "so it has no reading here")}  # fmt: skip
     else:
-        if interval is not None and interval["share_emerging"] > TAIL:
-            reasons.append(f"in {interval['share_emerging']:.0%} of {interval['resamples']} resamples of its {interval['prompts']} "
-                           f"prompts it does cross the strong level {strong:g}")  # fmt: skip
-        low, high = res["final_ci"] or (None, None)
-        if analysis.interval_too_wide(low, high, strong):
-            shown = "missing" if low is None or high is None else f"[{low:+.2f}, {high:+.2f}]"
-            reasons.append(f"the final interval is {shown}, wider than the strong level {strong:g}")
-        call = "no emergence"
-    return {"call": "cannot call" if reasons else call, "reasons": reasons, "seen": call}
+        out["minus"] = null_test(null_record, replace(contrast, plus=contrast.minus, minus=contrast.plus), settings)
+    return out
 
 
-def _steps(interval: dict) -> str:
-    if interval["low"] == interval["high"]:
-        return f"95%: at step {interval['low']:,} over {interval['resamples']} prompt resamples"
-    return f"95%: between step {interval['low']:,} and step {interval['high']:,} over {interval['resamples']} prompt resamples"
+# --- words ------------------------------------------------------------------------------------------------------------
 
 
-def _sentence(task, res: dict, also: list[str]) -> str:
-    """The first sentence for one headline series: its claim, then what was seen."""
-    label = describe_contrast(task, res, also)
-    strong, weak = res["levels"][0], res["levels"][2]
-    point, interval, shape = res["emergence_point"], res["emergence_step_interval"], res["shape"]
-    where = ""
+@dataclass(frozen=True)
+class Verdict:
+    """The verdict as people read it: `answer`, the first line (the call, when, how sure; at most FIRST_LINE_MAX
+    characters), then `facts`, one labelled fact a line."""
+
+    answer: str
+    facts: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+
+    def text(self) -> str:
+        return "\n".join([self.answer] + [f"{label}: {fact}" for label, fact in self.facts])
+
+    def markdown(self) -> str:
+        """For MLflow's run description (markdown: single newlines would run the lines together)."""
+        return f"**{self.answer}**\n\n" + "\n".join(f"- **{label}:** {fact}" for label, fact in self.facts)
+
+    def to_dict(self) -> dict:
+        return {"answer": self.answer, "facts": [{"label": label, "fact": fact} for label, fact in self.facts]}
+
+
+def describe_contrast(task, res: dict) -> str:
+    """'strength (even - odd, success rate)', from the task's contrast and the method the series belongs to."""
+    c = next(c for c in task.contrasts if c.name == res["base_contrast"])
+    return f"{res['contrast']} ({c.plus} - {c.minus}, {c.metric.replace('_', ' ')})"
+
+
+def _percent(step: int | None, final_step: int | None) -> str:
+    return f" ({100 * step / final_step:.1f}% of training)" if step is not None and final_step else ""
+
+
+def when_words(interval: dict, final_step: int | None) -> str:
+    """The crossing's span in words: after the checkpoint before, by the last resampled crossing."""
+    after = f"after {interval['after_revision']}{_percent(interval['after'], final_step)}, " if interval["after"] is not None else ""
+    return (f"{after}by {interval['by_revision']}{_percent(interval['by'], final_step)}; a 95% interval over {interval['resamples']} "
+            f"resamples of {interval['prompts']} prompts, widened to the checkpoint before the earliest crossing")  # fmt: skip
+
+
+def _answer(label: str, res: dict, claim_: Claim, context: SweepContext, task) -> str:
+    """The first line: what, when, how sure."""
+    levels = Levels.of(res["levels"])
+    if claim_.called:
+        interval = res["emergence_interval"]
+        bands = res["bands"]
+        stage = f"{bands[0]} in training" if len(bands) == 1 else f"{' or '.join(bands)}: not settled"
+        c = next(c for c in task.contrasts if c.name == res["base_contrast"])
+        what = "emerges" if claim_.sign == 1 else f"is reversed (the {c.minus} side specialises)"
+        return (f"{label} {what}: past {claim_.sign * levels.strong:+g} after {interval['after_revision']}, by {interval['by_revision']} "
+                f"(95%), {stage}.")  # fmt: skip
+    if claim_.call == "no emergence":
+        return (f"No emergence of {label}: within ±{levels.strong:g} at every checkpoint in at least {1 - TAIL:.1%} of prompt resamples "
+                f"(final {res['final_value']:+.2f}).")  # fmt: skip
+    first = claim_.reasons[0]
+    more = f" (and {len(claim_.reasons) - 1} more)" if len(claim_.reasons) > 1 else ""
+    line = f"Cannot call {label}: {first.short()}{more}; to settle: {first.fix.words()}."
+    return line if len(line) <= FIRST_LINE_MAX else f"Cannot call {label}: {first.short()}{more}."
+
+
+def series_facts(res: dict, claims: dict[str, Claim], final_step: int | None, context: SweepContext) -> list[tuple[str, str]]:
+    """The labelled lines for one series: when, stage, the crossing as measured, the final value, the shape, the
+    other side, and (cannot call) each reason with its fix."""
+    claim_ = claims[res["key"]]
+    levels = Levels.of(res["levels"])
+    facts = []
+    if claim_.called:
+        interval = res["emergence_interval"]
+        facts.append(("when", when_words(interval, final_step)))
+        bands = res["bands"]
+        if len(bands) == 1:
+            facts.append(("stage", f"{bands[0]}: the whole interval lies in {BAND_WORDS[bands[0]]} of training; the methodology reads it "
+                                   f"as {res['hypothesis']!r}"))  # fmt: skip
+        else:
+            facts.append(("stage", f"not settled: the interval spans {' and '.join(bands)} training; refine between "
+                                   f"{interval['after_revision']} and {interval['by_revision']} ({context.refine}) would tell them apart"))  # fmt: skip
+    side = SIDES[claim_.sign] if claim_.sign else "plus"
+    point = res["sides"][side]["point"]
     if point:
-        where = f"{point['revision']} (step {point['step']:,}" + (f", {100 * point['fraction']:.1f}% of training" if point["fraction"] is not None else "")
-    call = res["claim"]
-    if call["call"] == "emerges":
-        share = f", {shape['share']:.0%} of the rise within one doubling of training steps" if shape["share"] is not None else ""
-        return (f"{label} emerges at {where}; {_steps(interval)}): first above the strong level {strong:g} "
-                f"({point['value']:+.2f}, interval [{point['ci'][0]:+.2f}, {point['ci'][1]:+.2f}]); {res['emergence_type']} "
-                f"emergence, {shape['shape']} rise{share}; the methodology reads a {res['emergence_type']} emergence as "
-                f"{res['hypothesis']!r}.")  # fmt: skip
-    if call["call"] == "no emergence":
-        klass = res["final_class"]
-        described = f"below the weak level {weak:g}" if klass == "none" else klass
-        return (f"No emergence of {label}: it never exceeds the strong level {strong:g} (final {res['final_value']:+.2f}, "
-                f"{described}; {interval['share_emerging']:.0%} of prompt resamples cross).")  # fmt: skip
-    seen = (f"it first exceeds the strong level {strong:g} at {where}: {point['value']:+.2f})" if point else
-            f"it never exceeds the strong level {strong:g} (final {res['final_value']:+.2f})" if res["final_value"] is not None else "")  # fmt: skip
-    return f"Cannot call {label}: {'; '.join(call['reasons'])}." + (f" As measured, {seen}." if seen else "")
+        before = (f", after {point['previous_value']:+.2f} at {point['previous_revision']}" if point["previous_revision"] else
+                  ", at the first checkpoint analysed")  # fmt: skip
+        share = (res["sides"][side]["interval"] or {}).get("share_crossing")
+        crossing = (f"the mean over prompts is first past {(1 if side == 'plus' else -1) * levels.strong:+g} at {point['revision']}: "
+                    f"{point['value']:+.2f}, 95% [{point['ci'][0]:+.2f}, {point['ci'][1]:+.2f}]{before}")  # fmt: skip
+        facts.append(("crossing", crossing + (f"; {share:.1%} of prompt resamples cross" if share is not None and not claim_.called else "")))
+    elif claim_.call != "no emergence":
+        facts.append(("crossing", f"the mean over prompts never passes ±{levels.strong:g}"))
+    low, high = res["final_ci"] or (None, None)
+    interval_words = f", 95% [{low:+.2f}, {high:+.2f}]" if low is not None and high is not None else ""
+    facts.append(("final", f"{res['final_value']:+.2f} at {res['final_revision']}{interval_words}: {levels.words(res['final_value'])}"))
+    if claim_.call == "no emergence":
+        shares = {s: (res["sides"][s]["interval"] or {}).get("share_crossing") for s in ("plus", "minus")}
+        facts.append(("resamples", f"{shares['plus']:.1%} of prompt resamples cross +{levels.strong:g}, {shares['minus']:.1%} cross "
+                                   f"-{levels.strong:g} (no emergence needs at most {TAIL:.1%} each)"))  # fmt: skip
+    shape = res["shape"]
+    if shape["share"] is not None and shape["shape"] != "flat":
+        monotonic = "monotonic" if res["monotonic"] else "not monotonic: " + (
+            ", ".join(f"{e['event']} at step {e['step']:,}" for e in res["events"]) or f"it falls back by more than {levels.weak:g}")
+        facts.append(("shape", f"{shape['shape']}: {shape['share']:.0%} of the rise within {analysis.doubling_words(shape)}; {monotonic}"))
+    if claim_.called:
+        other = SIDES[-claim_.sign]
+        o = res["sides"][other]["interval"]
+        if o and o["share_crossing"] > TAIL:
+            where = f" ({when_words(o, final_step).split(';')[0]})" if o["by"] is not None else ""
+            facts.append(("other side", f"{o['share_crossing']:.1%} of resamples also cross {-claim_.sign * levels.strong:+g}{where}"))
+    for reason in claim_.reasons:
+        facts.append(("why", reason.words()))
+        facts.append(("to settle", reason.fix.words()))
+    return facts
 
 
-def verdict(summary: dict, task) -> str:
-    """A short plain-language answer: the headline's claim first (per method; methods with identical numbers
-    once), then the null, the evidence, the shape's caveats and the checkpoints left out."""
+def _agreement(primary: dict, other: dict, claims: dict[str, Claim]) -> str:
+    """How another method's series stands to the primary's: identical, agreeing, or disagreeing and why."""
+    if other["series"] == primary["series"]:
+        return "identical numbers"
+    a, b = claims[primary["key"]], claims[other["key"]]
+    said = b.call + (f" ({b.reasons[0].short()})" if b.reasons else "")
+    if a.call == b.call and a.sign == b.sign:
+        if not a.called:
+            return f"agrees: {said}"
+        x, y = primary["emergence_interval"], other["emergence_interval"]
+        meet = (x["after"] or -1) < y["by"] and (y["after"] or -1) < x["by"]
+        return (f"agrees: {said} after {y['after_revision']}, by {y['by_revision']}" if meet else
+                f"disagrees on when: after {y['after_revision']}, by {y['by_revision']}, an interval that does not meet the primary's")  # fmt: skip
+    return f"disagrees: {said}"
+
+
+def verdict(summary: dict, task, claims: dict[str, Claim], context: SweepContext = SweepContext()) -> Verdict:
+    """The headline's claim as a first line, then its labelled facts, the other methods, the null, the clean run,
+    the second line of evidence, the heads, the discovery, and the revisions left out."""
     q = summary["quality"]
     caveats = []
     if q["failed_revisions"]:
-        n = len(q["failed_revisions"])
-        caveats.append(f"{n} revision{'s' * (n != 1)} failed: " + ", ".join(f["revision"] for f in q["failed_revisions"]) + ".")
+        caveats.append(("failed", ", ".join(f["revision"] for f in q["failed_revisions"]) + " (left out)"))
     for d in q["duplicates"]:
         owner = d["measurement_belongs_to"]
-        caveats.append(f"Identical weights: {' = '.join(d['members'])} ("
-                       + (f"measured once, as {owner}; the others left out)." if owner else "which step they were saved at is unknown: all left out).")) # fmt: skip
+        caveats.append(("identical weights", " = ".join(d["members"]) + (f": measured once, as {owner}; the others left out" if owner else
+                                                                        ": which step they were saved at is unknown, all left out")))  # fmt: skip
     if summary["usable_checkpoints"] == 0:
-        return " ".join(["Cannot call: no usable checkpoint (every revision failed or was left out as a duplicate).", *caveats])
-    headline = [res for res in summary["results"].values() if res["base_contrast"] == task.headline.name]
-    same_as: dict[str, list[str]] = {}  # the first method of each distinct series -> the methods it also stands for
-    stated = []
-    for res in headline:  # the headline contrast, for each method (the others: summary.json, the plots)
-        twin = next((s for s in stated if s["series"] == res["series"]), None)
-        if twin is None:
-            stated.append(res)
-        else:
-            same_as.setdefault(twin["key"], []).append(res["method"])
-    parts = []
-    for res in stated:
-        parts.append(_sentence(task, res, same_as.get(res["key"], [])))
-        if not res["monotonic"] and res["events"]:
-            parts.append("It is not monotonic: " + ", ".join(f"{e['event']} at step {e['step']:,}" for e in res["events"]) + ".")
-        elif not res["monotonic"]:
-            parts.append(f"It is not monotonic: it falls back by more than {res['levels'][2]:g} after a rise, below the strong level.")
-    if summary.get("discovery"):
-        parts.append(summary["discovery"]["statement"])
-    null = summary["null"]
-    cited = any(null["statement"] in reason for res in stated for reason in res["claim"]["reasons"])
-    if null["status"] in ("beats", "does not beat") and not cited:
-        parts.append(f"At the final checkpoint {null['statement']}.")
-    elif null["status"] == "no null possible":
-        parts.append(f"No null control is possible: {null['statement']}.")
-    elif null["status"] in ("not run", "not applicable"):
-        parts.append(f"No null control: {null['statement']}.")
+        return Verdict("Cannot call: no usable checkpoint (every revision failed or was left out as a duplicate).", tuple(caveats))
+    results = [res for res in summary["results"].values() if res["base_contrast"] == task.headline.name]
+    primary = next(res for res in results if res["primary"])
+    label = describe_contrast(task, primary)
+    claim_ = claims[primary["key"]]
+    facts = series_facts(primary, claims, summary["final_step"], context)
+    for other in results:
+        if other is not primary:
+            facts.append((f"method {other['method']}", _agreement(primary, other, claims)))
+    null = summary["nulls"][SIDES[claim_.sign or 1]]
+    if null and not any(r.kind == "null_not_beaten" for r in claim_.reasons):
+        facts.append(("null", ("at the final checkpoint, " if null.get("p_value") is not None else "") + null["statement"]))
     clean = summary["clean"]
     if clean and clean["answered"]:
-        parts.append(f"The model answers the clean prompt (clean success rate {clean['final']:.2f} at the final checkpoint).")
-    if summary.get("evidence"):
-        parts.append(summary["evidence"]["statement"])
-    if summary.get("heads"):
-        parts.append(summary["heads"]["statement"])
-    wide = q["intervals_too_wide"]
-    if wide:
-        n_prompts = summary.get("n_prompts")
-        parts.append(f"The headline interval is wider than the strong level {task.headline.threshold:g} (or missing) at {len(wide)} "
-                     f"of {summary['usable_checkpoints']} checkpoints" + (f" ({n_prompts} distinct prompts)." if n_prompts else "."))  # fmt: skip
-    return " ".join(parts + caveats)
+        facts.append(("clean", f"answered: success rate {clean['final']:.2f} at the final checkpoint ({clean['min']:.2f}-{clean['max']:.2f} over the sweep)"))
+    for key, name in (("discovery", "discovery"), ("evidence", "evidence"), ("heads", "heads")):
+        if summary.get(key):
+            facts.append((name, summary[key]["statement"]))
+    if (summary.get("heads") or {}).get("sizes"):
+        facts.append(("head sizes", summary["heads"]["sizes"]))
+    answer = _answer(label, primary, claim_, context, task)
+    return Verdict(answer, tuple(facts + caveats))
