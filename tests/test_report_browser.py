@@ -72,7 +72,9 @@ def test_report_page_draws_its_plots_offline(swept, browser):
     assert page.locator(".js-plotly-plot").count() >= 3  # strength, rates, heatmap (detail only with emergence)
     assert page.locator(".scatterlayer .trace").count() >= 6  # lines were really drawn
     assert page.locator(".heatmaplayer image, .heatmaplayer .hm").count() >= 1
-    assert report.verdict[:40] in page.inner_text(".verdict")
+    first, *facts = report.verdict.split("\n")
+    assert page.inner_text(".verdict .answer") == first and len(first) <= 200  # the terminal's verdict, line for line
+    assert [f"{dt}: {dd}" for dt, dd in zip(page.locator(".verdict dt").all_inner_texts(), page.locator(".verdict dd").all_inner_texts())] == facts
     body = page.inner_text("body")
     for section in ("The task's prompts", "Example generations at step1000", "Run config", "Package versions"):
         assert section in body

@@ -96,7 +96,7 @@ def headline_figure(frame: pl.DataFrame, summary: dict, task: Task) -> go.Figure
     same_units = [(key, res) for key, res in summary["results"].items() if res["metric"] == task.headline.metric]
     for i, (key, res) in enumerate(same_units):  # contrasts on the headline's metric: one axis, one unit
         color = PALETTE[i % len(PALETTE)]
-        name = verdicts.describe_contrast(task, res) + (f" [{res['method']}]" if not res["primary"] else "") + ": " + res["claim"]["call"]
+        name = verdicts.describe_contrast(task, res) + ": " + res["claim"]["call"]
         _band(fig, x, column(ok, f"{key}_ci_low"), column(ok, f"{key}_ci_high"), color, f"{res['contrast']}: 95% bootstrap interval", opacity=0.18 if i == 0 else 0.1)
         fig.add_trace(go.Scatter(x=x, y=column(ok, key), mode="lines+markers", name=name + " (band: 95% interval)", text=ok["revision"].to_list(),
                                  line={"color": color, "width": 3 if i == 0 else 2, "dash": line_style(i)[0]}, marker={"symbol": line_style(i)[1]},
@@ -254,7 +254,8 @@ def head_map_figures(summary: dict) -> list[go.Figure]:
             colorscale="RdBu", zmid=0, zmin=-lim, zmax=lim, colorbar={"title": "attribution<br>(nats)"},
             hovertemplate="%{y} at %{x}<br>attribution %{z:+.3f} nats<extra></extra>",
         ))  # fmt: skip
-        fig.update_layout(title=f"Each head that ever exceeds the weak level ({heads['levels']['source']}), by attribution patching; {said}",
+        fig.update_layout(title=f"Each head that ever exceeds the weak level, by attribution patching<br><sup>levels {heads['levels']['source']}; "
+                                f"{said}</sup>",
                           template="plotly_white", height=max(300, 22 * len(timelines) + 160),
                           xaxis={"title": "checkpoint"}, yaxis={"autorange": "reversed"})  # fmt: skip
         figures.append(fig)
@@ -269,7 +270,7 @@ def head_map_figures(summary: dict) -> list[go.Figure]:
                                  hovertemplate="head %{y}.%{x}: %{z:+.3f} nats<extra></extra>"), row=1, col=i)  # fmt: skip
         fig.update_xaxes(title_text="head", dtick=1, row=1, col=i)
         fig.update_yaxes(title_text="layer", dtick=1, row=1, col=i)
-    fig.update_layout(title=f"Every head by attribution patching, layer x head ({said})", template="plotly_white",
+    fig.update_layout(title=f"Every head by attribution patching, layer x head<br><sup>{said}</sup>", template="plotly_white",
                       height=max(320, 40 * len(maps[names[0]]) + 180))  # fmt: skip
     figures.append(fig)
     return figures
