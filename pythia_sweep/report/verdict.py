@@ -304,8 +304,10 @@ def series_facts(res: dict, claims: dict[str, Claim], final_step: int | None, co
                                    f"-{levels.strong:g} (no emergence needs at most {TAIL:.1%} each)"))  # fmt: skip
     shape = res["shape"]
     if shape["share"] is not None and shape["shape"] != "flat":
+        fell = any(e["event"] == "disappear" for e in res["events"])
         monotonic = "monotonic" if res["monotonic"] else "not monotonic: " + (
-            ", ".join(f"{e['event']} at step {e['step']:,}" for e in res["events"]) or f"it falls back by more than {levels.weak:g}")
+            ", ".join(f"{e['event']} at step {e['step']:,}" for e in res["events"]) if fell else
+            f"it falls back by more than the weak level {levels.weak:g} from a peak, without crossing back over the strong level")  # fmt: skip
         facts.append(("shape", f"{shape['shape']}: {shape['share']:.0%} of the rise within {analysis.doubling_words(shape)}; {monotonic}"))
     if claim_.called:
         other = SIDES[-claim_.sign]
