@@ -81,7 +81,7 @@ def _batch_attribution(model, layout, chunk, align, clean, pad_id, device, steps
             with captured(model, layout, "head", layers, live=True) as seen:
                 logits = model(inputs_embeds=embeds, attention_mask=attention, use_cache=False,
                                logits_to_keep=torch.tensor(read, device=device)).logits  # (R, len(read), V)  # fmt: skip
-            metric = _answer_metric(torch.log_softmax(logits.to(exact_dtype), dim=-1), chunk, column, device)
+            metric = answer_metric(torch.log_softmax(logits.to(exact_dtype), dim=-1), chunk, column, device)
             step_grads = torch.autograd.grad(metric, [seen[layer][0] for layer in layers])
         step_grads = torch.stack(step_grads).to(exact_dtype)  # (L, R, T, C)
         grads = step_grads if grads is None else grads + step_grads
@@ -105,7 +105,7 @@ def _batch_attribution(model, layout, chunk, align, clean, pad_id, device, steps
     return out
 
 
-def _answer_metric(logp: torch.Tensor, chunk, column: dict[int, int], device) -> torch.Tensor:
+def answer_metric(logp: torch.Tensor, chunk, column: dict[int, int], device) -> torch.Tensor:
     """The summed log-prob difference of the chunk's prompts, log sum p(correct) - log sum p(wrong), from `logp`
     (R, len(read), V) at the positions each answer token is read (`column`)."""
     metric, r = logp.new_zeros(()), 0

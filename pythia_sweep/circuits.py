@@ -1,0 +1,174 @@
+"""Which components feed which: edge attribution patching over the whole model (EAP; Syed et al. 2023, arXiv
+2310.10348), the first step toward circuits over training (issue 34).
+
+The graph's senders are the input embeddings, every head (its share of the attention output projection: the head's
+output as it enters the residual stream) and every MLP (its output); its receivers are each layer's attention input
+(the q/k/v of all its heads together), each layer's MLP input, and the logits (the final norm's input). An edge
+u -> v exists where u's output is part of the residual v reads: in Pythia's parallel blocks the attention and the MLP
+of a layer read the same residual, so a layer's heads feed the next layers only; in sequential blocks (Llama, GPT-NeoX
+with `use_parallel_residual = False`) they feed their own layer's MLP too. The score of an edge is the first-order
+estimate of patching that edge alone from the clean run into the corrupted one:
+
+    score(u -> v) = sum over prompt positions p of (u_clean[p] - u_corr[p]) . dM/d(in_v)[p]
+
+with M the answer log-prob difference on the corrupted prompt (teacher-forced, as the head map's) and in_v *v's own*
+copy of its input: a zero tensor added where v's norm reads the residual, so the gradient is v's alone (the two norms
+of a parallel block read one residual; a gradient taken at the residual would give every edge into the block the sum
+of both). One clean forward, one corrupted forward and one backward give every edge. Prompts are compared position
+by position, so clean and corrupted prompts must be as long in tokens (`same_length = true` in the task).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from pythia_sweep.errors import ConfigError
+from pythia_sweep.fastpath import pad
+from pythia_sweep.headmap import answer_metric
+from pythia_sweep.tasks import TokenizedPair
+
+BLOCKS = {  # where each architecture keeps what the graph needs, by Hugging Face module path
+    "gpt_neox": {"embed": "gpt_neox.embed_in", "layers": "gpt_neox.layers", "attn_norm": "input_layernorm", "mlp_norm": "post_attention_layernorm",
+                 "out_proj": "attention.dense", "mlp": "mlp", "final_norm": "gpt_neox.final_layer_norm"},
+    "llama": {"embed": "model.embed_tokens", "layers": "model.layers", "attn_norm": "input_layernorm", "mlp_norm": "post_attention_layernorm",
+              "out_proj": "self_attn.o_proj", "mlp": "mlp", "final_norm": "model.norm"},
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Graph:
+    """The model's components as a graph. Senders and receivers are named as people read them: `emb`, `a3.5` (layer 3,
+    head 5), `m3` (layer 3's MLP); receivers `a3` (layer 3's attention input), `m3` (its MLP input), `logits`."""
+
+    n_layers: int
+    n_heads: int
+    parallel: bool  # the attention and the MLP of a block read the same residual
+
+    @property
+    def senders(self) -> list[str]:
+        return ["emb"] + [name for layer in range(self.n_layers) for name in
+                          [f"a{layer}.{h}" for h in range(self.n_heads)] + [f"m{layer}"]]  # fmt: skip
+
+    @property
+    def receivers(self) -> list[str]:
+        return [name for layer in range(self.n_layers) for name in (f"a{layer}", f"m{layer}")] + ["logits"]
+
+    def feeds(self, sender: str, receiver: str) -> bool:
+        """Whether `sender`'s output is part of the residual `receiver` reads."""
+        if receiver == "logits" or sender == "emb":
+            return True
+        layer = int(receiver[1:])
+        sender_layer = int(sender[1:].split(".")[0])
+        if sender_layer < layer:
+            return True
+        return sender_layer == layer and receiver[0] == "m" and sender[0] == "a" and not self.parallel
+
+    def mask(self) -> torch.Tensor:
+        """(senders, receivers): True where the edge exists."""
+        return torch.tensor([[self.feeds(u, v) for v in self.receivers] for u in self.senders])
+
+
+def graph_of(model) -> Graph:
+    config = model.config
+    if config.model_type not in BLOCKS:
+        raise ConfigError("model", config.model_type, f"a model type whose blocks the circuit graph knows ({', '.join(sorted(BLOCKS))})")
+    return Graph(config.num_hidden_layers, config.num_attention_heads, bool(getattr(config, "use_parallel_residual", False)))
+
+
+@contextlib.contextmanager
+def _wired(model, graph: Graph, live: bool) -> Iterator[dict]:
+    """Hooks for one forward: every sender's output (heads as the input of the output projection, (B, T, H * dh);
+    `emb` and MLPs as (B, T, D)) kept in `seen["out"]`, and, with `live`, a zero tensor needing a gradient added to
+    each receiver's norm input (`seen["delta"]`), so that dM/d(delta_v) is the gradient through v alone."""
+    paths = BLOCKS[model.config.model_type]
+    seen: dict = {"out": {}, "delta": {}}
+    handles = []
+
+    def keep(name, output_of=True):
+        def hook(module, args, output=None):
+            seen["out"][name] = output if output_of else args[0]
+        return hook
+
+    def perturb(name):
+        def hook(module, args):
+            delta = torch.zeros_like(args[0], requires_grad=True)
+            seen["delta"][name] = delta
+            return (args[0] + delta, *args[1:])
+        return hook
+
+    try:
+        handles.append(model.get_submodule(paths["embed"]).register_forward_hook(keep("emb")))
+        layers = model.get_submodule(paths["layers"])
+        for layer in range(graph.n_layers):
+            block = layers[layer]
+            handles.append(block.get_submodule(paths["out_proj"]).register_forward_pre_hook(keep(f"a{layer}", output_of=False)))
+            handles.append(block.get_submodule(paths["mlp"]).register_forward_hook(keep(f"m{layer}")))
+            if live:
+                handles.append(block.get_submodule(paths["attn_norm"]).register_forward_pre_hook(perturb(f"a{layer}")))
+                handles.append(block.get_submodule(paths["mlp_norm"]).register_forward_pre_hook(perturb(f"m{layer}")))
+        if live:
+            handles.append(model.get_submodule(paths["final_norm"]).register_forward_pre_hook(perturb("logits")))
+        yield seen
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def edge_attribution(model, pairs: Sequence[TokenizedPair], pad_id: int, batch_size: int) -> torch.Tensor:
+    """(senders, receivers) of `graph_of(model)`: each edge's score, the mean over prompts, in nats of the answer
+    log-prob difference; 0 where the edge does not exist. Rows are (prompt, answer) sequences, a prompt's answers in
+    one batch (its metric joins them)."""
+    uneven = next((tp for tp in pairs if len(tp.ids["clean"]) != len(tp.ids["corrupted"])), None)
+    if uneven is not None:
+        raise ConfigError("same_length", False, f"clean and corrupted prompts as long in tokens (edges are compared position by "
+                          f"position); prompt {uneven.pair.id!r} has {len(uneven.ids['clean'])} and {len(uneven.ids['corrupted'])}")  # fmt: skip
+    graph = graph_of(model)
+    total = torch.zeros(len(graph.senders), len(graph.receivers), dtype=torch.float64)
+    per_batch = max(1, batch_size // max(len(tp.answers["corrupted"]) for tp in pairs))
+    for start in range(0, len(pairs), per_batch):
+        total += _batch_edges(model, graph, pairs[start : start + per_batch], pad_id)
+    return total / len(pairs) * graph.mask()
+
+
+def _batch_edges(model, graph: Graph, chunk: Sequence[TokenizedPair], pad_id: int) -> torch.Tensor:
+    device = next(model.parameters()).device
+    rows = {side: [tp.ids[side] + answer for tp in chunk for answer in tp.answers["corrupted"]] for side in ("clean", "corrupted")}
+    prompt_len = [len(tp.ids["corrupted"]) for tp in chunk for _ in tp.answers["corrupted"]]
+    # token j of an answer is read at position n_prompt - 1 + j: the output layer runs only where some row reads one
+    read = sorted({len(tp.ids["corrupted"]) - 1 + j for tp in chunk for answer in tp.answers["corrupted"] for j in range(len(answer))})
+    column = {position: k for k, position in enumerate(read)}
+    ids = {side: pad(rows[side], pad_id, left=False, device=device) for side in rows}  # (R, T) and its mask, right padding
+    with torch.no_grad(), _wired(model, graph, live=False) as clean:
+        model(input_ids=ids["clean"][0], attention_mask=ids["clean"][1], use_cache=False, logits_to_keep=1)
+    with torch.enable_grad(), _wired(model, graph, live=True) as corr:
+        logits = model(input_ids=ids["corrupted"][0], attention_mask=ids["corrupted"][1], use_cache=False,
+                       logits_to_keep=torch.tensor(read, device=device)).logits  # (R, len(read), V)  # fmt: skip
+        exact = torch.promote_types(logits.dtype, torch.float32)  # float32 at least; a float64 model's kept
+        metric = answer_metric(torch.log_softmax(logits.to(exact), dim=-1), chunk, column, device)
+        grads = dict(zip(graph.receivers, torch.autograd.grad(metric, [corr["delta"][v] for v in graph.receivers])))  # v -> (R, T, D)
+    prompt = torch.zeros_like(ids["corrupted"][0], dtype=exact)  # (R, T): 1 at each row's prompt positions
+    for r, n in enumerate(prompt_len):
+        prompt[r, :n] = 1.0
+    paths = BLOCKS[model.config.model_type]
+    layers = model.get_submodule(paths["layers"])
+    scores = torch.zeros(len(graph.senders), len(graph.receivers), dtype=torch.float64)
+    for j, v in enumerate(graph.receivers):
+        g = grads[v].to(exact) * prompt[..., None]  # (R, T, D): the gradient at v's input, on prompt positions
+        for i, u in enumerate(graph.senders):
+            if u.startswith("a") or not graph.feeds(u, v):
+                continue
+            scores[i, j] = float(((clean["out"][u].to(exact) - corr["out"][u].detach().to(exact)) * g).sum())
+        for layer in range(graph.n_layers):
+            if not graph.feeds(f"a{layer}.0", v):
+                continue
+            weight = layers[layer].get_submodule(paths["out_proj"]).weight.detach().to(exact)  # (D, H * dh): head h's output is z_h W_h^T
+            head_dim = weight.shape[1] // graph.n_heads
+            delta = clean["out"][f"a{layer}"].to(exact) - corr["out"][f"a{layer}"].detach().to(exact)  # (R, T, H * dh)
+            per_head = (delta * (g @ weight)).view(*delta.shape[:2], graph.n_heads, head_dim).sum(dim=(0, 1, 3))  # (H,)
+            first = graph.senders.index(f"a{layer}.0")
+            scores[first : first + graph.n_heads, j] = per_head.double().cpu()
+    return scores

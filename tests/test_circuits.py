@@ -1,0 +1,110 @@
+"""Edge attribution (issue 34, step 1): each edge's score is the metric's derivative along that edge alone, checked by
+finite differences that move one sender's contribution into one receiver's input only, on Pythia's parallel blocks,
+on sequential GPT-NeoX blocks and on Llama; the graph's edges follow each block's wiring."""
+
+import copy
+import dataclasses
+import tomllib
+import types
+
+import pytest
+import torch
+
+from pythia_sweep.circuits import BLOCKS, Graph, _wired, edge_attribution, graph_of
+from pythia_sweep.errors import ConfigError
+from pythia_sweep.fastpath import pad_id_of
+from pythia_sweep.task_schema import task_from_dict
+
+from test_headmap import NAMES_TASK
+
+TASK = task_from_dict(tomllib.loads(NAMES_TASK), "names.toml")
+
+
+def test_the_graph_follows_each_blocks_wiring():
+    parallel, sequential = Graph(3, 2, parallel=True), Graph(3, 2, parallel=False)
+    assert parallel.senders[:4] == ["emb", "a0.0", "a0.1", "m0"] and parallel.receivers[-3:] == ["a2", "m2", "logits"]
+    assert not parallel.feeds("a0.1", "m0") and sequential.feeds("a0.1", "m0")  # a sequential MLP reads its own layer's heads
+    assert not parallel.feeds("m0", "a0") and not sequential.feeds("m1", "m1") and parallel.feeds("m0", "a1")
+    assert all(g.feeds("emb", v) and g.feeds("m2", "logits") for g in (parallel, sequential) for v in g.receivers)
+    # parallel: emb feeds all 7 receivers; each layer's 3 senders feed the 2 receivers of every later layer and the logits
+    assert int(parallel.mask().sum()) == 7 + 3 * (2 * 2 + 1) + 3 * (2 * 1 + 1) + 3 * 1
+    assert int(sequential.mask().sum()) == int(parallel.mask().sum()) + 3 * 2  # plus each layer's 2 heads into its MLP
+
+
+def _model(loaded, parallel: bool | None = None):
+    model = copy.deepcopy(loaded.model).double()
+    for norm in model.modules():  # Llama's RMSNorm computes in float32 whatever the model's dtype: here in float64, the same formula
+        if type(norm).__name__ == "LlamaRMSNorm":
+            norm.forward = types.MethodType(lambda self, x: self.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)), norm)
+    if parallel is not None:
+        model.config.use_parallel_residual = parallel
+        for block in model.gpt_neox.layers:
+            block.use_parallel_residual = parallel
+    pairs = [tp for tp in TASK.tokenize(loaded.tokenizer, {"suffix"}) if len(tp.ids["clean"]) == len(tp.ids["corrupted"])]
+    assert pairs and all(len(tp.answers["corrupted"]) == 2 and tp.n_correct == 1 for tp in pairs)
+    return model, pairs, pad_id_of(loaded.tokenizer)
+
+
+def _metric_with(model, pairs, sender: str, receiver: str, t: float) -> float:
+    """Mean over prompts of the corrupted run's log-prob difference (one correct answer, one wrong) with t times
+    (sender's clean output - its corrupted output) added to `receiver`'s input alone, at the prompt positions."""
+    graph, paths = graph_of(model), BLOCKS[model.config.model_type]
+    layers = model.get_submodule(paths["layers"])
+    norm = paths["final_norm"] if receiver == "logits" else f"{paths['layers']}.{receiver[1:]}.{paths['attn_norm' if receiver[0] == 'a' else 'mlp_norm']}"
+    total = 0.0
+    for tp in pairs:
+        values = []
+        for answer in tp.answers["corrupted"]:
+            outputs = {}
+            for side in ("clean", "corrupted"):
+                with torch.no_grad(), _wired(model, graph, live=False) as seen:
+                    model(input_ids=torch.tensor([tp.ids[side] + answer]), use_cache=False)
+                outputs[side] = seen["out"]
+            if sender.startswith("a"):  # a head: its share of the output projection
+                layer, head = (int(x) for x in sender[1:].split("."))
+                weight = layers[layer].get_submodule(paths["out_proj"]).weight  # (D, H * dh)
+                dh = weight.shape[1] // graph.n_heads
+                cols = slice(head * dh, (head + 1) * dh)
+                delta = (outputs["clean"][f"a{layer}"][..., cols] - outputs["corrupted"][f"a{layer}"][..., cols]) @ weight[:, cols].T
+            else:
+                delta = outputs["clean"][sender] - outputs["corrupted"][sender]  # (1, T, D)
+            delta[:, len(tp.ids["corrupted"]) :] = 0  # prompt positions only
+            handle = model.get_submodule(norm).register_forward_pre_hook(lambda m, args: (args[0] + t * delta, *args[1:]))
+            try:
+                with torch.no_grad():
+                    logp = torch.log_softmax(model(input_ids=torch.tensor([tp.ids["corrupted"] + answer]), use_cache=False).logits[0], -1)
+            finally:
+                handle.remove()
+            n = len(tp.ids["corrupted"])
+            values.append(sum(float(logp[n - 1 + j, a]) for j, a in enumerate(answer)))
+        total += values[0] - values[1]
+    return total / len(pairs)
+
+
+@pytest.mark.parametrize("architecture", ["neox-parallel", "neox-sequential", "llama"])
+def test_each_edge_score_is_the_derivative_along_that_edge_alone(architecture, neox, llama):
+    loaded = llama if architecture == "llama" else neox
+    model, pairs, pad_id = _model(loaded, None if architecture == "llama" else architecture == "neox-parallel")
+    graph = graph_of(model)
+    scores = edge_attribution(model, pairs, pad_id, batch_size=16)
+    assert scores.shape == (len(graph.senders), len(graph.receivers))
+    assert bool((scores[~graph.mask()] == 0).all()) and float(scores.detach().abs().max()) > 0
+    last = graph.n_layers - 1
+    edges = [("emb", "a1"), ("a0.3", "m2"), ("m1", f"a{last}"), (f"a{last}.2", "logits"), ("m0", "logits")]
+    if not graph.parallel:
+        edges.append(("a1.1", "m1"))  # within a sequential block
+    eps, rel = 1e-4, 1e-5
+    for u, v in edges:
+        slope = (_metric_with(model, pairs, u, v, eps) - _metric_with(model, pairs, u, v, -eps)) / (2 * eps)
+        score = float(scores[graph.senders.index(u), graph.receivers.index(v)])
+        assert score == pytest.approx(slope, rel=rel, abs=1e-9), (architecture, u, v, score, slope)
+
+
+def test_prompts_of_unequal_length_are_refused_by_name(neox):
+    model = copy.deepcopy(neox.model)
+    pairs = TASK.tokenize(neox.tokenizer, {"suffix"})
+    uneven = next((tp for tp in pairs if len(tp.ids["clean"]) != len(tp.ids["corrupted"])), None)
+    if uneven is None:  # make one: a clean prompt one token longer
+        uneven = dataclasses.replace(pairs[0], ids={**pairs[0].ids, "clean": pairs[0].ids["clean"] + pairs[0].ids["clean"][-1:]})
+    with pytest.raises(ConfigError, match=r"same_length=False .*as long in tokens"):
+        edge_attribution(model, [uneven], pad_id_of(neox.tokenizer), batch_size=4)
