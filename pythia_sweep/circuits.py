@@ -9,13 +9,16 @@ of a layer read the same residual, so a layer's heads feed the next layers only;
 with `use_parallel_residual = False`) they feed their own layer's MLP too. The score of an edge is the first-order
 estimate of patching that edge alone from the clean run into the corrupted one:
 
-    score(u -> v) = sum over prompt positions p of (u_clean[p] - u_corr[p]) . dM/d(in_v)[p]
+    score(u -> v) = sum over positions p of (u_clean[p] - u_corr[p]) . dM/d(in_v)[p]
 
 with M the answer log-prob difference on the corrupted prompt (teacher-forced, as the head map's) and in_v *v's own*
 copy of its input: a zero tensor added where v's norm reads the residual, so the gradient is v's alone (the two norms
 of a parallel block read one residual; a gradient taken at the residual would give every edge into the block the sum
 of both). One clean forward, one corrupted forward and one backward give every edge. Prompts are compared position
-by position, so clean and corrupted prompts must be as long in tokens (`same_length = true` in the task).
+by position, so clean and corrupted prompts must be as long in tokens (`same_length = true` in the task); the rows
+are each prompt followed by the corrupted prompt's answers, on both sides, and every position counts, as it does in
+the circuit run that measures a circuit's faithfulness (`circuit_metric`): kept every edge it is the clean run, kept
+none the corrupted one.
 """
 
 from __future__ import annotations
@@ -137,7 +140,6 @@ def edge_attribution(model, pairs: Sequence[TokenizedPair], pad_id: int, batch_s
 def _batch_edges(model, graph: Graph, chunk: Sequence[TokenizedPair], pad_id: int) -> torch.Tensor:
     device = next(model.parameters()).device
     rows = {side: [tp.ids[side] + answer for tp in chunk for answer in tp.answers["corrupted"]] for side in ("clean", "corrupted")}
-    prompt_len = [len(tp.ids["corrupted"]) for tp in chunk for _ in tp.answers["corrupted"]]
     # token j of an answer is read at position n_prompt - 1 + j: the output layer runs only where some row reads one
     read = sorted({len(tp.ids["corrupted"]) - 1 + j for tp in chunk for answer in tp.answers["corrupted"] for j in range(len(answer))})
     column = {position: k for k, position in enumerate(read)}
@@ -150,14 +152,11 @@ def _batch_edges(model, graph: Graph, chunk: Sequence[TokenizedPair], pad_id: in
         exact = torch.promote_types(logits.dtype, torch.float32)  # float32 at least; a float64 model's kept
         metric = answer_metric(torch.log_softmax(logits.to(exact), dim=-1), chunk, column, device)
         grads = dict(zip(graph.receivers, torch.autograd.grad(metric, [corr["delta"][v] for v in graph.receivers])))  # v -> (R, T, D)
-    prompt = torch.zeros_like(ids["corrupted"][0], dtype=exact)  # (R, T): 1 at each row's prompt positions
-    for r, n in enumerate(prompt_len):
-        prompt[r, :n] = 1.0
     paths = BLOCKS[model.config.model_type]
     layers = model.get_submodule(paths["layers"])
     scores = torch.zeros(len(graph.senders), len(graph.receivers), dtype=torch.float64)
     for j, v in enumerate(graph.receivers):
-        g = grads[v].to(exact) * prompt[..., None]  # (R, T, D): the gradient at v's input, on prompt positions
+        g = grads[v].to(exact)  # (R, T, D): the gradient at v's input (zero where nothing read depends on it: padding)
         for i, u in enumerate(graph.senders):
             if u.startswith("a") or not graph.feeds(u, v):
                 continue
@@ -172,3 +171,138 @@ def _batch_edges(model, graph: Graph, chunk: Sequence[TokenizedPair], pad_id: in
             first = graph.senders.index(f"a{layer}.0")
             scores[first : first + graph.n_heads, j] = per_head.double().cpu()
     return scores
+
+
+@contextlib.contextmanager
+def _edges_cut(model, graph: Graph, kept: torch.Tensor, corrupted: dict) -> Iterator[None]:
+    """While the block runs (on the clean rows), every edge outside `kept` (senders, receivers) carries its corrupted
+    value: each receiver's input is the residual of this run minus, for each sender whose edge into it is cut, that
+    sender's output in this run less its output in the corrupted run (`corrupted`: `_wired`'s outputs). Senders'
+    outputs are this run's, so a kept edge carries what its sender computes from its own kept inputs."""
+    paths = BLOCKS[model.config.model_type]
+    layers = model.get_submodule(paths["layers"])
+    run: dict = {}
+    cut = (~kept) & graph.mask()  # (senders, receivers)
+    index = {u: i for i, u in enumerate(graph.senders)}
+    handles = []
+
+    def keep(name, output_of=True):
+        def hook(module, args, output=None):
+            run[name] = output if output_of else args[0]
+        return hook
+
+    def removed(v: str, like: torch.Tensor) -> torch.Tensor:
+        """Sum over the senders cut from v of (this run's output - the corrupted run's), as they enter the residual."""
+        j = graph.receivers.index(v)
+        total = torch.zeros_like(like)
+        for u in ["emb"] + [f"m{layer}" for layer in range(graph.n_layers)]:
+            if cut[index[u], j]:
+                total = total + (run[u] - corrupted[u])
+        for layer in range(graph.n_layers):
+            heads = cut[index[f"a{layer}.0"] : index[f"a{layer}.0"] + graph.n_heads, j]  # (H,)
+            if heads.any():
+                weight = layers[layer].get_submodule(paths["out_proj"]).weight  # (D, H * dh)
+                columns = heads.repeat_interleave(weight.shape[1] // graph.n_heads).to(like.device, like.dtype)  # (H * dh,)
+                total = total + ((run[f"a{layer}"] - corrupted[f"a{layer}"]) * columns) @ weight.T
+        return total
+
+    def rebuild(v):
+        def hook(module, args):
+            return (args[0] - removed(v, args[0]), *args[1:])
+        return hook
+
+    try:
+        handles.append(model.get_submodule(paths["embed"]).register_forward_hook(keep("emb")))
+        for layer in range(graph.n_layers):
+            block = layers[layer]
+            handles.append(block.get_submodule(paths["out_proj"]).register_forward_pre_hook(keep(f"a{layer}", output_of=False)))
+            handles.append(block.get_submodule(paths["mlp"]).register_forward_hook(keep(f"m{layer}")))
+            handles.append(block.get_submodule(paths["attn_norm"]).register_forward_pre_hook(rebuild(f"a{layer}")))
+            handles.append(block.get_submodule(paths["mlp_norm"]).register_forward_pre_hook(rebuild(f"m{layer}")))
+        handles.append(model.get_submodule(paths["final_norm"]).register_forward_pre_hook(rebuild("logits")))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def circuit_metric(model, pairs: Sequence[TokenizedPair], kept: torch.Tensor, pad_id: int) -> dict[str, torch.Tensor]:
+    """Each prompt's answer log-prob difference (the corrupted prompt's answers) in three runs: `clean`, `corrupted`,
+    and `circuit`, the clean prompt with every edge outside `kept` given its corrupted value (`_edges_cut`): (P,) each.
+    The kept graph's faithfulness is (circuit - corrupted) / (clean - corrupted)."""
+    graph = graph_of(model)
+    device = next(model.parameters()).device
+    out: dict[str, list[float]] = {"clean": [], "corrupted": [], "circuit": []}
+    for tp in pairs:
+        rows = {side: [tp.ids[side] + answer for answer in tp.answers["corrupted"]] for side in ("clean", "corrupted")}
+        ids = {side: pad(rows[side], pad_id, left=False, device=device) for side in rows}
+        read = sorted({len(tp.ids["corrupted"]) - 1 + j for answer in tp.answers["corrupted"] for j in range(len(answer))})
+        column = {position: k for k, position in enumerate(read)}
+        keep_at = torch.tensor(read, device=device)
+
+        def metric(logits: torch.Tensor) -> float:
+            exact = torch.promote_types(logits.dtype, torch.float32)
+            return float(answer_metric(torch.log_softmax(logits.to(exact), dim=-1), [tp], column, device))
+
+        with torch.no_grad():
+            with _wired(model, graph, live=False) as corrupted:
+                logits = model(input_ids=ids["corrupted"][0], attention_mask=ids["corrupted"][1], use_cache=False, logits_to_keep=keep_at).logits
+            out["corrupted"].append(metric(logits))
+            out["clean"].append(metric(model(input_ids=ids["clean"][0], attention_mask=ids["clean"][1], use_cache=False,
+                                             logits_to_keep=keep_at).logits))  # fmt: skip
+            with _edges_cut(model, graph, kept.to(torch.bool), corrupted["out"]):
+                out["circuit"].append(metric(model(input_ids=ids["clean"][0], attention_mask=ids["clean"][1], use_cache=False,
+                                                   logits_to_keep=keep_at).logits))  # fmt: skip
+    return {name: torch.tensor(values, dtype=torch.float64) for name, values in out.items()}
+
+
+def faithfulness(metrics: dict[str, torch.Tensor]) -> float:
+    """How much of the clean-minus-corrupted gap the circuit run recovers: 1 is all of it, 0 none, over the prompts'
+    means (a prompt whose gap is near zero would blow up a per-prompt ratio)."""
+    gap = float(metrics["clean"].mean() - metrics["corrupted"].mean())
+    return float(metrics["circuit"].mean() - metrics["corrupted"].mean()) / gap if gap else float("nan")
+
+
+@dataclass(frozen=True)
+class Circuit:
+    """The edges kept (senders, receivers), how many, and the faithfulness measured for them by patching."""
+
+    kept: torch.Tensor
+    size: int
+    faithfulness: float
+    target: float
+
+    def edges(self, graph: Graph) -> list[tuple[str, str]]:
+        return [(graph.senders[i], graph.receivers[j]) for i, j in self.kept.nonzero().tolist()]
+
+
+def find_circuit(scores: torch.Tensor, mask: torch.Tensor, measure, target: float = 0.8) -> Circuit:
+    """The fewest top edges by |score| whose circuit run recovers at least `target` of the clean-minus-corrupted gap,
+    as `measure(kept) -> faithfulness` says (a run per size tried): sizes doubling from 1 until one reaches it, then
+    halving the last step back (faithfulness need not grow with every edge added, so the size found is the smallest
+    that reached it among those tried, said with its own measured faithfulness). All edges when none does."""
+    order = [int(i) for i in torch.argsort(scores.abs().flatten(), descending=True) if mask.flatten()[i]]
+
+    def kept_top(k: int) -> torch.Tensor:
+        kept = torch.zeros(mask.numel(), dtype=torch.bool)
+        kept[order[:k]] = True
+        return kept.view(mask.shape)
+
+    tried: dict[int, float] = {}
+
+    def faith(k: int) -> float:
+        if k not in tried:
+            tried[k] = measure(kept_top(k))
+        return tried[k]
+
+    k = 1
+    while k < len(order) and faith(k) < target:
+        k *= 2
+    k = min(k, len(order))
+    if faith(k) < target:
+        return Circuit(kept_top(k), k, faith(k), target)
+    low, high = k // 2, k  # faith(low) < target <= faith(high), or low = 0
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (low, mid) if faith(mid) >= target else (mid, high)
+    return Circuit(kept_top(high), high, faith(high), target)

@@ -47,7 +47,7 @@ def _model(loaded, parallel: bool | None = None):
 
 def _metric_with(model, pairs, sender: str, receiver: str, t: float) -> float:
     """Mean over prompts of the corrupted run's log-prob difference (one correct answer, one wrong) with t times
-    (sender's clean output - its corrupted output) added to `receiver`'s input alone, at the prompt positions."""
+    (sender's clean output - its corrupted output) added to `receiver`'s input alone, at every position."""
     graph, paths = graph_of(model), BLOCKS[model.config.model_type]
     layers = model.get_submodule(paths["layers"])
     norm = paths["final_norm"] if receiver == "logits" else f"{paths['layers']}.{receiver[1:]}.{paths['attn_norm' if receiver[0] == 'a' else 'mlp_norm']}"
@@ -68,7 +68,6 @@ def _metric_with(model, pairs, sender: str, receiver: str, t: float) -> float:
                 delta = (outputs["clean"][f"a{layer}"][..., cols] - outputs["corrupted"][f"a{layer}"][..., cols]) @ weight[:, cols].T
             else:
                 delta = outputs["clean"][sender] - outputs["corrupted"][sender]  # (1, T, D)
-            delta[:, len(tp.ids["corrupted"]) :] = 0  # prompt positions only
             handle = model.get_submodule(norm).register_forward_pre_hook(lambda m, args: (args[0] + t * delta, *args[1:]))
             try:
                 with torch.no_grad():
@@ -108,3 +107,57 @@ def test_prompts_of_unequal_length_are_refused_by_name(neox):
         uneven = dataclasses.replace(pairs[0], ids={**pairs[0].ids, "clean": pairs[0].ids["clean"] + pairs[0].ids["clean"][-1:]})
     with pytest.raises(ConfigError, match=r"same_length=False .*as long in tokens"):
         edge_attribution(model, [uneven], pad_id_of(neox.tokenizer), batch_size=4)
+
+
+def test_a_planted_path_is_found_and_only_it_and_measured_by_patching(neox):
+    """A model in which one path carries everything: every attention output projection zeroed but layer 2's head 5,
+    every MLP's output zeroed. The clean and corrupted prompts differ in a name, not in the last token read, so the
+    answer changes only through the embeddings -> layer 2's attention -> head 2.5 -> logits. Edge attribution scores
+    those two edges alone; the circuit found is them; patching measures it whole (faithfulness 1), and either edge
+    alone recovers nothing."""
+    from pythia_sweep.circuits import circuit_metric, faithfulness, find_circuit
+
+    model, pairs, pad_id = _model(neox)
+    with torch.no_grad():
+        for layer, block in enumerate(model.gpt_neox.layers):
+            block.mlp.dense_4h_to_h.weight.zero_()
+            block.mlp.dense_4h_to_h.bias.zero_()
+            dh = block.attention.dense.weight.shape[1] // model.config.num_attention_heads
+            keep = block.attention.dense.weight[:, 5 * dh : 6 * dh].clone() * 30.0  # an effect of some size
+            block.attention.dense.weight.zero_()
+            if layer == 2:
+                block.attention.dense.weight[:, 5 * dh : 6 * dh] = keep
+    graph = graph_of(model)
+    scores = edge_attribution(model, pairs, pad_id, batch_size=16)
+    nonzero = {(graph.senders[i], graph.receivers[j]) for i, j in (scores.abs() > 1e-12).nonzero().tolist()}
+    assert nonzero == {("emb", "a2"), ("a2.5", "logits")}, nonzero
+
+    def measure(kept):
+        return faithfulness(circuit_metric(model, pairs, kept, pad_id))
+
+    circuit = find_circuit(scores, graph.mask(), measure, target=0.8)
+    assert set(circuit.edges(graph)) == {("emb", "a2"), ("a2.5", "logits")} and circuit.size == 2
+    assert circuit.faithfulness == pytest.approx(1.0, abs=1e-9)
+    everything, nothing = graph.mask(), torch.zeros_like(graph.mask())
+    metrics = circuit_metric(model, pairs, everything, pad_id)
+    assert torch.allclose(metrics["circuit"], metrics["clean"]) and not torch.allclose(metrics["clean"], metrics["corrupted"])
+    assert torch.allclose(circuit_metric(model, pairs, nothing, pad_id)["circuit"], metrics["corrupted"])  # no edge kept: corrupted
+    for alone in (("emb", "a2"), ("a2.5", "logits")):
+        kept = torch.zeros_like(everything)
+        kept[graph.senders.index(alone[0]), graph.receivers.index(alone[1])] = True
+        assert measure(kept) == pytest.approx(0.0, abs=1e-9), alone
+
+
+@pytest.mark.parametrize("architecture", ["neox-parallel", "neox-sequential", "llama"])
+def test_the_circuit_run_is_the_clean_run_with_every_edge_and_the_corrupted_run_with_none(architecture, neox, llama):
+    """The patched run rebuilds every receiver's input from its senders' outputs: kept whole it must be the clean run,
+    kept empty the corrupted run, to float precision, whatever the blocks' wiring."""
+    from pythia_sweep.circuits import circuit_metric
+
+    loaded = llama if architecture == "llama" else neox
+    model, pairs, pad_id = _model(loaded, None if architecture == "llama" else architecture == "neox-parallel")
+    mask = graph_of(model).mask()
+    whole, empty = circuit_metric(model, pairs, mask, pad_id), circuit_metric(model, pairs, torch.zeros_like(mask), pad_id)
+    assert not torch.allclose(whole["clean"], whole["corrupted"])
+    assert torch.allclose(whole["circuit"], whole["clean"], rtol=0, atol=1e-9), whole
+    assert torch.allclose(empty["circuit"], empty["corrupted"], rtol=0, atol=1e-9), empty
