@@ -306,3 +306,62 @@ def find_circuit(scores: torch.Tensor, mask: torch.Tensor, measure, target: floa
         mid = (low + high) // 2
         low, high = (low, mid) if faith(mid) >= target else (mid, high)
     return Circuit(kept_top(high), high, faith(high), target)
+
+
+# --- over training ---------------------------------------------------------------------------------------------------
+
+
+def circuit_at(model, pairs: Sequence[TokenizedPair], pad_id: int, batch_size: int, target: float = 0.8,
+               resamples: int = 1000, seed: int = 0) -> dict:  # fmt: skip
+    """One checkpoint's circuit: every edge scored, the fewest top edges reaching `target`, and its faithfulness
+    measured by patching with a 95% interval over prompt resamples (the ratio of means recomputed on each)."""
+    from scipy.stats import bootstrap
+
+    graph = graph_of(model)
+    scores = edge_attribution(model, pairs, pad_id, batch_size)
+    measured: dict = {}
+
+    def measure(kept: torch.Tensor) -> float:
+        measured["last"] = circuit_metric(model, pairs, kept, pad_id)
+        return faithfulness(measured["last"])
+
+    circuit = find_circuit(scores, graph.mask(), measure, target)
+    metrics = circuit_metric(model, pairs, circuit.kept, pad_id)
+    interval = [None, None]
+    if len(pairs) > 1 and float(metrics["clean"].mean() - metrics["corrupted"].mean()) != 0:
+        ratio = lambda clean, corr, circ: (circ.mean() - corr.mean()) / (clean.mean() - corr.mean())  # noqa: E731
+        found = bootstrap((metrics["clean"].numpy(), metrics["corrupted"].numpy(), metrics["circuit"].numpy()), ratio, paired=True,
+                          vectorized=False, n_resamples=resamples, method="percentile", random_state=seed)  # fmt: skip
+        interval = [float(found.confidence_interval.low), float(found.confidence_interval.high)]
+    edges = circuit.edges(graph)
+    return {"edges": [list(e) for e in edges], "nodes": sorted({u for u, _ in edges}), "size": circuit.size,
+            "faithfulness": circuit.faithfulness, "faithfulness_ci": interval, "target": target, "reached": circuit.faithfulness >= target,
+            "edges_possible": int(graph.mask().sum()), "clean": float(metrics["clean"].mean()), "corrupted": float(metrics["corrupted"].mean()),
+            "scores": {f"{u}->{v}": float(scores[graph.senders.index(u), graph.receivers.index(v)]) for u, v in edges}}  # fmt: skip
+
+
+def jaccard(a, b) -> float | None:
+    """|a & b| / |a | b| of two collections of edges ([sender, receiver]) or nodes; None when both are empty."""
+    a, b = {tuple(x) if isinstance(x, list) else x for x in a}, {tuple(x) if isinstance(x, list) else x for x in b}
+    return len(a & b) / len(a | b) if a | b else None
+
+
+def over_training(revisions: Sequence[str], circuits: Sequence[dict]) -> dict:
+    """How the circuit changes over training: at each checkpoint its overlap (Jaccard, of edges and of nodes) with the
+    final checkpoint's circuit and with the previous one's; per node (a sender: `emb`, a head, an MLP), the checkpoints
+    it is in, when it joins first and when it leaves last."""
+    final = circuits[-1]
+    steps = []
+    for i, (revision, c) in enumerate(zip(revisions, circuits)):
+        previous = circuits[i - 1] if i else None
+        steps.append({"revision": revision, "size": c["size"], "faithfulness": c["faithfulness"], "reached": c["reached"],
+                      "edges_vs_final": jaccard(c["edges"], final["edges"]), "nodes_vs_final": jaccard(c["nodes"], final["nodes"]),
+                      "edges_vs_previous": jaccard(c["edges"], previous["edges"]) if previous else None,
+                      "nodes_vs_previous": jaccard(c["nodes"], previous["nodes"]) if previous else None})  # fmt: skip
+    nodes = sorted({n for c in circuits for n in c["nodes"]})
+    timelines = []
+    for node in nodes:
+        present = [revision for revision, c in zip(revisions, circuits) if node in c["nodes"]]
+        timelines.append({"node": node, "present": present, "joins": present[0], "last_seen": present[-1],
+                          "at_final": node in final["nodes"]})  # fmt: skip
+    return {"checkpoints": steps, "nodes": timelines}

@@ -161,3 +161,47 @@ def test_the_circuit_run_is_the_clean_run_with_every_edge_and_the_corrupted_run_
     assert not torch.allclose(whole["clean"], whole["corrupted"])
     assert torch.allclose(whole["circuit"], whole["clean"], rtol=0, atol=1e-9), whole
     assert torch.allclose(empty["circuit"], empty["corrupted"], rtol=0, atol=1e-9), empty
+
+
+def test_over_training_says_overlaps_and_when_each_component_joins_and_leaves():
+    from pythia_sweep.circuits import jaccard, over_training
+
+    def c(edges):
+        return {"edges": [list(e) for e in edges], "nodes": sorted({u for u, _ in edges}), "size": len(edges), "faithfulness": 0.9,
+                "reached": True}  # fmt: skip
+
+    early, mid, final = c([("emb", "a1"), ("a0.1", "a1")]), c([("emb", "a1"), ("a1.2", "logits")]), c([("emb", "a1"), ("a1.2", "logits"), ("a1.3", "logits")])
+    over = over_training(["step1", "step2", "step3"], [early, mid, final])
+    first, second, last = over["checkpoints"]
+    assert (first["edges_vs_final"], first["nodes_vs_final"], first["edges_vs_previous"]) == (1 / 4, 1 / 4, None)
+    assert (second["edges_vs_previous"], second["edges_vs_final"], last["edges_vs_final"]) == (1 / 3, 2 / 3, 1.0)
+    nodes = {n["node"]: n for n in over["nodes"]}
+    assert (nodes["a0.1"]["joins"], nodes["a0.1"]["last_seen"], nodes["a0.1"]["at_final"]) == ("step1", "step1", False)
+    assert (nodes["a1.2"]["joins"], nodes["a1.3"]["joins"], nodes["emb"]["present"]) == ("step2", "step3", ["step1", "step2", "step3"])
+    assert jaccard([], []) is None
+
+
+@pytest.mark.slow
+def test_jobs_circuits_finds_the_induction_circuit_over_training(induction_family, tmp_path, capsys):
+    """On the short induction family: a circuit per checkpoint reaching the target by patching, the final one on layer
+    1's heads (the induction heads read the answer token's value: the corrupted prompt changes that token, not the
+    previous-token pattern), and the page and JSON written."""
+    import json
+
+    from jobs.circuits import main
+
+    config = tmp_path / "c.toml"
+    config.write_text(f'model = "{induction_family}"\ntask = "tasks/induction-demo.toml"\n')
+    assert main([str(config), "--revisions", "step336", "step256", "--reports-dir", str(tmp_path), "--target", "0.8"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].startswith("step256: clean - corrupted ") and lines[1].startswith("step336: ")  # in training order
+    summary = json.loads(next(tmp_path.rglob("circuits.json")).read_text())
+    final = summary["circuits"][-1]
+    assert final["reached"] and final["faithfulness"] >= 0.8 and final["size"] < final["edges_possible"]
+    low, high = final["faithfulness_ci"]
+    assert low <= final["faithfulness"] <= high
+    assert any(n.startswith("a1.") for n in final["nodes"]) and summary["over_training"]["checkpoints"][-1]["edges_vs_final"] == 1.0
+    assert summary["answer"] in out and f"circuits: {next(tmp_path.rglob('circuits.html'))}" in out
+    with pytest.raises(SystemExit):
+        main([str(config), "--revisions", "step336", "--target", "0"])

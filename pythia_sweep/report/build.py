@@ -236,3 +236,32 @@ def scan_figure(heads: pl.DataFrame, title: str) -> go.Figure:
                       yaxis={"tickmode": "array", "tickvals": y, "autorange": "reversed", "title": "layer"},
                       xaxis={"tickmode": "array", "tickvals": [f"head {h}" for h in range(n_heads)], "title": "head", "tickangle": -45})  # fmt: skip
     return fig
+
+
+def circuits_page(revisions: list[str], circuits: list[dict], title: str, stem: Path) -> tuple[Path, dict]:
+    """The circuits over training as a page (and circuits.json): the figures of figures.circuit_figures, and the
+    answer in one line with labelled facts, as a verdict is written."""
+    from pythia_sweep.circuits import over_training
+    from pythia_sweep.report.figures import circuit_figures
+
+    over = over_training(revisions, circuits)
+    target = circuits[-1]["target"]
+    short = [c["revision"] for c in over["checkpoints"] if not c["reached"]]
+    final = circuits[-1]
+    answer = (f"The circuit at {revisions[-1]}: {final['size']} of {final['edges_possible']} edges, faithfulness "
+              f"{final['faithfulness']:.2f} by patching (target {target:g}); {len(over['nodes'])} components take part over training.")
+    joined = [n for n in over["nodes"] if n["joins"] != revisions[0]]
+    left = [n for n in over["nodes"] if not n["at_final"]]
+    facts = [
+        {"label": "final", "fact": "nodes " + ", ".join(final["nodes"])},
+        {"label": "joined later", "fact": ", ".join(f"{n['node']} at {n['joins']}" for n in joined) or "none"},
+        {"label": "left", "fact": ", ".join(f"{n['node']} after {n['last_seen']}" for n in left) or "none"},
+        {"label": "short of target", "fact": ", ".join(short) or "none: every checkpoint's circuit reaches it"},
+    ]
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    summary = {"revisions": revisions, "circuits": circuits, "over_training": over, "answer": answer, "facts": facts}
+    stem.with_suffix(".json").write_text(json.dumps(summary, indent=2, default=_json_default))
+    path = stem.with_suffix(".html")
+    path.write_text(render_html(f"Circuits over training: {title}", f"{len(revisions)} checkpoints", {"answer": answer, "facts": facts},
+                                circuit_figures(over, circuits, target), []))  # fmt: skip
+    return path.resolve(), summary

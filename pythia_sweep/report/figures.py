@@ -355,3 +355,35 @@ def compare_figure(series: list[dict], log_steps: bool = True) -> go.Figure:
     fig.update_layout(title="Headline contrasts over training, sweeps compared (bands: 95% bootstrap intervals)",
                       template="plotly_white", height=260 + 320 * len(units), legend={"orientation": "h", "y": -0.15})  # fmt: skip
     return fig
+
+
+def circuit_figures(over: dict, circuits: list[dict], target: float) -> list[go.Figure]:
+    """A circuit per checkpoint, over training: its faithfulness (measured by patching, with its 95% interval over
+    prompts) and size, its overlap with the final circuit and with the previous one (edges and nodes), and which
+    nodes it holds at each checkpoint."""
+    steps = over["checkpoints"]
+    revisions = [s["revision"] for s in steps]
+    fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.08, subplot_titles=(
+        f"faithfulness (target {target:g}), 95% interval over prompts", "edges kept", "overlap (Jaccard)"))  # fmt: skip
+    _band(fig, revisions, [c["faithfulness_ci"][0] for c in circuits], [c["faithfulness_ci"][1] for c in circuits], PALETTE[0],
+          "faithfulness: 95% interval", row=1, col=1)  # fmt: skip
+    fig.add_trace(go.Scatter(x=revisions, y=[s["faithfulness"] for s in steps], mode="lines+markers", name="faithfulness",
+                             line={"color": PALETTE[0]}), row=1, col=1)  # fmt: skip
+    fig.add_hline(y=target, line={"dash": "dash", "color": "#999"}, row=1, col=1)
+    fig.add_trace(go.Bar(x=revisions, y=[s["size"] for s in steps], name="edges kept", marker_color=PALETTE[2]), row=1, col=2)
+    for i, (key, name) in enumerate((("edges_vs_final", "edges, vs the final circuit"), ("nodes_vs_final", "nodes, vs the final circuit"),
+                                     ("edges_vs_previous", "edges, vs the previous checkpoint's"), ("nodes_vs_previous", "nodes, vs the previous checkpoint's"))):  # fmt: skip
+        dash, symbol = line_style(i)
+        fig.add_trace(go.Scatter(x=revisions, y=[s[key] for s in steps], mode="lines+markers", name=name,
+                                 line={"color": PALETTE[(i + 3) % len(PALETTE)], "dash": dash}, marker={"symbol": symbol}), row=1, col=3)  # fmt: skip
+    fig.update_yaxes(range=[-0.05, 1.05], row=1, col=3)
+    fig.update_layout(title="The circuit at each checkpoint: the top edges by attribution until patching recovers the target share",
+                      template="plotly_white", height=440, legend={"orientation": "h", "y": -0.25})  # fmt: skip
+    nodes = over["nodes"]
+    heat = go.Figure(go.Heatmap(z=[[1 if r in n["present"] else 0 for r in revisions] for n in nodes], x=revisions,
+                                y=[n["node"] for n in nodes], colorscale=[[0, "#f4f4f4"], [1, PALETTE[0]]], showscale=False,
+                                hovertemplate="%{y} at %{x}: %{z}<extra>1 = in the circuit</extra>"))  # fmt: skip
+    heat.update_layout(title="Each component in the circuit over training (a sender: emb, a head layer.head as aL.H, an MLP as mL)",
+                       template="plotly_white", height=max(300, 20 * len(nodes) + 160), yaxis={"autorange": "reversed"},
+                       xaxis={"title": "checkpoint"})  # fmt: skip
+    return [fig, heat]
