@@ -2,7 +2,7 @@
 
 `reduce` keeps one record per checkpoint and orders them by training step. Each policy is one function it
 calls: where training ends (checkpoints.final_step), which revisions are one checkpoint and whose the
-measurement is (duplicates.identical_weights), which null test the verdict cites (scoring.null_test); what
+measurement is (duplicates.identical_weights), which null test the verdict cites (scoring.null_test, for each side of a contrast: verdict.nulls_by_side); what
 the numbers support is verdict.py's. A checkpoint not analysed says why (`excluded_because`).
 """
 
@@ -23,7 +23,6 @@ from pythia_sweep.config import SweepConfig
 from pythia_sweep.records import CheckpointRecord, long_table, per_prompt
 from pythia_sweep.report import verdict as verdicts
 from pythia_sweep.report.heads import discovery_summary, head_map_summary
-from pythia_sweep.scoring import null_test
 from pythia_sweep.tasks import Contrast, Task
 from pythia_sweep.tracking import flatten
 

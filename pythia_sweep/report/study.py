@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import plotly.graph_objects as go
-import polars as pl
 
 from pythia_sweep.report.build import Report, _json_default, build_report, timeline_series
 from pythia_sweep.report.figures import PALETTE, StepAxis, compare_figure

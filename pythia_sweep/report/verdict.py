@@ -248,7 +248,7 @@ def when_words(interval: dict, final_step: int | None) -> str:
             f"resamples of {interval['prompts']} prompts, widened to the checkpoint before the earliest crossing")  # fmt: skip
 
 
-def _answer(label: str, res: dict, claim_: Claim, context: SweepContext, task) -> str:
+def _answer(label: str, res: dict, claim_: Claim, task) -> str:
     """The first line: what, when, how sure."""
     levels = Levels.of(res["levels"])
     if claim_.called:
@@ -369,5 +369,5 @@ def verdict(summary: dict, task, claims: dict[str, Claim], context: SweepContext
             facts.append((name, summary[key]["statement"]))
     if (summary.get("heads") or {}).get("sizes"):
         facts.append(("head sizes", summary["heads"]["sizes"]))
-    answer = _answer(label, primary, claim_, context, task)
+    answer = _answer(label, primary, claim_, task)
     return Verdict(answer, tuple(facts + caveats))
