@@ -64,7 +64,8 @@ def main(argv=None) -> int:
                   f"{circuit['edges_possible']} edges, faithfulness {circuit['faithfulness']:.2f}{interval}"
                   + ("" if circuit["reached"] else f" (short of {args.target:g} with every edge)") + f"; nodes {', '.join(circuit['nodes'])}", flush=True)  # fmt: skip
         folder = Path(args.reports_dir) / report_folder(config.model, task.name)
-        path, summary = circuits_page(revisions, circuits, f"{config.model}, {task.name}", folder / "circuits")
+        shape = (loaded.model.config.num_hidden_layers, loaded.model.config.num_attention_heads)
+        path, summary = circuits_page(revisions, circuits, f"{config.model}, {task.name}", folder / "circuits", shape)
     except PythiaSweepError as error:
         return refused(error)
     print(summary["answer"])

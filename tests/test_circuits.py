@@ -203,5 +203,11 @@ def test_jobs_circuits_finds_the_induction_circuit_over_training(induction_famil
     assert low <= final["faithfulness"] <= high
     assert any(n.startswith("a1.") for n in final["nodes"]) and summary["over_training"]["checkpoints"][-1]["edges_vs_final"] == 1.0
     assert summary["answer"] in out and f"circuits: {next(tmp_path.rglob('circuits.html'))}" in out
+    from support.browser import chromium, figures_of
+
+    with chromium() as browser:  # the page as a browser draws it: the curves, the node timeline, the two circuits as graphs
+        titles = [f["title"] for f in figures_of(browser, next(tmp_path.rglob("circuits.html")))]
+    assert [t.split(":")[0] for t in titles] == ["The circuit at each checkpoint", "Each component in the circuit over training (a sender",
+                                                 "The circuit as a layered graph"], titles  # fmt: skip
     with pytest.raises(SystemExit):
         main([str(config), "--revisions", "step336", "--target", "0"])

@@ -40,6 +40,7 @@ class Report:
     frame: pl.DataFrame  # one row per checkpoint (results.parquet)
     long: pl.DataFrame  # one row per number (long.parquet, records.long_table)
     links: MlflowLinks  # where to look in the MLflow UI
+    logged: bool = True  # written back to the sweep's parent run (not on a read-only store)
 
     @property
     def mlflow_link(self) -> str:
@@ -55,7 +56,8 @@ def build_report(
     final_step: int | None = None,
     log_to_mlflow: bool = True,
 ) -> Report:
-    """Reduce a sweep (parent run id, sweep_id or name; default the latest) to parquet, JSON and HTML."""
+    """Reduce a sweep (parent run id, sweep_id or name; default the latest) to parquet, JSON and HTML. On a store this
+    process cannot write (a read-only mlruns/), the report is still built, only not logged back (`Report.logged`)."""
     reader = SweepReader(tracking_uri)
     parent = reader.find_sweep(sweep)
     config = reader.sweep_config(parent)
@@ -66,7 +68,8 @@ def build_report(
     published = reader.published(parent) or _published_now(config)
     summary, frame, long = reduce(records, task, config, published, final_step)
     summary |= {"parent_run_id": parent, "sweep_id": config.sweep_id(task.digest), "config": config.to_dict(),
-                "experiment": experiment_name(config.model, task.name)}  # fmt: skip
+                "experiment": experiment_name(config.model, task.name),
+                "asked_for_not_published": reader.unpublished(parent)}  # fmt: skip
     final_step = summary["final_step"]
     folder = Path(reports_dir) / report_folder(config.model, task.name) / parent
     folder.mkdir(parents=True, exist_ok=True)
@@ -81,6 +84,8 @@ def build_report(
     figures += evidence_figures(frame, long, summary)
     figures += head_map_figures(summary)
     problems = [{"revision": r["revision"], "problem": r["excluded_because"]} for r in frame.filter(~pl.col("analysed")).iter_rows(named=True)]
+    problems += [{"revision": u["revision"], "problem": f"asked for, not published ({u['nearest']}): not measured"}
+                 for u in summary["asked_for_not_published"]]  # fmt: skip
     key = summary["headline"]
     columns = {"revision": "revision", "step": "step", "status": "status", key: task.headline.name,
                f"{key}_ci_low": "interval low", f"{key}_ci_high": "interval high",
@@ -99,7 +104,8 @@ def build_report(
     )  # fmt: skip
     html_path = folder / "report.html"
     html_path.write_text(page)
-    if log_to_mlflow:
+    logged = log_to_mlflow and reader.writable()
+    if logged:
         recorder = SweepRecorder(reader.uri)
         recorder.log_report(parent, folder)
         metrics = {f"final/{k}": res["final_value"] for k, res in summary["results"].items()}
@@ -111,7 +117,7 @@ def build_report(
             metrics["emergence_after_step"], metrics["emergence_by_step"] = interval["after"], interval["by"]
             metrics["emergence_resamples_crossing"] = interval["share_crossing"]
         recorder.log_summary(parent, metrics, summary["verdict_markdown"])
-    return Report(folder, html_path.resolve(), summary, summary["verdict"], frame, long, links)
+    return Report(folder, html_path.resolve(), summary, summary["verdict"], frame, long, links, logged)
 
 
 @dataclass(frozen=True)
@@ -172,8 +178,13 @@ def compare_sweeps(sweeps: list[str], *, tracking_uri: str | None = None, out: s
     per unit, each line with its band and its verdict's call; each sweep's verdict in words above."""
     reader = SweepReader(tracking_uri)
     series, verdicts = [], []
-    for sweep in sweeps:
-        parent = reader.find_sweep(sweep)
+    parents = [reader.find_sweep(sweep) for sweep in sweeps]
+    twice = next((i for i, parent in enumerate(parents) if parent in parents[:i]), None)
+    if twice is not None:  # drawn twice, its verdict pasted twice: a typo, never a comparison
+        first = parents.index(parents[twice])
+        raise TrackingStoreError(f"sweeps={sweeps!r} is not valid: {sweeps[first]!r} and {sweeps[twice]!r} are one sweep "
+                                 f"(MLflow parent run {parents[twice]}); name each sweep once")  # fmt: skip
+    for sweep, parent in zip(sweeps, parents):
         config, task = reader.sweep_config(parent), reader.sweep_task(parent)
         summary, frame, _ = reduce(reader.load_records(parent), task, config, reader.published(parent))
         label = f"{config.label(task.name)} ({parent[:8]})"
@@ -238,11 +249,12 @@ def scan_figure(heads: pl.DataFrame, title: str) -> go.Figure:
     return fig
 
 
-def circuits_page(revisions: list[str], circuits: list[dict], title: str, stem: Path) -> tuple[Path, dict]:
-    """The circuits over training as a page (and circuits.json): the figures of figures.circuit_figures, and the
-    answer in one line with labelled facts, as a verdict is written."""
+def circuits_page(revisions: list[str], circuits: list[dict], title: str, stem: Path, shape: tuple[int, int]) -> tuple[Path, dict]:
+    """The circuits over training as a page (and circuits.json): the figures of figures.circuit_figures, the first and
+    final circuits drawn as layered graphs (`shape`: the model's layers and heads), and the answer in one line with
+    labelled facts, as a verdict is written."""
     from pythia_sweep.circuits import over_training
-    from pythia_sweep.report.figures import circuit_figures
+    from pythia_sweep.report.figures import circuit_figures, circuit_graph_figure
 
     over = over_training(revisions, circuits)
     target = circuits[-1]["target"]
@@ -262,6 +274,8 @@ def circuits_page(revisions: list[str], circuits: list[dict], title: str, stem: 
     summary = {"revisions": revisions, "circuits": circuits, "over_training": over, "answer": answer, "facts": facts}
     stem.with_suffix(".json").write_text(json.dumps(summary, indent=2, default=_json_default))
     path = stem.with_suffix(".html")
+    drawn = [circuits[0], circuits[-1]] if len(circuits) > 1 else circuits  # the first and the final circuit as graphs
+    figures = circuit_figures(over, circuits, target) + [circuit_graph_figure(drawn, *shape)]
     path.write_text(render_html(f"Circuits over training: {title}", f"{len(revisions)} checkpoints", {"answer": answer, "facts": facts},
-                                circuit_figures(over, circuits, target), []))  # fmt: skip
+                                figures, []))  # fmt: skip
     return path.resolve(), summary

@@ -387,3 +387,46 @@ def circuit_figures(over: dict, circuits: list[dict], target: float) -> list[go.
                        template="plotly_white", height=max(300, 20 * len(nodes) + 160), yaxis={"autorange": "reversed"},
                        xaxis={"title": "checkpoint"})  # fmt: skip
     return [fig, heat]
+
+
+def circuit_graph_figure(circuits: list[dict], n_layers: int, n_heads: int) -> go.Figure:
+    """Circuits as layered graphs side by side (one panel each): the embeddings on the left, each layer's heads in a
+    column (head 0 at the top) with its MLP beside them, the logits on the right; each attention input and MLP input a
+    small marker where its edges arrive; an edge's width is its |score| against the largest drawn, blue where patching
+    it toward clean raises the answer, red where it lowers it."""
+    fig = make_subplots(rows=1, cols=len(circuits), subplot_titles=[f"{c['revision']}: {c['size']} edges, faithfulness {c['faithfulness']:.2f}"
+                                                                   for c in circuits], horizontal_spacing=0.04)  # fmt: skip
+    mid = (n_heads - 1) / 2
+
+    def place(name: str) -> tuple[float, float]:
+        """Where a component sits: a head by its layer and index, a layer's attention input just before its heads,
+        its MLP (sending and receiving alike) just after them, the embeddings and the logits at either end."""
+        if name == "emb":
+            return 0.0, mid
+        if name == "logits":
+            return 2.0 * n_layers + 1, mid
+        if "." in name:  # a head, as a sender
+            layer, head = (int(x) for x in name[1:].split("."))
+            return 2.0 * layer + 1, float(head)
+        layer = int(name[1:])
+        return (2.0 * layer + 1.8, mid + 0.5) if name[0] == "m" else (2.0 * layer + 0.5, mid)
+
+    largest = max([abs(s) for c in circuits for s in c["scores"].values()] + [1e-12])
+    for col, circuit in enumerate(circuits, start=1):
+        for key, score in sorted(circuit["scores"].items(), key=lambda kv: abs(kv[1])):
+            u, v = key.split("->")
+            (x0, y0), (x1, y1) = place(u), place(v)
+            fig.add_trace(go.Scatter(x=[x0, x1], y=[y0, y1], mode="lines", showlegend=False, hoverinfo="text", text=f"{key}: {score:+.3f} nats",
+                                     line={"width": 0.5 + 6 * abs(score) / largest, "color": PALETTE[0] if score >= 0 else PALETTE[1]},
+                                     opacity=0.7), row=1, col=col)  # fmt: skip
+        names = sorted({n for key in circuit["scores"] for n in key.split("->")})
+        points = [(place(n), n) for n in names]
+        fig.add_trace(go.Scatter(x=[p[0] for p, _ in points], y=[p[1] for p, _ in points], mode="markers+text", text=[n for _, n in points],
+                                 textposition="top center", marker={"size": 9, "color": "#444"}, showlegend=False, hoverinfo="text"),
+                      row=1, col=col)  # fmt: skip
+        fig.update_xaxes(tickvals=[0] + [2 * layer + 1 for layer in range(n_layers)] + [2 * n_layers + 1],
+                         ticktext=["emb"] + [f"layer {layer}" for layer in range(n_layers)] + ["logits"], row=1, col=col)  # fmt: skip
+        fig.update_yaxes(range=[n_heads - 0.3, -0.7], title_text="head" if col == 1 else None, row=1, col=col)
+    fig.update_layout(title="The circuit as a layered graph: edge width |score| (attribution, nats), blue raises the answer, red lowers it",
+                      template="plotly_white", height=max(420, 40 * n_heads + 200))  # fmt: skip
+    return fig
