@@ -481,9 +481,12 @@ class SweepReader(_Store):
         base = self._ui_base(ui)
         if base is None:
             return None
-        query = ui_query({"runs": json.dumps([parent]), "metric": json.dumps(keys[0]), "experiments": json.dumps([self._experiment_of(parent)]),
-                          "plot_metric_keys": json.dumps(keys), "plot_layout": "{}", "x_axis": "step", "y_axis_scale": "linear",
-                          "line_smoothness": "1", "show_point": "true", "deselected_curves": "[]", "last_linear_y_axis_range": "[]"})  # fmt: skip
+        # the page reads `runs` as the query's first key (MLflow 3.17 parses "?runs"): it goes first, the view switch last
+        query = urllib.parse.urlencode({
+            "runs": json.dumps([parent]), "metric": json.dumps(keys[0]), "experiments": json.dumps([self._experiment_of(parent)]),
+            "plot_metric_keys": json.dumps(keys), "plot_layout": "{}", "x_axis": "step", "y_axis_scale": "linear", "line_smoothness": "1",
+            "show_point": "true", "deselected_curves": "[]", "last_linear_y_axis_range": "[]", "workflowType": "machine_learning",
+        }, quote_via=urllib.parse.quote)  # fmt: skip
         return f"{base.rstrip('/')}/#/metric?{query}"
 
 
