@@ -45,8 +45,10 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # the bench's l
 
 import torch  # noqa: E402
 
+from pythia_sweep.checkpoint_run import pick_dtype  # noqa: E402
+
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-DTYPE = torch.float16 if DEVICE.type == "cuda" else torch.float32  # as the project picks with dtype="auto"
+DTYPE = pick_dtype("auto", DEVICE)  # as the project picks with dtype="auto"
 
 PYTHIA_160M = dict(  # EleutherAI/pythia-160m's config.json
     vocab_size=50304, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,

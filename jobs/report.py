@@ -4,6 +4,9 @@
     python -m jobs.report --sweep <parent run id, sweep_id or run name>
     make report SWEEP=<parent run id, sweep_id or run name>
     python -m jobs.report --study <name>       # a study's report: each run's emergence side by side (pythia_sweep/study.py)
+
+It only reads the store: a read-only one is read (the report is then not logged back to MLflow), and a store that
+is not there is refused rather than created. A sweep that is not found is answered with the ones there are.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ def main(argv=None) -> int:
     print(report.verdict)
     print(report.mlflow_link)
     print(f"report: {report.html_path}")
+    if not report.logged:
+        print("the tracking store is read-only here: the report is written above, not logged back to its MLflow run")
     return 0
 
 

@@ -1,6 +1,6 @@
 """A full layer x head scan at chosen checkpoints: every head of every layer patched alone.
 
-    HF_HUB_OFFLINE=1 HF_HUB_CACHE=.cache/hf/hub python -m jobs.scan jobs/configs/demo.toml --revisions step1500
+    HF_HUB_OFFLINE=1 HF_HUB_CACHE=.cache/hf/hub python -m jobs.scan jobs/configs/demo.toml --revisions step448
     HF_HUB_OFFLINE=1 HF_HUB_CACHE=.cache/hf/hub python -m jobs.scan jobs/configs/demo.toml --task tasks/induction-demo.toml \
         --revisions step192 step448 --attribution
     python -m jobs.scan jobs/configs/pythia160m-log.toml --task tasks/induction.toml --revisions step143000 step32000

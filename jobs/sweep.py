@@ -2,10 +2,16 @@
 
     python -m jobs.sweep jobs/configs/pythia160m-log.toml
     python -m jobs.sweep jobs/configs/pythia160m-log.toml --task tasks/ioi.toml
-    HF_HUB_OFFLINE=1 HF_HUB_CACHE=.cache/hf/hub python -m jobs.sweep jobs/configs/demo.toml --checkpoints step0,step512,step1500
+    HF_HUB_OFFLINE=1 HF_HUB_CACHE=.cache/hf/hub python -m jobs.sweep jobs/configs/demo.toml --checkpoints step0,step256,step448
     ray job submit --address http://127.0.0.1:8265 --working-dir . -- python -m jobs.sweep jobs/configs/demo.toml
+    python -m jobs.sweep jobs/configs/demo.toml --forget step-1,stepABC      # remove revisions' records from the sweep
 
-Rerunning the same command resumes: checkpoints already recorded are skipped, failed ones retried.
+Rerunning the same command resumes: checkpoints already recorded are skipped, failed ones retried. A revision the
+model does not publish stops the command before anything runs (exit 2), naming the nearest published ones; a config
+that asks for such revisions on purpose says `unpublished = "list"` (jobs/configs/methodology.toml), and they are
+listed in its report as asked for, not published. A failed record is a real failure (a download, a load, a crash).
+--forget removes the named revisions' records from the sweep the config (with its overrides) names, whatever their
+status, and measures nothing: its report no longer shows them (the parent run's charts keep a point already drawn).
 """
 
 from __future__ import annotations
@@ -47,6 +53,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--address", help="Ray cluster address; unset: $RAY_ADDRESS, else a local Ray on 127.0.0.1")
     parser.add_argument("--no-report", action="store_true", help="skip writing the emergence report")
     parser.add_argument("--reports-dir", default="reports", help="where reports are written")
+    parser.add_argument("--forget", metavar="REVISIONS", help="remove these revisions' records (comma-separated, e.g. step-1,stepABC) "
+                        "from the config's sweep, then stop: nothing is measured")  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -67,11 +75,15 @@ def main(argv=None) -> int:
         )  # fmt: skip
         config = study.configs[0]
         config.use_offline_cache()  # the demo config reads its own cache, offline (before huggingface_hub is imported)
-        from pythia_sweep.checkpoints import published_revisions
+        from pythia_sweep.checkpoints import check_published, published_revisions, resolve_schedule
         from pythia_sweep.task_schema import load_task
 
         task = load_task(config.task)  # a malformed task file: one line, before anything starts
+        if args.forget:
+            return forget(study, task, [r.strip() for r in args.forget.split(",") if r.strip()], args.tracking_uri)
         published = {c.model: published_revisions(c.model) for c in study.configs}  # before the heavy imports: no Hub, stop at once
+        for c in study.configs:  # a revision not published: refused now, before Ray, torch and the store
+            check_published(c.model, resolve_schedule(c.model, c.checkpoints, published[c.model]), published[c.model], c.unpublished)
         from pythia_sweep.sweep import run_study
 
         results = run_study(study.configs, task, tracking_uri=args.tracking_uri, ray_address=args.address, published=published,
@@ -88,6 +100,21 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted: the sweep is marked KILLED; run the same command again to resume it", file=sys.stderr)
         return 130
+    return 0
+
+
+def forget(study, task, revisions: list[str], tracking_uri: str | None) -> int:
+    """--forget: the named revisions' records removed from each of the config's sweeps (a study's: every model's)."""
+    from pythia_sweep.tracking import SweepReader, SweepRecorder
+
+    for config in study.configs:
+        reader = SweepReader(tracking_uri)  # a store that is not there is refused, not created
+        parent = reader.find_sweep(config.sweep_id(task.digest))
+        removed = SweepRecorder(reader.uri).forget(parent, revisions)
+        said = ", ".join(f"{revision} ({len(statuses)} {'/'.join(sorted(set(statuses)))} record{'s' * (len(statuses) != 1)})"
+                         for revision, statuses in removed.items())  # fmt: skip
+        print(f"{config.model}: forgot {said} from sweep {config.label(task.name)} (MLflow parent run {parent}); "
+              f"rebuild its report with python -m jobs.report --sweep {parent}")  # fmt: skip
     return 0
 
 

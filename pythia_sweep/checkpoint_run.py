@@ -3,11 +3,18 @@
 The record is a `records.CheckpointRecord`, JSON-able (no tensors): the sweep ships it from a worker to the
 driver, the driver logs it to MLflow, the report reads it back. A checkpoint that cannot be fetched or loaded is a
 record too, with status "failed" and the error text, so a sweep goes on past it.
+
+No NaN or infinity enters a record: a batch that gives one fails (errors.NonFiniteNumbers, naming its rows), and the
+checkpoint is measured again with the model in a wider dtype (`WIDER`: half precision overflows where float32 does not,
+as on early Pythia checkpoints); the record's settings say which dtype its numbers come from and what failed before.
+A checkpoint that still gives one in float32 fails, with the condition named.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,7 +30,7 @@ from pythia_sweep.checkpoints import (
     step_of,
 )
 from pythia_sweep.config import SweepConfig
-from pythia_sweep.errors import ConfigError, DiscoveryFailed, RevisionNotPublished
+from pythia_sweep.errors import ConfigError, DiscoveryFailed, NonFiniteNumbers, RevisionNotPublished
 from pythia_sweep.conditions import Condition, make_conditions, null_plan
 from pythia_sweep.evaluation import choose_executor, run_conditions
 from pythia_sweep.patching import attention_layout
@@ -42,11 +49,41 @@ def pick_device(choice: str) -> torch.device:
 
 
 def pick_dtype(choice: str, device: torch.device) -> torch.dtype:
+    """"auto": float32 on CPU; on a GPU bfloat16 (float32's range: no overflow where float16 has one) where the device
+    supports it, else float16."""
     if choice == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
+        if device.type != "cuda":
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.type == "cpu" and choice != "float32":
         raise ConfigError("dtype", choice, "float32 or auto on CPU (half precision is for GPUs)")
     return getattr(torch, choice)
+
+
+WIDER = {torch.float16: torch.float32, torch.bfloat16: torch.float32}  # every value of the narrower dtype, and more
+
+
+def widening(loaded: LoadedModel, reload, work, what: str):
+    """`work(loaded)`, run again with the model reloaded (`reload(dtype)`) in the next wider dtype for as long as it
+    gives a NaN or an infinity (NonFiniteNumbers). Returns what `work` returned, the model it ran on, and each narrower
+    dtype that failed with why. Each failure is said on stderr as it happens; one in float32 is raised, naming what."""
+    failed = []
+    while True:
+        try:
+            return work(loaded), loaded, failed
+        except NonFiniteNumbers as error:
+            narrow = dtype_name(loaded.dtype)
+            failed.append({"dtype": narrow, "error": str(error)})
+            wider = WIDER.get(loaded.dtype)
+            if wider is None:
+                raise NonFiniteNumbers(f"{what}: {error}; {narrow} is the widest dtype tried"
+                                       + (f" (after {', '.join(f['dtype'] for f in failed[:-1])})" if failed[:-1] else "")) from error
+            print(f"{what}: {error}: measured again in {dtype_name(wider)}", file=sys.stderr, flush=True)
+            loaded = reload(wider)
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 AUTO_BATCH_CAP = {"cuda": 2048, "cpu": 128}  # beyond these, bigger batches bought nothing where measured (README, Speed)
@@ -228,12 +265,20 @@ def discover_groups(config: SweepConfig, task: Task, revision: str, *, fetched: 
     label, method = next(iter(config.methods(task.align).items()))
     pairs = task.tokenize(loaded.tokenizer, {method["align"]}, part="discovery")
     executor, _ = choose_executor(loaded.model, config.executor)
-    groups = {
-        name: {"size": size, **discover(loaded.model, loaded.tokenizer, layout, pairs, label, method, task.success, size=size,
-                                        batch_size=batch_size_for(config, loaded, pairs), top_k=config.head_map_top_k, executor=executor,
-                                        steps=config.attribution_steps)}
-        for name, size in task.to_discover.items()
-    }  # fmt: skip
+
+    def find(loaded: LoadedModel) -> dict:
+        return {
+            name: {"size": size, **discover(loaded.model, loaded.tokenizer, layout, pairs, label, method, task.success, size=size,
+                                            batch_size=batch_size_for(config, loaded, pairs), top_k=config.head_map_top_k, executor=executor,
+                                            steps=config.attribution_steps)}
+            for name, size in task.to_discover.items()
+        }  # fmt: skip
+
+    reload = lambda dtype: models.load(fetched.path, device, dtype) if models else load_model(fetched.path, device, dtype)  # noqa: E731
+    try:
+        groups, _, _ = widening(loaded, reload, find, f"the discovery pass at {revision}")
+    except NonFiniteNumbers as error:
+        raise DiscoveryFailed(f"the heads of {', '.join(task.to_discover)} could not be found at {config.model}'s final checkpoint: {error}") from error
     return {"revision": revision, "step": step_of(revision), "commit": fetched.commit, "weights_digest": fetched.weights_digest,
             "prompts": [tp.pair.id for tp in pairs], "groups": groups}  # fmt: skip
 
@@ -282,11 +327,16 @@ def run_checkpoint(
         raise
     except Exception as error:  # noqa: BLE001 - a checkpoint's failure is data, the sweep goes on
         return replace(record, error=f"{type(error).__name__}: {error}", timings={"fetch_s": time.perf_counter() - t0})
+    reload = lambda dtype: models.load(fetched.path, device, dtype) if models else load_model(fetched.path, device, dtype)  # noqa: E731
     try:
-        measured = measure(config, task, loaded)
+        measured, loaded, narrower = widening(loaded, reload, lambda loaded: measure(config, task, loaded), revision)
+    except NonFiniteNumbers as error:  # float32 too: the checkpoint fails, its condition named
+        return replace(record, error=f"NonFiniteNumbers: {error}",
+                       timings={"fetch_s": t1 - t0, "load_s": t2 - t1, "compute_s": time.perf_counter() - t2})  # fmt: skip
     except torch.OutOfMemoryError as error:  # even one row at a time does not fit (evaluation halves down to one)
         return replace(record, error=f"OutOfMemoryError: one row at a time does not fit on {loaded.device}: {error}",
                        timings={"fetch_s": t1 - t0, "load_s": t2 - t1, "compute_s": time.perf_counter() - t2})  # fmt: skip
+    measured["settings"]["non_finite"] = narrower  # each narrower dtype that gave a NaN or an infinity here, and where
     return replace(record, status="ok", **measured, timings={"fetch_s": t1 - t0, "load_s": t2 - t1, "compute_s": time.perf_counter() - t2})
 
 
@@ -310,6 +360,9 @@ def measure(config: SweepConfig, task: Task, loaded: LoadedModel) -> dict:
 
         positions = getattr(loaded.model.config, "max_position_embeddings", 2048)
         evidence = attention_evidence(loaded.model, loaded.tokenizer, n_sequences=8, length=min(16, (positions - 1) // 2), seed=config.seed)
+        scores = [evidence["icl_score"]] + [v for score in ("induction", "previous_token") for row in evidence[score] for v in row]
+        if not all(math.isfinite(v) for v in scores):
+            raise NonFiniteNumbers(f"non-finite attention evidence (ICL score {evidence['icl_score']:.4g}) in {loaded.dtype}")
     found = None
     if config.head_map:  # every head of every layer: attribution, its top heads and the named ones patched exactly
         from pythia_sweep.headmap import head_map
@@ -339,7 +392,7 @@ def measure(config: SweepConfig, task: Task, loaded: LoadedModel) -> dict:
             "executor": executor,  # evaluation.choose_executor: "fast", or "plain" with the reason
             "executor_reason": why_plain,
             "device": str(loaded.device),
-            "dtype": str(loaded.dtype).removeprefix("torch."),
+            "dtype": dtype_name(loaded.dtype),  # the dtype every number of the record comes from (`non_finite`: narrower ones that failed)
         },
         **summary,
         "evidence": evidence,

@@ -1,9 +1,11 @@
 """Where checkpoints come from: which revisions a model publishes, which a schedule asks for, and fetching them.
 
 Pythia publishes 154 revisions per model as git branches of the Hub repo: step0, step1, step2, step4 ...
-step512, then step1000 ... step143000 every 1000 steps (step143000 == main). The methodology we were
-handed lists step256000, step512000 and step1000000, which do not exist: a schedule keeps such names and
-reports them as unpublished (with the published range) rather than quietly replacing them.
+step512, then step1000 ... step143000 every 1000 steps (step143000 == main). A revision asked for that is not
+published (a typo such as step-1; the methodology's step256000, step512000 and step1000000) stops the command
+before anything runs (`check_published`), naming the nearest published ones, rather than being quietly replaced
+or recorded as a failure. A config that means to ask for them says so (`unpublished = "list"`): they are left
+out of the sweep and listed as asked for, not published.
 
 Many branches serve identical weights (pythia-2.8b: 76 of 154 equal `main`; step0 == step1 everywhere).
 `duplicates.measured_revisions` (by the one rule, `duplicates.identical_weights`) compares the weight files' LFS sha256 from the Hub's metadata before anything is
@@ -15,6 +17,7 @@ at all is one `HubUnreachable` line at once.
 
 from __future__ import annotations
 
+import difflib
 import errno
 import hashlib
 import re
@@ -103,8 +106,12 @@ def describe_range(published: list[Checkpoint]) -> str:
 
 
 def nearest_published(revision: str, published: list[Checkpoint]) -> str:
-    """The published revisions either side of an unpublished one's step, in words."""
+    """The published revisions either side of an unpublished one's step, in words; for a name without a step
+    (step-1, stepABC, main), the published names closest to it."""
     step = step_of(revision)
+    if step is None and published:
+        close = difflib.get_close_matches(revision, [c.revision for c in published], n=3, cutoff=0.5)
+        return f"closest published names: {', '.join(close)}" if close else f"published: {describe_range(published)}"
     if step is None or not published:
         return f"published: {describe_range(published)}"
     before = [c.revision for c in published if c.step is not None and c.step < step]
@@ -117,8 +124,8 @@ def not_published_message(repo_id: str, revision: str, published: list[Checkpoin
 
 
 def resolve_schedule(repo_id: str, schedule: str | tuple[str, ...], published: list[Checkpoint]) -> list[Checkpoint]:
-    """The revisions a schedule asks for, ordered by step. Unpublished names are kept: the sweep records
-    them as failed checkpoints with `not_published_message`, so nothing is silently replaced."""
+    """The revisions a schedule asks for, ordered by step. Unpublished names are kept, never replaced:
+    `check_published` refuses them or sets them aside."""
     if not published:
         raise RevisionNotPublished(f"model {repo_id} publishes no step* revisions")
     final = published[-1].step
@@ -138,6 +145,25 @@ def resolve_schedule(repo_id: str, schedule: str | tuple[str, ...], published: l
         names = list(schedule)
     checkpoints = [Checkpoint(n, step_of(n)) for n in dict.fromkeys(names)]  # unpublished names kept, in order
     return sorted(checkpoints, key=lambda c: (c.step is None, c.step or 0, c.revision))
+
+
+def check_published(repo_id: str, schedule: list[Checkpoint], published: list[Checkpoint], unpublished: str = "refuse",
+                    ) -> tuple[list[Checkpoint], list[Checkpoint]]:  # fmt: skip
+    """The scheduled revisions the model publishes, and those it does not. With `unpublished` = "refuse" (the
+    default) a revision not published stops the command before anything runs or is recorded: a typo never joins a
+    sweep. With "list" (a config asking for them on purpose, as the methodology's does) they are set aside, to be
+    listed as asked for, not published. A schedule of which nothing is published is refused either way."""
+    available = {c.revision for c in published}
+    kept = [c for c in schedule if c.revision in available]
+    missing = [c for c in schedule if c.revision not in available]
+    if missing and (unpublished == "refuse" or not kept):
+        first = missing[0].revision
+        others = f" (and {', '.join(repr(c.revision) for c in missing[1:])})" if missing[1:] else ""
+        fix = ('ask for published revisions, or set unpublished = "list" in the config to sweep the others and list these'
+               if kept else "ask for published revisions")  # fmt: skip
+        raise RevisionNotPublished(f"revision {first!r}{others} is not published by {repo_id} ({nearest_published(first, published)}; "
+                                   f"available: {describe_range(published)}): {fix}")  # fmt: skip
+    return kept, missing
 
 
 def fetch_metadata(repo_id: str, revision: str, cache_dir: str | Path | None = None) -> str:

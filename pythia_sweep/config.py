@@ -29,6 +29,7 @@ METHODS = ("per-head", "upstream", "both")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 EXECUTORS = ("auto", "fast", "plain")  # evaluation.choose_executor
+UNPUBLISHED = ("refuse", "list")  # what a scheduled revision the model does not publish does (checkpoints.check_published)
 HEAD_MAP_METHODS = ("attribution", "ig-inputs")  # headmap.attribution: the gradient at the corrupted run, or averaged along the inputs' path
 
 # The upstream (methodology) way of measuring, kept runnable so the two can be compared.
@@ -58,7 +59,7 @@ class SweepConfig:
     bootstrap_resamples: int = 2000  # resamples for bootstrap intervals
     seed: int = 0  # seeds the null subsets and the bootstrap: a rerun reproduces every number
     device: str = "auto"  # "auto" picks cuda when present, else cpu
-    dtype: str = "auto"  # "auto": float32 on CPU, float16 on GPU
+    dtype: str = "auto"  # "auto": float32 on CPU, bfloat16 on a GPU that supports it (else float16); a NaN or inf reruns wider
     workers: int | str = "auto"  # "auto": Ray, one worker per GPU (up to two CPU ones without); N: N Ray workers; 0: no Ray, in this process
     name: str = ""  # a human label for the sweep (MLflow run name); defaults to model-task-method
     offline_cache: str = ""  # read checkpoints offline from this Hugging Face cache (the demo family's); "" = the Hub
@@ -67,6 +68,7 @@ class SweepConfig:
     head_map_top_k: int = 8  # heads the map patches exactly (with the task's named heads) to check the attribution
     head_map_method: str = "attribution"  # "ig-inputs": integrated gradients over the input embeddings (EAP-IG-inputs), same-length prompts
     head_map_steps: int = 5  # ig-inputs: points on the path from the corrupted inputs to the clean ones (m)
+    unpublished: str = "refuse"  # a revision asked for that the model does not publish: "refuse" stops the command; "list": not measured, listed as asked for
 
     def __post_init__(self) -> None:
         if isinstance(self.model, list) or (isinstance(self.model, str) and "{" in self.model):
@@ -100,6 +102,7 @@ class SweepConfig:
         _check_choice("device", self.device, DEVICES)
         _check_choice("dtype", self.dtype, DTYPES)
         _check_choice("executor", self.executor, EXECUTORS)
+        _check_choice("unpublished", self.unpublished, UNPUBLISHED)
         _check_type("single_heads", self.single_heads, bool)
         _check_type("evidence", self.evidence, bool)
         _check_type("head_map", self.head_map, bool)
@@ -135,8 +138,9 @@ class SweepConfig:
         """A short hash of every field that changes a checkpoint's result, and of the task's content. Not the
         schedule: sweeps of one setting share their records, so a denser schedule (or `refine`) reuses what is
         already measured. Not the task file's path: the same task moved is the same sweep. Not the executor:
-        both compute the same rows (tests/test_checkpoint_run.py checks it row by row)."""
-        ignored = ("checkpoints", "workers", "batch_size", "name", "task", "offline_cache", "executor")
+        both compute the same rows (tests/test_checkpoint_run.py checks it row by row). Not `unpublished`: it says what
+        the schedule may hold, not how a checkpoint is measured."""
+        ignored = ("checkpoints", "workers", "batch_size", "name", "task", "offline_cache", "executor", "unpublished")
         defaults = SweepConfig.__dataclass_fields__
         fields = {k: v for k, v in self.to_dict().items() if k not in ignored
                   and not (k in ADDED_LATER and v == defaults[k].default)} | {"task_digest": task_digest}  # fmt: skip

@@ -40,3 +40,9 @@ class DiskFull(PythiaSweepError, OSError):
 class DiscoveryFailed(PythiaSweepError, RuntimeError):
     """The first pass that finds a task's `{ discover = N }` heads could not run (its checkpoint could not be
     fetched or loaded): no checkpoint of the sweep can be measured without them."""
+
+
+class NonFiniteNumbers(ArithmeticError):
+    """A NaN or an infinity where a record's number comes from (logits, answer log-probabilities, a head map, attention
+    evidence): the batch fails, loudly, rather than writing it. Not a setting the user got wrong: the checkpoint is
+    measured again in a wider dtype (checkpoint_run.WIDER), and fails only where float32 gives one too."""

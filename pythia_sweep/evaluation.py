@@ -24,11 +24,12 @@ from scipy.special import logsumexp
 
 from pythia_sweep.conditions import Condition
 from pythia_sweep.config import EXECUTORS
-from pythia_sweep.errors import ConfigError, UnsupportedModel
+from pythia_sweep.errors import ConfigError, NonFiniteNumbers, UnsupportedModel
 from pythia_sweep.fastpath import eos_ids, pad, pad_id_of, score_and_generate, unsupported_reason
 from pythia_sweep.patching import AttentionLayout, capture, empty_plan, fill_plan, head_columns
 from pythia_sweep.prompts import shown_generation
 from pythia_sweep.reference import evaluate_plainly
+from pythia_sweep.scoring import check_finite, describe_rows
 from pythia_sweep.tasks import TokenizedPair
 
 def choose_executor(model, wanted: str) -> tuple[str, str | None]:
@@ -82,7 +83,8 @@ def evaluate(
     that is not decoded has response and success None. `share_below=False` runs every row through every
     layer (the reference the shared path is tested against). A batch that runs out of device memory is run
     again with half its rows, down to one row; `batching` (if given) gets the rows per batch used and how many
-    halvings it took.
+    halvings it took. A batch that gives a NaN or an infinity (logits, an answer's log-probability) raises
+    NonFiniteNumbers naming its rows: checkpoint_run measures the checkpoint again in a wider dtype.
     """
     batching = {} if batching is None else batching
     device = next(model.parameters()).device
@@ -137,6 +139,8 @@ def evaluate(
                     model, layout, method["site"], plans, seqs, continuations, max_new_tokens, pad_id, eos,
                     decode=[cond.decode for cond, _ in chunk], depth=depth, decided=stop,
                 )  # fmt: skip
+            except NonFiniteNumbers as error:  # said with the batch's conditions and prompts
+                raise NonFiniteNumbers(f"{error} in the batch of {describe_rows(chunk)}") from error
             except torch.OutOfMemoryError:  # the batch does not fit: the same rows again, half as many at a time
                 if len(chunk) == 1:
                     raise
@@ -145,6 +149,7 @@ def evaluate(
                 per_batch = len(chunk) // 2
                 batching["halvings"] = batching.get("halvings", 0) + 1
                 continue
+            check_finite(logprobs, chunk, model.dtype)
             batching["rows_per_batch"] = min(batching.get("rows_per_batch", per_batch), per_batch)
             start += len(chunk)
             for r, (cond, pair) in enumerate(chunk):

@@ -32,6 +32,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
+from pythia_sweep.errors import NonFiniteNumbers
 from pythia_sweep.patching import AttentionLayout, ForwardStopped, PatchPlan, patched
 
 FORWARD_ARGUMENTS = ("input_ids", "inputs_embeds", "attention_mask", "position_ids", "past_key_values", "use_cache", "logits_to_keep")
@@ -138,7 +139,8 @@ def score_and_generate(
     shared by the teacher-forced continuations (a copy, one branch per continuation longer than one token,
     with the step patch) and by greedy decoding. Decoding follows `generate(do_sample=False)`: positions
     from the attention mask, a row that emits EOS (or whose outcome `decided(row, tokens)` says is fixed) is
-    padded from then on, and decoding ends once every row has.
+    padded from then on, and decoding ends once every row has. A NaN or an infinity in the logits (the prefill's or a
+    decoding step's) raises NonFiniteNumbers: a number read off them would not be one.
     """
     device = next(model.parameters()).device
     decode = [True] * len(prompts) if decode is None else list(decode)
@@ -164,6 +166,8 @@ def score_and_generate(
                 input_ids=input_ids, attention_mask=attention, position_ids=positions, past_key_values=cache,
                 use_cache=True, logits_to_keep=1,
             ).logits[:, -1].float()  # (B, V)  # fmt: skip
+    if not torch.isfinite(first).all():
+        raise NonFiniteNumbers(f"non-finite logits after the prompt in {model.dtype} (rows {non_finite_rows(first)})")
     decoded = [r for r, d in enumerate(decode) if d]
     multi_token = any(len(c) > 1 for row in continuations for c in row)
     branches = copy.deepcopy(cache) if multi_token and decoded else cache
@@ -229,6 +233,7 @@ def _greedy(model, cache, logits, attention, max_new_tokens, pad_id, eos_ids, de
     ones = torch.ones((batch, 1), dtype=attention.dtype, device=attention.device)
     lengths = [max_new_tokens] * batch
     steps = []
+    finite = torch.isfinite(logits).all(-1)  # (B,): kept on the device, read once decoding ends (no sync per step)
     for step in range(max_new_tokens):
         token = torch.where(unfinished, logits.argmax(-1), pad_id)  # (B,)
         steps.append(token)
@@ -242,6 +247,9 @@ def _greedy(model, cache, logits, attention, max_new_tokens, pad_id, eos_ids, de
             break
         attention = torch.cat([attention, ones], dim=-1)  # (B, T + step + 1)
         logits = step_fn(model, token, attention, next_position + step, cache)  # (B, V)
+        finite &= torch.isfinite(logits).all(-1) | ~unfinished  # a finished row's logits are not read
+    if not finite.all():
+        raise NonFiniteNumbers(f"non-finite logits while decoding in {model.dtype} (rows {torch.nonzero(~finite).flatten().tolist()})")
     tokens = torch.stack(steps, dim=1).tolist()  # max_new_tokens >= 1: at least one step
     return [row[:n] for row, n in zip(tokens, lengths)]
 
@@ -292,6 +300,11 @@ def _continuation_logprobs(model, layout, site, plans, cache, logits, attention,
                 rest = torch.tensor(continuations[r][j][1:], device=logp.device)
                 totals[r][j] += logp[i, torch.arange(len(rest), device=logp.device), rest].sum().item()
     return totals
+
+
+def non_finite_rows(values: torch.Tensor) -> list[int]:
+    """The rows of (B, ...) `values` holding a NaN or an infinity."""
+    return torch.nonzero(~torch.isfinite(values).flatten(1).all(-1)).flatten().tolist()
 
 
 def eos_ids(model) -> torch.Tensor:

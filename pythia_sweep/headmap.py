@@ -24,7 +24,7 @@ import torch
 from scipy.stats import spearmanr
 
 from pythia_sweep.conditions import Condition, head_name
-from pythia_sweep.errors import ConfigError
+from pythia_sweep.errors import ConfigError, NonFiniteNumbers
 from pythia_sweep.evaluation import clean_activations, run_conditions
 from pythia_sweep.fastpath import pad, pad_id_of
 from pythia_sweep.patching import AttentionLayout, captured
@@ -57,7 +57,13 @@ def attribution(model, layout: AttentionLayout, pairs: Sequence[TokenizedPair], 
     total = torch.zeros(layout.n_layers, layout.n_heads, dtype=torch.float64)
     per_batch = max(1, batch_size // max(len(tp.answers["corrupted"]) for tp in pairs))
     for start in range(0, len(pairs), per_batch):
-        total += _batch_attribution(model, layout, pairs[start : start + per_batch], align, clean, pad_id, device, steps)
+        chunk = pairs[start : start + per_batch]
+        scores = _batch_attribution(model, layout, chunk, align, clean, pad_id, device, steps)
+        if not torch.isfinite(scores).all():  # a head map of NaNs ranks nothing: the batch fails, named
+            bad = [f"{layer}.{head}" for layer, head in torch.nonzero(~torch.isfinite(scores)).tolist()]
+            raise NonFiniteNumbers(f"non-finite head-map attribution for heads {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''} "
+                                   f"on prompts {', '.join(tp.pair.id for tp in chunk[:3])} in {model.dtype}")  # fmt: skip
+        total += scores
     return total / len(pairs)
 
 

@@ -20,6 +20,7 @@ from pythia_sweep.conditions import Condition
 from pythia_sweep.fastpath import eos_ids, pad_id_of
 from pythia_sweep.patching import AttentionLayout, capture, empty_plan, fill_plan, head_columns, patched
 from pythia_sweep.prompts import shown_generation
+from pythia_sweep.scoring import check_finite
 from pythia_sweep.tasks import TokenizedPair
 
 
@@ -73,6 +74,7 @@ def _row(model, tokenizer, layout: AttentionLayout, tp: TokenizedPair, cond: Con
         response = tokenizer.decode(out[0, len(prompt) :], skip_special_tokens=True)
         ends = set(eos_ids(model).tolist())
         shown = shown_generation(tokenizer, out[0, len(prompt) :].tolist(), ends)
+    check_finite([logprobs], [(cond, tp.pair)], model.dtype)  # a NaN or an infinity is never a row's number
     correct, wrong = logprobs[: tp.n_correct], logprobs[tp.n_correct :]
     pair = tp.pair
     return {

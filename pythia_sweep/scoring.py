@@ -22,10 +22,29 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats
 
+from pythia_sweep.errors import NonFiniteNumbers
 from pythia_sweep.records import CONTRAST_METRICS, ROW_KEY
 
 MEAN_METRICS = ("logprob_diff", "prob_diff")  # per-row numbers averaged over prompts
 NULL_METRICS = CONTRAST_METRICS  # the null places a group on whichever metric its headline is taken on
+
+
+def check_finite(logprobs: Sequence[Sequence[float]], rows: Sequence[tuple], dtype: object) -> None:
+    """Refuse a NaN or an infinity among the answers' log-probabilities of `rows` ((condition, pair) each, in the same
+    order), naming the first such row: no row's number is ever one. `dtype`: the model's, said in the message."""
+    for r, values in enumerate(logprobs):
+        if not all(math.isfinite(v) for v in values):
+            cond, pair = rows[r]
+            raise NonFiniteNumbers(f"non-finite answer log-probabilities ({', '.join(f'{v:.4g}' for v in values)}) of condition "
+                                   f"{cond.name!r} on prompt {pair.id!r} in {dtype}")  # fmt: skip
+
+
+def describe_rows(rows: Sequence[tuple]) -> str:
+    """A batch's rows ((condition, pair) each) in words: how many, of which conditions and prompts (the first few)."""
+    conditions = list(dict.fromkeys(cond.name for cond, _ in rows))
+    prompts = list(dict.fromkeys(pair.id for _, pair in rows))
+    few = lambda names: ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")  # noqa: E731
+    return f"{len(rows)} rows (conditions {few(conditions)}; prompts {few(prompts)})"
 
 
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:

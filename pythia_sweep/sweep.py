@@ -16,7 +16,9 @@ import contextlib
 import logging
 import os
 import resource
+import shlex
 import socket
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -31,11 +33,11 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from pythia_sweep.checkpoints import (
     Checkpoint,
+    check_published,
     fetch,
     fetch_metadata,
     final_revision,
     nearest_published,
-    not_published_message,
     published_revisions,
     resolve_schedule,
     weights_of,
@@ -181,6 +183,18 @@ def worker_count(config: SweepConfig, n_checkpoints: int) -> tuple[int, dict]:
     return max(1, min(n, n_checkpoints)), resources
 
 
+def worker_env() -> dict:
+    """The workers' runtime_env: the Hugging Face settings this driver runs with, and, where this Python's path holds a
+    space (or another character a shell splits on), that path quoted. Ray 2.60 starts a worker that has a runtime_env
+    with `bash -c "exec <python> ..."` and leaves the interpreter's path unquoted (RuntimeEnvContext.exec_worker), so
+    from a folder such as "my projects/" the worker never starts and the actor is retried for minutes. `py_executable`
+    is a command by Ray's definition ("path or command"), so a quoted path is what it expects."""
+    env = {"env_vars": {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}}
+    if shlex.quote(sys.executable) != sys.executable:
+        env["py_executable"] = shlex.quote(sys.executable)
+    return env
+
+
 def connect_ray(address: str | None = None) -> None:
     """Join the cluster named by `address`/RAY_ADDRESS, or start a local one bound to loopback."""
     if ray.is_initialized():
@@ -226,7 +240,8 @@ class ModelSweep:
     config: SweepConfig
     task: Task
     published: list[Checkpoint]
-    schedule: list[Checkpoint]
+    schedule: list[Checkpoint]  # the revisions asked for that the model publishes
+    unpublished: list[Checkpoint]  # asked for, not published (the config's `unpublished = "list"`): never measured nor recorded
     plan: Plan
     n_prompts: int
     parent: str = ""
@@ -261,22 +276,22 @@ def run_study(
     for config in configs:
         with clock.part("published revisions"):
             listed = (published or {}).get(config.model) or published_revisions(config.model)  # fails fast without Hub access
-        schedule = resolve_schedule(config.model, config.checkpoints, listed)
-        available = {c.revision for c in listed}
-        first = next((c.revision for c in schedule if c.revision in available), final_revision(listed))
+        schedule, unpublished = check_published(config.model, resolve_schedule(config.model, config.checkpoints, listed), listed,
+                                                config.unpublished)  # a typo'd revision: refused before anything runs  # fmt: skip
+        first = schedule[0].revision if schedule else final_revision(listed)
         with clock.part("pre-flight (config, tokenizer, task)"):
             plan, n_prompts = preflight(config, task, fetch_metadata(config.model, first))  # a bad layer, head or answer: refused now
-        sweeps.append(ModelSweep(config, task, listed, schedule, plan, n_prompts))
+        sweeps.append(ModelSweep(config, task, listed, schedule, unpublished, plan, n_prompts))
         who = f"{config.model}: " if several else ""
         if task.to_discover:  # the conditions follow from the heads found: said once they are
             found_first = ", ".join(f"{name} ({size} heads)" for name, size in task.to_discover.items())
             say(f"{who}task {task.name}: {n_prompts} prompts measured, its group {found_first} found first; {len(schedule)} checkpoints scheduled", flush=True)
         else:
             say(f"{who}task {task.name}: {plan.describe(n_prompts)}; {len(schedule)} checkpoints scheduled", flush=True)
-        for c in schedule:
-            if c.revision not in available:
-                say(f"  {c.revision} is not published by {config.model} ({nearest_published(c.revision, listed)}): recorded as failed", flush=True)
-    candidates = sum(c.revision in {p.revision for p in m.published} for m in sweeps for c in m.schedule)  # at most this many to measure
+        for c in unpublished:
+            say(f"  {c.revision}: asked for, not published by {config.model} ({nearest_published(c.revision, listed)}); "
+                'left out, as the config says (unpublished = "list")', flush=True)  # fmt: skip
+    candidates = sum(len(m.schedule) for m in sweeps)  # at most this many to measure
     needs_ray = bool(candidates) and not runs_here(configs[0], candidates, ray_address)
 
     def open_store() -> SweepRecorder:
@@ -285,6 +300,8 @@ def run_study(
             try:
                 for m in sweeps:
                     m.parent = tracker.start_sweep(m.config, task, m.published, study=study)
+                    if m.unpublished:
+                        tracker.save_unpublished(m.parent, {c.revision: nearest_published(c.revision, m.published) for c in m.unpublished})
                     m.done = tracker.recorded_ok(m.parent)
                     m.result = SweepResult(m.parent, tracker.uri, [], [c.revision for c in m.schedule if c.revision in m.done], [],
                                            startup=clock.parts)  # fmt: skip
@@ -339,7 +356,7 @@ def run_study(
             with clock.part("ray start"):
                 connect_ray(ray_address)  # at once when it started beside the store
             n_workers, resources = worker_count(configs[0], len(items))
-            env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+            env = worker_env()
             resource = "GPU" if "num_gpus" in resources else "CPU"
             ready_made = []  # the worker that ran the discovery passes: its model is loaded, and it knows the heads
 
@@ -348,7 +365,7 @@ def run_study(
                 if ready_made and node is None:
                     return ready_made.pop()
                 placed = "SPREAD" if node is None else NodeAffinitySchedulingStrategy(node, soft=False)
-                options = CheckpointWorker.options(**resources, runtime_env={"env_vars": env}, scheduling_strategy=placed)
+                options = CheckpointWorker.options(**resources, runtime_env=env, scheduling_strategy=placed)
                 return options.remote(runs(), before_checkpoint, progress)  # each task: as found
 
             def discover_on_a_worker(model: str, final: str) -> dict:
@@ -382,16 +399,11 @@ def run_study(
 
 
 def _known_now(m: ModelSweep, record: Callable, clock: Stopwatch) -> None:
-    """A model's records known before any worker runs, and its queue: unpublished revisions (failed, by name) and
-    revisions serving another's weight files (duplicates, never downloaded)."""
-    available = {c.revision for c in m.published}
-    for c in m.schedule:
-        if c.revision not in m.done and c.revision not in available:
-            error = f"RevisionNotPublished: {not_published_message(m.config.model, c.revision, m.published)}"
-            record(replace(base_record(m.config, m.task, c.revision), error=error))
-    todo = [c.revision for c in m.schedule if c.revision not in m.done and c.revision in available]
+    """A model's records known before any worker runs, and its queue: revisions serving another's weight files
+    (duplicates, never downloaded). Unpublished revisions never get here (check_published)."""
+    todo = [c.revision for c in m.schedule if c.revision not in m.done]
     with clock.part("weight metadata (duplicates)"):
-        weights = weights_of(m.config.model, [c.revision for c in m.schedule if c.revision in available]) if todo else {}
+        weights = weights_of(m.config.model, [c.revision for c in m.schedule]) if todo else {}
     measured_as = measured_revisions(weights, final_revision(m.published))
     for revision in todo:  # a revision serving another's weights is recorded as its duplicate, never downloaded
         if measured_as.get(revision, revision) != revision:

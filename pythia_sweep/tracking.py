@@ -154,24 +154,30 @@ def _creation_lock(uri: str) -> contextlib.AbstractContextManager:
 
 class _Store:
     """A connection to a tracking store, checked when it is opened: a broken store is refused before any
-    checkpoint runs."""
+    checkpoint runs. `create`: a writer makes a SQLite store that is not there yet; a reader (create=False) is
+    refused instead, and takes no lock (a read-only store can be read)."""
 
-    def __init__(self, uri: str | None = None):
+    def __init__(self, uri: str | None = None, create: bool = True):
         self.uri = uri or default_tracking_uri()
         if not self.uri.startswith(("sqlite:///", "http://", "https://", "postgresql", "mysql", "databricks", "file:")):
             raise TrackingStoreError(
                 f"MLFLOW_TRACKING_URI={self.uri!r} is not a tracking URI: use sqlite:///path/to/mlflow.db or "
                 "http://host:port of a tracking server"
             )
-        if self.uri.startswith("sqlite:///"):
-            Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        database = Path(self.uri.removeprefix("sqlite:///")) if self.uri.startswith("sqlite:///") else None
+        if database is not None and not create and not database.is_file():
+            raise TrackingStoreError(f"no tracking store at {database}: nothing to read (a sweep creates it; point --tracking-uri "
+                                     "or MLFLOW_TRACKING_URI at the store that holds your sweeps)")  # fmt: skip
+        if database is not None and create:
+            database.parent.mkdir(parents=True, exist_ok=True)
         if is_server(self.uri) and (why := unreachable(self.uri)):  # at once, not after minutes of retries mid-sweep
             raise TrackingStoreError(f"tracking server {self.uri} cannot be reached: {why}")
         self._experiments: dict[str, str] = {}  # parent run id -> experiment id
         for name in ("mlflow.store.db.utils", "alembic"):  # "Creating initial MLflow database tables...": not news to a user
             logging.getLogger(name).setLevel(logging.WARNING)
         try:
-            with _creation_lock(self.uri):  # two sweeps creating one SQLite store at once would race its migrations
+            # two sweeps creating one SQLite store at once would race its migrations; a reader creates nothing
+            with _creation_lock(self.uri) if create else contextlib.nullcontext():
                 self.client = MlflowClient(tracking_uri=self.uri)
                 self.client.search_experiments(max_results=1)
         except Exception as error:  # noqa: BLE001 - corrupt, locked, unwritable: one clear message
@@ -232,6 +238,14 @@ class _Store:
             return None
         return json.loads(Path(path).read_text())
 
+    def unpublished(self, parent: str) -> list[dict]:
+        """The revisions the sweep asked for that the model does not publish ([{revision, nearest}]; SweepRecorder.save_unpublished)."""
+        try:
+            path = self.client.download_artifacts(parent, "unpublished.json")
+        except Exception:  # noqa: BLE001 - none asked for
+            return []
+        return json.loads(Path(path).read_text())
+
     def existing_sweep(self, config: SweepConfig, task: Task) -> str | None:
         """The parent run of an earlier sweep with the same settings and task (same `sweep_id`), if any."""
         exp = self.experiment_for(config.model, task.name)
@@ -267,6 +281,34 @@ class SweepRecorder(_Store):
         self.client.log_dict(run.info.run_id, {"source": task.source, "data": task.data}, "task.json")
         self._mark_active(run.info.run_id, published)
         return run.info.run_id
+
+    def save_unpublished(self, parent: str, nearest: dict[str, str]) -> None:
+        """The revisions asked for that the model does not publish (the config's `unpublished = "list"`), each with its
+        nearest published ones in words: the report lists them as asked for, not published. Joined with those saved
+        by earlier runs of the sweep (a resumed sweep may ask for others)."""
+        saved = {u["revision"]: u["nearest"] for u in self.unpublished(parent)}
+        self.client.log_dict(parent, [{"revision": r, "nearest": n} for r, n in (saved | nearest).items()], "unpublished.json")
+
+    def forget(self, parent: str, revisions: list[str]) -> dict[str, list[str]]:
+        """Remove revisions' checkpoint runs (their records) from a sweep: a revision recorded by mistake leaves no
+        trace in its report. Returns revision -> the statuses of the runs removed. Refuses, removing nothing, a revision
+        the sweep has no record of, naming the ones it has."""
+        runs = self.checkpoint_runs(parent)
+        by_revision: dict[str, list] = {}
+        for run in runs:
+            by_revision.setdefault(run.data.tags.get("revision", ""), []).append(run)
+        unknown = [r for r in revisions if r not in by_revision]
+        if unknown:
+            failed = sorted(r for r, rs in by_revision.items() if not any(is_final(x) for x in rs))
+            final = [r for r in by_revision if r not in failed]
+            raise TrackingStoreError(f"revision {unknown[0]!r} has no record in sweep {parent} (recorded: "
+                                     f"{len(final)} measured or duplicate, failed: {', '.join(failed) or 'none'})")  # fmt: skip
+        removed = {}
+        for revision in revisions:
+            removed[revision] = [run.data.tags.get("checkpoint_status", "?") for run in by_revision[revision]]
+            for run in by_revision[revision]:
+                self.client.delete_run(run.info.run_id)
+        return removed
 
     def save_discovery(self, parent: str, found: dict) -> None:
         """The heads a discovery pass chose, with the parent run: a resumed sweep measures the same ones. The tags are
@@ -382,7 +424,11 @@ class SweepRecorder(_Store):
 
 
 class SweepReader(_Store):
-    """What the report and refine read back: a sweep's config, task and checkpoint records."""
+    """What the report and refine read back: a sweep's config, task and checkpoint records. Opening one creates no
+    store and writes nothing: a store that is not there is refused, a read-only one is read."""
+
+    def __init__(self, uri: str | None = None):
+        super().__init__(uri, create=False)
 
     def find_sweep(self, sweep: str | None = None) -> str:
         """A sweep's parent run id: by run id, by `sweep_id` tag, by run name, or (None) the most recent sweep."""
@@ -403,8 +449,26 @@ class SweepReader(_Store):
             runs = self.client.search_runs(exps, filter_string=filt, order_by=["attributes.start_time DESC"], max_results=1)
             if runs:
                 return runs[0].info.run_id
-        named = f"with run id, sweep_id or name {sweep!r} " if sweep else ""
-        raise TrackingStoreError(f"no sweep {named}in tracking store {self.uri}")
+        raise TrackingStoreError(f"no sweep with run id, sweep_id or name {sweep!r} in tracking store {self.uri}; {self.latest_sweeps(exps)}")
+
+    def writable(self) -> bool:
+        """Whether this process can write to the store: a SQLite store whose database, folder and artifacts are writable
+        (a read-only mlruns/ is read, not written back to); a tracking server is assumed to be."""
+        if not self.uri.startswith("sqlite:///"):
+            return True
+        database = Path(self.uri.removeprefix("sqlite:///"))
+        artifacts = database.parent / "artifacts"
+        paths = [database, database.parent] + ([artifacts] if artifacts.exists() else [])
+        return all(os.access(p, os.W_OK) for p in paths)
+
+    def latest_sweeps(self, experiments: list[str], n: int = 5) -> str:
+        """The sweeps there are, latest first (last run or reported), a few, in words: what an unknown name is told."""
+        runs = self.client.search_runs(experiments, "tags.kind = 'sweep'", max_results=5000) if experiments else []
+        if not runs:
+            return "it holds no sweep yet"
+        runs = sorted(runs, key=lambda r: r.data.tags.get("last_active", ""), reverse=True)
+        listed = ", ".join(f"{r.info.run_name} (sweep_id {r.data.tags.get('sweep_id', '?')}, run {r.info.run_id})" for r in runs[:n])
+        return f"its {'latest ' if len(runs) > n else ''}sweeps, latest first: {listed}" + (f" and {len(runs) - n} more" if len(runs) > n else "")
 
     def study_sweeps(self, study: str) -> list[str]:
         """The parent runs of a study's sweeps (tagged study.<name>, in any experiment), ordered by model; refused when none is."""

@@ -38,22 +38,26 @@ def test_bad_config_value_is_one_clear_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_terminal_says_what_a_checkpoint_runs_names_unpublished_revisions_and_why_each_failed(hub_cache, tmp_path):
-    """Issue 19, case 4: `--checkpoints step1,step999`: step999 is named at start with its published neighbours and
-    its reason is printed when the sweep ends; the report's final step stays the family's last published one."""
+def test_the_terminal_says_what_a_checkpoint_runs_and_names_unpublished_revisions(hub_cache, tmp_path):
+    """Issue 19, case 4, and issue 33, item 1: `--checkpoints step1,step999` of a config that says `unpublished = "list"`:
+    step999 is named at start with its published neighbours, never recorded, and listed in the report's data; the
+    report's final step stays the family's last published one."""
     import json
 
     from conftest import NEOX_REPO
 
-    done = subprocess.run([sys.executable, "-m", "jobs.sweep", "jobs/configs/demo.toml", "--model", NEOX_REPO, "--task",
+    config = tmp_path / "demo-listing.toml"
+    config.write_text((REPO / "jobs/configs/demo.toml").read_text() + 'unpublished = "list"\n')
+    done = subprocess.run([sys.executable, "-m", "jobs.sweep", str(config), "--model", NEOX_REPO, "--task",
                            "tasks/decimal-seed.toml", "--checkpoints", "step1,step999", "--workers", "1",
                            "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db", "--reports-dir", str(tmp_path / "reports")],
                           cwd=REPO, env={**os.environ, "HF_HUB_CACHE": hub_cache}, capture_output=True, text=True, timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
-    assert "task decimal-seed: 1 prompt x " in out and " rows per checkpoint (" in out and "2 checkpoints scheduled" in out
-    start = f"step999 is not published by {NEOX_REPO} (nearest published: step4 before, step1000 after): recorded as failed"
+    assert "task decimal-seed: 1 prompt x " in out and " rows per checkpoint (" in out and "1 checkpoints scheduled" in out
+    start = f"step999: asked for, not published by {NEOX_REPO} (nearest published: step4 before, step1000 after); left out"
     assert start in out and out.index(start) < out.index("MLflow parent run ")
-    assert "step999 failed: RevisionNotPublished: revision 'step999' does not exist" in out
+    assert "1 checkpoints recorded (0 failed)" in out and "step999 failed" not in out
     summary = json.loads(next((tmp_path / "reports").rglob("summary.json")).read_text())
-    assert summary["final_step"] == 1000  # the published list's end, saved with the sweep; never the failed step999
+    assert summary["final_step"] == 1000  # the published list's end, saved with the sweep; never step999
+    assert [u["revision"] for u in summary["asked_for_not_published"]] == ["step999"]

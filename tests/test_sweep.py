@@ -31,14 +31,13 @@ def child_runs(tracker, parent):
 
 def test_sweep_records_one_child_per_checkpoint_and_resumes(hub_cache, tmp_path, local_ray):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
-    config = SweepConfig(**FAST, checkpoints=("step0", "step1", "step4", "step1000", "step256000"))
+    config = SweepConfig(**FAST, checkpoints=("step0", "step1", "step4", "step1000", "step256000"), unpublished="list")
     result = run_sweep(config, tracking_uri=uri, progress=False)
     tracker = Tracker(uri)
     runs = child_runs(tracker, result.parent_run_id)
     by_rev = {r.data.tags["revision"]: r for r in runs}
-    assert sorted(by_rev) == ["step0", "step1", "step1000", "step256000", "step4"] and len(runs) == 5
-    assert by_rev["step256000"].data.tags["checkpoint_status"] == "failed"
-    assert "does not exist" in by_rev["step256000"].data.tags["error"]
+    assert sorted(by_rev) == ["step0", "step1", "step1000", "step4"] and len(runs) == 4  # step256000: listed, never recorded
+    assert tracker.unpublished(result.parent_run_id) == [{"revision": "step256000", "nearest": "nearest published: step1000 before, none after"}]
     ok = by_rev["step1000"]
     assert ok.info.status == "FINISHED" and ok.data.tags["commit"] and ok.data.params["sha256/model.safetensors"]
     names = {"strength/success_rate", "even/success_rate", "even/success_rate_ci_low", "odd/logprob_diff", "time/load_s", "training_step"}
@@ -57,11 +56,11 @@ def test_sweep_records_one_child_per_checkpoint_and_resumes(hub_cache, tmp_path,
     assert tracker.find_sweep() == result.parent_run_id  # the latest sweep with records, not the empty one
     tracker.client.delete_run(empty.info.run_id)
 
-    again = run_sweep(config, tracking_uri=uri, progress=False)  # resume: only the failed one is retried
+    again = run_sweep(config, tracking_uri=uri, progress=False)  # resume: nothing left to measure
     assert again.parent_run_id == result.parent_run_id
     assert sorted(again.skipped) == ["step0", "step1", "step1000", "step4"]
-    assert again.recorded == ["step256000"]
-    assert len(child_runs(tracker, result.parent_run_id)) == 5
+    assert again.recorded == []
+    assert len(child_runs(tracker, result.parent_run_id)) == 4
 
 
 def test_worker_killed_mid_checkpoint_yields_exactly_one_result(hub_cache, tmp_path, local_ray):
@@ -149,7 +148,7 @@ def test_an_experiment_named_the_old_way_is_renamed_and_reused(tmp_path):
 def test_a_sweep_without_ray_gives_the_ray_sweeps_records(hub_cache, tmp_path):
     """Issue 25: `workers = 0` runs the worker's code in this process (no Ray started: a notebook or a refine probe
     pays no cluster start) and records what the Ray path records, number for number."""
-    config = SweepConfig(**FAST, checkpoints=("step0", "step4", "step1000", "step256000"))
+    config = SweepConfig(**FAST, checkpoints=("step0", "step4", "step1000"))
     here = run_sweep(config.replace(workers=0), tracking_uri=f"sqlite:///{tmp_path}/here.db", progress=False)
     assert not ray.is_initialized() and "ray start" not in here.startup
     assert {"published revisions", "pre-flight (config, tokenizer, task)", "tracking store (open, parent run)"} <= set(here.startup)
@@ -161,11 +160,10 @@ def test_a_sweep_without_ray_gives_the_ray_sweeps_records(hub_cache, tmp_path):
     assert "worker processes (start, imports)" in there.startup
     mine, theirs = ({r.revision: r for r in Tracker(uri).load_records(res.parent_run_id)} for uri, res in
                     ((f"sqlite:///{tmp_path}/here.db", here), (f"sqlite:///{tmp_path}/ray.db", there)))  # fmt: skip
-    assert sorted(mine) == sorted(theirs) == ["step0", "step1000", "step256000", "step4"]
+    assert sorted(mine) == sorted(theirs) == ["step0", "step1000", "step4"]
     for revision, record in mine.items():
         other = theirs[revision]
-        if record.status == "ok":  # measured here; an unpublished revision's failure record has no worker
-            assert record.worker["in_process"] is True and other.worker["in_process"] is False and other.worker["node"]
+        assert record.worker["in_process"] is True and other.worker["in_process"] is False and other.worker["node"]
         assert (record.status, record.error, record.sweep_id) == (other.status, other.error, other.sweep_id)
         for field in ("responses", "conditions", "contrasts", "null", "evidence"):  # 2 torch threads here, 1 in a worker
             assert_close(getattr(record, field), getattr(other, field), f"{revision}.{field}")
