@@ -93,7 +93,8 @@ def test_a_study_reports_each_runs_emergence_its_interval_the_spread_and_the_def
         assert run["top_heads"]["final"] and all(h.startswith("1.") for h in run["top_heads"]["final"])  # layer 1 carries it
     assert runs["seed3"]["failed_revisions"] == []
     seed3 = json.loads(next((tmp_path / "reports").rglob(f"*{FAMILY.split('/')[-1]}3__*/*/summary.json")).read_text())
-    assert [u["revision"] for u in seed3["asked_for_not_published"]] == ["step224"]
+    assert [u["revision"] for u in seed3["asked_for_not_published"]] == ["step224"] and runs["seed3"]["unpublished"] == ["step224"]
+    assert "seed3 lacks step224 (asked for, not published)." in summary["statement"]
     called = [runs[s]["emergence_step"] for s in runs if runs[s]["call"] == "emerges"]
     assert summary["spread"]["runs_called"] == len(called) and summary["spread"]["median_step"] == sorted(called)[len(called) // 2]
     assert (summary["spread"]["min_step"], summary["spread"]["max_step"]) == (min(called), max(called))

@@ -107,6 +107,7 @@ def run_entry(label: str, report: Report) -> dict:
         "final_step": s["final_step"], "top_heads": top,
         "discovered": {g: [f"{a}.{b}" for a, b in h] for g, h in ((s.get("discovery") or {}).get("groups") or {}).items()},
         "failed_revisions": [f["revision"] for f in s["quality"]["failed_revisions"]], "report": str(report.html_path),
+        "unpublished": [u["revision"] for u in s.get("asked_for_not_published", [])],
     }  # fmt: skip
 
 
@@ -184,6 +185,8 @@ def statement(summary: dict) -> str:
     for r in runs:
         if r["failed_revisions"]:
             parts.append(f"{r['label']} lacks {', '.join(r['failed_revisions'])} (failed, left out).")
+        if r["unpublished"]:
+            parts.append(f"{r['label']} lacks {', '.join(r['unpublished'])} (asked for, not published).")
     for twin in summary["identical_across_runs"]:
         members = " = ".join(f"{m['run']} {m['revision']}" for m in twin["members"])
         parts.append(f"Identical weights across runs: {members} (the same files: not independent runs there).")
