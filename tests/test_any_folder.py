@@ -26,9 +26,13 @@ def spaced(tmp_path) -> Path:
     return folder
 
 
+# What an outer `make test` (CI) exports would leak into these makes: they must see a user's plain shell.
+CLEAN_ENV = {k: v for k, v in os.environ.items() if k not in ("PYTHIA_TOKENIZER", "HF_HUB_CACHE", "MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+
+
 def make(folder: Path, *args: str) -> tuple[list[str], dict[str, str]]:
     """`make ARGS` in `folder` with a stand-in for the venv's python that prints the arguments and paths it was given."""
-    done = subprocess.run(["make", "--no-print-directory", *args], cwd=folder, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(["make", "--no-print-directory", *args], cwd=folder, capture_output=True, text=True, timeout=60, env=CLEAN_ENV)
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     argv = [line.removeprefix("ARG:") for line in lines if line.startswith("ARG:")]
@@ -55,7 +59,7 @@ def test_every_make_target_passes_a_path_with_spaces_whole(spaced):
     assert make(spaced, "bench", "N=2")[0] == ["-m", "jobs.bench", "--checkpoints", "2"]
     assert make(spaced, "ui")[0][:4] == ["-m", "mlflow", "ui", "--backend-store-uri"]
     assert make(spaced, "ui")[0][4] == f"sqlite:///{spaced}/mlruns/mlflow.db"
-    dry = subprocess.run(["make", "-n", "test"], cwd=spaced, capture_output=True, text=True, timeout=60)
+    dry = subprocess.run(["make", "-n", "test"], cwd=spaced, capture_output=True, text=True, timeout=60, env=CLEAN_ENV)
     assert f'PYTHIA_TOKENIZER="{spaced}/.cache/pythia-tokenizer/tokenizer.json"' in dry.stdout, dry.stdout + dry.stderr
 
 
