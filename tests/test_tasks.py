@@ -151,7 +151,7 @@ def test_group_head_out_of_range_stops_the_command_before_ray(hub_cache, tmp_pat
     bad = tmp_path / "bad.toml"
     bad.write_text(OWN_TASK.replace("[5, 3]", "[5, 30]"))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": hub_cache}
-    done = subprocess.run([sys.executable, "-m", "jobs.sweep", "jobs/configs/demo.toml", "--model", NEOX_REPO, "--task", str(bad),
+    done = subprocess.run([sys.executable, "-m", "jobs.sweep", "jobs/configs/demo.toml", "--model", NEOX_REPO, "--task", str(bad), "--checkpoints", "step0,step1",
                            "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip() == f"error: {bad}: groups.capital_heads=[[2, 1], [5, 30]] is not valid: heads in 0..11 (the model has 12 heads per layer)"
