@@ -14,7 +14,7 @@ import ray
 from pythia_sweep.config import SweepConfig
 from pythia_sweep.report.build import build_report, compare_sweeps
 from pythia_sweep.sweep import run_sweep
-from pythia_sweep.tracking import SweepReader as Tracker
+from pythia_sweep.tracking import SweepReader as Tracker, TrackingStoreError
 
 from conftest import NEOX_REPO
 from support.browser import FIGURES_JS, chromium
@@ -160,11 +160,13 @@ def test_report_lines_that_coincide_stay_apart_and_legends_name_only_what_is_dra
 
 def test_compare_page_overlays_sweeps(swept, browser):
     uri, result, _, tmp = swept
-    out = compare_sweeps([result.parent_run_id, result.parent_run_id], tracking_uri=uri, out=tmp / "compare.html")
+    with pytest.raises(TrackingStoreError, match="are one sweep"):  # named twice: refused, not drawn twice
+        compare_sweeps([result.parent_run_id, result.parent_run_id], tracking_uri=uri, out=tmp / "compare.html")
+    out = compare_sweeps([result.parent_run_id], tracking_uri=uri, out=tmp / "compare.html")
     page = browser.new_page()
     page.goto(out.as_uri())
     page.wait_for_selector(".main-svg", timeout=30000)
-    assert page.locator(".scatterlayer .trace").count() == 4  # two sweeps x (per-head, upstream)
+    assert page.locator(".scatterlayer .trace").count() == 2  # the sweep's per-head and upstream lines
 
 
 def test_mlflow_ui_lists_parent_and_child_runs(swept, browser):
@@ -205,8 +207,8 @@ def test_mlflow_ui_lists_parent_and_child_runs(swept, browser):
         page = browser.new_page(viewport={"width": 1400, "height": 1000})  # the first link: the headline alone, against step
         page.goto(tracker.metric_url(result.parent_run_id, ["strength/success_rate", "strength/success_rate_ci_low"], base))
         page.wait_for_selector(".js-plotly-plot .scatterlayer .trace", timeout=60000)
-        legend = page.inner_text(".js-plotly-plot")
-        assert "strength/success_rate" in legend and "baseline/" not in legend, legend
+        shown = page.inner_text("body")  # the chart's legend and the page's metric list: the headline's numbers alone
+        assert "(strength/success_rate)" in shown and "baseline/" not in shown, shown[-1500:]
     finally:
         server.terminate()
         server.wait(timeout=30)

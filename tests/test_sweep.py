@@ -10,7 +10,7 @@ import ray
 from pythia_sweep.config import SweepConfig
 from pythia_sweep.sweep import run_sweep
 from pythia_sweep.task_schema import load_task
-from pythia_sweep.tracking import SweepReader as Tracker
+from pythia_sweep.tracking import SweepReader as Tracker, SweepRecorder
 
 from conftest import NEOX_REPO
 
@@ -90,7 +90,7 @@ def test_node_removed_mid_sweep_moves_its_checkpoints(hub_cache, tmp_path):
     try:
         uri = f"sqlite:///{tmp_path}/mlflow.db"
         config = SweepConfig(**FAST, checkpoints=("step0", "step1", "step2", "step4", "step1000"), workers=2)
-        tracker = Tracker(uri)
+        tracker = SweepRecorder(uri)  # the store, made now: a reader never creates one
 
         def remove_when_first_recorded():
             deadline = time.time() + 120
