@@ -83,25 +83,22 @@ def graph_of(model) -> Graph:
 
 
 @contextlib.contextmanager
-def _wired(model, graph: Graph, live: bool) -> Iterator[dict]:
+def _hooked(model, graph: Graph, at_receiver=None, out: dict | None = None) -> Iterator[dict]:
     """Hooks for one forward: every sender's output (heads as the input of the output projection, (B, T, H * dh);
-    `emb` and MLPs as (B, T, D)) kept in `seen["out"]`, and, with `live`, a zero tensor needing a gradient added to
-    each receiver's norm input (`seen["delta"]`), so that dM/d(delta_v) is the gradient through v alone."""
+    `emb` and MLPs as (B, T, D)) kept in `out` (yielded), as this run computes it; with `at_receiver(name)`, each
+    receiver's norm input `x` replaced by `at_receiver(name)(x)` (a perturbation for its gradient, or a rebuilt input)."""
     paths = BLOCKS[model.config.model_type]
-    seen: dict = {"out": {}, "delta": {}}
+    out = {} if out is None else out
     handles = []
 
     def keep(name, output_of=True):
         def hook(module, args, output=None):
-            seen["out"][name] = output if output_of else args[0]
+            out[name] = output if output_of else args[0]
         return hook
 
-    def perturb(name):
-        def hook(module, args):
-            delta = torch.zeros_like(args[0], requires_grad=True)
-            seen["delta"][name] = delta
-            return (args[0] + delta, *args[1:])
-        return hook
+    def receive(name):
+        change = at_receiver(name)
+        return lambda module, args: (change(args[0]), *args[1:])
 
     try:
         handles.append(model.get_submodule(paths["embed"]).register_forward_hook(keep("emb")))
@@ -110,15 +107,31 @@ def _wired(model, graph: Graph, live: bool) -> Iterator[dict]:
             block = layers[layer]
             handles.append(block.get_submodule(paths["out_proj"]).register_forward_pre_hook(keep(f"a{layer}", output_of=False)))
             handles.append(block.get_submodule(paths["mlp"]).register_forward_hook(keep(f"m{layer}")))
-            if live:
-                handles.append(block.get_submodule(paths["attn_norm"]).register_forward_pre_hook(perturb(f"a{layer}")))
-                handles.append(block.get_submodule(paths["mlp_norm"]).register_forward_pre_hook(perturb(f"m{layer}")))
-        if live:
-            handles.append(model.get_submodule(paths["final_norm"]).register_forward_pre_hook(perturb("logits")))
-        yield seen
+            if at_receiver:
+                handles.append(block.get_submodule(paths["attn_norm"]).register_forward_pre_hook(receive(f"a{layer}")))
+                handles.append(block.get_submodule(paths["mlp_norm"]).register_forward_pre_hook(receive(f"m{layer}")))
+        if at_receiver:
+            handles.append(model.get_submodule(paths["final_norm"]).register_forward_pre_hook(receive("logits")))
+        yield out
     finally:
         for handle in handles:
             handle.remove()
+
+
+@contextlib.contextmanager
+def _wired(model, graph: Graph, live: bool) -> Iterator[dict]:
+    """Every sender's output kept in `seen["out"]`, and, with `live`, a zero tensor needing a gradient added to each
+    receiver's norm input (`seen["delta"]`), so that dM/d(delta_v) is the gradient through v alone."""
+    deltas: dict = {}
+
+    def perturb(name):
+        def change(x):
+            deltas[name] = torch.zeros_like(x, requires_grad=True)
+            return x + deltas[name]
+        return change
+
+    with _hooked(model, graph, perturb if live else None) as out:
+        yield {"out": out, "delta": deltas}
 
 
 def edge_attribution(model, pairs: Sequence[TokenizedPair], pad_id: int, batch_size: int) -> torch.Tensor:
@@ -181,15 +194,9 @@ def _edges_cut(model, graph: Graph, kept: torch.Tensor, corrupted: dict) -> Iter
     outputs are this run's, so a kept edge carries what its sender computes from its own kept inputs."""
     paths = BLOCKS[model.config.model_type]
     layers = model.get_submodule(paths["layers"])
-    run: dict = {}
     cut = (~kept) & graph.mask()  # (senders, receivers)
     index = {u: i for i, u in enumerate(graph.senders)}
-    handles = []
-
-    def keep(name, output_of=True):
-        def hook(module, args, output=None):
-            run[name] = output if output_of else args[0]
-        return hook
+    run: dict = {}  # this run's sender outputs, filled by _hooked as the forward proceeds
 
     def removed(v: str, like: torch.Tensor) -> torch.Tensor:
         """Sum over the senders cut from v of (this run's output - the corrupted run's), as they enter the residual."""
@@ -207,23 +214,10 @@ def _edges_cut(model, graph: Graph, kept: torch.Tensor, corrupted: dict) -> Iter
         return total
 
     def rebuild(v):
-        def hook(module, args):
-            return (args[0] - removed(v, args[0]), *args[1:])
-        return hook
+        return lambda x: x - removed(v, x)
 
-    try:
-        handles.append(model.get_submodule(paths["embed"]).register_forward_hook(keep("emb")))
-        for layer in range(graph.n_layers):
-            block = layers[layer]
-            handles.append(block.get_submodule(paths["out_proj"]).register_forward_pre_hook(keep(f"a{layer}", output_of=False)))
-            handles.append(block.get_submodule(paths["mlp"]).register_forward_hook(keep(f"m{layer}")))
-            handles.append(block.get_submodule(paths["attn_norm"]).register_forward_pre_hook(rebuild(f"a{layer}")))
-            handles.append(block.get_submodule(paths["mlp_norm"]).register_forward_pre_hook(rebuild(f"m{layer}")))
-        handles.append(model.get_submodule(paths["final_norm"]).register_forward_pre_hook(rebuild("logits")))
+    with _hooked(model, graph, rebuild, out=run):
         yield
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def circuit_metric(model, pairs: Sequence[TokenizedPair], kept: torch.Tensor, pad_id: int) -> dict[str, torch.Tensor]:
