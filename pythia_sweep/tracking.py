@@ -15,9 +15,12 @@ metric, the parquet column and the report's label.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
+import signal
+import threading
 import time
 import urllib.parse
 from pathlib import Path
@@ -256,9 +259,35 @@ class _Store:
         return runs[0].info.run_id if runs else None
 
 
-class SweepRecorder(_Store):
-    """What the sweep's driver writes: the parent run, one child run per checkpoint, the report."""
+def whole(write):
+    """A write to the store that Ctrl-C does not cut in half: the interrupt is held until the write is done, then
+    raised. Cut mid-transaction, SQLite keeps the half-done write's lock in the interrupted connection, and closing
+    the sweep KILLED then fails with 'database is locked' (exit 1 and a traceback instead of 130 and how to resume).
+    Only the main thread receives signals; elsewhere the write runs as it is."""
 
+    @functools.wraps(write)
+    def held(*args, **kwargs):
+        if threading.current_thread() is not threading.main_thread():
+            return write(*args, **kwargs)
+        pressed = []
+        before = signal.signal(signal.SIGINT, lambda *_: pressed.append(True))
+        try:
+            return write(*args, **kwargs)
+        finally:
+            signal.signal(signal.SIGINT, before)
+            if pressed and callable(before):
+                before(signal.SIGINT, None)  # Python's own handler raises KeyboardInterrupt
+            elif pressed and before == signal.SIG_DFL:
+                raise KeyboardInterrupt
+
+    return held
+
+
+class SweepRecorder(_Store):
+    """What the sweep's driver writes: the parent run, one child run per checkpoint, the report. Each write is
+    `whole`: Ctrl-C lands between writes."""
+
+    @whole
     def start_sweep(self, config: SweepConfig, task: Task, published: list[Checkpoint] | None = None, study: str | None = None) -> str:
         """The parent run of this config's sweep: the existing one (resumed) or a new one. The revisions the
         Hub published are saved with it, so the report knows where training ends without asking the Hub. `study`:
@@ -282,6 +311,7 @@ class SweepRecorder(_Store):
         self._mark_active(run.info.run_id, published)
         return run.info.run_id
 
+    @whole
     def save_unpublished(self, parent: str, nearest: dict[str, str]) -> None:
         """The revisions asked for that the model does not publish (the config's `unpublished = "list"`), each with its
         nearest published ones in words: the report lists them as asked for, not published. Joined with those saved
@@ -289,6 +319,7 @@ class SweepRecorder(_Store):
         saved = {u["revision"]: u["nearest"] for u in self.unpublished(parent)}
         self.client.log_dict(parent, [{"revision": r, "nearest": n} for r, n in (saved | nearest).items()], "unpublished.json")
 
+    @whole
     def forget(self, parent: str, revisions: list[str]) -> dict[str, list[str]]:
         """Remove revisions' checkpoint runs (their records) from a sweep: a revision recorded by mistake leaves no
         trace in its report. Returns revision -> the statuses of the runs removed. Refuses, removing nothing, a revision
@@ -310,6 +341,7 @@ class SweepRecorder(_Store):
                 self.client.delete_run(run.info.run_id)
         return removed
 
+    @whole
     def save_discovery(self, parent: str, found: dict) -> None:
         """The heads a discovery pass chose, with the parent run: a resumed sweep measures the same ones. The tags are
         for the MLflow UI's columns; readers read discovery.json."""
@@ -326,10 +358,12 @@ class SweepRecorder(_Store):
 
     lost = False  # the tracking server stopped answering mid-sweep: nothing more is sent to it
 
+    @whole
     def finish_sweep(self, parent: str, status: str = "FINISHED") -> None:
         if not self.lost:  # a server gone would be retried for minutes more; the rerun resumes the run
             self.client.set_terminated(parent, status=status)
 
+    @whole
     def recorded_ok(self, parent: str) -> set[str]:
         """Revisions with a final result (`is_final`): measured, or recorded as a duplicate of another revision.
         Other runs of those revisions (an earlier failure, a write cut off part-way) are deleted now, so each
@@ -341,6 +375,7 @@ class SweepRecorder(_Store):
                 self.client.delete_run(run.info.run_id)
         return final
 
+    @whole
     def record_checkpoint(self, parent: str, record: CheckpointRecord) -> str | None:
         """Log one checkpoint's record as a child run; returns its id, or None if already recorded ok. A tracking
         server that stops answering for longer than MLflow's client retries raises TrackingServerLost."""
@@ -410,9 +445,11 @@ class SweepRecorder(_Store):
     def _charted(self, parent: str, key: str, step: int) -> bool:
         return any(m.step == step for m in self.client.get_metric_history(parent, key))
 
+    @whole
     def log_report(self, parent: str, folder: str | Path) -> None:
         self.client.log_artifacts(parent, str(folder), "report")
 
+    @whole
     def log_summary(self, parent: str, metrics: dict[str, float | None], verdict: str) -> None:
         """Sweep-level results on the parent run, so the UI's compare view lines sweeps up side by side;
         the verdict as the run's description (MLflow shows a note in full, where a tag is cut off)."""

@@ -154,10 +154,38 @@ def test_ctrl_c_marks_the_sweep_killed_and_says_how_to_resume(hub_cache, tmp_pat
     _wait_for_first_record(store, proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130
+    assert proc.returncode == 130, err[-4000:]
     assert "run the same command again to resume" in err
     tracker = Tracker(store)
     assert tracker.client.get_run(tracker.find_sweep()).info.status == "KILLED"
+
+
+def test_ctrl_c_in_the_middle_of_a_record_lands_after_it_and_the_sweep_closes_killed(tmp_path, monkeypatch):
+    """Ctrl-C pressed while a checkpoint's record is being written (the CI failure: cut mid-transaction, SQLite kept
+    the lock and closing the sweep KILLED failed 'database is locked', exit 1): the record is finished first, whole,
+    then the interrupt is raised, and the sweep closes KILLED."""
+    from dataclasses import replace
+
+    from pythia_sweep.checkpoint_run import base_record
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    config = SweepConfig(**FAST, checkpoints=("step0",))
+    task = load_task(config.task)
+    recorder = SweepRecorder(uri)
+    parent = recorder.start_sweep(config, task)
+    log_batch = recorder.client.log_batch
+
+    def pressed_mid_write(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # delivered at once to this, the main, thread
+        return log_batch(*args, **kwargs)
+
+    monkeypatch.setattr(recorder.client, "log_batch", pressed_mid_write)
+    with pytest.raises(KeyboardInterrupt):
+        recorder.record_checkpoint(parent, replace(base_record(config, task, "step0"), error="x"))
+    (run,) = Tracker(uri).checkpoint_runs(parent)
+    assert run.info.status == "FAILED" and run.data.tags["revision"] == "step0"  # written whole: terminated, its last write
+    recorder.finish_sweep(parent, "KILLED")
+    assert Tracker(uri).client.get_run(parent).info.status == "KILLED"
 
 
 def test_disk_without_room_is_refused_naming_size_and_place(tmp_path):
