@@ -90,8 +90,8 @@ class SweepConfig:
         else:
             raise ConfigError("checkpoints", self.checkpoints, f"one of {SCHEDULES} or a list of revisions")
         _check_type("task", self.task, str)
-        if not self.task.endswith(".toml"):
-            raise ConfigError("task", self.task, "a task file path ending in .toml (see tasks/)")
+        if not self.task.endswith(".toml") and not (SHIPPED / "tasks" / f"{self.task}.toml").is_file():
+            raise ConfigError("task", self.task, f"a task file (.toml), or a shipped task's name ({shipped_names('tasks')})")
         if self.layer is not None:
             _check_int("layer", self.layer, minimum=0)
         _check_choice("site", self.site, SITES)
@@ -216,12 +216,32 @@ def config_from_dict(values: dict[str, Any]) -> SweepConfig:
         raise ConfigError("config", values, str(error)) from error
 
 
-def read_toml(path: str | Path, field: str, where: str) -> dict[str, Any]:
-    """A TOML file's table, or a one-line refusal naming the file (missing, or not valid TOML)."""
+SHIPPED = Path(__file__).parent / "shipped"  # the task files and run configs that come with the package
+SHIPPED_AS = {"tasks": ("task", "tasks"), "configs": ("run config", "jobs/configs")}  # kind -> (what, its folder in a checkout)
+
+
+def locate(path: str | Path, field: str, kind: str) -> Path:
+    """The file a user named: the path as given where it exists, else the shipped task or config of that name
+    (`induction`, `induction.toml`, or the checkout's `tasks/induction.toml` from any folder, installed or not)."""
+    given = Path(path)
+    if given.is_file():
+        return given
+    what, folder = SHIPPED_AS[kind]
+    shipped = SHIPPED / kind / (given.name if given.suffix == ".toml" else f"{given.name}.toml")
+    if shipped.is_file() and given.parent.as_posix() in (".", folder):
+        return shipped
+    raise ConfigError(field, str(path), f"an existing TOML file, or a shipped {what}'s name ({shipped_names(kind)})")
+
+
+def shipped_names(kind: str) -> str:
+    return ", ".join(sorted(p.stem for p in (SHIPPED / kind).glob("*.toml")))
+
+
+def read_toml(path: str | Path, field: str, kind: str) -> dict[str, Any]:
+    """A TOML file's table (a path, or a shipped file's name: `locate`), or a one-line refusal naming the file
+    (missing, or not valid TOML)."""
     try:
-        return tomllib.loads(Path(path).read_text())
-    except FileNotFoundError as error:
-        raise ConfigError(field, str(path), f"an existing TOML file (see {where})") from error
+        return tomllib.loads(locate(path, field, kind).read_text())
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(field, str(path), f"valid TOML ({error})") from error
 
@@ -229,7 +249,7 @@ def read_toml(path: str | Path, field: str, where: str) -> dict[str, Any]:
 def load_config(path: str | Path, **overrides: Any) -> SweepConfig:
     """Read a TOML run config (see jobs/configs/) and apply overrides given as keyword arguments. A refusal of
     the file's own values names the file; one of an override names only the setting."""
-    values = read_toml(path, "config file", "jobs/configs/")
+    values = read_toml(path, "config file", "configs")
     if "study" in values:  # pythia_sweep/study.py reads these; a one-model command must not drop the key silently
         raise ConfigError(f"{path}: study", values["study"], "a study's setting: python -m jobs.sweep runs a study's config; "
                           "this command takes one model's config (without `study`)")  # fmt: skip

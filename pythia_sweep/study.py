@@ -63,7 +63,7 @@ class Study:
 def load_study(path: str | Path, **overrides: Any) -> Study:
     """Read a run config that may name several models (and a `study` name); overrides as `config.load_config`'s
     (an overriding `model` may be a pattern or a list too). A refusal of the file's own values names the file."""
-    values = read_toml(path, "config file", "jobs/configs/")
+    values = read_toml(path, "config file", "configs")
     name = values.pop("study", None)
     given = {k: v for k, v in overrides.items() if v is not None}
     spec = given.pop("model", values.get("model", SweepConfig.model))

@@ -79,7 +79,7 @@ def check_keys(table: dict, allowed: Sequence[str], where: str, source: str) -> 
 
 def load_task(path: str | Path) -> Task:
     """Read and check a task file's shape; model-dependent checks come with the tokenizer and config."""
-    return task_from_dict(read_toml(path, "task", "tasks/"), str(path))
+    return task_from_dict(read_toml(path, "task", "tasks"), str(path))
 
 
 def task_from_dict(data: dict, source: str = "<task>") -> Task:

@@ -46,7 +46,7 @@ def test_bench_smoke_prints_the_table_with_the_three_targets(tmp_path):
 
 
 def test_break_even_counts_checkpoints_until_start_up_is_paid_for():
-    from jobs.bench import break_even
+    from pythia_sweep.commands.bench import break_even
 
     assert break_even(direct=20.0, startup=10.0, warm=1.0) == 10  # (10 + 10 * 1) / 10 = 2.0 = 20 / 10
     assert break_even(direct=20.0, startup=0.0, warm=1.0) == 1

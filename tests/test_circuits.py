@@ -188,7 +188,7 @@ def test_jobs_circuits_finds_the_induction_circuit_over_training(induction_famil
     previous-token pattern), and the page and JSON written."""
     import json
 
-    from jobs.circuits import main
+    from pythia_sweep.commands.circuits import main
 
     config = tmp_path / "c.toml"
     config.write_text(f'model = "{induction_family}"\ntask = "tasks/induction-demo.toml"\n')

@@ -22,7 +22,7 @@ def test_defaults_are_the_pythia_question():
         ({"even_heads": [0]}, "setting='even_heads' is not valid: no longer a run setting; use a [groups] table in the task file"),
         ({"preset": "seed"}, "setting='preset' is not valid: no longer a run setting; use task ="),
         ({"null_subset": 3}, "setting='null_subset' is not valid: did you mean null_subsets?"),
-        ({"task": "tasks/ioi"}, "task='tasks/ioi' is not valid: a task file path ending in .toml"),
+        ({"task": "tasks/ioi"}, "task='tasks/ioi' is not valid: a task file (.toml), or a shipped task's name (decimal-robust"),
         ({"checkpoints": "weekly"}, "checkpoints='weekly' is not valid: one of ('seed', 'log', 'all')"),
         ({"model": "pythia"}, "a Hub repo id of the form 'org/name'"),
         ({"single_heads": 1}, "single_heads=1 is not valid: a bool"),

@@ -195,7 +195,7 @@ def test_a_checkpoint_record_carries_the_map_and_the_long_table_every_head(neox)
 def test_the_scan_sets_attribution_against_its_exact_effects(hub_cache, tmp_path, capsys):
     """`python -m jobs.scan ... --attribution`: a line per revision with the rank correlation over every head and
     the exact and attribution top 3, read from the same scan rows and map the library returns."""
-    from jobs.scan import main
+    from pythia_sweep.commands.scan import main
 
     config = tmp_path / "tiny.toml"
     config.write_text('model = "tiny-test/neox"\ntask = "tasks/decimal-seed.toml"\nmax_new_tokens = 4\n')

@@ -100,7 +100,7 @@ def test_an_unknown_sweep_is_answered_with_the_sweeps_there_are_latest_first(sto
 
 def test_compare_refuses_a_sweep_named_twice(store, tmp_path, capsys):
     """By its name and by its parent run id: one sweep, drawn twice and its verdict pasted twice, is refused in one line."""
-    from jobs.compare import main
+    from pythia_sweep.commands.compare import main
 
     _, uri, first, second = store
     out = tmp_path / "compare.html"

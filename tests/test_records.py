@@ -50,7 +50,7 @@ def test_every_number_of_the_record_is_one_row_with_its_identity(measured):
 
 
 def test_the_demo_names_carrying_heads_from_the_table_not_from_names(measured):
-    from jobs.demo import carrying_heads
+    from pythia_sweep.commands.demo import carrying_heads
 
     frame = pl.DataFrame({"revision": ["step1000"], "analysed": [True]})
     top = carrying_heads(SimpleNamespace(frame=frame, long=long_table([measured])), k=12)

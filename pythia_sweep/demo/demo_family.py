@@ -42,10 +42,11 @@ from pathlib import Path
 
 import torch
 
+from pythia_sweep.config import SHIPPED
 from pythia_sweep.task_schema import load_task
 from pythia_sweep.demo.hub_cache import repo_folder, save_revision
 
-TASKS = Path(__file__).resolve().parents[2] / "tasks"
+TASKS = SHIPPED / "tasks"  # the package's own task files: found installed or in a checkout
 
 DEMO_REPO = "pythia-sweep-demo/tiny-neox"
 EOS = "<|endoftext|>"

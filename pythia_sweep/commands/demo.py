@@ -1,0 +1,112 @@
+"""The whole pipeline offline, as a story: a tiny model family that learns induction during training, swept
+for when that happens (patching + a second line of evidence), the step bracketed by bisection, and the
+decimal question asked of the same family for comparison.
+
+    make demo          (or: HF_HUB_OFFLINE=1 HF_HUB_CACHE=.cache/hf/hub python -m jobs.demo)
+
+Steps: train the demo family into .cache/hf/hub if absent (once); sweep tasks/induction-demo.toml over the
+demo config's checkpoints; print the heads that move the answer most (from the single-head map); bisect between
+neighbouring saved revisions (`refine`); print the verdict of the report it leaves (rebuilt with the probes);
+sweep tasks/decimal-robust.toml and print its verdict; sweep tasks/induction-discover.toml, whose group is found
+at the final checkpoint rather than written, and print its verdict. The reports' paths are printed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+# Hugging Face reads these at import time: the demo always runs from the project-local cache.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_CACHE", str(Path(".cache/hf/hub").resolve()))
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # the demo's local Ray stays on 127.0.0.1
+
+CONFIG = "jobs/configs/demo.toml"
+INDUCTION, DECIMAL, DISCOVER = "tasks/induction-demo.toml", "tasks/decimal-robust.toml", "tasks/induction-discover.toml"
+
+
+def carrying_heads(report, k: int = 3) -> list[tuple[int, int, float]]:
+    """The single heads whose patching moves the answer's log-prob difference most over the baseline, at the last
+    analysed checkpoint: (layer, head, gain in nats), read from the long table's layer and head columns."""
+    import polars as pl
+
+    last = report.frame.filter(pl.col("analysed"))["revision"][-1]
+    at = report.long.filter((pl.col("revision") == last) & (pl.col("metric") == "logprob_diff"))
+    base = at.filter(pl.col("kind") == "baseline")["value"].item()
+    heads = at.filter(pl.col("kind") == "head").sort("value", descending=True).head(k)
+    return [(row["layer"], row["head"], row["value"] - base) for row in heads.iter_rows(named=True)]
+
+
+def said(report) -> None:
+    """The report's verdict as it states it (its first line the answer, then one labelled fact a line), and where to look."""
+    print("   verdict (as the report states it):\n" + "\n".join(f"     {line}" for line in report.verdict.splitlines()))
+    print(f"   {report.mlflow_link}")
+    print(f"   report: {report.html_path}", flush=True)
+
+
+def main(argv=None) -> int:
+    from pythia_sweep.commands.cli import parser_for
+
+    parser_for("jobs.demo", __doc__).parse_args(argv)  # --help; the demo takes no options
+    start = time.perf_counter()
+    from pythia_sweep.checkpoints import published_revisions
+    from pythia_sweep.config import load_config
+    from pythia_sweep.refine import refine_sweep
+    from pythia_sweep.report.build import build_report
+    from pythia_sweep.sweep import run_sweep
+    from pythia_sweep.task_schema import load_task
+    from pythia_sweep.demo.demo_family import family_exists, train_family
+    from pythia_sweep.tracking import SweepReader
+
+    cache = os.environ["HF_HUB_CACHE"]
+    if not family_exists(cache):
+        print(f"Training the demo family into {cache} (once) ...", flush=True)
+        train_family(cache)
+        print(f"  trained in {time.perf_counter() - start:.0f}s", flush=True)
+
+    config = load_config(CONFIG, task=INDUCTION)
+    task = load_task(INDUCTION)
+    published = published_revisions(config.model)
+    print(f"\n1. {task.question}  ({config.model}, {INDUCTION})\n"
+          "   expected: the family's induction heads form in a phase change near step 300, so the headline leaps there, in\n"
+          "   the middle half of its 448 steps; layer 1 stands out among 40 random 8-head sets of both layers", flush=True)  # fmt: skip
+    result = run_sweep(config, task, published=published)
+    report = build_report(result.parent_run_id, tracking_uri=result.tracking_uri)
+    summary = report.summary
+    heads = ", ".join(f"{layer}.{head} ({gain:+.2f} nats)" for layer, head, gain in carrying_heads(report))
+    print(f"   heads that move the answer most (layer.head, patched alone at the last checkpoint): {heads}")
+
+    point = summary["emergence_point"]
+    if point and point.get("previous_revision"):
+        records = SweepReader(result.tracking_uri).load_records(result.parent_run_id)
+        bracket = refine_sweep(config, task, published, records, task.headline.name, task.headline.threshold,
+                               tracking_uri=result.tracking_uri)  # fmt: skip
+        print(f"\n2. refine: bisect the saved revisions between {point['previous_revision']} and {point['revision']}; measured "
+              f"{len(bracket.fetched)} more ({', '.join(bracket.fetched) or 'none'}). Expected: the verdict's interval narrows to "
+              "neighbouring saved revisions", flush=True)  # fmt: skip
+        report = build_report(result.parent_run_id, tracking_uri=result.tracking_uri)  # the probes are in the sweep now
+    said(report)
+
+    decimal = load_task(DECIMAL)
+    print(f"\n3. {decimal.question}  ({DECIMAL}, same family)", flush=True)
+    result = run_sweep(load_config(CONFIG, task=DECIMAL), decimal, published=published)
+    report = build_report(result.parent_run_id, tracking_uri=result.tracking_uri)
+    print("   expected on this family: it learns the bug (Q: ... A: prompts answered the wrong way) and nothing trained to\n"
+          "   repair it, so no emergence; the verdict can say so only where the model answers the plain question")  # fmt: skip
+    said(report)
+
+    found = load_task(DISCOVER)
+    print(f"\n4. {found.question}  ({DISCOVER}, same family: no head written in the task)\n"
+          "   expected: two layer-1 heads found at step448 on half of the prompts, measured on the other half; they emerge\n"
+          "   where step 1's layer does, and stand out among 40 of the 91 pairs of the other 14 heads", flush=True)  # fmt: skip
+    result = run_sweep(load_config(CONFIG, task=DISCOVER), found, published=published)
+    report = build_report(result.parent_run_id, tracking_uri=result.tracking_uri)
+    said(report)
+    print(f"\ndemo finished in {time.perf_counter() - start:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
