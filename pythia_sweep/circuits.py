@@ -186,38 +186,88 @@ def _batch_edges(model, graph: Graph, chunk: Sequence[TokenizedPair], pad_id: in
     return scores
 
 
+def _entering(model, graph: Graph, chosen: torch.Tensor, a: dict, b: dict, like: torch.Tensor) -> torch.Tensor:
+    """Sum over the chosen senders (`chosen`: (senders,) bool) of (a[u] - b[u]), each as it enters the residual (a head
+    through its share of the output projection): a difference of two runs' sender outputs, as one receiver reads it."""
+    paths = BLOCKS[model.config.model_type]
+    layers = model.get_submodule(paths["layers"])
+    index = {u: i for i, u in enumerate(graph.senders)}
+    total = torch.zeros_like(like)
+    for u in ["emb"] + [f"m{layer}" for layer in range(graph.n_layers)]:
+        if chosen[index[u]]:
+            total = total + (a[u] - b[u])
+    for layer in range(graph.n_layers):
+        heads = chosen[index[f"a{layer}.0"] : index[f"a{layer}.0"] + graph.n_heads]  # (H,)
+        if heads.any():
+            weight = layers[layer].get_submodule(paths["out_proj"]).weight  # (D, H * dh)
+            columns = heads.repeat_interleave(weight.shape[1] // graph.n_heads).to(like.device, like.dtype)  # (H * dh,)
+            total = total + ((a[f"a{layer}"] - b[f"a{layer}"]) * columns) @ weight.T
+    return total
+
+
 @contextlib.contextmanager
 def _edges_cut(model, graph: Graph, kept: torch.Tensor, corrupted: dict) -> Iterator[None]:
     """While the block runs (on the clean rows), every edge outside `kept` (senders, receivers) carries its corrupted
     value: each receiver's input is the residual of this run minus, for each sender whose edge into it is cut, that
     sender's output in this run less its output in the corrupted run (`corrupted`: `_wired`'s outputs). Senders'
     outputs are this run's, so a kept edge carries what its sender computes from its own kept inputs."""
-    paths = BLOCKS[model.config.model_type]
-    layers = model.get_submodule(paths["layers"])
     cut = (~kept) & graph.mask()  # (senders, receivers)
-    index = {u: i for i, u in enumerate(graph.senders)}
     run: dict = {}  # this run's sender outputs, filled by _hooked as the forward proceeds
 
-    def removed(v: str, like: torch.Tensor) -> torch.Tensor:
-        """Sum over the senders cut from v of (this run's output - the corrupted run's), as they enter the residual."""
-        j = graph.receivers.index(v)
-        total = torch.zeros_like(like)
-        for u in ["emb"] + [f"m{layer}" for layer in range(graph.n_layers)]:
-            if cut[index[u], j]:
-                total = total + (run[u] - corrupted[u])
-        for layer in range(graph.n_layers):
-            heads = cut[index[f"a{layer}.0"] : index[f"a{layer}.0"] + graph.n_heads, j]  # (H,)
-            if heads.any():
-                weight = layers[layer].get_submodule(paths["out_proj"]).weight  # (D, H * dh)
-                columns = heads.repeat_interleave(weight.shape[1] // graph.n_heads).to(like.device, like.dtype)  # (H * dh,)
-                total = total + ((run[f"a{layer}"] - corrupted[f"a{layer}"]) * columns) @ weight.T
-        return total
-
     def rebuild(v):
-        return lambda x: x - removed(v, x)
+        j = graph.receivers.index(v)
+        return lambda x: x - _entering(model, graph, cut[:, j], run, corrupted, x)
 
     with _hooked(model, graph, rebuild, out=run):
         yield
+
+
+@contextlib.contextmanager
+def _edges_patched(model, graph: Graph, patched: torch.Tensor, clean: dict) -> Iterator[None]:
+    """While the block runs (on the corrupted rows), the `patched` edges (senders, receivers) alone carry the clean
+    run's value: each receiver's input is this run's residual plus, for each patched edge into it, the sender's clean
+    output less its output in this run. Everything else is the corrupted run: the exact patch an edge's attribution
+    score estimates to first order."""
+    run: dict = {}
+
+    def rebuild(v):
+        j = graph.receivers.index(v)
+        return lambda x: x + _entering(model, graph, patched[:, j], clean, run, x)
+
+    with _hooked(model, graph, rebuild, out=run):
+        yield
+
+
+def edges_alone(model, pairs: Sequence[TokenizedPair], edges: Sequence[tuple[str, str]], pad_id: int) -> dict[str, float]:
+    """Each edge patched alone from the clean run into the corrupted one (`_edges_patched`): how far it moves the answer
+    log-prob difference, in nats, the mean over prompts; "u->v" -> nats."""
+    graph = graph_of(model)
+    device = next(model.parameters()).device
+    moved = {f"{u}->{v}": 0.0 for u, v in edges}
+    for tp in pairs:
+        rows = {side: [tp.ids[side] + answer for answer in tp.answers["corrupted"]] for side in ("clean", "corrupted")}
+        ids = {side: pad(rows[side], pad_id, left=False, device=device) for side in rows}
+        read = sorted({len(tp.ids["corrupted"]) - 1 + j for answer in tp.answers["corrupted"] for j in range(len(answer))})
+        column = {position: k for k, position in enumerate(read)}
+        keep_at = torch.tensor(read, device=device)
+
+        def metric(logits: torch.Tensor) -> float:
+            exact = torch.promote_types(logits.dtype, torch.float32)
+            return float(answer_metric(torch.log_softmax(logits.to(exact), dim=-1), [tp], column, device))
+
+        def corrupted_run() -> float:
+            return metric(model(input_ids=ids["corrupted"][0], attention_mask=ids["corrupted"][1], use_cache=False, logits_to_keep=keep_at).logits)
+
+        with torch.no_grad():
+            with _wired(model, graph, live=False) as clean:
+                model(input_ids=ids["clean"][0], attention_mask=ids["clean"][1], use_cache=False, logits_to_keep=1)
+            base = corrupted_run()
+            for u, v in edges:
+                only = torch.zeros_like(graph.mask())
+                only[graph.senders.index(u), graph.receivers.index(v)] = True
+                with _edges_patched(model, graph, only, clean["out"]):
+                    moved[f"{u}->{v}"] += (corrupted_run() - base) / len(pairs)
+    return moved
 
 
 def circuit_metric(model, pairs: Sequence[TokenizedPair], kept: torch.Tensor, pad_id: int) -> dict[str, torch.Tensor]:
@@ -305,33 +355,49 @@ def find_circuit(scores: torch.Tensor, mask: torch.Tensor, measure, target: floa
 # --- over training ---------------------------------------------------------------------------------------------------
 
 
-def circuit_at(model, pairs: Sequence[TokenizedPair], pad_id: int, batch_size: int, target: float = 0.8,
-               resamples: int = 1000, seed: int = 0) -> dict:  # fmt: skip
-    """One checkpoint's circuit: every edge scored, the fewest top edges reaching `target`, and its faithfulness
-    measured by patching with a 95% interval over prompt resamples (the ratio of means recomputed on each)."""
+def _interval(samples: tuple, statistic, resamples: int, seed: int) -> list[float] | list[None]:
+    """A 95% percentile interval of `statistic` over prompt resamples (paired: a prompt's runs stay together)."""
     from scipy.stats import bootstrap
 
+    if len(samples[0]) < 2:
+        return [None, None]
+    found = bootstrap(tuple(x.numpy() for x in samples), statistic, paired=True, vectorized=False, n_resamples=resamples,
+                      method="percentile", random_state=seed)  # fmt: skip
+    return [float(found.confidence_interval.low), float(found.confidence_interval.high)]
+
+
+def circuit_at(model, pairs: Sequence[TokenizedPair], pad_id: int, batch_size: int, target: float = 0.8,
+               resamples: int = 1000, seed: int = 0, alone: int = 10) -> dict:  # fmt: skip
+    """One checkpoint's circuit: every edge scored, the fewest top edges reaching `target`, and its faithfulness
+    measured by patching with a 95% interval over prompt resamples (the ratio of means recomputed on each); the top
+    `alone` edges of the circuit each patched alone too (what that one edge recovers, against its attribution score).
+
+    No circuit where there is nothing to explain: when the 95% interval of the clean-minus-corrupted gap does not lie
+    above zero (the corrupted prompt answered as the clean one, as early in training), a share of that gap has no
+    meaning, and `none` says why with the gap and its interval."""
     graph = graph_of(model)
+    base = circuit_metric(model, pairs, torch.zeros_like(graph.mask()), pad_id)  # its `circuit` run is the corrupted one
+    gap = float(base["clean"].mean() - base["corrupted"].mean())
+    gap_ci = _interval((base["clean"], base["corrupted"]), lambda clean, corr: clean.mean() - corr.mean(), resamples, seed)
+    found = {"target": target, "edges_possible": int(graph.mask().sum()), "clean": float(base["clean"].mean()),
+             "corrupted": float(base["corrupted"].mean()), "gap": gap, "gap_ci": gap_ci}  # fmt: skip
+    if gap_ci[0] is None or gap_ci[0] <= 0:
+        said = f"clean - corrupted {gap:+.2f} nats, 95% " + (f"[{gap_ci[0]:+.2f}, {gap_ci[1]:+.2f}]" if gap_ci[0] is not None else "(one prompt: no interval)")
+        why = (f"a reversed gap: {said} (the corrupted prompt's answer is likelier on the clean prompt than on its own)"
+               if gap_ci[1] is not None and gap_ci[1] < 0 else f"no gap to explain: {said}")  # fmt: skip
+        return found | {"edges": [], "nodes": [], "size": None, "faithfulness": None, "faithfulness_ci": [None, None], "reached": False,
+                        "scores": {}, "alone": {}, "none": why}  # fmt: skip
     scores = edge_attribution(model, pairs, pad_id, batch_size)
-    measured: dict = {}
-
-    def measure(kept: torch.Tensor) -> float:
-        measured["last"] = circuit_metric(model, pairs, kept, pad_id)
-        return faithfulness(measured["last"])
-
-    circuit = find_circuit(scores, graph.mask(), measure, target)
+    circuit = find_circuit(scores, graph.mask(), lambda kept: faithfulness(circuit_metric(model, pairs, kept, pad_id)), target)
     metrics = circuit_metric(model, pairs, circuit.kept, pad_id)
-    interval = [None, None]
-    if len(pairs) > 1 and float(metrics["clean"].mean() - metrics["corrupted"].mean()) != 0:
-        ratio = lambda clean, corr, circ: (circ.mean() - corr.mean()) / (clean.mean() - corr.mean())  # noqa: E731
-        found = bootstrap((metrics["clean"].numpy(), metrics["corrupted"].numpy(), metrics["circuit"].numpy()), ratio, paired=True,
-                          vectorized=False, n_resamples=resamples, method="percentile", random_state=seed)  # fmt: skip
-        interval = [float(found.confidence_interval.low), float(found.confidence_interval.high)]
+    ratio = lambda clean, corr, circ: (circ.mean() - corr.mean()) / (clean.mean() - corr.mean())  # noqa: E731
     edges = circuit.edges(graph)
-    return {"edges": [list(e) for e in edges], "nodes": sorted({u for u, _ in edges}), "size": circuit.size,
-            "faithfulness": circuit.faithfulness, "faithfulness_ci": interval, "target": target, "reached": circuit.faithfulness >= target,
-            "edges_possible": int(graph.mask().sum()), "clean": float(metrics["clean"].mean()), "corrupted": float(metrics["corrupted"].mean()),
-            "scores": {f"{u}->{v}": float(scores[graph.senders.index(u), graph.receivers.index(v)]) for u, v in edges}}  # fmt: skip
+    score_of = {f"{u}->{v}": float(scores[graph.senders.index(u), graph.receivers.index(v)]) for u, v in edges}
+    strongest = [tuple(k.split("->")) for k in sorted(score_of, key=lambda k: -abs(score_of[k]))[:alone]]
+    patched_alone = {k: {"nats": nats, "share": nats / gap} for k, nats in edges_alone(model, pairs, strongest, pad_id).items()}
+    return found | {"edges": [list(e) for e in edges], "nodes": sorted({u for u, _ in edges}), "size": circuit.size,
+                    "faithfulness": circuit.faithfulness, "faithfulness_ci": _interval((metrics["clean"], metrics["corrupted"], metrics["circuit"]), ratio, resamples, seed),
+                    "reached": circuit.faithfulness >= target, "scores": score_of, "alone": patched_alone, "none": None}  # fmt: skip
 
 
 def jaccard(a, b) -> float | None:
@@ -342,16 +408,19 @@ def jaccard(a, b) -> float | None:
 
 def over_training(revisions: Sequence[str], circuits: Sequence[dict]) -> dict:
     """How the circuit changes over training: at each checkpoint its overlap (Jaccard, of edges and of nodes) with the
-    final checkpoint's circuit and with the previous one's; per node (a sender: `emb`, a head, an MLP), the checkpoints
-    it is in, when it joins first and when it leaves last."""
+    final checkpoint's circuit and with the previous one's (None where either has no circuit: nothing to overlap); per
+    node (a sender: `emb`, a head, an MLP), the checkpoints it is in, when it joins first and when it leaves last."""
     final = circuits[-1]
+
+    def overlap(a: dict | None, b: dict | None, key: str) -> float | None:
+        return jaccard(a[key], b[key]) if a and b and a["none"] is None and b["none"] is None else None
+
     steps = []
     for i, (revision, c) in enumerate(zip(revisions, circuits)):
         previous = circuits[i - 1] if i else None
-        steps.append({"revision": revision, "size": c["size"], "faithfulness": c["faithfulness"], "reached": c["reached"],
-                      "edges_vs_final": jaccard(c["edges"], final["edges"]), "nodes_vs_final": jaccard(c["nodes"], final["nodes"]),
-                      "edges_vs_previous": jaccard(c["edges"], previous["edges"]) if previous else None,
-                      "nodes_vs_previous": jaccard(c["nodes"], previous["nodes"]) if previous else None})  # fmt: skip
+        steps.append({"revision": revision, "size": c["size"], "faithfulness": c["faithfulness"], "reached": c["reached"], "none": c["none"],
+                      "gap": c["gap"], "edges_vs_final": overlap(c, final, "edges"), "nodes_vs_final": overlap(c, final, "nodes"),
+                      "edges_vs_previous": overlap(c, previous, "edges"), "nodes_vs_previous": overlap(c, previous, "nodes")})  # fmt: skip
     nodes = sorted({n for c in circuits for n in c["nodes"]})
     timelines = []
     for node in nodes:

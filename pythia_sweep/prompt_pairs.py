@@ -133,11 +133,22 @@ def word_tokens(tokenizer) -> list[int]:
     return words
 
 
+# What the corrupted prompt of a repeated-tokens task changes in the first occurrence (the second is the same):
+CORRUPTIONS = {
+    # the answer word, replaced by another: induction copies the other word (the copied value changes)
+    "answer": "the answer word replaced by another",
+    # the word before the answer trades places with the second-to-last word: every word induction could copy stands
+    # where it stood, but the match the repeated prefix finds is now before the last word (what changes is where the
+    # induction head attends: its key, written by the previous-token head, K-composition)
+    "previous": "the word before the answer moved, so the repeated prefix matches before the last word",
+}
+
+
 def _repeated_token_pairs(source: str, spec: dict, tokenizer) -> list[PromptPair]:
-    """Olsson et al.'s repeated random sequences: a sequence of `length` random words, then its first half
-    again; the clean answer is the word that followed in the first occurrence. The corrupted prompt replaces
-    that word (first occurrence only) by another, so induction predicts the other word; both prompts have
-    the same length."""
+    """Olsson et al.'s repeated random sequences: a sequence of `length` random words, then its first `repeat` words
+    again; the clean answer is the word that followed them in the first occurrence. The corrupted prompt changes the
+    first occurrence (`corrupt`, CORRUPTIONS) so that induction predicts another word, which is its answer; both
+    prompts have the same length."""
     if tokenizer is None:
         raise ConfigError(f"{source}: prompts.kind", "repeated-tokens", "a tokenizer to draw words from (given per model)")
     words = [tokenizer.decode([t]) for t in word_tokens(tokenizer)]
@@ -153,7 +164,12 @@ def _repeated_token_pairs(source: str, spec: dict, tokenizer) -> list[PromptPair
         drawn = rng.sample(words, length + 1)
         seq, other = drawn[:length], drawn[length]
         answer = seq[repeat]
-        corrupted_seq = seq[:repeat] + [other] + seq[repeat + 1 :]
+        if spec.get("corrupt", "answer") == "previous":
+            corrupted_seq = list(seq)
+            corrupted_seq[repeat - 1], corrupted_seq[length - 2] = seq[length - 2], seq[repeat - 1]
+            other = seq[length - 1]  # what now follows the repeated prefix's last word
+        else:
+            corrupted_seq = seq[:repeat] + [other] + seq[repeat + 1 :]
         clean = prefix + "".join(seq) + "".join(seq[:repeat])
         corrupted = prefix + "".join(corrupted_seq) + "".join(seq[:repeat])
         pairs.append(PromptPair(f"seq{i:03d}", clean, corrupted, (answer,), (other,)))

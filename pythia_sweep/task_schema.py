@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pythia_sweep.analysis import LEVELS
 from pythia_sweep.config import ALIGNMENTS, read_toml
+from pythia_sweep.prompt_pairs import CORRUPTIONS
 from pythia_sweep.errors import ConfigError
 from pythia_sweep.prompt_pairs import PROMPT_KINDS, as_list, check_unique_ids
 from pythia_sweep.tasks import (
@@ -37,7 +38,7 @@ PROMPT_KEYS = {
     "pairs": ("kind", "pairs"),
     "templates": ("kind", "templates", "values", "tables", "distinct", "count", "seed", "id", "correct", "wrong",
                   "keep_if_single_tokens", "weight"),
-    "repeated-tokens": ("kind", "count", "length", "seed", "repeat", "prefix"),
+    "repeated-tokens": ("kind", "count", "length", "seed", "repeat", "prefix", "corrupt"),
 }  # fmt: skip
 
 PAIR_KEYS = ("id", "clean", "corrupted", "correct", "wrong", "weight")
@@ -209,6 +210,12 @@ def _check_prompts(spec, bad, source: str) -> None:
         repeat = spec.get("repeat", spec["length"] // 2)
         if not isinstance(repeat, int) or isinstance(repeat, bool) or not 1 <= repeat < spec["length"]:
             raise bad("prompts.repeat", repeat, f"an integer in 1..{spec['length'] - 1} (words repeated before the answer)")
+        corrupt = spec.get("corrupt", "answer")
+        if corrupt not in CORRUPTIONS:
+            raise bad("prompts.corrupt", corrupt, f"one of {', '.join(CORRUPTIONS)}")
+        if corrupt == "previous" and repeat > spec["length"] - 3:
+            raise bad("prompts.repeat", repeat, f"at most {spec['length'] - 3} with corrupt = \"previous\" (the word before the "
+                      "answer trades places with the second-to-last word, which must lie after the answer)")
 
 
 def _row_count(spec: dict) -> int:

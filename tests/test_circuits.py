@@ -146,6 +146,14 @@ def test_a_planted_path_is_found_and_only_it_and_measured_by_patching(neox):
         kept = torch.zeros_like(everything)
         kept[graph.senders.index(alone[0]), graph.receivers.index(alone[1])] = True
         assert measure(kept) == pytest.approx(0.0, abs=1e-9), alone
+    # patched alone into the corrupted run (the patch attribution estimates), either edge carries the whole gap: what
+    # lies downstream of it is computed from it, where a circuit keeping one edge gives it a corrupted sender
+    from pythia_sweep.circuits import edges_alone
+
+    gap = float(metrics["clean"].mean() - metrics["corrupted"].mean())
+    moved = edges_alone(model, pairs, [("emb", "a2"), ("a2.5", "logits"), ("emb", "a1")], pad_id)
+    assert moved["emb->a2"] == pytest.approx(gap, rel=1e-6) and moved["a2.5->logits"] == pytest.approx(gap, rel=1e-6)
+    assert moved["emb->a1"] == pytest.approx(0.0, abs=1e-9)  # layer 1's attention sends nothing anywhere
 
 
 @pytest.mark.parametrize("architecture", ["neox-parallel", "neox-sequential", "llama"])
@@ -168,7 +176,7 @@ def test_over_training_says_overlaps_and_when_each_component_joins_and_leaves():
 
     def c(edges):
         return {"edges": [list(e) for e in edges], "nodes": sorted({u for u, _ in edges}), "size": len(edges), "faithfulness": 0.9,
-                "reached": True}  # fmt: skip
+                "reached": True, "none": None, "gap": 2.0}  # fmt: skip
 
     early, mid, final = c([("emb", "a1"), ("a0.1", "a1")]), c([("emb", "a1"), ("a1.2", "logits")]), c([("emb", "a1"), ("a1.2", "logits"), ("a1.3", "logits")])
     over = over_training(["step1", "step2", "step3"], [early, mid, final])
@@ -179,6 +187,9 @@ def test_over_training_says_overlaps_and_when_each_component_joins_and_leaves():
     assert (nodes["a0.1"]["joins"], nodes["a0.1"]["last_seen"], nodes["a0.1"]["at_final"]) == ("step1", "step1", False)
     assert (nodes["a1.2"]["joins"], nodes["a1.3"]["joins"], nodes["emb"]["present"]) == ("step2", "step3", ["step1", "step2", "step3"])
     assert jaccard([], []) is None
+    nothing = c([]) | {"none": "no gap to explain: ...", "size": None, "faithfulness": None, "reached": False}
+    before, after = over_training(["step0", "step3"], [nothing, final])["checkpoints"]
+    assert (before["edges_vs_final"], before["nodes_vs_final"], after["edges_vs_previous"]) == (None, None, None)  # not 0: nothing to overlap
 
 
 @pytest.mark.slow
@@ -211,3 +222,40 @@ def test_jobs_circuits_finds_the_induction_circuit_over_training(induction_famil
                                                  "The circuit as a layered graph"], titles  # fmt: skip
     with pytest.raises(SystemExit):
         main([str(config), "--revisions", "step336", "--target", "0"])
+
+
+def test_no_circuit_is_sought_where_the_corrupted_prompt_answers_as_the_clean_one(neox):
+    """A gap whose interval reaches zero has no share to recover: no circuit, and the reason names the gap."""
+    from pythia_sweep.circuits import circuit_at
+
+    model, pairs, pad_id = _model(neox)
+    same = [dataclasses.replace(tp, ids={**tp.ids, "clean": tp.ids["corrupted"]}) for tp in pairs]  # clean = corrupted
+    found = circuit_at(model, same, pad_id, batch_size=16, resamples=200)
+    assert found["none"].startswith("no gap to explain: clean - corrupted +0.00 nats, 95% [")
+    assert (found["size"], found["faithfulness"], found["edges"], found["gap"]) == (None, None, [], 0.0)
+    flipped = [dataclasses.replace(tp, ids={**tp.ids, "clean": tp.ids["corrupted"], "corrupted": tp.ids["clean"]}) for tp in pairs]
+    gaps = [circuit_at(model, p, pad_id, batch_size=16, resamples=200)["gap"] for p in (pairs, flipped)]
+    assert gaps[0] * gaps[1] < 0  # this random model: one way round the gap is negative, and said so when it is sure
+    negative = circuit_at(model, pairs if gaps[0] < 0 else flipped, pad_id, batch_size=16, resamples=200)
+    assert negative["none"].startswith(("a reversed gap: clean - corrupted -", "no gap to explain: clean - corrupted -")), negative["none"]
+
+
+@pytest.mark.slow
+def test_the_induction_circuit_runs_through_the_previous_token_head_once_trained(induction_family, tmp_path, capsys):
+    """tasks/induction-kcomp.toml moves the word before the answer: the copied words stand where they stood, so the
+    difference reaches the answer through where the induction head attends, which the previous-token head writes. At
+    step0 there is nothing to explain (no circuit); trained, the circuit holds an edge layer-0 head -> layer 1, and
+    that edge patched alone recovers most of the gap."""
+    import json
+
+    from pythia_sweep.commands.circuits import main
+
+    config = tmp_path / "c.toml"
+    config.write_text(f'model = "{induction_family}"\ntask = "induction-kcomp"\n')
+    assert main([str(config), "--revisions", "step0", "step336", "--reports-dir", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.startswith("step0: no circuit: no gap to explain: clean - corrupted ")
+    first, final = json.loads(next(tmp_path.rglob("circuits.json")).read_text())["circuits"]
+    assert first["none"] and first["edges"] == [] and final["none"] is None and final["reached"]
+    previous_token = [k for k in final["alone"] if k.startswith("a0.") and k.endswith("->a1")]
+    assert previous_token, final["edges"]
+    assert max(final["alone"][k]["share"] for k in previous_token) > 0.5, final["alone"]

@@ -42,3 +42,33 @@ def test_shared_text_maps_the_same_tokens_of_the_shared_text(tok):
 def test_unknown_alignment_is_refused(tok):
     with pytest.raises(ConfigError, match="align='middle'"):
         align_positions(tok, CLEAN, BUGGY, "middle")
+
+
+@pytest.mark.parametrize("corrupt", ["answer", "previous"])
+def test_repeated_tokens_corruptions_change_what_they_say(corrupt):
+    """"answer": the answer word replaced, everything else in place. "previous": the same words, the word before the
+    answer and the second-to-last traded, so the repeated prefix is followed, in its first occurrence, by the last word
+    (the corrupted answer) and the answer word stands where it stood."""
+    from pythia_sweep.demo.demo_family import demo_tokenizer
+    from pythia_sweep.prompt_pairs import make_pairs, word_tokens
+
+    tok = demo_tokenizer([])  # each of its words one token
+    spec = {"kind": "repeated-tokens", "count": 6, "length": 8, "repeat": 3, "seed": 1, "corrupt": corrupt}
+    words = {tok.decode([t]) for t in word_tokens(tok)}
+    for pair in make_pairs("t.toml", spec, tok):
+        clean, corrupted = _split(pair.clean, words), _split(pair.corrupted, words)
+        assert len(clean) == len(corrupted) == 8 + 3 and clean[8:] == corrupted[8:] == clean[:3]  # the prefix, repeated
+        (answer,), (other,) = pair.correct, pair.wrong
+        assert clean[3] == answer and answer != other
+        if corrupt == "answer":
+            assert corrupted[:8] == clean[:3] + [other] + clean[4:8]
+        else:
+            assert sorted(corrupted[:8]) == sorted(clean[:8]) and corrupted[3] == answer  # the copied word in place
+            assert corrupted[corrupted.index(clean[2]) + 1] == other == clean[7]  # what now follows the prefix's last word
+
+
+def _split(text: str, words: set[str]) -> list[str]:
+    """A prompt of single-token words back into its words (each starts with a space)."""
+    parts = [" " + w for w in text.split(" ") if w]
+    assert all(p in words for p in parts), parts
+    return parts

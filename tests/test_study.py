@@ -52,7 +52,7 @@ def seed_families(induction_family, tmp_path_factory):
 def test_a_study_reports_each_runs_emergence_its_interval_the_spread_and_the_defects(seed_families, tmp_path, capsys):
     import ray
 
-    from jobs.sweep import main
+    from pythia_sweep.commands.sweep import main
     from pythia_sweep.tracking import SweepReader, study_tag
 
     config = tmp_path / "study.toml"

@@ -272,3 +272,13 @@ def test_case3_colliding_ids_empty_values_and_answer_mistakes_are_refused_by_the
     data = _own()
     data["prompts"]["pairs"][2]["wrong"] = "Nairobi"
     assert "bad.toml: prompts[p2].wrong='Nairobi' is not valid: write it with its leading space" in _refusal(data)
+
+
+def test_a_repeated_tokens_corruption_is_one_the_generator_knows_and_fits_the_sequence():
+    import tomllib
+
+    data = tomllib.loads((REPO / "tasks" / "induction-kcomp.toml").read_text())
+    data["prompts"]["corrupt"] = "prev"
+    assert _load_refusal(data) == "bad.toml: prompts.corrupt='prev' is not valid: one of answer, previous"
+    data["prompts"] |= {"corrupt": "previous", "repeat": 8}
+    assert _load_refusal(data).startswith("bad.toml: prompts.repeat=8 is not valid: at most 7 with corrupt = \"previous\"")

@@ -103,7 +103,7 @@ def test_revisions_asked_for_on_purpose_are_listed_not_recorded_as_failed(listed
 
 def test_forget_removes_a_revisions_records_from_the_sweep(listed_sweep, capsys):
     """A typo an older version recorded as failed: `--forget` removes it, and refuses a revision the sweep lacks."""
-    from jobs.sweep import main
+    from pythia_sweep.commands.sweep import main
     from pythia_sweep.checkpoint_run import base_record
     from pythia_sweep.task_schema import load_task
     from pythia_sweep.tracking import SweepReader, SweepRecorder

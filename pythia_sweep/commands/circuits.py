@@ -20,6 +20,18 @@ from pathlib import Path
 from pythia_sweep.commands.cli import parser_for, refused
 
 
+def said(circuit: dict) -> str:
+    """One checkpoint's circuit in a line: the gap it explains, its size and measured faithfulness, its nodes."""
+    gap = f"clean - corrupted {circuit['gap']:+.2f} nats"
+    if circuit["none"]:
+        return f"no circuit: {circuit['none']}"
+    low, high = circuit["faithfulness_ci"]
+    interval = f", 95% [{low:.2f}, {high:.2f}]" if low is not None else ""
+    short = "" if circuit["reached"] else f" (short of {circuit['target']:g} with every edge)"
+    return (f"{gap}; {circuit['size']} of {circuit['edges_possible']} edges, faithfulness {circuit['faithfulness']:.2f}{interval}{short}; "
+            f"nodes {', '.join(circuit['nodes'])}")
+
+
 def main(argv=None) -> int:
     parser = parser_for("jobs.circuits", __doc__)
     parser.add_argument("config", help="run config (TOML): model and task")
@@ -58,11 +70,7 @@ def main(argv=None) -> int:
             circuit = circuit_at(loaded.model, pairs, pad_id_of(loaded.tokenizer), batch_size_for(config, loaded, pairs), args.target,
                                  seed=config.seed)  # fmt: skip
             circuits.append(circuit | {"revision": revision})
-            low, high = circuit["faithfulness_ci"]
-            interval = f", 95% [{low:.2f}, {high:.2f}]" if low is not None else ""
-            print(f"{revision}: clean - corrupted {circuit['clean'] - circuit['corrupted']:+.2f} nats; {circuit['size']} of "
-                  f"{circuit['edges_possible']} edges, faithfulness {circuit['faithfulness']:.2f}{interval}"
-                  + ("" if circuit["reached"] else f" (short of {args.target:g} with every edge)") + f"; nodes {', '.join(circuit['nodes'])}", flush=True)  # fmt: skip
+            print(f"{revision}: {said(circuit)}", flush=True)
         folder = Path(args.reports_dir) / report_folder(config.model, task.name)
         shape = (loaded.model.config.num_hidden_layers, loaded.model.config.num_attention_heads)
         path, summary = circuits_page(revisions, circuits, f"{config.model}, {task.name}", folder / "circuits", shape)

@@ -8,7 +8,8 @@ Steps: train the demo family into .cache/hf/hub if absent (once); sweep tasks/in
 demo config's checkpoints; print the heads that move the answer most (from the single-head map); bisect between
 neighbouring saved revisions (`refine`); print the verdict of the report it leaves (rebuilt with the probes);
 sweep tasks/decimal-robust.toml and print its verdict; sweep tasks/induction-discover.toml, whose group is found
-at the final checkpoint rather than written, and print its verdict. The reports' paths are printed.
+at the final checkpoint rather than written, and print its verdict; find the circuit of tasks/induction-kcomp.toml at six
+checkpoints (`jobs.circuits`) and print how it changes. The reports' paths are printed.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # the demo's lo
 
 CONFIG = "jobs/configs/demo.toml"
 INDUCTION, DECIMAL, DISCOVER = "tasks/induction-demo.toml", "tasks/decimal-robust.toml", "tasks/induction-discover.toml"
+KCOMP = "tasks/induction-kcomp.toml"
+CIRCUIT_STEPS = ("step0", "step192", "step256", "step288", "step320", "step448")
 
 
 def carrying_heads(report, k: int = 3) -> list[tuple[int, int, float]]:
@@ -104,6 +107,13 @@ def main(argv=None) -> int:
     result = run_sweep(load_config(CONFIG, task=DISCOVER), found, published=published)
     report = build_report(result.parent_run_id, tracking_uri=result.tracking_uri)
     said(report)
+    from pythia_sweep.commands.circuits import main as circuits
+
+    print(f"\n5. The circuit at {', '.join(CIRCUIT_STEPS)}  ({KCOMP}: the word before the answer moved, so what changes is\n"
+          "   where the induction head attends, its key)\n"
+          "   expected: no circuit at step0 (nothing to explain); once induction forms, the previous-token head's edge into\n"
+          "   layer 1 (a0.H->a1) in the circuit, and patched alone it recovers most of the gap", flush=True)  # fmt: skip
+    circuits([CONFIG, "--task", KCOMP, "--revisions", *CIRCUIT_STEPS])
     print(f"\ndemo finished in {time.perf_counter() - start:.0f}s")
     return 0
 

@@ -258,24 +258,34 @@ def circuits_page(revisions: list[str], circuits: list[dict], title: str, stem: 
 
     over = over_training(revisions, circuits)
     target = circuits[-1]["target"]
-    short = [c["revision"] for c in over["checkpoints"] if not c["reached"]]
+    found = [c for c in circuits if c["none"] is None]
+    short = [c["revision"] for c in found if not c["reached"]]
     final = circuits[-1]
-    answer = (f"The circuit at {revisions[-1]}: {final['size']} of {final['edges_possible']} edges, faithfulness "
-              f"{final['faithfulness']:.2f} by patching (target {target:g}); {len(over['nodes'])} components take part over training.")
-    joined = [n for n in over["nodes"] if n["joins"] != revisions[0]]
+    if final["none"]:
+        answer = f"No circuit at {revisions[-1]}: {final['none']}; nothing to find a circuit for in this task at the final checkpoint."
+    else:
+        answer = (f"The circuit at {revisions[-1]}: {final['size']} of {final['edges_possible']} edges, faithfulness "
+                  f"{final['faithfulness']:.2f} by patching (target {target:g}); first found at {found[0]['revision']}.")  # fmt: skip
+    first = found[0]["revision"] if found else None
+    joined = [n for n in over["nodes"] if n["joins"] != first]
     left = [n for n in over["nodes"] if not n["at_final"]]
+    alone = sorted(final["alone"].items(), key=lambda kv: -abs(kv[1]["nats"]))[:3]
     facts = [
-        {"label": "final", "fact": "nodes " + ", ".join(final["nodes"])},
+        {"label": "final", "fact": "nodes " + ", ".join(final["nodes"]) if final["nodes"] else final["none"]},
+        {"label": "edges alone", "fact": "; ".join(f"{k} patched alone {a['nats']:+.2f} nats ({a['share']:.0%} of the gap; attribution "
+                                                   f"{final['scores'][k]:+.2f})" for k, a in alone) or "none"},  # fmt: skip
+        {"label": "no circuit", "fact": "; ".join(f"{c['revision']} ({c['none']})"
+                                                  for c in circuits if c["none"]) or "none: every checkpoint has a gap to explain"},  # fmt: skip
         {"label": "joined later", "fact": ", ".join(f"{n['node']} at {n['joins']}" for n in joined) or "none"},
         {"label": "left", "fact": ", ".join(f"{n['node']} after {n['last_seen']}" for n in left) or "none"},
-        {"label": "short of target", "fact": ", ".join(short) or "none: every checkpoint's circuit reaches it"},
+        {"label": "short of target", "fact": ", ".join(short) or "none: every circuit found reaches it"},
     ]
     stem.parent.mkdir(parents=True, exist_ok=True)
     summary = {"revisions": revisions, "circuits": circuits, "over_training": over, "answer": answer, "facts": facts}
     stem.with_suffix(".json").write_text(json.dumps(summary, indent=2, default=_json_default))
     path = stem.with_suffix(".html")
-    drawn = [circuits[0], circuits[-1]] if len(circuits) > 1 else circuits  # the first and the final circuit as graphs
-    figures = circuit_figures(over, circuits, target) + [circuit_graph_figure(drawn, *shape)]
+    drawn = list({id(c): c for c in (found[:1] + found[-1:])}.values())  # the first circuit found and the final one, as graphs
+    figures = circuit_figures(over, circuits, target) + ([circuit_graph_figure(drawn, *shape)] if drawn else [])
     path.write_text(render_html(f"Circuits over training: {title}", f"{len(revisions)} checkpoints", {"answer": answer, "facts": facts},
                                 figures, []))  # fmt: skip
     return path.resolve(), summary
