@@ -377,6 +377,7 @@ def circuit_figures(over: dict, circuits: list[dict], target: float) -> list[go.
         fig.add_trace(go.Scatter(x=revisions, y=[s[key] for s in steps], mode="lines+markers", name=name,
                                  line={"color": PALETTE[(i + 3) % len(PALETTE)], "dash": dash}, marker={"symbol": symbol}), row=1, col=3)  # fmt: skip
     fig.update_yaxes(range=[-0.05, 1.05], row=1, col=3)
+    fig.update_xaxes(categoryorder="array", categoryarray=revisions)  # training order, also where a checkpoint has no circuit
     fig.update_layout(title="The circuit at each checkpoint: the top edges by attribution until patching recovers the target share",
                       template="plotly_white", height=440, legend={"orientation": "h", "y": -0.25})  # fmt: skip
     nodes = over["nodes"]
