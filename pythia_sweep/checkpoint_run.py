@@ -371,6 +371,13 @@ def measure(config: SweepConfig, task: Task, loaded: LoadedModel) -> dict:
         named = sorted({tuple(h) for heads in groups.values() for h in heads})
         found = head_map(loaded.model, loaded.tokenizer, layout, pairs, label, method, task.success, batch_size=batch_size,
                          top_k=config.head_map_top_k, named=named, executor=executor, steps=config.attribution_steps)  # fmt: skip
+    circuit = None
+    if config.circuits:  # which components feed which: every edge by attribution, the circuit verified by patching
+        from pythia_sweep.circuits import circuit_at
+        from pythia_sweep.fastpath import pad_id_of
+
+        circuit = circuit_at(loaded.model, pairs, pad_id_of(loaded.tokenizer), batch_size, config.circuit_target,
+                             resamples=config.bootstrap_resamples, seed=config.seed)  # fmt: skip
     return {
         "settings": {
             "groups": {name: [list(h) for h in heads] for name, heads in groups.items()},
@@ -397,6 +404,7 @@ def measure(config: SweepConfig, task: Task, loaded: LoadedModel) -> dict:
         **summary,
         "evidence": evidence,
         "head_map": found,
+        "circuit": circuit,
         "prompts": {
             tp.pair.id: {"clean": tp.pair.clean, "corrupted": tp.pair.corrupted, "correct": list(tp.pair.correct[:5]),
                          "wrong": list(tp.pair.wrong[:5]), "n_correct": len(tp.pair.correct), "n_wrong": len(tp.pair.wrong)}

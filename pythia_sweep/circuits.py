@@ -386,7 +386,7 @@ def circuit_at(model, pairs: Sequence[TokenizedPair], pad_id: int, batch_size: i
         why = (f"a reversed gap: {said} (the corrupted prompt's answer is likelier on the clean prompt than on its own)"
                if gap_ci[1] is not None and gap_ci[1] < 0 else f"no gap to explain: {said}")  # fmt: skip
         return found | {"edges": [], "nodes": [], "size": None, "faithfulness": None, "faithfulness_ci": [None, None], "reached": False,
-                        "scores": {}, "alone": {}, "none": why}  # fmt: skip
+                        "scores": {}, "alone": {}, "none": why, "every_edge": {}}  # fmt: skip
     scores = edge_attribution(model, pairs, pad_id, batch_size)
     circuit = find_circuit(scores, graph.mask(), lambda kept: faithfulness(circuit_metric(model, pairs, kept, pad_id)), target)
     metrics = circuit_metric(model, pairs, circuit.kept, pad_id)
@@ -397,7 +397,9 @@ def circuit_at(model, pairs: Sequence[TokenizedPair], pad_id: int, batch_size: i
     patched_alone = {k: {"nats": nats, "share": nats / gap} for k, nats in edges_alone(model, pairs, strongest, pad_id).items()}
     return found | {"edges": [list(e) for e in edges], "nodes": sorted({u for u, _ in edges}), "size": circuit.size,
                     "faithfulness": circuit.faithfulness, "faithfulness_ci": _interval((metrics["clean"], metrics["corrupted"], metrics["circuit"]), ratio, resamples, seed),
-                    "reached": circuit.faithfulness >= target, "scores": score_of, "alone": patched_alone, "none": None}  # fmt: skip
+                    "reached": circuit.faithfulness >= target, "scores": score_of, "alone": patched_alone, "none": None,
+                    "every_edge": {f"{u}->{v}": float(scores[i, j]) for i, u in enumerate(graph.senders)
+                                   for j, v in enumerate(graph.receivers) if graph.feeds(u, v)}}  # fmt: skip
 
 
 def jaccard(a, b) -> float | None:

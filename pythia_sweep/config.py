@@ -38,7 +38,7 @@ UPSTREAM_METHOD = {"site": "post-projection", "align": "prefix", "patch_during":
 
 # Settings added after sweeps were recorded: they join the sweep's identity only when set, so the sweeps recorded
 # before them keep their sweep_id (and resume) while they are left at their defaults.
-ADDED_LATER = ("head_map", "head_map_top_k", "head_map_method", "head_map_steps")
+ADDED_LATER = ("head_map", "head_map_top_k", "head_map_method", "head_map_steps", "circuits", "circuit_target")
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,8 @@ class SweepConfig:
     head_map_top_k: int = 8  # heads the map patches exactly (with the task's named heads) to check the attribution
     head_map_method: str = "attribution"  # "ig-inputs": integrated gradients over the input embeddings (EAP-IG-inputs), same-length prompts
     head_map_steps: int = 5  # ig-inputs: points on the path from the corrupted inputs to the clean ones (m)
+    circuits: bool = False  # also each checkpoint's circuit: every edge by attribution, the fewest top edges whose patched run recovers circuit_target (circuits.py)
+    circuit_target: float = 0.8  # the share of the clean-minus-corrupted gap a circuit must recover, measured by patching
     unpublished: str = "refuse"  # a revision asked for that the model does not publish: "refuse" stops the command; "list": not measured, listed as asked for
 
     def __post_init__(self) -> None:
@@ -109,6 +111,9 @@ class SweepConfig:
         _check_int("head_map_top_k", self.head_map_top_k, minimum=1)
         _check_choice("head_map_method", self.head_map_method, HEAD_MAP_METHODS)
         _check_int("head_map_steps", self.head_map_steps, minimum=1)
+        _check_type("circuits", self.circuits, bool)
+        if isinstance(self.circuit_target, bool) or not isinstance(self.circuit_target, (int, float)) or not 0 < self.circuit_target <= 1:
+            raise ConfigError("circuit_target", self.circuit_target, "a share of the gap, above 0 and at most 1 (e.g. 0.8)")
         _check_int("null_subsets", self.null_subsets, minimum=0)
         _check_int("max_new_tokens", self.max_new_tokens, minimum=1)
         _check_int("batch_size", self.batch_size, minimum=0)

@@ -9,7 +9,7 @@ mistaken for a head). The long table keeps identity as data instead:
   revision, step     which checkpoint
   method             the measuring method's label ("per-head", "upstream"); None for evidence
   condition          the condition or contrast name as the task gives it ("baseline", "clean", a group, a contrast, "null03")
-  kind               baseline, clean, group, all, head, null, contrast, or evidence
+  kind               baseline, clean, group, all, head, null, contrast, evidence, head_map, circuit or edge
   layer, head        for a single head (kind head) or a head's evidence score; None otherwise
   metric             success_rate, logprob_diff, prob_diff, restoration; for evidence icl_score, induction, previous_token
   value, ci_low, ci_high   the number and its 95% interval (None where there is none)
@@ -61,6 +61,7 @@ class CheckpointRecord:
     null: dict = field(default_factory=dict)  # the null sets' values, band and each group's placement
     evidence: dict | None = None  # ICL score, per-head induction and previous-token scores
     head_map: dict | None = None  # every head's attribution, the exact effects of the heads checked, their agreement
+    circuit: dict | None = None  # circuits.circuit_at: every edge's attribution, the circuit kept, its faithfulness by patching
     prompts: dict[str, dict] = field(default_factory=dict)  # prompt id -> clean, corrupted, answers
     responses: list[dict] = field(default_factory=list)  # one row per (condition, prompt)
 
@@ -86,7 +87,7 @@ class CheckpointRecord:
 
 
 FIELDS = {f.name for f in dataclasses.fields(CheckpointRecord)}
-NULLABLE = {"step", "error", "commit", "weights_digest", "worker", "evidence", "head_map"}
+NULLABLE = {"step", "error", "commit", "weights_digest", "worker", "evidence", "head_map", "circuit"}
 
 
 CONDITION_METRICS = ("success_rate", "logprob_diff", "prob_diff", "restoration")
@@ -138,9 +139,28 @@ def _head_map_rows(record: CheckpointRecord) -> Iterable[dict]:
         yield base | {"condition": "exact", "layer": layer, "head": head, "metric": "logprob_diff_effect", "value": value}
 
 
+def _circuit_rows(record: CheckpointRecord) -> Iterable[dict]:
+    """The circuit's numbers: its size, faithfulness (with its interval) and gap (kind "circuit"), and every edge's
+    attribution score in nats (kind "edge", condition "sender->receiver", value 1 for `in_circuit` where kept)."""
+    found = record.circuit or {}
+    if not found:
+        return
+    base = {"revision": record.revision, "step": record.step, "method": None, "layer": None, "head": None}
+    for metric in CIRCUIT_METRICS:
+        ci = found.get(f"{metric}_ci") or (None, None)
+        yield base | {"condition": "circuit", "kind": "circuit", "metric": metric, "value": found.get(metric), "ci_low": ci[0], "ci_high": ci[1]}
+    kept = {f"{u}->{v}" for u, v in found["edges"]}
+    for edge, score in found["every_edge"].items():
+        yield base | {"condition": edge, "kind": "edge", "metric": "attribution", "value": score, "ci_low": None, "ci_high": None}
+        yield base | {"condition": edge, "kind": "edge", "metric": "in_circuit", "value": float(edge in kept), "ci_low": None, "ci_high": None}
+
+
+CIRCUIT_METRICS = ("size", "faithfulness", "gap")  # a circuit's numbers in the long table and MLflow (circuit/<metric>)
+
+
 def long_table(records: Iterable[CheckpointRecord]) -> pl.DataFrame:
     """Every number of every ok record, one row each (columns: SCHEMA), in the records' order."""
-    rows = [row for r in records if r.ok for row in itertools.chain(_rows(r), _head_map_rows(r))]
+    rows = [row for r in records if r.ok for row in itertools.chain(_rows(r), _head_map_rows(r), _circuit_rows(r))]
     return pl.DataFrame(rows, schema=SCHEMA, orient="row")
 
 

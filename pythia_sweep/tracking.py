@@ -34,7 +34,7 @@ from pythia_sweep.checkpoints import Checkpoint
 from pythia_sweep.config import SweepConfig, config_from_dict
 from pythia_sweep.errors import PythiaSweepError
 from pythia_sweep.conditions import SUMMARY_KINDS, head_name
-from pythia_sweep.records import CONDITION_METRICS, CONTRAST_METRICS, CheckpointRecord, long_table, responses_text
+from pythia_sweep.records import CIRCUIT_METRICS, CONDITION_METRICS, CONTRAST_METRICS, CheckpointRecord, long_table, responses_text
 from pythia_sweep.tasks import Task
 from pythia_sweep.task_schema import task_from_dict
 from pythia_sweep.tracking_server import TrackingServerLost, is_server, retry_budget_s, retry_policy, unreachable
@@ -130,6 +130,10 @@ def flatten(record: CheckpointRecord, compared_only: bool = False) -> dict[str, 
             for layer, row in enumerate(found["attribution"]):
                 for head, value in enumerate(row):
                     metrics[f"head_map/attribution/{head_name(layer, head)}"] = value
+    circuit = record.circuit or {}
+    for metric in CIRCUIT_METRICS if circuit else ():  # size, faithfulness and gap against step; no circuit: none of them but the gap
+        metrics[f"circuit/{metric}"] = circuit.get(metric)
+        _ci(metrics, f"circuit/{metric}", circuit.get(f"{metric}_ci"))
     for key, value in record.timings.items():
         metrics[f"time/{key}"] = value
     return {k: float(v) for k, v in metrics.items() if v is not None}
@@ -458,6 +462,19 @@ class SweepRecorder(_Store):
         self.client.log_batch(parent, metrics=values)
         self.client.set_tag(parent, "mlflow.note.content", verdict)
         self._mark_active(parent, None)  # a rebuilt report (refine's) makes its sweep the latest
+
+
+    @whole
+    def log_series(self, parent: str, series: dict[str, dict[int | None, float | None]]) -> None:
+        """Numbers known once a sweep is read whole (a circuit's overlap with the final one), charted on the parent run
+        against training step: key -> step -> value; a point already charted with the same value is not logged again."""
+        now, points = int(time.time() * 1000), []
+        for key, by_step in series.items():
+            charted = {m.step: m.value for m in self.client.get_metric_history(parent, key)}
+            points += [Metric(key, float(v), now, step) for step, v in by_step.items()
+                       if v is not None and step is not None and charted.get(step) != float(v)]  # fmt: skip
+        if points:
+            self.client.log_batch(parent, metrics=points)
 
 
 class SweepReader(_Store):

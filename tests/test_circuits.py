@@ -259,3 +259,40 @@ def test_the_induction_circuit_runs_through_the_previous_token_head_once_trained
     previous_token = [k for k in final["alone"] if k.startswith("a0.") and k.endswith("->a1")]
     assert previous_token, final["edges"]
     assert max(final["alone"][k]["share"] for k in previous_token) > 0.5, final["alone"]
+
+
+@pytest.mark.slow
+def test_a_sweep_with_circuits_records_charts_and_reports_them(induction_family, tmp_path):
+    """`circuits = true`: each checkpoint's record holds its circuit; the long table every edge's score (kind "edge")
+    and the circuit's numbers (kind "circuit"); MLflow charts size, faithfulness and the gap against step on the
+    parent run, and the overlaps once the report has read the sweep whole; the verdict has a circuit line; the page
+    draws the circuits."""
+    import polars as pl
+
+    from pythia_sweep.config import SweepConfig
+    from pythia_sweep.report.build import build_report
+    from pythia_sweep.sweep import run_sweep
+    from pythia_sweep.tracking import SweepReader
+    from support.browser import chromium, figures_of
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    config = SweepConfig(model=induction_family, task="induction-kcomp", checkpoints=("step0", "step256", "step336"), workers=0,
+                         null_subsets=4, bootstrap_resamples=200, circuits=True)  # fmt: skip
+    result = run_sweep(config, tracking_uri=uri, progress=False)
+    report = build_report(result.parent_run_id, tracking_uri=uri, reports_dir=tmp_path / "reports")
+    step0, _, final = SweepReader(uri).load_records(result.parent_run_id)
+    assert step0.circuit["none"].startswith("no gap to explain") and final.circuit["none"] is None
+    edges = report.long.filter(pl.col("kind") == "edge", pl.col("revision") == "step336")
+    assert edges.filter(pl.col("metric") == "attribution").height == final.circuit["edges_possible"]
+    kept = edges.filter(pl.col("metric") == "in_circuit", pl.col("value") == 1.0)["condition"].sort().to_list()
+    assert kept == sorted(f"{u}->{v}" for u, v in final.circuit["edges"])
+    client = SweepReader(uri).client
+    history = {k: {m.step: m.value for m in client.get_metric_history(result.parent_run_id, f"circuit/{k}")}
+               for k in ("faithfulness", "gap", "edges_vs_final")}  # fmt: skip
+    assert history["faithfulness"][336] == pytest.approx(final.circuit["faithfulness"]) and 0 not in history["faithfulness"]
+    assert set(history["gap"]) == {0, 256, 336} and history["edges_vs_final"][336] == 1.0
+    line = next(line for line in report.verdict.splitlines() if line.startswith("circuit: "))
+    assert f"at step336, {final.circuit['size']} of {final.circuit['edges_possible']} edges, faithfulness" in line
+    with chromium() as browser:
+        titles = [f["title"] for f in figures_of(browser, report.html_path)]
+    assert any(t.startswith("The circuit at each checkpoint") for t in titles) and any(t.startswith("The circuit as a layered graph") for t in titles)

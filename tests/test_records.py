@@ -67,7 +67,7 @@ def test_a_record_round_trips_through_json_and_an_unknown_field_is_refused(measu
 
     data = json.loads(json.dumps(measured.to_json()))  # as record.json holds it in the store
     assert CheckpointRecord.from_json(data) == measured
-    with pytest.raises(ValueError, match=r"record.json: statuss='ok' is not valid: a record field \(commit, conditions"):
+    with pytest.raises(ValueError, match=r"record.json: statuss='ok' is not valid: a record field \(circuit, commit, conditions"):
         CheckpointRecord.from_json(data | {"statuss": "ok"})
     with pytest.raises(ValueError, match="status='done' is not valid: one of ok, failed, duplicate"):
         replace(measured, status="done")

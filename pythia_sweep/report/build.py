@@ -83,6 +83,14 @@ def build_report(
                            detail_figure(frame, summary, task, colors), heatmap_figure(frame, long)) if f]  # fmt: skip
     figures += evidence_figures(frame, long, summary)
     figures += head_map_figures(summary)
+    if summary.get("circuit"):  # the circuits over training, and the emergence checkpoint's and the final one as graphs
+        from pythia_sweep.report.figures import circuit_figures, circuit_graph_figure
+
+        found = summary["circuit"]
+        figures += circuit_figures(found["over_training"], found["circuits"], found["target"])
+        shape = next(r.settings for r in records if r.ok)
+        n_layers, n_heads = shape["n_layers"], shape["n_heads"]
+        figures += [circuit_graph_figure(found["drawn"], n_layers, n_heads)] if found["drawn"] else []
     problems = [{"revision": r["revision"], "problem": r["excluded_because"]} for r in frame.filter(~pl.col("analysed")).iter_rows(named=True)]
     problems += [{"revision": u["revision"], "problem": f"asked for, not published ({u['nearest']}): not measured"}
                  for u in summary["asked_for_not_published"]]  # fmt: skip
@@ -117,6 +125,10 @@ def build_report(
             metrics["emergence_after_step"], metrics["emergence_by_step"] = interval["after"], interval["by"]
             metrics["emergence_resamples_crossing"] = interval["share_crossing"]
         recorder.log_summary(parent, metrics, summary["verdict_markdown"])
+        if summary.get("circuit"):  # the overlaps need the whole sweep: charted on the parent against step when it is read
+            step_of = {r.revision: r.step for r in records}
+            recorder.log_series(parent, {f"circuit/{key}": {step_of[c["revision"]]: c[key] for c in summary["circuit"]["over_training"]["checkpoints"]}
+                                         for key in ("edges_vs_final", "nodes_vs_final", "edges_vs_previous", "nodes_vs_previous")})  # fmt: skip
     return Report(folder, html_path.resolve(), summary, summary["verdict"], frame, long, links, logged)
 
 

@@ -123,3 +123,42 @@ def discovery_summary(records: list[CheckpointRecord]) -> dict | None:
         statement += f" The checkpoints were measured with {len(chosen)} different discovered groups (read each record's settings)."
     return {"revision": found["revision"], "groups": {name: g["heads"] for name, g in found["groups"].items()},
             "prompts_found_on": len(found["prompts"]), "consistent": len(chosen) == 1, "statement": statement}  # fmt: skip
+
+
+def circuit_summary(records: list[CheckpointRecord], usable: list[str], emergence: str | None) -> dict | None:
+    """The circuits a sweep found (config `circuits`), over its usable checkpoints in training order: how they change
+    (circuits.over_training), which two to draw (the emergence checkpoint's, or the first found, and the final one),
+    and one statement for the verdict: the final circuit, when one was first found, since when its components are
+    the same, and which left or joined on the way."""
+    from pythia_sweep.circuits import over_training
+
+    by_revision = {r.revision: r for r in records if r.ok and r.circuit}
+    revisions = [rev for rev in usable if rev in by_revision]
+    if not revisions:
+        return None
+    circuits = [{k: v for k, v in by_revision[rev].circuit.items() if k != "every_edge"} | {"revision": rev} for rev in revisions]  # every edge: long table
+    over = over_training(revisions, circuits)
+    found = [c for c in circuits if c["none"] is None]
+    final = circuits[-1]
+    if final["none"]:
+        statement = f"none at {final['revision']}: {final['none']}"
+    else:
+        low, high = final["faithfulness_ci"]
+        interval = f" [{low:.2f}, {high:.2f}]" if low is not None else ""
+        since = final["revision"]  # the start of the last unbroken run of circuits with the final's components
+        for c in reversed(circuits):
+            if c["none"] is not None or set(c["nodes"]) != set(final["nodes"]):
+                break
+            since = c["revision"]
+        statement = (f"at {final['revision']}, {final['size']} of {final['edges_possible']} edges, faithfulness {final['faithfulness']:.2f}"
+                     f"{interval} by patching (target {final['target']:g}); first found at {found[0]['revision']}; these "
+                     f"components since {since}")  # fmt: skip
+        left = [n for n in over["nodes"] if not n["at_final"]]
+        joined = [n for n in over["nodes"] if n["at_final"] and n["joins"] != found[0]["revision"]]
+        if left or joined:
+            statement += "; " + "; ".join(part for part in (
+                "left " + ", ".join(f"{n['node']} (after {n['last_seen']})" for n in left) if left else "",
+                "joined " + ", ".join(f"{n['node']} (at {n['joins']})" for n in joined) if joined else "") if part)  # fmt: skip
+    drawn = [c for c in found if c["revision"] == emergence][:1] or found[:1]
+    drawn += [final] if final["none"] is None and final is not drawn[0] else []
+    return {"over_training": over, "circuits": circuits, "drawn": drawn, "target": final["target"], "statement": statement}

@@ -22,7 +22,7 @@ from pythia_sweep.conditions import SUMMARY_KINDS
 from pythia_sweep.config import SweepConfig
 from pythia_sweep.records import CheckpointRecord, long_table, per_prompt
 from pythia_sweep.report import verdict as verdicts
-from pythia_sweep.report.heads import discovery_summary, head_map_summary
+from pythia_sweep.report.heads import circuit_summary, discovery_summary, head_map_summary
 from pythia_sweep.tasks import Contrast, Task
 from pythia_sweep.tracking import flatten
 
@@ -210,6 +210,7 @@ def summarize(frame: pl.DataFrame, records: list[CheckpointRecord], task: Task, 
     point = head["emergence_point"]
     summary["discovery"] = discovery_summary(records)
     summary["heads"] = head_map_summary(records, usable["revision"].to_list(), task, point["revision"] if point else None)
+    summary["circuit"] = circuit_summary(records, usable["revision"].to_list(), point["revision"] if point else None)
     said = verdicts.verdict(summary, task, claims, context)
     summary["verdict"] = said.text()
     summary["verdict_lines"] = said.to_dict()

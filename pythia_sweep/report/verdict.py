@@ -364,7 +364,7 @@ def verdict(summary: dict, task, claims: dict[str, Claim], context: SweepContext
     clean = summary["clean"]
     if clean and clean["answered"]:
         facts.append(("clean", f"answered: success rate {clean['final']:.2f} at the final checkpoint ({clean['min']:.2f}-{clean['max']:.2f} over the sweep)"))
-    for key, name in (("discovery", "discovery"), ("evidence", "evidence"), ("heads", "heads")):
+    for key, name in (("discovery", "discovery"), ("evidence", "evidence"), ("heads", "heads"), ("circuit", "circuit")):
         if summary.get(key):
             facts.append((name, summary[key]["statement"]))
     if (summary.get("heads") or {}).get("sizes"):
