@@ -430,3 +430,64 @@ def over_training(revisions: Sequence[str], circuits: Sequence[dict]) -> dict:
         timelines.append({"node": node, "present": present, "joins": present[0], "last_seen": present[-1],
                           "at_final": node in final["nodes"]})  # fmt: skip
     return {"checkpoints": steps, "nodes": timelines}
+
+
+# --- the published circuits of Tigges et al. 2024 -------------------------------------------------------------------
+
+
+def read_published_graph(path) -> dict:
+    """A circuit as Tigges et al. 2024 publish theirs (curt-tigges/circuits-over-time, results/graphs/<model>/<task>/
+    <step>.json, written by EAP-IG's Graph.to_json): {"cfg": {n_layers, n_heads, parallel_attn_mlp}, "nodes": {name:
+    in_graph}, "edges": {"u->v": {"score", "in_graph"}}}, names `input`, `a3.h5`, `m3`, `logits`, an edge into a head
+    suffixed <q>, <k> or <v>. Returned in this module's names and granularity: `input` is `emb`, head a3.h5 is `a3.5`, and
+    an edge into any head's q, k or v input of layer 3 is an edge into `a3` (this graph's receiver is a layer's attention
+    input): {"cfg", "edges" (the circuit's, [u, v], sorted), "nodes" (their senders), "edges_published" (in_graph, as
+    written)}."""
+    import json
+    import re
+    from pathlib import Path
+
+    data = json.loads(Path(path).read_text())
+    missing = [k for k in ("cfg", "nodes", "edges") if k not in data]
+    if missing:
+        raise ConfigError(f"{path}: {missing[0]}", None, "a graph file in EAP-IG's format (cfg, nodes, edges), as Tigges et al. publish")
+
+    def ours(name: str) -> str:
+        name = re.sub(r"<[qkv]>$", "", name)
+        if name == "input":
+            return "emb"
+        head = re.fullmatch(r"a(\d+)\.h(\d+)", name)
+        return f"a{head[1]}.{head[2]}" if head else name
+
+    edges, published = set(), 0
+    for key, edge in data["edges"].items():
+        if not edge["in_graph"]:
+            continue
+        published += 1
+        sender, receiver = key.split("->")
+        head = re.fullmatch(r"a(\d+)\.h\d+<[qkv]>", receiver)
+        edges.add((ours(sender), f"a{head[1]}" if head else ours(receiver)))
+    edges_sorted = sorted([u, v] for u, v in edges)
+    return {"cfg": data["cfg"], "edges": edges_sorted, "nodes": sorted({u for u, _ in edges}), "edges_published": published}
+
+
+def against_published(revisions: Sequence[str], circuits: Sequence[dict], folder, n_layers: int, n_heads: int) -> list[dict]:
+    """Each checkpoint's circuit beside the published one of its step (`folder`/<step>.json, where there is one): the
+    Jaccard overlap of their edges and of their nodes, in this module's granularity (`read_published_graph`). A
+    published graph of another model shape is refused by name."""
+    from pathlib import Path
+
+    rows = []
+    for revision, circuit in zip(revisions, circuits):
+        step = revision.removeprefix("step")
+        path = Path(folder) / f"{step}.json"
+        if not step.isdigit() or not path.is_file():
+            continue
+        theirs = read_published_graph(path)
+        shape = (theirs["cfg"].get("n_layers"), theirs["cfg"].get("n_heads"))
+        if shape != (n_layers, n_heads):
+            raise ConfigError(f"{path}: cfg", theirs["cfg"], f"a graph of this model's shape ({n_layers} layers x {n_heads} heads)")
+        rows.append({"revision": revision, "edges": jaccard(circuit["edges"], theirs["edges"]) if circuit["none"] is None else None,
+                     "nodes": jaccard(circuit["nodes"], theirs["nodes"]) if circuit["none"] is None else None,
+                     "ours": circuit["size"], "theirs": len(theirs["edges"]), "theirs_as_published": theirs["edges_published"]})  # fmt: skip
+    return rows

@@ -40,6 +40,12 @@ def test_bench_smoke_prints_the_table_with_the_three_targets(tmp_path):
     assert head_map["heads"] == 8 * 12 and head_map["attribution"]["flops"] > 0 and head_map["exact"]["flops"] > head_map["attribution"]["flops"]
     assert head_map["work_ratio"] == head_map["exact"]["flops"] / head_map["attribution"]["flops"]
     assert "whole-model head map: all 96 heads" in done.stdout and "less work than exact patching of every head" in done.stdout
+    circuits = results["circuits"]  # issue 34: edge attribution, a faithfulness check and the search, against the node map
+    # 8 parallel layers x 12 heads: emb feeds 17 receivers; layer L's 12 heads and MLP each feed the 2 (7 - L) later ones and the logits
+    assert circuits["edges_possible"] == 17 + 13 * sum(2 * (7 - layer) + 1 for layer in range(8)) == 849
+    assert 0 < circuits["edges"]["flops"] < 4 * circuits["nodes"]["flops"]
+    assert circuits["search"]["flops"] == pytest.approx(circuits["checks_in_search"] * circuits["check"]["flops"], rel=0.01)  # each check, one run set
+    assert "every edge by attribution (two forwards, one backward)" in done.stdout and "x the node map's work" in done.stdout
     whole = results["whole_process"]
     assert whole["direct"] > 0 and whole["project"] > 0 and whole["ratio"] == whole["direct"] / whole["project"]
     assert "| start-up part (s) | with Ray (workers auto) | in this process (workers 0) |" in done.stdout

@@ -262,7 +262,7 @@ def test_the_induction_circuit_runs_through_the_previous_token_head_once_trained
 
 
 @pytest.mark.slow
-def test_a_sweep_with_circuits_records_charts_and_reports_them(induction_family, tmp_path):
+def test_a_sweep_with_circuits_records_charts_and_reports_them(induction_family, tmp_path, capsys):
     """`circuits = true`: each checkpoint's record holds its circuit; the long table every edge's score (kind "edge")
     and the circuit's numbers (kind "circuit"); MLflow charts size, faithfulness and the gap against step on the
     parent run, and the overlaps once the report has read the sweep whole; the verdict has a circuit line; the page
@@ -296,3 +296,53 @@ def test_a_sweep_with_circuits_records_charts_and_reports_them(induction_family,
     with chromium() as browser:
         titles = [f["title"] for f in figures_of(browser, report.html_path)]
     assert any(t.startswith("The circuit at each checkpoint") for t in titles) and any(t.startswith("The circuit as a layered graph") for t in titles)
+
+    # the recorded circuits read back by the command and set beside a published graph of step336 in Tigges et al.'s
+    # format: this circuit's edges (each into a layer's attention input written as one into a head's key) and one more
+    import json
+    import re
+
+    from pythia_sweep.commands.circuits import main
+
+    def theirs(name: str) -> str:
+        return "input" if name == "emb" else re.sub(r"^a(\d+)\.(\d+)$", r"a\1.h\2", name)
+
+    kept = [tuple(e) for e in final.circuit["edges"]]
+    extra = next(tuple(k.split("->")) for k in final.circuit["every_edge"] if tuple(k.split("->")) not in kept)
+    written = {f"{theirs(u)}->{v}.h0<k>" if v.startswith("a") else f"{theirs(u)}->{v}": True for u, v in kept + [extra]}
+    (tmp_path / "graphs").mkdir()
+    (tmp_path / "graphs" / "336.json").write_text(json.dumps(_published(written)))
+    assert main(["--sweep", result.parent_run_id, "--tracking-uri", uri, "--against", str(tmp_path / "graphs"), "--reports-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"published (Tigges et al.): step336: edges {len(kept) / (len(kept) + 1):.2f}, nodes " in out, out
+    assert main(["--sweep", result.parent_run_id, "--tracking-uri", uri, "--against", str(tmp_path)]) == 2  # no <step>.json there
+
+
+def _published(edges_in: dict[str, bool], n_layers=2, n_heads=8) -> dict:
+    """A graph file as Tigges et al. publish theirs (EAP-IG's Graph.to_json, read from hannamw/EAP-IG's
+    circuits-over-time branch, graph.py): cfg, nodes as name -> in_graph, edges as name -> {score, in_graph}."""
+    names = {n for e in edges_in for n in e.replace("<q>", "").replace("<k>", "").replace("<v>", "").split("->")}
+    return {"cfg": {"n_layers": n_layers, "n_heads": n_heads, "parallel_attn_mlp": True}, "nodes": {n: True for n in sorted(names)},
+            "edges": {e: {"score": 0.5, "in_graph": kept} for e, kept in edges_in.items()}}  # fmt: skip
+
+
+def test_a_published_graph_is_read_in_this_graphs_names_and_granularity(tmp_path):
+    import json
+
+    from pythia_sweep.circuits import against_published, read_published_graph
+
+    path = tmp_path / "256.json"
+    path.write_text(json.dumps(_published({"input->a0.h7<q>": True, "input->a0.h7<k>": True, "a0.h7->a1.h3<k>": True,
+                                           "a0.h7->a1.h4<v>": True, "a1.h3->logits": True, "m0->logits": False, "input->m0": True})))  # fmt: skip
+    read = read_published_graph(path)
+    assert read["edges"] == [["a0.7", "a1"], ["a1.3", "logits"], ["emb", "a0"], ["emb", "m0"]] and read["edges_published"] == 6
+    assert read["nodes"] == ["a0.7", "a1.3", "emb"]
+    ours = {"edges": [["emb", "a0"], ["a0.7", "a1"], ["a1.3", "logits"], ["a1.5", "logits"]], "nodes": ["a0.7", "a1.3", "a1.5", "emb"], "none": None, "size": 4}
+    (row,) = against_published(["step0", "step256"], [ours | {"none": "no gap"}, ours], tmp_path, 2, 8)  # no 0.json: step0 left out
+    assert (row["revision"], row["edges"], row["nodes"], row["theirs"], row["theirs_as_published"]) == ("step256", 3 / 5, 3 / 4, 4, 6)
+    with pytest.raises(ConfigError, match=r"256.json: cfg=.* a graph of this model's shape \(12 layers x 12 heads\)"):
+        against_published(["step256"], [ours], tmp_path, 12, 12)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "256.json").write_text(json.dumps({"nodes": {}, "edges": {}}))
+    with pytest.raises(ConfigError, match=r"256.json: cfg=None is not valid: a graph file in EAP-IG's format"):
+        against_published(["step256"], [ours], tmp_path / "bad", 2, 8)

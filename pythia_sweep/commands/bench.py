@@ -339,6 +339,69 @@ def head_map_table(h: dict) -> str:
     ])  # fmt: skip
 
 
+def circuit_work(repo: str, revision: str, task_file: str = ROBUST_TASK, n_prompts: int = HEAD_MAP_PROMPTS, top: int = 100) -> dict:
+    """A checkpoint's circuit work against the node map's, at the same prompts: every edge by attribution (circuits.
+    edge_attribution: two forwards and one backward, every receiver's gradient its own), the node map (headmap.
+    attribution), one faithfulness check (circuits.circuit_metric: a clean, a corrupted and a patched run per prompt,
+    the top `top` edges kept) and the whole search for a circuit (circuits.find_circuit: a check per size tried). Work by
+    FlopCounterMode, seconds by a second, uncounted run. The prompts' clean and corrupted token ids are cut to their
+    common length from the end (edges compare them position by position): the work's shape, not a meaningful circuit."""
+    import dataclasses
+
+    from huggingface_hub import snapshot_download
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from pythia_sweep.checkpoint_run import load_model
+    from pythia_sweep.circuits import circuit_metric, edge_attribution, faithfulness, find_circuit, graph_of
+    from pythia_sweep.config import SweepConfig
+    from pythia_sweep.fastpath import pad_id_of
+    from pythia_sweep.headmap import attribution
+    from pythia_sweep.patching import attention_layout
+    from pythia_sweep.task_schema import load_task
+
+    loaded = load_model(snapshot_download(repo, revision=revision), DEVICE, DTYPE)
+    task = load_task(task_file)
+    _, method = next(iter(SweepConfig(model=repo, task=task_file).methods(task.align).items()))
+    pairs = task.tokenize(loaded.tokenizer, {method["align"]})[:n_prompts]
+    even = [dataclasses.replace(tp, ids={side: tp.ids[side][-min(map(len, tp.ids.values())):] for side in tp.ids}) for tp in pairs]
+    pad_id, layout, graph = pad_id_of(loaded.tokenizer), attention_layout(loaded.model), graph_of(loaded.model)
+    scores = edge_attribution(loaded.model, even, pad_id, batch_size=64)
+    order = [int(i) for i in torch.argsort(scores.abs().flatten(), descending=True) if graph.mask().flatten()[i]][:top]
+    kept = torch.zeros(graph.mask().numel(), dtype=torch.bool)
+    kept[order] = True
+    checks = []
+
+    def search():
+        checks.clear()
+        return find_circuit(scores, graph.mask(), lambda k: checks.append(1) or faithfulness(circuit_metric(loaded.model, even, k, pad_id)))
+
+    runs = {
+        "edges": lambda: edge_attribution(loaded.model, even, pad_id, batch_size=64),
+        "nodes": lambda: attribution(loaded.model, layout, even, method["align"], pad_id, batch_size=64),
+        "check": lambda: circuit_metric(loaded.model, even, kept.view(graph.mask().shape), pad_id),
+        "search": search,
+    }
+    out = {"edges_possible": int(graph.mask().sum()), "prompts": len(even), "tokens": len(even[0].ids["clean"]), "task": task_file, "top": top}
+    for name, run in runs.items():
+        with FlopCounterMode(display=False) as counter:
+            run()
+        start = time.perf_counter()
+        run()
+        out[name] = {"flops": counter.get_total_flops(), "s": time.perf_counter() - start}
+    out["checks_in_search"] = len(checks)
+    return out
+
+
+def circuit_table(c: dict) -> str:
+    rows = (("every edge by attribution (two forwards, one backward)", "edges"), ("the node map: every head by attribution", "nodes"),
+            (f"one faithfulness check (top {c['top']} edges kept; three runs per prompt)", "check"),
+            (f"the search for a circuit ({c['checks_in_search']} checks)", "search"))  # fmt: skip
+    return "\n".join([f"circuits: {c['edges_possible']} edges, the first {c['prompts']} prompts of {c['task']} ({c['tokens']} tokens each)",
+                      "| work | GFLOP | time (s) |", "|---|---|---|",
+                      *(f"| {label} | {c[key]['flops'] / 1e9:,.1f} | {c[key]['s']:.2f} |" for label, key in rows),
+                      f"  edge attribution costs {c['edges']['flops'] / c['nodes']['flops']:.2f}x the node map's work"])  # fmt: skip
+
+
 def main(argv=None) -> int:
     from pythia_sweep.commands.cli import parser_for
 
@@ -348,6 +411,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(BENCH_DIR / "results.json"), help="where the JSON goes")
     parser.add_argument("--startup-only", action="store_true", help="only the start-up parts and the whole-process ratio")
     parser.add_argument("--head-map-only", action="store_true", help="only the head map's work against exact patching of every head")
+    parser.add_argument("--circuits-only", action="store_true", help="only the circuits' work (edge attribution, a faithfulness check, the search) against the node map")
     args = parser.parse_args(argv)
     if args.checkpoints < 2:
         parser.error("--checkpoints must be at least 2 (warm throughput needs two)")
@@ -355,6 +419,13 @@ def main(argv=None) -> int:
     print(f"making {args.checkpoints} checkpoints shaped like {'a tiny model' if args.smoke else 'Pythia-160M'} ...", flush=True)
     revisions = make_checkpoints(repo, args.checkpoints, shape)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    if args.circuits_only:
+        print("the circuits' work against the node map's ...", flush=True)
+        results = {"machine": _machine(), "circuits": circuit_work(repo, revisions[0])}
+        Path(args.out).write_text(json.dumps(results, indent=2))
+        print(circuit_table(results["circuits"]))
+        print(f"written to {args.out}")
+        return 0
     if args.head_map_only:
         print("the whole-model head map against exact patching of every head ...", flush=True)
         results = {"machine": _machine(), "head_map": head_map_work(repo, revisions[0])}
@@ -405,6 +476,8 @@ def main(argv=None) -> int:
         floors[name]["achieved"] = floors[name]["floor_s"] / run["stages"]["compute"]
     print("the whole-model head map against exact patching of every head ...", flush=True)
     head_map = head_map_work(repo, revisions[0])
+    print("the circuits' work against the node map's ...", flush=True)
+    circuits = circuit_work(repo, revisions[0])
     n = break_even(per["direct"], seed["startup"], per["seed_warm"])
     results = {
         "machine": _machine(), "whole_process": whole, "startup": startup,
@@ -413,12 +486,13 @@ def main(argv=None) -> int:
         "targets": {name: bool(check(per)) for name, check in TARGETS.items()},
         "bounds": {name: bound({**per, "startup": seed["startup"]}, n) for name, bound in BOUNDS.items()},
         "seed_10x_from_checkpoints": n,
-        "hardware_floor": floors, "head_map": head_map,
+        "hardware_floor": floors, "head_map": head_map, "circuits": circuits,
     }  # fmt: skip
     Path(args.out).write_text(json.dumps(results, indent=2))
     print(table(results))
     print(startup_table(results))
     print(head_map_table(head_map))
+    print(circuit_table(circuits))
     print(f"written to {args.out}")
     return 0
 

@@ -5,11 +5,18 @@ changes (its overlap with the final circuit and the previous one, when each comp
     HF_HUB_OFFLINE=1 HF_HUB_CACHE=.cache/hf/hub python -m jobs.circuits jobs/configs/demo.toml --task tasks/induction-demo.toml \
         --revisions step192 step256 step320 step448
     python -m jobs.circuits jobs/configs/pythia160m-log.toml --task tasks/ioi.toml --revisions step4000 step32000 step143000
+    python -m jobs.circuits --sweep <sweep_id> --against circuits-over-time/results/graphs/pythia-160m/ioi
 
 Runs in this process, one checkpoint at a time, and writes reports/<model>__<task>/circuits.html and circuits.json.
 The task's clean and corrupted prompts must be as long in tokens (`same_length = true`): edges are compared position
 by position. Edges are scored on the whole graph (pythia_sweep/circuits.py): the embeddings, every head and every MLP
-into every later attention input, MLP input and the logits.
+into every later attention input, MLP input and the logits. --sweep reads the circuits a sweep recorded
+(`circuits = true`) instead of finding them. --against sets each circuit beside the one Tigges et al. 2024 publish for
+its step (a clone of curt-tigges/circuits-over-time, its Git LFS files pulled): the Jaccard overlap of edges and of
+nodes, theirs taken to this graph's granularity (an edge into a head's q, k or v input is one into its layer's
+attention input; pythia_sweep/circuits.py read_published_graph). Their circuits come from EAP-IG with 30 steps on
+their own prompts and a greedy selection from the logits, these from EAP on the task's: overlap, not identity, is
+what to expect.
 """
 
 from __future__ import annotations
@@ -34,53 +41,88 @@ def said(circuit: dict) -> str:
 
 def main(argv=None) -> int:
     parser = parser_for("jobs.circuits", __doc__)
-    parser.add_argument("config", help="run config (TOML): model and task")
-    parser.add_argument("--revisions", nargs="+", required=True, help="checkpoints, in training order, e.g. step4000 step143000")
+    parser.add_argument("config", nargs="?", help="run config (TOML): model and task; or --sweep")
+    parser.add_argument("--revisions", nargs="+", help="checkpoints, in training order, e.g. step4000 step143000 (with a config)")
+    parser.add_argument("--sweep", help="read the circuits a sweep recorded (circuits = true) instead: its parent run id, sweep_id or name")
+    parser.add_argument("--tracking-uri", help="with --sweep: MLflow tracking URI; unset: $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db")
+    parser.add_argument("--against", metavar="FOLDER", help="set each checkpoint's circuit beside a published one: FOLDER/<step>.json in the "
+                        "format of Tigges et al. 2024 (curt-tigges/circuits-over-time results/graphs/<model>/<task>/)")  # fmt: skip
     parser.add_argument("--task", help="override: the task file whose prompts are used")
     parser.add_argument("--target", type=float, default=0.8, help="the share of the clean-minus-corrupted gap a circuit must recover (default 0.8)")
     parser.add_argument("--reports-dir", default="reports", help="where the page is written")
     args = parser.parse_args(argv)
     if not 0 < args.target <= 1:
         parser.error(f"--target={args.target}: a share of the gap, above 0 and at most 1")
-    from pythia_sweep.config import load_config
-    from pythia_sweep.errors import PythiaSweepError, RevisionNotPublished
+    if (args.config is None) == (args.sweep is None) or (args.config is not None and not args.revisions):
+        parser.error("name the circuits: a run config with --revisions (found now), or --sweep <sweep> (recorded by a sweep)")
+    from pythia_sweep.errors import PythiaSweepError
 
     try:
-        config = load_config(args.config, task=args.task)
-        config.use_offline_cache()  # the demo config reads its own cache, offline (before huggingface_hub is imported)
-        from pythia_sweep.checkpoint_run import batch_size_for, load_model, pick_device, pick_dtype
-        from pythia_sweep.checkpoints import fetch, not_published_message, published_revisions
-        from pythia_sweep.circuits import circuit_at
-        from pythia_sweep.fastpath import pad_id_of
+        revisions, circuits, (model, task_name), shape = (_recorded(args) if args.sweep else _found(args))
+        from pythia_sweep.circuits import against_published
         from pythia_sweep.report.build import circuits_page, report_folder
-        from pythia_sweep.task_schema import load_task
 
-        task = load_task(config.task)
-        published = {c.revision: c.step for c in published_revisions(config.model)}
-        missing = [r for r in args.revisions if r not in published]
-        if missing:
-            raise RevisionNotPublished(not_published_message(config.model, missing[0], published_revisions(config.model)))
-        revisions = sorted(args.revisions, key=lambda r: published[r])
-        device = pick_device(config.device)
-        circuits = []
-        for revision in revisions:
-            loaded = load_model(fetch(config.model, revision).path, device, pick_dtype(config.dtype, device))
-            _, method = next(iter(config.methods(task.align).items()))
-            pairs = task.tokenize(loaded.tokenizer, {method["align"]})
-            circuit = circuit_at(loaded.model, pairs, pad_id_of(loaded.tokenizer), batch_size_for(config, loaded, pairs), args.target,
-                                 seed=config.seed)  # fmt: skip
-            circuits.append(circuit | {"revision": revision})
-            print(f"{revision}: {said(circuit)}", flush=True)
-        folder = Path(args.reports_dir) / report_folder(config.model, task.name)
-        shape = (loaded.model.config.num_hidden_layers, loaded.model.config.num_attention_heads)
-        path, summary = circuits_page(revisions, circuits, f"{config.model}, {task.name}", folder / "circuits", shape)
-    except PythiaSweepError as error:
+        published = against_published(revisions, circuits, args.against, *shape) if args.against else None
+        if args.against and not published:
+            raise FileNotFoundError(f"--against {args.against}: no <step>.json there for any of {', '.join(revisions)}")
+        folder = Path(args.reports_dir) / report_folder(model, task_name)
+        path, summary = circuits_page(revisions, circuits, f"{model}, {task_name}", folder / "circuits", shape, published)
+    except (PythiaSweepError, FileNotFoundError) as error:
         return refused(error)
     print(summary["answer"])
     for fact in summary["facts"]:
         print(f"{fact['label']}: {fact['fact']}")
     print(f"circuits: {path}")
     return 0
+
+
+def _found(args) -> tuple[list[str], list[dict], tuple[str, str], tuple[int, int]]:
+    """The circuits found now, one checkpoint after another in this process, each said as it is found."""
+    from pythia_sweep.config import load_config
+    from pythia_sweep.errors import RevisionNotPublished
+
+    config = load_config(args.config, task=args.task)
+    config.use_offline_cache()  # the demo config reads its own cache, offline (before huggingface_hub is imported)
+    from pythia_sweep.checkpoint_run import batch_size_for, load_model, pick_device, pick_dtype
+    from pythia_sweep.checkpoints import fetch, not_published_message, published_revisions
+    from pythia_sweep.circuits import circuit_at
+    from pythia_sweep.fastpath import pad_id_of
+    from pythia_sweep.task_schema import load_task
+
+    task = load_task(config.task)
+    published = {c.revision: c.step for c in published_revisions(config.model)}
+    missing = [r for r in args.revisions if r not in published]
+    if missing:
+        raise RevisionNotPublished(not_published_message(config.model, missing[0], published_revisions(config.model)))
+    revisions = sorted(args.revisions, key=lambda r: published[r])
+    device = pick_device(config.device)
+    circuits = []
+    for revision in revisions:
+        loaded = load_model(fetch(config.model, revision).path, device, pick_dtype(config.dtype, device))
+        _, method = next(iter(config.methods(task.align).items()))
+        pairs = task.tokenize(loaded.tokenizer, {method["align"]})
+        circuit = circuit_at(loaded.model, pairs, pad_id_of(loaded.tokenizer), batch_size_for(config, loaded, pairs), args.target,
+                             seed=config.seed)  # fmt: skip
+        circuits.append(circuit | {"revision": revision})
+        print(f"{revision}: {said(circuit)}", flush=True)
+    shape = (loaded.model.config.num_hidden_layers, loaded.model.config.num_attention_heads)
+    return revisions, circuits, (config.model, task.name), shape
+
+
+def _recorded(args) -> tuple[list[str], list[dict], tuple[str, str], tuple[int, int]]:
+    """The circuits a sweep recorded, in training order; refused by name when it recorded none."""
+    from pythia_sweep.tracking import SweepReader, TrackingStoreError
+
+    reader = SweepReader(args.tracking_uri)
+    parent = reader.find_sweep(args.sweep)
+    config, task = reader.sweep_config(parent), reader.sweep_task(parent)
+    records = sorted((r for r in reader.load_records(parent) if r.ok and r.circuit), key=lambda r: (r.step is None, r.step or 0))
+    if not records:
+        raise TrackingStoreError(f"sweep {parent} recorded no circuits: its config has circuits = false (set circuits = true and rerun it)")
+    for r in records:
+        print(f"{r.revision}: {said(r.circuit)}")
+    shape = (records[0].settings["n_layers"], records[0].settings["n_heads"])
+    return [r.revision for r in records], [r.circuit | {"revision": r.revision} for r in records], (config.model, task.name), shape
 
 
 if __name__ == "__main__":

@@ -174,6 +174,10 @@ def _published_now(config: SweepConfig) -> list[Checkpoint] | None:
         return None
 
 
+def _share(value: float | None) -> str:
+    return "none here" if value is None else f"{value:.2f}"
+
+
 def report_folder(model: str, task_name: str) -> str:
     """reports/<model>__<task>/: one folder per experiment, a path without the experiment name's spaces."""
     return f"{model.replace('/', '__')}__{task_name}"
@@ -261,7 +265,8 @@ def scan_figure(heads: pl.DataFrame, title: str) -> go.Figure:
     return fig
 
 
-def circuits_page(revisions: list[str], circuits: list[dict], title: str, stem: Path, shape: tuple[int, int]) -> tuple[Path, dict]:
+def circuits_page(revisions: list[str], circuits: list[dict], title: str, stem: Path, shape: tuple[int, int],
+                  published: list[dict] | None = None) -> tuple[Path, dict]:  # fmt: skip
     """The circuits over training as a page (and circuits.json): the figures of figures.circuit_figures, the first and
     final circuits drawn as layered graphs (`shape`: the model's layers and heads), and the answer in one line with
     labelled facts, as a verdict is written."""
@@ -292,12 +297,20 @@ def circuits_page(revisions: list[str], circuits: list[dict], title: str, stem: 
         {"label": "left", "fact": ", ".join(f"{n['node']} after {n['last_seen']}" for n in left) or "none"},
         {"label": "short of target", "fact": ", ".join(short) or "none: every circuit found reaches it"},
     ]
+    if published is not None:  # circuits.against_published: beside Tigges et al.'s circuit of the same step
+        facts.append({"label": "published (Tigges et al.)", "fact": "; ".join(
+            f"{p['revision']}: edges {_share(p['edges'])}, nodes {_share(p['nodes'])} ({p['ours']} edges here, {p['theirs']} theirs "
+            f"at this granularity)" for p in published)})  # fmt: skip
     stem.parent.mkdir(parents=True, exist_ok=True)
-    summary = {"revisions": revisions, "circuits": circuits, "over_training": over, "answer": answer, "facts": facts}
+    summary = {"revisions": revisions, "circuits": circuits, "over_training": over, "answer": answer, "facts": facts, "published": published}
     stem.with_suffix(".json").write_text(json.dumps(summary, indent=2, default=_json_default))
     path = stem.with_suffix(".html")
     drawn = list({id(c): c for c in (found[:1] + found[-1:])}.values())  # the first circuit found and the final one, as graphs
     figures = circuit_figures(over, circuits, target) + ([circuit_graph_figure(drawn, *shape)] if drawn else [])
+    if published:
+        from pythia_sweep.report.figures import published_overlap_figure
+
+        figures.append(published_overlap_figure(published))
     path.write_text(render_html(f"Circuits over training: {title}", f"{len(revisions)} checkpoints", {"answer": answer, "facts": facts},
                                 figures, []))  # fmt: skip
     return path.resolve(), summary

@@ -431,3 +431,19 @@ def circuit_graph_figure(circuits: list[dict], n_layers: int, n_heads: int) -> g
     fig.update_layout(title="The circuit as a layered graph: edge width |score| (attribution, nats), blue raises the answer, red lowers it",
                       template="plotly_white", height=max(420, 40 * n_heads + 200))  # fmt: skip
     return fig
+
+
+def published_overlap_figure(rows: list[dict]) -> go.Figure:
+    """Each checkpoint's circuit beside the one Tigges et al. 2024 publish for its step: the Jaccard overlap of edges and
+    of nodes (theirs at this graph's granularity), over training."""
+    revisions = [r["revision"] for r in rows]
+    fig = go.Figure()
+    for i, (key, name) in enumerate((("edges", "edges"), ("nodes", "nodes"))):
+        dash, symbol = line_style(i)
+        fig.add_trace(go.Scatter(x=revisions, y=[r[key] for r in rows], mode="lines+markers", name=name,
+                                 line={"color": PALETTE[i], "dash": dash}, marker={"symbol": symbol}))  # fmt: skip
+    fig.update_yaxes(range=[-0.05, 1.05], title="Jaccard overlap")
+    fig.update_xaxes(categoryorder="array", categoryarray=revisions, title="checkpoint")
+    fig.update_layout(title="This circuit against the one Tigges et al. 2024 publish for the same step (their edges into a head's q/k/v taken to its layer)",
+                      template="plotly_white", height=380, legend={"orientation": "h", "y": -0.25})  # fmt: skip
+    return fig
