@@ -346,3 +346,24 @@ def test_a_published_graph_is_read_in_this_graphs_names_and_granularity(tmp_path
     (tmp_path / "bad" / "256.json").write_text(json.dumps({"nodes": {}, "edges": {}}))
     with pytest.raises(ConfigError, match=r"256.json: cfg=None is not valid: a graph file in EAP-IG's format"):
         against_published(["step256"], [ours], tmp_path / "bad", 2, 8)
+
+
+def test_where_the_effect_is_linear_an_edge_score_is_its_exact_patch(neox):
+    """With the final norm an identity and single-token answers, the metric is a difference of two logits, linear in
+    the residual the logits read: an edge into the logits patched alone (the exact patch, `edges_alone`) moves it by
+    exactly its attribution score, to float precision. Edges into a layer's input are not linear and are not asked to."""
+    from pythia_sweep.circuits import edges_alone
+
+    model, pairs, pad_id = _model(neox)
+    single = [tp for tp in pairs if all(len(a) == 1 for a in tp.answers["corrupted"])]
+    assert single, "the names task's answers are one token each with this tokenizer"
+    model.gpt_neox.final_layer_norm = torch.nn.Identity()
+    graph = graph_of(model)
+    scores = edge_attribution(model, single, pad_id, batch_size=16)
+    into_logits = [(u, "logits") for u in graph.senders]
+    moved = edges_alone(model, single, into_logits, pad_id)
+    j = graph.receivers.index("logits")
+    expected = {f"{u}->logits": float(scores[graph.senders.index(u), j]) for u in graph.senders}
+    assert max(abs(s) for s in expected.values()) > 1e-5  # something to compare (a random model: small, in float64)
+    for edge, value in moved.items():
+        assert value == pytest.approx(expected[edge], rel=1e-9, abs=1e-12), edge
