@@ -207,7 +207,7 @@ def test_the_documented_cluster_runs_the_submitted_sweep_on_both_nodes(cluster):
     assert Counter(r for r, _, _ in found["runs"]) == Counter(REVISIONS)
     assert {w["ip"] for w in found["workers"].values()} == {HEAD, NODE}  # workers on both nodes, by the records
 
-    report = next(c for c in documented_commands()["project"] if c.startswith("python -m jobs.report"))
+    report = next(c for c in documented_commands()["project"] if c.startswith("pythia-sweep report"))
     spaces.run("head", report, env, folder)  # in a folder of its own: nothing read but the tracking server
     summary = json.loads(next((folder / "reports").rglob("summary.json")).read_text())
     assert summary["checkpoints"] == 5 and summary["parent_run_id"] == found["parent"]

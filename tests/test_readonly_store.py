@@ -75,7 +75,8 @@ def test_a_reader_never_creates_a_store(store, tmp_path):
     from pythia_sweep.report.build import compare_sweeps
 
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    done = subprocess.run([sys.executable, "-m", "jobs.report"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    command = str(Path(sys.executable).parent / "pythia-sweep")  # outside the checkout the command is the installed one
+    done = subprocess.run([command, "report"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.startswith(f"error: no tracking store at {tmp_path}/mlruns/mlflow.db: nothing to read")
     assert list(tmp_path.iterdir()) == []  # no mlruns/, no reports/
