@@ -367,3 +367,26 @@ def test_where_the_effect_is_linear_an_edge_score_is_its_exact_patch(neox):
     assert max(abs(s) for s in expected.values()) > 1e-5  # something to compare (a random model: small, in float64)
     for edge, value in moved.items():
         assert value == pytest.approx(expected[edge], rel=1e-9, abs=1e-12), edge
+
+
+def test_circuit_roles_say_whether_a_role_stays_while_its_heads_change():
+    """Heads of the circuit counted as previous-token or induction heads where more than half their attention lies on
+    the pattern (the record's evidence): the previous-token role kept by one head, the induction role handed on."""
+    from types import SimpleNamespace
+
+    from pythia_sweep.report.heads import circuit_roles
+
+    def record(revision, nodes, previous, induction):
+        scores = lambda marked: [[marked.get((layer, head), 0.1) for head in range(4)] for layer in range(2)]  # noqa: E731
+        return SimpleNamespace(revision=revision, circuit={"nodes": nodes}, evidence={"previous_token": scores(previous), "induction": scores(induction)})
+
+    records = [record("step1", ["a0.1", "a1.2", "emb"], {(0, 1): 0.9}, {(1, 2): 0.8}),
+               record("step2", ["a0.1", "a1.3", "emb"], {(0, 1): 0.9}, {(1, 2): 0.8, (1, 3): 0.7}),  # a1.2 still an induction head, not in the circuit
+               record("step3", ["a0.1", "a1.3", "m0"], {(0, 1): 0.6}, {(1, 3): 0.5})]  # a1.3 at exactly half: not more than half  # fmt: skip
+    roles = circuit_roles(records)
+    assert roles["statement"].startswith("previous-token a0.1 step1 to step3 (the same heads throughout); induction a1.2 step1; "
+                                         "a1.3 step2; none step3 (the role comes and goes)")  # fmt: skip
+    assert circuit_roles(records[:2])["runs"]["induction"] == [{"heads": ["a1.2"], "from": "step1", "to": "step1"},
+                                                               {"heads": ["a1.3"], "from": "step2", "to": "step2"}]  # fmt: skip
+    assert "the role stays, its heads change" in circuit_roles(records[:2])["statement"]
+    assert circuit_roles([SimpleNamespace(revision="step1", circuit={"nodes": ["a0.1"]}, evidence=None)]) is None

@@ -159,6 +159,41 @@ def circuit_summary(records: list[CheckpointRecord], usable: list[str], emergenc
             statement += "; " + "; ".join(part for part in (
                 "left " + ", ".join(f"{n['node']} (after {n['last_seen']})" for n in left) if left else "",
                 "joined " + ", ".join(f"{n['node']} (at {n['joins']})" for n in joined) if joined else "") if part)  # fmt: skip
+    roles = circuit_roles([by_revision[c["revision"]] for c in found])
     drawn = [c for c in found if c["revision"] == emergence][:1] or found[:1]
     drawn += [final] if final["none"] is None and final is not drawn[0] else []
-    return {"over_training": over, "circuits": circuits, "drawn": drawn, "target": final["target"], "statement": statement}
+    return {"over_training": over, "circuits": circuits, "drawn": drawn, "target": final["target"], "statement": statement,
+            "roles": roles}
+
+
+ROLE_SHARE = 0.5  # a head plays a role where more than half its attention is on the role's pattern (evidence.py's scores)
+ROLES = {"previous-token": "previous_token", "induction": "induction"}  # role -> its evidence score
+
+
+def circuit_roles(records: list[CheckpointRecord]) -> dict | None:
+    """Which of the circuit's heads play an algorithm-level role at each checkpoint with a circuit (in training order),
+    read from the attention evidence of the same record: previous-token and induction heads, a head counted where more
+    than half its attention lies on the role's pattern (ROLE_SHARE). Per role, the runs of checkpoints with the same
+    carrying heads, and whether the role stays while its heads change; a statement for the verdict. None without
+    evidence (config `evidence = false`) or where no circuit head plays a role."""
+    if not records or any(r.evidence is None for r in records):
+        return None
+    runs: dict[str, list[dict]] = {}
+    for r in records:
+        heads = [n for n in r.circuit["nodes"] if n.startswith("a") and "." in n]
+        for role, score in ROLES.items():
+            carriers = sorted(h for h in heads if r.evidence[score][int(h[1:].split(".")[0])][int(h.split(".")[1])] > ROLE_SHARE)
+            if runs.get(role) and runs[role][-1]["heads"] == carriers:
+                runs[role][-1]["to"] = r.revision
+            elif carriers or runs.get(role):
+                runs.setdefault(role, []).append({"heads": carriers, "from": r.revision, "to": r.revision})
+    runs = {role: spans for role, spans in runs.items() if any(span["heads"] for span in spans)}
+    if not runs:
+        return None
+    said = []
+    for role, spans in runs.items():
+        course = "; ".join(f"{', '.join(s['heads']) or 'none'} {s['from'] if s['from'] == s['to'] else s['from'] + ' to ' + s['to']}" for s in spans)
+        kept = all(span["heads"] for span in spans[[bool(s["heads"]) for s in spans].index(True):])
+        how = ("the same heads throughout" if len(spans) == 1 else "the role stays, its heads change" if kept else "the role comes and goes")
+        said.append(f"{role} {course} ({how})")
+    return {"share": ROLE_SHARE, "runs": runs, "statement": "; ".join(said) + f" (a role: more than {ROLE_SHARE:.0%} of a head's attention on its pattern)"}

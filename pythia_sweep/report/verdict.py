@@ -369,5 +369,7 @@ def verdict(summary: dict, task, claims: dict[str, Claim], context: SweepContext
             facts.append((name, summary[key]["statement"]))
     if (summary.get("heads") or {}).get("sizes"):
         facts.append(("head sizes", summary["heads"]["sizes"]))
+    if (summary.get("circuit") or {}).get("roles"):
+        facts.append(("circuit roles", summary["circuit"]["roles"]["statement"]))
     answer = _answer(label, primary, claim_, task)
     return Verdict(answer, tuple(facts + caveats))
