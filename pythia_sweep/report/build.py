@@ -293,6 +293,8 @@ def circuits_page(revisions: list[str], circuits: list[dict], title: str, stem: 
                                                    f"{final['scores'][k]:+.2f})" for k, a in alone) or "none"},  # fmt: skip
         {"label": "no circuit", "fact": "; ".join(f"{c['revision']} ({c['none']})"
                                                   for c in circuits if c["none"]) or "none: every checkpoint has a gap to explain"},  # fmt: skip
+        {"label": "overlap with the final", "fact": "; ".join(f"{c['revision']} edges {c['edges_vs_final']:.2f}, nodes {c['nodes_vs_final']:.2f}"
+                                                              for c in over["checkpoints"] if c["edges_vs_final"] is not None) or "none"},  # fmt: skip
         {"label": "joined later", "fact": ", ".join(f"{n['node']} at {n['joins']}" for n in joined) or "none"},
         {"label": "left", "fact": ", ".join(f"{n['node']} after {n['last_seen']}" for n in left) or "none"},
         {"label": "short of target", "fact": ", ".join(short) or "none: every circuit found reaches it"},
