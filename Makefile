@@ -21,7 +21,7 @@ SWEEP ?=
 STUDY ?=
 METRIC ?=
 
-.PHONY: setup test demo demo-study sweep report refine ui bench clean
+.PHONY: setup test test-fast demo demo-study sweep report refine ui bench clean
 
 setup: $(VENV)/.installed
 
@@ -44,6 +44,10 @@ test: setup $(PYTHIA_TOKENIZER)
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null); } || \
 	  command -v chromium >/dev/null 2>&1 || { echo "make test needs Debian's chromium for the browser tests: sudo apt-get install chromium"; exit 2; }
 	PYTHIA_TOKENIZER="$(CURDIR)/$(PYTHIA_TOKENIZER)" RAY_AUTH_MODE=disabled RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 "$(PY)" -m pytest
+
+# The developer's loop: the tests not marked slow (no Ray cluster, no browser, no sweep in a subprocess); CI runs all.
+test-fast: setup $(PYTHIA_TOKENIZER)
+	PYTHIA_TOKENIZER="$(CURDIR)/$(PYTHIA_TOKENIZER)" RAY_AUTH_MODE=disabled RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 "$(PY)" -m pytest -m "not slow"
 
 demo: setup
 	HF_HUB_OFFLINE=1 HF_HUB_CACHE="$(HF_CACHE)" "$(PY)" -m jobs.demo

@@ -192,7 +192,7 @@ def test_mlflow_ui_lists_parent_and_child_runs(swept, browser):
         assert "5 matching runs" not in page.inner_text("body") and "6 matching runs" in page.inner_text("body")
         page.locator("[role=row]", has_text=parent.info.run_name).locator("button").first.click()  # expand the sweep
         page.wait_for_selector("text=step0001000", timeout=30000)  # its child runs are listed under it
-        assert page.get_by_text("decimal-seed · tiny-test/neox").count() >= 1  # the experiment's name, task first
+        page.get_by_text("decimal-seed · tiny-test/neox").first.wait_for(timeout=30000)  # the experiment's name, task first (drawn after the rows)
         # the link the report prints: the checkpoints alone, sorted by training step (not completion order)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})  # a fresh load: the UI reads the URL's state then
         page.goto(tracker.checkpoints_url(result.parent_run_id, base))
