@@ -238,6 +238,21 @@ def _edges_patched(model, graph: Graph, patched: torch.Tensor, clean: dict) -> I
         yield
 
 
+def _one_prompt(tp: TokenizedPair, pad_id: int, device):
+    """One prompt's rows (the prompt followed by each of the corrupted prompt's answers, clean and corrupted side), the
+    positions where an answer token is read, and the answer log-prob difference of a run's logits kept there."""
+    rows = {side: [tp.ids[side] + answer for answer in tp.answers["corrupted"]] for side in ("clean", "corrupted")}
+    ids = {side: pad(rows[side], pad_id, left=False, device=device) for side in rows}
+    read = sorted({len(tp.ids["corrupted"]) - 1 + j for answer in tp.answers["corrupted"] for j in range(len(answer))})
+    column = {position: k for k, position in enumerate(read)}
+
+    def metric(logits: torch.Tensor) -> float:
+        exact = torch.promote_types(logits.dtype, torch.float32)
+        return float(answer_metric(torch.log_softmax(logits.to(exact), dim=-1), [tp], column, device))
+
+    return ids, torch.tensor(read, device=device), metric
+
+
 def edges_alone(model, pairs: Sequence[TokenizedPair], edges: Sequence[tuple[str, str]], pad_id: int) -> dict[str, float]:
     """Each edge patched alone from the clean run into the corrupted one (`_edges_patched`): how far it moves the answer
     log-prob difference, in nats, the mean over prompts; "u->v" -> nats."""
@@ -245,15 +260,7 @@ def edges_alone(model, pairs: Sequence[TokenizedPair], edges: Sequence[tuple[str
     device = next(model.parameters()).device
     moved = {f"{u}->{v}": 0.0 for u, v in edges}
     for tp in pairs:
-        rows = {side: [tp.ids[side] + answer for answer in tp.answers["corrupted"]] for side in ("clean", "corrupted")}
-        ids = {side: pad(rows[side], pad_id, left=False, device=device) for side in rows}
-        read = sorted({len(tp.ids["corrupted"]) - 1 + j for answer in tp.answers["corrupted"] for j in range(len(answer))})
-        column = {position: k for k, position in enumerate(read)}
-        keep_at = torch.tensor(read, device=device)
-
-        def metric(logits: torch.Tensor) -> float:
-            exact = torch.promote_types(logits.dtype, torch.float32)
-            return float(answer_metric(torch.log_softmax(logits.to(exact), dim=-1), [tp], column, device))
+        ids, keep_at, metric = _one_prompt(tp, pad_id, device)
 
         def corrupted_run() -> float:
             return metric(model(input_ids=ids["corrupted"][0], attention_mask=ids["corrupted"][1], use_cache=False, logits_to_keep=keep_at).logits)
@@ -278,15 +285,7 @@ def circuit_metric(model, pairs: Sequence[TokenizedPair], kept: torch.Tensor, pa
     device = next(model.parameters()).device
     out: dict[str, list[float]] = {"clean": [], "corrupted": [], "circuit": []}
     for tp in pairs:
-        rows = {side: [tp.ids[side] + answer for answer in tp.answers["corrupted"]] for side in ("clean", "corrupted")}
-        ids = {side: pad(rows[side], pad_id, left=False, device=device) for side in rows}
-        read = sorted({len(tp.ids["corrupted"]) - 1 + j for answer in tp.answers["corrupted"] for j in range(len(answer))})
-        column = {position: k for k, position in enumerate(read)}
-        keep_at = torch.tensor(read, device=device)
-
-        def metric(logits: torch.Tensor) -> float:
-            exact = torch.promote_types(logits.dtype, torch.float32)
-            return float(answer_metric(torch.log_softmax(logits.to(exact), dim=-1), [tp], column, device))
+        ids, keep_at, metric = _one_prompt(tp, pad_id, device)
 
         with torch.no_grad():
             with _wired(model, graph, live=False) as corrupted:

@@ -419,18 +419,15 @@ def main(argv=None) -> int:
     print(f"making {args.checkpoints} checkpoints shaped like {'a tiny model' if args.smoke else 'Pythia-160M'} ...", flush=True)
     revisions = make_checkpoints(repo, args.checkpoints, shape)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    if args.circuits_only:
-        print("the circuits' work against the node map's ...", flush=True)
-        results = {"machine": _machine(), "circuits": circuit_work(repo, revisions[0])}
+    alone = {"circuits": ("the circuits' work against the node map's", circuit_work, circuit_table),
+             "head_map": ("the whole-model head map against exact patching of every head", head_map_work, head_map_table)}
+    key = "circuits" if args.circuits_only else "head_map" if args.head_map_only else None
+    if key:  # one part alone
+        said, work, render = alone[key]
+        print(f"{said} ...", flush=True)
+        results = {"machine": _machine(), key: work(repo, revisions[0])}
         Path(args.out).write_text(json.dumps(results, indent=2))
-        print(circuit_table(results["circuits"]))
-        print(f"written to {args.out}")
-        return 0
-    if args.head_map_only:
-        print("the whole-model head map against exact patching of every head ...", flush=True)
-        results = {"machine": _machine(), "head_map": head_map_work(repo, revisions[0])}
-        Path(args.out).write_text(json.dumps(results, indent=2))
-        print(head_map_table(results["head_map"]))
+        print(render(results[key]))
         print(f"written to {args.out}")
         return 0
     workdir = Path(args.out).parent.resolve()  # a fresh store per run: a rerun must not resume the last one
