@@ -75,7 +75,7 @@ class SweepConfig:
     def __post_init__(self) -> None:
         if isinstance(self.model, list) or (isinstance(self.model, str) and "{" in self.model):
             raise ConfigError("model", self.model, "one Hub repo id here: a study's config (several models, a pattern) is run by "
-                              "python -m jobs.sweep, which sweeps each of them (pythia_sweep/study.py)")  # fmt: skip
+                              "python -m jobs.sweep, which sweeps each of them (pythia_sweep/run/study.py)")  # fmt: skip
         _check_type("model", self.model, str)
         if self.model.count("/") != 1 or not all(self.model.split("/")):
             raise ConfigError("model", self.model, "a Hub repo id of the form 'org/name'")
@@ -255,7 +255,7 @@ def load_config(path: str | Path, **overrides: Any) -> SweepConfig:
     """Read a TOML run config (see jobs/configs/) and apply overrides given as keyword arguments. A refusal of
     the file's own values names the file; one of an override names only the setting."""
     values = read_toml(path, "config file", "configs")
-    if "study" in values:  # pythia_sweep/study.py reads these; a one-model command must not drop the key silently
+    if "study" in values:  # pythia_sweep/run/study.py reads these; a one-model command must not drop the key silently
         raise ConfigError(f"{path}: study", values["study"], "a study's setting: python -m jobs.sweep runs a study's config; "
                           "this command takes one model's config (without `study`)")  # fmt: skip
     try:

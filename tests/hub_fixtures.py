@@ -3,7 +3,7 @@
 Why a child process: huggingface_hub reads HF_ENDPOINT, HF_HUB_OFFLINE and HF_HUB_CACHE once, when it is
 imported (constants.py), and tests/conftest.py sets HF_HUB_OFFLINE=1 for the whole session before anything
 imports it. Patching `huggingface_hub.constants` afterwards would have to reach every copy of those values
-(the resolve-URL template built from the endpoint at import, `pythia_sweep.checkpoints`' own import of
+(the resolve-URL template built from the endpoint at import, `pythia_sweep.hub.revisions`' own import of
 HF_HUB_CACHE, transformers' copies) and put them all back for the offline tests sharing the process; a
 copy missed would send a request to huggingface.co. A child started with the environment a user would set
 runs exactly the user's path with nothing patched. The server stays in the test process, so a test can

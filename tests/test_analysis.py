@@ -11,16 +11,16 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from pythia_sweep import analysis
-from pythia_sweep.checkpoints import Checkpoint, final_step
-from pythia_sweep.duplicates import identical_weights
+from pythia_sweep.report import analysis
+from pythia_sweep.hub.revisions import Checkpoint, final_step
+from pythia_sweep.hub.duplicates import identical_weights
 from pythia_sweep.config import SweepConfig
 from pythia_sweep.records import CheckpointRecord
 from pythia_sweep.report.reduce import reduce
-from pythia_sweep.scoring import null_position, paired_difference_interval, wilson_interval
-from pythia_sweep.analysis import TAIL
-from pythia_sweep.task_schema import load_task
-from pythia_sweep.tasks import Contrast
+from pythia_sweep.measure.scoring import null_position, paired_difference_interval, wilson_interval
+from pythia_sweep.report.analysis import TAIL
+from pythia_sweep.task.schema import load_task
+from pythia_sweep.task.definition import Contrast
 
 TASK = load_task("tasks/decimal-robust.toml")
 CONFIG = SweepConfig(task="tasks/decimal-robust.toml", bootstrap_resamples=400)
@@ -185,7 +185,7 @@ def test_case2_a_sparse_schedule_gives_the_gap_before_the_crossing_and_no_single
 def test_case3_refine_brackets_what_the_verdict_says_and_every_step_named_is_a_checkpoint():
     """Refine bisects the published revisions between the sweep's checkpoints; the rebuilt verdict's interval is that
     bracket (prompts that agree add nothing to the grid's gap); no step the verdict names is one nobody saved."""
-    from pythia_sweep.refine import bisect_emergence
+    from pythia_sweep.run.refine import bisect_emergence
 
     published = [Checkpoint(f"step{a}", a) for a in (0, 64, 128, 192, 256, 272, 288, 304, 320, 384, 448)]
     truth = {0: 0.0, 64: 0.0, 128: 0.0, 192: 0.02, 256: 0.03, 272: 0.2, 288: 0.81, 304: 0.85, 320: 0.9, 384: 0.93, 448: 0.95}
@@ -353,8 +353,8 @@ def test_case6_the_shape_is_judged_on_training_time_so_added_checkpoints_do_not_
 
 
 def test_case7_the_null_is_read_on_the_headlines_own_metric():
-    from pythia_sweep.scoring import null_test
-    from pythia_sweep.tasks import Contrast
+    from pythia_sweep.measure.scoring import null_test
+    from pythia_sweep.task.definition import Contrast
 
     null = {"k": 20, "size": 6, "groups": {"g": {"logprob_diff": {"p_value": 0.01, "percentile": 99.0},
                                                  "prob_diff": {"p_value": 0.4, "percentile": 60.0}}}}  # fmt: skip
@@ -366,8 +366,8 @@ def test_case7_the_null_is_read_on_the_headlines_own_metric():
 def test_a_group_above_every_null_set_is_told_apart_from_an_ordinary_one_when_too_few_sets_exist():
     """Two heads of an 8-head model have 15 rivals: above all of them, p is 1/16 and cannot reach 0.05. The null still
     does not pass (the claim cannot be called), but the statement says why: too few sets, not an unremarkable group."""
-    from pythia_sweep.scoring import null_test
-    from pythia_sweep.tasks import Contrast
+    from pythia_sweep.measure.scoring import null_test
+    from pythia_sweep.task.definition import Contrast
 
     contrast = Contrast("c", "g", "baseline", "logprob_diff", (1, 0.5, 0.2))
     top = {"k": 15, "size": 2, "groups": {"g": {"logprob_diff": {"p_value": 1 / 16, "percentile": 100.0}}}}

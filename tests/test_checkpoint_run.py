@@ -5,13 +5,13 @@ from dataclasses import replace
 import pytest
 import torch
 
-from pythia_sweep.checkpoints import SEED_SCHEDULE, fetch, published_revisions, resolve_schedule
+from pythia_sweep.hub.revisions import SEED_SCHEDULE, fetch, published_revisions, resolve_schedule
 from pythia_sweep.config import SweepConfig
-from pythia_sweep.checkpoint_run import run_checkpoint
-from pythia_sweep.conditions import Condition
-from pythia_sweep.evaluation import evaluate
-from pythia_sweep.patching import attention_layout
-from pythia_sweep.task_schema import load_task
+from pythia_sweep.measure.checkpoint import run_checkpoint
+from pythia_sweep.measure.conditions import Condition
+from pythia_sweep.measure.evaluation import evaluate
+from pythia_sweep.measure.patching import attention_layout
+from pythia_sweep.task.schema import load_task
 
 from conftest import NEOX_REPO
 
@@ -47,7 +47,7 @@ def test_schedules(hub_cache):
 
 
 def test_pythia_log_schedule_on_the_real_branch_list():
-    from pythia_sweep.checkpoints import Checkpoint
+    from pythia_sweep.hub.revisions import Checkpoint
 
     steps = [0] + [2**i for i in range(10)] + list(range(1000, 143001, 1000))
     published = [Checkpoint(f"step{s}", s) for s in steps]
@@ -119,7 +119,7 @@ def test_shared_prefill_matches_the_plain_way(request, family, site, patch_durin
     """One prefill shared by scoring and a hand-rolled greedy loop gives what the package's plain way (one prompt at
     a time, separate teacher-forced forwards and `generate`, reference.evaluate_plainly) gives, row by row; a
     group spanning two layers included."""
-    from pythia_sweep.reference import evaluate_plainly
+    from pythia_sweep.measure.reference import evaluate_plainly
 
     loaded = request.getfixturevalue(family)
     layout = attention_layout(loaded.model)
@@ -150,13 +150,13 @@ def test_generation_config_beyond_plain_greedy_is_refused_by_name(neox):
 
 
 def test_layer_by_head_scan(neox, tmp_path):
-    from pythia_sweep.scan import scan_layers
+    from pythia_sweep.measure.scan import scan_layers
     from pythia_sweep.report.build import scan_page
 
     rows = scan_layers(SweepConfig(**FAST, task="tasks/decimal-seed.toml"), SEED, neox, layers=[5, 6])
     assert len(rows) == 1 + 2 * 12 and rows[0]["head"] == -1
     assert {(r["layer"], r["head"]) for r in rows[1:]} == {(layer, h) for layer in (5, 6) for h in range(12)}
-    from pythia_sweep.reference import evaluate_plainly
+    from pythia_sweep.measure.reference import evaluate_plainly
 
     method = {"site": "head", "align": SEED.align, "patch_during": "prompt"}
     picked = [r for r in rows[1:] if r["head"] in (0, 5, 11)]  # each row is its own head, by the plain way
@@ -176,7 +176,7 @@ def test_layer_by_head_scan(neox, tmp_path):
 
 
 def test_model_skeleton_is_reused_and_weights_loaded_in_place(hub_cache):
-    from pythia_sweep.checkpoint_run import ModelCache, load_model
+    from pythia_sweep.measure.checkpoint import ModelCache, load_model
 
     cache = ModelCache()
     first = cache.load(fetch(NEOX_REPO, "step0").path, torch.device("cpu"), torch.float32)
@@ -194,7 +194,7 @@ def test_model_skeleton_is_reused_and_weights_loaded_in_place(hub_cache):
 def test_batch_size_follows_free_memory_and_model_size():
     from transformers import GPTNeoXConfig
 
-    from pythia_sweep.checkpoint_run import rows_per_batch
+    from pythia_sweep.measure.checkpoint import rows_per_batch
 
     pythia_160m = GPTNeoXConfig(vocab_size=50304, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
     pythia_1b = GPTNeoXConfig(vocab_size=50304, hidden_size=2048, num_hidden_layers=16, num_attention_heads=8, intermediate_size=8192)
@@ -222,7 +222,7 @@ def test_layers_below_the_patch_run_once_per_prompt_with_the_same_results(reques
     """Sharing the layers below the lowest patched layer across a prompt's conditions changes no output:
     every condition kind (clean prompt, groups in two layers, single heads not decoded, null sets), tokens
     identical and log-probs within float tolerance of running every row through every layer."""
-    from pythia_sweep.conditions import make_conditions
+    from pythia_sweep.measure.conditions import make_conditions
 
     loaded = request.getfixturevalue(family)
     layout = attention_layout(loaded.model)
@@ -259,7 +259,7 @@ def test_a_first_answer_rule_stops_decoding_a_row_once_its_outcome_is_fixed(neox
 
     from test_tasks import OWN_TASK
 
-    from pythia_sweep.task_schema import task_from_dict
+    from pythia_sweep.task.schema import task_from_dict
 
     task = task_from_dict(tomllib.loads(OWN_TASK), "capitals.toml")
     layout = attention_layout(neox.model)
@@ -285,7 +285,7 @@ def test_the_plain_executor_gives_the_fast_ones_record(neox):
     """checkpoint_run.measure through the one interface (evaluation.run_conditions): executor "plain" (the
     reference, one prompt at a time with `generate`) and "auto" (the fast path, which this model supports)
     give the same responses and numbers; the record says which ran."""
-    from pythia_sweep.checkpoint_run import measure
+    from pythia_sweep.measure.checkpoint import measure
 
     config = SweepConfig(**FAST, task="tasks/decimal-seed.toml", evidence=False)
     fast = measure(config, SEED, neox)
@@ -305,10 +305,10 @@ def test_a_model_the_fast_path_cannot_run_is_measured_the_plain_way(neox):
     falls back to the plain way and says why, "fast" refuses by name, and the rows are those of the plain way."""
     from transformers import MistralConfig, MistralForCausalLM
 
-    from pythia_sweep.checkpoint_run import LoadedModel, measure
+    from pythia_sweep.measure.checkpoint import LoadedModel, measure
     from pythia_sweep.errors import UnsupportedModel
-    from pythia_sweep.evaluation import choose_executor
-    from pythia_sweep.fastpath import unsupported_reason
+    from pythia_sweep.measure.evaluation import choose_executor
+    from pythia_sweep.measure.fastpath import unsupported_reason
 
     def mistral(window):
         torch.manual_seed(0)
@@ -334,7 +334,7 @@ def test_a_generation_of_special_tokens_is_kept_visible_beside_the_scored_respon
     record also keeps the generation as a person reads it (here the end-of-text token itself), by either executor."""
     from conftest import ending_at_once
 
-    from pythia_sweep.checkpoint_run import measure
+    from pythia_sweep.measure.checkpoint import measure
 
     ends = ending_at_once(neox)
     eos = ends.tokenizer.decode([ends.model.generation_config.eos_token_id])
@@ -349,8 +349,8 @@ def test_a_batch_that_does_not_fit_is_run_again_with_half_its_rows(neox, monkeyp
     """Issue 24, item 4: torch.OutOfMemoryError (simulated on CPU: any call of more than 3 rows raises it) halves the
     rows per batch, down to one, instead of failing the checkpoint; the numbers are those of an unhindered run and
     the record says the rows per batch used. A checkpoint where even one row does not fit is a failed record."""
-    import pythia_sweep.evaluation as evaluation
-    from pythia_sweep.checkpoint_run import measure
+    import pythia_sweep.measure.evaluation as evaluation
+    from pythia_sweep.measure.checkpoint import measure
 
     config = SweepConfig(**FAST, task="tasks/decimal-robust.toml", evidence=False, batch_size=8)
     plain = measure(config, ROBUST, neox)
@@ -375,7 +375,7 @@ def test_a_batch_that_does_not_fit_is_run_again_with_half_its_rows(neox, monkeyp
         raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
 
     monkeypatch.setattr(evaluation, "score_and_generate", no_device)
-    from pythia_sweep.checkpoint_run import ModelCache
+    from pythia_sweep.measure.checkpoint import ModelCache
 
     cache = ModelCache()
     cache.loaded, cache.key = neox, None  # reuse the loaded fixture: the failure is in measuring, not loading

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from conftest import INDUCTION_STEPS
-from pythia_sweep import analysis
+from pythia_sweep.report import analysis
 from pythia_sweep.config import SweepConfig
-from pythia_sweep.checkpoint_run import ModelCache, run_checkpoint
-from pythia_sweep.evidence import attention_evidence
-from pythia_sweep.prompt_pairs import word_tokens
-from pythia_sweep.task_schema import load_task
+from pythia_sweep.measure.checkpoint import ModelCache, run_checkpoint
+from pythia_sweep.measure.evidence import attention_evidence
+from pythia_sweep.task.pairs import word_tokens
+from pythia_sweep.task.schema import load_task
 from pythia_sweep.demo.demo_family import TrainingRows, corpus, demo_tokenizer, train_family
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,7 +50,7 @@ def copied_share(row: list[int]) -> float:
 
 
 def test_a_retrained_family_leaves_no_branch_of_the_earlier_one(tmp_path):
-    from pythia_sweep.checkpoints import published_revisions
+    from pythia_sweep.hub.revisions import published_revisions
 
     train_family(tmp_path, "demo-test/retrained", steps=(0, 1, 3), log=lambda line: None)
     train_family(tmp_path, "demo-test/retrained", steps=(0, 2), log=lambda line: None)
@@ -128,7 +128,7 @@ def test_refine_rebuilds_the_report_and_the_terminal_and_report_agree_after_it(s
     from pythia_sweep.config import load_config
     from pythia_sweep.report.build import build_report, compare_sweeps
     from pythia_sweep.report.figures import CONTRAST_UNITS
-    from pythia_sweep.sweep import run_sweep
+    from pythia_sweep.run.driver import run_sweep
     from support.browser import chromium, figures_of
 
     coarse = ["step0", "step64", "step128", "step192", "step256", "step320"]

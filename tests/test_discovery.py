@@ -9,8 +9,8 @@ import torch
 
 from conftest import _neox, _tokenizer
 from pythia_sweep.errors import ConfigError
-from pythia_sweep.task_schema import task_from_dict
-from pythia_sweep.tasks import discovery_split
+from pythia_sweep.task.schema import task_from_dict
+from pythia_sweep.task.definition import discovery_split
 
 PLANTED = (4, 7)
 REPO = "tiny-test/planted"
@@ -76,10 +76,10 @@ def test_the_planted_head_is_discovered_and_measured_on_the_other_prompts(plante
     prompts; every record measures that head on the other half, its null sets never hold it, the verdict says it was
     found; the parent run keeps the discovery. Resumed in this process with one more checkpoint, the sweep measures
     the same head and never runs the pass again."""
-    import pythia_sweep.sweep as sweep_module
+    import pythia_sweep.run.driver as sweep_module
     from pythia_sweep.config import SweepConfig
     from pythia_sweep.report.build import build_report
-    from pythia_sweep.tracking import SweepReader
+    from pythia_sweep.tracking.store import SweepReader
 
     task = _task()
     uri = f"sqlite:///{tmp_path}/mlflow.db"
@@ -144,7 +144,7 @@ def test_the_discovery_half_is_fixed_by_the_prompt_ids_and_needs_two_prompts():
 
 
 def test_the_preflight_refuses_a_group_as_large_as_the_model(hub_cache):
-    from pythia_sweep.checkpoint_run import stand_in_heads
+    from pythia_sweep.measure.checkpoint import stand_in_heads
 
     with pytest.raises(ConfigError, match=r"fewer than the model's 16 heads \(2 layers x 8\)"):
         stand_in_heads(_task(groups={"carrier": {"discover": 16}}), 2, 8)

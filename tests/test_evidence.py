@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pythia_sweep.errors import ConfigError
-from pythia_sweep.evidence import (
+from pythia_sweep.measure.evidence import (
     attention_evidence,
     detection_patterns,
     eager_attention,

@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from conftest import NEOX_REPO
-from pythia_sweep import checkpoint_run
-from pythia_sweep.checkpoints import fetch
+from pythia_sweep.measure import checkpoint as checkpoint_run
+from pythia_sweep.hub.revisions import fetch
 from pythia_sweep.config import SweepConfig
 from pythia_sweep.errors import NonFiniteNumbers
-from pythia_sweep.task_schema import load_task
+from pythia_sweep.task.schema import load_task
 
 FAST = dict(model=NEOX_REPO, task="tasks/decimal-seed.toml", null_subsets=2, max_new_tokens=4, bootstrap_resamples=200,
             single_heads=False, evidence=True, head_map=True, head_map_top_k=2, batch_size=8)  # fmt: skip
@@ -42,10 +42,10 @@ def test_auto_picks_bfloat16_on_a_gpu_that_supports_it(monkeypatch):
 
 def test_a_float16_overflow_fails_its_batch_naming_its_rows(neox):
     """The fast path, the plain way and the head map each refuse the overflowing float16 model's numbers."""
-    from pythia_sweep.evaluation import run_conditions
-    from pythia_sweep.headmap import attribution
-    from pythia_sweep.fastpath import pad_id_of
-    from pythia_sweep.patching import attention_layout
+    from pythia_sweep.measure.evaluation import run_conditions
+    from pythia_sweep.measure.headmap import attribution
+    from pythia_sweep.measure.fastpath import pad_id_of
+    from pythia_sweep.measure.patching import attention_layout
 
     config = SweepConfig(**FAST)
     task = load_task(config.task)

@@ -5,10 +5,10 @@ from dataclasses import replace
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from pythia_sweep.conditions import Condition
-from pythia_sweep.floor import floor_seconds, matmul_throughput, needed_flops, shapes_of
-from pythia_sweep.tasks import TokenizedPair
-from pythia_sweep.prompt_pairs import PromptPair
+from pythia_sweep.measure.conditions import Condition
+from pythia_sweep.measure.floor import floor_seconds, matmul_throughput, needed_flops, shapes_of
+from pythia_sweep.task.definition import TokenizedPair
+from pythia_sweep.task.pairs import PromptPair
 
 
 def _pair(pid, corrupted, answers):
@@ -60,7 +60,7 @@ def test_throughput_and_floor_seconds(neox):
 
 
 def test_an_answer_that_begins_another_needs_no_forward_of_its_own():
-    from pythia_sweep.floor import branch_inputs
+    from pythia_sweep.measure.floor import branch_inputs
 
     # " 9" "." "8" and " 9" "." "1" "1": the second's forward over " 9" "." "1" holds the first's logits
     assert branch_inputs([[9, 0, 8], [9, 0, 1, 1]]) == [(9, 0, 1)]

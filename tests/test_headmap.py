@@ -9,12 +9,12 @@ import tomllib
 import pytest
 import torch
 
-from pythia_sweep.conditions import head_name
+from pythia_sweep.measure.conditions import head_name
 from pythia_sweep.errors import ConfigError
-from pythia_sweep.fastpath import pad_id_of
-from pythia_sweep.headmap import attribution, exact_effects, head_map, top_heads
-from pythia_sweep.patching import PatchPlan, attention_layout, capture, head_columns, patched
-from pythia_sweep.task_schema import task_from_dict
+from pythia_sweep.measure.fastpath import pad_id_of
+from pythia_sweep.measure.headmap import attribution, exact_effects, head_map, top_heads
+from pythia_sweep.measure.patching import PatchPlan, attention_layout, capture, head_columns, patched
+from pythia_sweep.task.schema import task_from_dict
 
 NAMES_TASK = """
 name = "names"
@@ -159,11 +159,11 @@ def test_a_checkpoint_record_carries_the_map_and_the_long_table_every_head(neox)
     import hashlib
     import json
 
-    from pythia_sweep.checkpoint_run import measure
+    from pythia_sweep.measure.checkpoint import measure
     from pythia_sweep.config import SweepConfig
     from pythia_sweep.records import CheckpointRecord, long_table
-    from pythia_sweep.task_schema import load_task
-    from pythia_sweep.tracking import flatten
+    from pythia_sweep.task.schema import load_task
+    from pythia_sweep.tracking.store import flatten
 
     seed_task = load_task("tasks/decimal-seed.toml")  # groups even / odd of layer 6
     config = SweepConfig(model="tiny-test/neox", null_subsets=2, max_new_tokens=4, bootstrap_resamples=200, evidence=False,
@@ -223,7 +223,7 @@ def test_head_timelines_name_when_each_head_appears_and_which_fall_back():
 
 
 def test_the_size_ratio_is_the_median_over_the_heads_that_matter_and_said_only_when_off():
-    from pythia_sweep.headmap import size_ratio
+    from pythia_sweep.measure.headmap import size_ratio
     from pythia_sweep.report.heads import sizes_caveat
 
     scores = torch.tensor([[4.0, 3.0, 0.05], [1.0, 0.0, 0.0]])

@@ -19,7 +19,7 @@ def test_the_notebook_goes_from_a_sweep_to_figures_and_remeasures_a_checkpoint(i
     from nbclient import NotebookClient
 
     from pythia_sweep.config import load_config
-    from pythia_sweep.sweep import run_sweep
+    from pythia_sweep.run.driver import run_sweep
 
     task = REPO / "tasks" / "induction-demo.toml"
     config = tmp_path / "notebook.toml"

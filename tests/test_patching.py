@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from pythia_sweep.errors import ConfigError, UnsupportedModel
-from pythia_sweep.patching import (
+from pythia_sweep.measure.patching import (
     attention_layout,
     captured,
     empty_plan,
@@ -13,7 +13,7 @@ from pythia_sweep.patching import (
     patched,
     patched_logits,
 )
-from pythia_sweep.prompts import align_positions
+from pythia_sweep.task.align import align_positions
 
 CLEAN = "Which is bigger: 9.8 or 9.11?"
 BUGGY = "Q: Which is bigger: 9.8 or 9.11?\nA:"

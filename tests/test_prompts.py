@@ -3,7 +3,7 @@
 import pytest
 
 from pythia_sweep.errors import ConfigError
-from pythia_sweep.prompts import align_positions, encode_with_offsets
+from pythia_sweep.task.align import align_positions, encode_with_offsets
 
 CLEAN = "Which is bigger: 9.8 or 9.11?"
 BUGGY = "Q: Which is bigger: 9.8 or 9.11?\nA:"
@@ -50,7 +50,7 @@ def test_repeated_tokens_corruptions_change_what_they_say(corrupt):
     answer and the second-to-last traded, so the repeated prefix is followed, in its first occurrence, by the last word
     (the corrupted answer) and the answer word stands where it stood."""
     from pythia_sweep.demo.demo_family import demo_tokenizer
-    from pythia_sweep.prompt_pairs import make_pairs, word_tokens
+    from pythia_sweep.task.pairs import make_pairs, word_tokens
 
     tok = demo_tokenizer([])  # each of its words one token
     spec = {"kind": "repeated-tokens", "count": 6, "length": 8, "repeat": 3, "seed": 1, "corrupt": corrupt}

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pythia_sweep.prompts import encode
-from pythia_sweep.task_schema import load_task
+from pythia_sweep.task.align import encode
+from pythia_sweep.task.schema import load_task
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = ["decimal-seed", "decimal-robust", "induction", "ioi", "greater-than"]

@@ -23,7 +23,7 @@ FAST = dict(model=NEOX_REPO, task="tasks/decimal-seed.toml", null_subsets=2, max
 @pytest.fixture(scope="module")
 def store(hub_cache, tmp_path_factory):
     """A store holding two sweeps of the tiny family (the second one run last), swept in this process."""
-    from pythia_sweep.sweep import run_sweep
+    from pythia_sweep.run.driver import run_sweep
 
     folder = tmp_path_factory.mktemp("store") / "mlruns"
     uri = f"sqlite:///{folder}/mlflow.db"

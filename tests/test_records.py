@@ -7,9 +7,9 @@ import polars as pl
 import pytest
 
 from pythia_sweep.config import SweepConfig
-from pythia_sweep.checkpoint_run import run_checkpoint
+from pythia_sweep.measure.checkpoint import run_checkpoint
 from pythia_sweep.records import SCHEMA, long_table
-from pythia_sweep.task_schema import task_from_dict
+from pythia_sweep.task.schema import task_from_dict
 
 from conftest import NEOX_REPO
 

@@ -2,8 +2,8 @@
 
 import math
 
-from pythia_sweep.checkpoints import Checkpoint, resolve_schedule
-from pythia_sweep.refine import bisect_emergence
+from pythia_sweep.hub.revisions import Checkpoint, resolve_schedule
+from pythia_sweep.run.refine import bisect_emergence
 
 STEPS = [0] + [2**i for i in range(10)] + list(range(1000, 143001, 1000))
 PUBLISHED = [Checkpoint(f"step{s}", s) for s in STEPS]

@@ -12,11 +12,11 @@ import pytest
 import ray
 
 from pythia_sweep.config import SweepConfig
-from pythia_sweep.checkpoint_run import run_checkpoint
+from pythia_sweep.measure.checkpoint import run_checkpoint
 from pythia_sweep.demo.hub_cache import repo_folder, save_revision
-from pythia_sweep.sweep import run_sweep
-from pythia_sweep.task_schema import load_task
-from pythia_sweep.tracking import SweepReader as Tracker, SweepRecorder, TrackingStoreError
+from pythia_sweep.run.driver import run_sweep
+from pythia_sweep.task.schema import load_task
+from pythia_sweep.tracking.store import SweepReader as Tracker, SweepRecorder, TrackingStoreError
 
 from conftest import NEOX_REPO
 
@@ -52,7 +52,7 @@ def test_unusable_store_refuses_before_any_checkpoint(hub_cache, tmp_path, make_
 
 def test_ray_that_cannot_start_leaves_no_running_sweep(hub_cache, tmp_path, monkeypatch):
     """The store opens while Ray starts; when Ray fails, the parent run is closed FAILED, not left RUNNING."""
-    import pythia_sweep.sweep as sweep
+    import pythia_sweep.run.driver as sweep
 
     def no_cluster(address=None):
         raise ConnectionError("no Ray cluster at 127.0.0.1:1")
@@ -166,7 +166,7 @@ def test_ctrl_c_in_the_middle_of_a_record_lands_after_it_and_the_sweep_closes_ki
     then the interrupt is raised, and the sweep closes KILLED."""
     from dataclasses import replace
 
-    from pythia_sweep.checkpoint_run import base_record
+    from pythia_sweep.measure.checkpoint import base_record
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     config = SweepConfig(**FAST, checkpoints=("step0",))
@@ -189,7 +189,7 @@ def test_ctrl_c_in_the_middle_of_a_record_lands_after_it_and_the_sweep_closes_ki
 
 
 def test_disk_without_room_is_refused_naming_size_and_place(tmp_path):
-    from pythia_sweep.checkpoints import check_free_space
+    from pythia_sweep.hub.revisions import check_free_space
     from pythia_sweep.errors import DiskFull
 
     check_free_space(1000, tmp_path / "hub", "revision 'step1'")  # fits: no error

@@ -13,8 +13,8 @@ import ray
 
 from pythia_sweep.config import SweepConfig
 from pythia_sweep.report.build import build_report, compare_sweeps
-from pythia_sweep.sweep import run_sweep
-from pythia_sweep.tracking import SweepReader as Tracker, TrackingStoreError
+from pythia_sweep.run.driver import run_sweep
+from pythia_sweep.tracking.store import SweepReader as Tracker, TrackingStoreError
 
 from conftest import NEOX_REPO
 from support.browser import FIGURES_JS, chromium
@@ -221,10 +221,10 @@ def test_report_examples_show_special_tokens(neox, browser, tmp_path):
 
     from conftest import ending_at_once
 
-    from pythia_sweep.checkpoint_run import base_record, measure
+    from pythia_sweep.measure.checkpoint import base_record, measure
     from pythia_sweep.records import shown_text
     from pythia_sweep.report.page import context_tables, render_html
-    from pythia_sweep.task_schema import load_task
+    from pythia_sweep.task.schema import load_task
     from pythia_sweep.records import responses_text
 
     config = SweepConfig(model=NEOX_REPO, task="tasks/decimal-seed.toml", null_subsets=0, max_new_tokens=4,

@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from pythia_sweep.scoring import bootstrap_mean_interval, null_position, restoration, restoration_interval, wilson_interval
-from pythia_sweep.task_schema import load_task
+from pythia_sweep.measure.scoring import bootstrap_mean_interval, null_position, restoration, restoration_interval, wilson_interval
+from pythia_sweep.task.schema import load_task
 
 
 def check_bug_fixed(output: str) -> bool:
@@ -103,7 +103,7 @@ def test_null_position_exact_p_value():
 
 
 def test_restoration_is_undefined_where_clean_and_corrupted_differ_only_by_noise():
-    from pythia_sweep.scoring import restoration_is_defined
+    from pythia_sweep.measure.scoring import restoration_is_defined
 
     apart = restoration_is_defined([2.0, 1.0, 3.0, 2.5], [-2.0, -1.0, -3.0, -2.5], 500, seed=1)  # every prompt: clean far above
     noise = restoration_is_defined([2.0, -1.0, 0.5, -1.5], [-2.0, 1.0, -0.5, 1.5], 500, seed=1)  # gaps +4, -2, +1, -3

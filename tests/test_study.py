@@ -11,7 +11,7 @@ import torch
 
 from conftest import INDUCTION_STEPS
 from pythia_sweep.errors import ConfigError
-from pythia_sweep.study import expand_models, load_study
+from pythia_sweep.run.study import expand_models, load_study
 
 FAMILY = "tiny-test/study-seed"
 SHIFT = {1: 0, 2: 2, 3: 0}  # seed -> how many saved steps its training lags the short induction family's
@@ -26,7 +26,7 @@ def seed_families(induction_family, tmp_path_factory):
     (PolyPythias' data- and weight-seed repos share step1, EleutherAI/pythia #203)."""
     from transformers import AutoTokenizer, GPTNeoXForCausalLM
 
-    from pythia_sweep.checkpoints import fetch
+    from pythia_sweep.hub.revisions import fetch
     from pythia_sweep.demo.hub_cache import save_revision, write_revision
 
     cache, work = os.environ["HF_HUB_CACHE"], tmp_path_factory.mktemp("seeds")
@@ -53,7 +53,7 @@ def test_a_study_reports_each_runs_emergence_its_interval_the_spread_and_the_def
     import ray
 
     from pythia_sweep.commands.sweep import main
-    from pythia_sweep.tracking import SweepReader, study_tag
+    from pythia_sweep.tracking.store import SweepReader, study_tag
 
     config = tmp_path / "study.toml"
     schedule = ", ".join(f'"step{s}"' for s in INDUCTION_STEPS)

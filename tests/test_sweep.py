@@ -8,9 +8,9 @@ import pytest
 import ray
 
 from pythia_sweep.config import SweepConfig
-from pythia_sweep.sweep import run_sweep
-from pythia_sweep.task_schema import load_task
-from pythia_sweep.tracking import SweepReader as Tracker, SweepRecorder
+from pythia_sweep.run.driver import run_sweep
+from pythia_sweep.task.schema import load_task
+from pythia_sweep.tracking.store import SweepReader as Tracker, SweepRecorder
 
 from conftest import NEOX_REPO
 
@@ -49,7 +49,7 @@ def test_sweep_records_one_child_per_checkpoint_and_resumes(hub_cache, tmp_path,
     parent = tracker.client.get_run(result.parent_run_id)
     assert parent.info.status == "FINISHED" and parent.data.params["task"] == "tasks/decimal-seed.toml"
 
-    from pythia_sweep.task_schema import load_task
+    from pythia_sweep.task.schema import load_task
 
     assert tracker.find_sweep(config.sweep_id(load_task(config.task).digest)) == result.parent_run_id  # by sweep_id too
     empty = tracker.client.create_run(parent.info.experiment_id, tags={"kind": "sweep"})  # a sweep stopped before any record
@@ -134,7 +134,7 @@ def test_identical_weights_are_flagged_in_records_and_report(hub_cache, tmp_path
 def test_an_experiment_named_the_old_way_is_renamed_and_reused(tmp_path):
     """Stores made before experiments were named task first ("<model>/<task>") keep their sweeps: the experiment
     is renamed to "<task> · <model>" and tagged, not duplicated."""
-    from pythia_sweep.tracking import SweepRecorder
+    from pythia_sweep.tracking.store import SweepRecorder
 
     recorder = SweepRecorder(f"sqlite:///{tmp_path}/mlflow.db")
     old = recorder.client.create_experiment("org/model/my-task")
@@ -197,8 +197,8 @@ def test_memory_does_not_grow_from_checkpoint_to_checkpoint(hub_cache):
     place) holds no more memory after the 24th than after the 8th, beyond GROWTH_MB."""
     import gc
 
-    from pythia_sweep.checkpoints import published_revisions
-    from pythia_sweep.sweep import CheckpointMeasurer, Item
+    from pythia_sweep.hub.revisions import published_revisions
+    from pythia_sweep.run.driver import CheckpointMeasurer, Item
 
     config = SweepConfig(**FAST, evidence=True)
     published = published_revisions(NEOX_REPO)

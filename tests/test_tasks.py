@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from pythia_sweep.config import SweepConfig
-from pythia_sweep.checkpoint_run import discover_groups, run_checkpoint
+from pythia_sweep.measure.checkpoint import discover_groups, run_checkpoint
 from pythia_sweep.errors import ConfigError
-from pythia_sweep.task_schema import load_task, task_from_dict
+from pythia_sweep.task.schema import load_task, task_from_dict
 
 from conftest import NEOX_REPO
 
@@ -83,7 +83,7 @@ def test_shipped_tasks_load_validate_and_run_on_the_tiny_model(hub_cache, name):
 def _tokenizer():
     from transformers import AutoTokenizer
 
-    from pythia_sweep.checkpoints import fetch
+    from pythia_sweep.hub.revisions import fetch
 
     return AutoTokenizer.from_pretrained(fetch(NEOX_REPO, "step1000").path)
 
@@ -163,8 +163,8 @@ def test_a_task_the_code_has_never_seen_sweeps_with_its_own_names(hub_cache, tmp
     import ray
 
     from pythia_sweep.report.build import build_report
-    from pythia_sweep.sweep import run_sweep
-    from pythia_sweep.tracking import SweepReader
+    from pythia_sweep.run.driver import run_sweep
+    from pythia_sweep.tracking.store import SweepReader
 
     path = tmp_path / "capitals.toml"
     path.write_text(OWN_TASK)

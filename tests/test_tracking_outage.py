@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from pythia_sweep.tracking import SweepReader
-from pythia_sweep.tracking_server import retry_budget_s
+from pythia_sweep.tracking.store import SweepReader
+from pythia_sweep.tracking.server import retry_budget_s
 
 from conftest import NEOX_REPO
 from support.servers import MlflowServer

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import NEOX_REPO
-from pythia_sweep.checkpoints import Checkpoint, check_published, resolve_schedule, step_of
+from pythia_sweep.hub.revisions import Checkpoint, check_published, resolve_schedule, step_of
 from pythia_sweep.config import SweepConfig, load_config
 from pythia_sweep.errors import ConfigError, RevisionNotPublished
 
@@ -75,8 +75,8 @@ def test_the_command_line_refuses_a_typo_before_anything_runs(hub_cache, tmp_pat
 def listed_sweep(hub_cache, tmp_path_factory):
     """A config asking for step256000 on purpose, swept in this process, and its report."""
     from pythia_sweep.report.build import build_report
-    from pythia_sweep.study import load_study
-    from pythia_sweep.sweep import run_sweep
+    from pythia_sweep.run.study import load_study
+    from pythia_sweep.run.driver import run_sweep
 
     folder = tmp_path_factory.mktemp("listed")
     config_file = folder / "methodology-like.toml"
@@ -89,7 +89,7 @@ def listed_sweep(hub_cache, tmp_path_factory):
 
 
 def test_revisions_asked_for_on_purpose_are_listed_not_recorded_as_failed(listed_sweep):
-    from pythia_sweep.tracking import SweepReader
+    from pythia_sweep.tracking.store import SweepReader
 
     _, uri, result, report = listed_sweep
     assert result.failed == [] and sorted(result.recorded) == ["step0", "step1000"]
@@ -104,9 +104,9 @@ def test_revisions_asked_for_on_purpose_are_listed_not_recorded_as_failed(listed
 def test_forget_removes_a_revisions_records_from_the_sweep(listed_sweep, capsys):
     """A typo an older version recorded as failed: `--forget` removes it, and refuses a revision the sweep lacks."""
     from pythia_sweep.commands.sweep import main
-    from pythia_sweep.checkpoint_run import base_record
-    from pythia_sweep.task_schema import load_task
-    from pythia_sweep.tracking import SweepReader, SweepRecorder
+    from pythia_sweep.measure.checkpoint import base_record
+    from pythia_sweep.task.schema import load_task
+    from pythia_sweep.tracking.store import SweepReader, SweepRecorder
 
     config_file, uri, result, _ = listed_sweep
     config = load_config(config_file)

@@ -17,7 +17,7 @@ and two lower bounds that say how far each target can be reached at all on this 
   robust_floor  loading plus one forward over the decimal-robust task's distinct rows, no generation at all:
                 what the robust sweep can at best approach
 and the hardware floor, what the machine itself allows: the floating-point work each preset's conditions need
-(pythia_sweep/floor.py: prefill below and above the lowest patched layer, decoding steps, answer tokens, the
+(pythia_sweep/measure/floor.py: prefill below and above the lowest patched layer, decoding steps, answer tokens, the
 output layer where logits are read) at the matmul throughput this device sustains on the model's own shapes,
 in its dtype and with a worker's thread count. The share of that floor a sweep achieves is the number to move.
 The project's wall time splits into a start-up paid once per sweep (Ray, worker processes, the first
@@ -45,7 +45,7 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # the bench's l
 
 import torch  # noqa: E402
 
-from pythia_sweep.checkpoint_run import pick_dtype  # noqa: E402
+from pythia_sweep.measure.checkpoint import pick_dtype  # noqa: E402
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 DTYPE = pick_dtype("auto", DEVICE)  # as the project picks with dtype="auto"
@@ -107,7 +107,7 @@ def direct_way(repo: str, revisions: list[str]) -> list[float]:
     from huggingface_hub import snapshot_download
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from pythia_sweep.task_schema import load_task
+    from pythia_sweep.task.schema import load_task
 
     task = load_task(SEED_TASK)  # the methodology's pair and its success check, from the task file
     (pair,) = task.pairs()
@@ -148,8 +148,8 @@ def direct_way(repo: str, revisions: list[str]) -> list[float]:
 
 def _rows(task_file: str, shape: dict, **settings) -> list[str]:
     """The prompt text of every distinct row (condition x prompt) the project runs for a task."""
-    from pythia_sweep.conditions import make_conditions
-    from pythia_sweep.task_schema import load_task
+    from pythia_sweep.measure.conditions import make_conditions
+    from pythia_sweep.task.schema import load_task
 
     task = load_task(task_file)
     groups = task.resolve_groups(shape["num_hidden_layers"], shape["num_attention_heads"])
@@ -163,7 +163,7 @@ def floor(repo: str, revisions: list[str], rows: list[str], new_tokens: int = 1,
     from huggingface_hub import snapshot_download
     from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
-    from pythia_sweep.fastpath import pad
+    from pythia_sweep.measure.fastpath import pad
 
     times = []
     for revision in revisions:
@@ -193,8 +193,8 @@ def project(repo: str, revisions: list[str], store: str, reports: Path, **settin
 
     from pythia_sweep.config import SweepConfig
     from pythia_sweep.report.build import build_report
-    from pythia_sweep.sweep import run_sweep
-    from pythia_sweep.tracking import SweepReader
+    from pythia_sweep.run.driver import run_sweep
+    from pythia_sweep.tracking.store import SweepReader
 
     config = SweepConfig(model=repo, checkpoints=tuple(revisions), method="per-head", **settings)
     start = time.perf_counter()
@@ -260,9 +260,9 @@ def hardware_floor(repo: str, revision: str, task_file: str, threads: int, batch
     from huggingface_hub import snapshot_download
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from pythia_sweep.conditions import make_conditions
-    from pythia_sweep.floor import floor_seconds, matmul_throughput, needed_flops, shapes_of
-    from pythia_sweep.task_schema import load_task
+    from pythia_sweep.measure.conditions import make_conditions
+    from pythia_sweep.measure.floor import floor_seconds, matmul_throughput, needed_flops, shapes_of
+    from pythia_sweep.task.schema import load_task
 
     path = snapshot_download(repo, revision=revision)
     config = AutoConfig.from_pretrained(path)
@@ -299,12 +299,12 @@ def head_map_work(repo: str, revision: str, task_file: str = ROBUST_TASK, n_prom
     from huggingface_hub import snapshot_download
     from torch.utils.flop_counter import FlopCounterMode
 
-    from pythia_sweep.checkpoint_run import load_model
+    from pythia_sweep.measure.checkpoint import load_model
     from pythia_sweep.config import SweepConfig
-    from pythia_sweep.fastpath import pad_id_of
-    from pythia_sweep.headmap import attribution, exact_effects
-    from pythia_sweep.patching import attention_layout
-    from pythia_sweep.task_schema import load_task
+    from pythia_sweep.measure.fastpath import pad_id_of
+    from pythia_sweep.measure.headmap import attribution, exact_effects
+    from pythia_sweep.measure.patching import attention_layout
+    from pythia_sweep.task.schema import load_task
 
     loaded = load_model(snapshot_download(repo, revision=revision), DEVICE, DTYPE)
     task = load_task(task_file)
@@ -351,13 +351,13 @@ def circuit_work(repo: str, revision: str, task_file: str = ROBUST_TASK, n_promp
     from huggingface_hub import snapshot_download
     from torch.utils.flop_counter import FlopCounterMode
 
-    from pythia_sweep.checkpoint_run import load_model
-    from pythia_sweep.circuits import circuit_metric, edge_attribution, faithfulness, find_circuit, graph_of
+    from pythia_sweep.measure.checkpoint import load_model
+    from pythia_sweep.measure.circuits import circuit_metric, edge_attribution, faithfulness, find_circuit, graph_of
     from pythia_sweep.config import SweepConfig
-    from pythia_sweep.fastpath import pad_id_of
-    from pythia_sweep.headmap import attribution
-    from pythia_sweep.patching import attention_layout
-    from pythia_sweep.task_schema import load_task
+    from pythia_sweep.measure.fastpath import pad_id_of
+    from pythia_sweep.measure.headmap import attribution
+    from pythia_sweep.measure.patching import attention_layout
+    from pythia_sweep.task.schema import load_task
 
     loaded = load_model(snapshot_download(repo, revision=revision), DEVICE, DTYPE)
     task = load_task(task_file)

@@ -9,12 +9,12 @@ changes (its overlap with the final circuit and the previous one, when each comp
 
 Runs in this process, one checkpoint at a time, and writes reports/<model>__<task>/circuits.html and circuits.json.
 The task's clean and corrupted prompts must be as long in tokens (`same_length = true`): edges are compared position
-by position. Edges are scored on the whole graph (pythia_sweep/circuits.py): the embeddings, every head and every MLP
+by position. Edges are scored on the whole graph (pythia_sweep/measure/circuits.py): the embeddings, every head and every MLP
 into every later attention input, MLP input and the logits. --sweep reads the circuits a sweep recorded
 (`circuits = true`) instead of finding them. --against sets each circuit beside the one Tigges et al. 2024 publish for
 its step (a clone of curt-tigges/circuits-over-time, its Git LFS files pulled): the Jaccard overlap of edges and of
 nodes, theirs taken to this graph's granularity (an edge into a head's q, k or v input is one into its layer's
-attention input; pythia_sweep/circuits.py read_published_graph). Their circuits come from EAP-IG with 30 steps on
+attention input; pythia_sweep/measure/circuits.py read_published_graph). Their circuits come from EAP-IG with 30 steps on
 their own prompts and a greedy selection from the logits, these from EAP on the task's: overlap, not identity, is
 what to expect.
 """
@@ -59,7 +59,7 @@ def main(argv=None) -> int:
 
     try:
         revisions, circuits, (model, task_name), shape = (_recorded(args) if args.sweep else _found(args))
-        from pythia_sweep.circuits import against_published
+        from pythia_sweep.measure.circuits import against_published
         from pythia_sweep.report.build import circuits_page, report_folder
 
         published = against_published(revisions, circuits, args.against, *shape) if args.against else None
@@ -83,11 +83,11 @@ def _found(args) -> tuple[list[str], list[dict], tuple[str, str], tuple[int, int
 
     config = load_config(args.config, task=args.task)
     config.use_offline_cache()  # the demo config reads its own cache, offline (before huggingface_hub is imported)
-    from pythia_sweep.checkpoint_run import batch_size_for, load_model, pick_device, pick_dtype
-    from pythia_sweep.checkpoints import fetch, not_published_message, published_revisions
-    from pythia_sweep.circuits import circuit_at
-    from pythia_sweep.fastpath import pad_id_of
-    from pythia_sweep.task_schema import load_task
+    from pythia_sweep.measure.checkpoint import batch_size_for, load_model, pick_device, pick_dtype
+    from pythia_sweep.hub.revisions import fetch, not_published_message, published_revisions
+    from pythia_sweep.measure.circuits import circuit_at
+    from pythia_sweep.measure.fastpath import pad_id_of
+    from pythia_sweep.task.schema import load_task
 
     task = load_task(config.task)
     published = {c.revision: c.step for c in published_revisions(config.model)}
@@ -111,7 +111,7 @@ def _found(args) -> tuple[list[str], list[dict], tuple[str, str], tuple[int, int
 
 def _recorded(args) -> tuple[list[str], list[dict], tuple[str, str], tuple[int, int]]:
     """The circuits a sweep recorded, in training order; refused by name when it recorded none."""
-    from pythia_sweep.tracking import SweepReader, TrackingStoreError
+    from pythia_sweep.tracking.store import SweepReader, TrackingStoreError
 
     reader = SweepReader(args.tracking_uri)
     parent = reader.find_sweep(args.sweep)

@@ -54,14 +54,14 @@ def main(argv=None) -> int:
 
     parser_for("jobs.demo", __doc__).parse_args(argv)  # --help; the demo takes no options
     start = time.perf_counter()
-    from pythia_sweep.checkpoints import published_revisions
+    from pythia_sweep.hub.revisions import published_revisions
     from pythia_sweep.config import load_config
-    from pythia_sweep.refine import refine_sweep
+    from pythia_sweep.run.refine import refine_sweep
     from pythia_sweep.report.build import build_report
-    from pythia_sweep.sweep import run_sweep
-    from pythia_sweep.task_schema import load_task
+    from pythia_sweep.run.driver import run_sweep
+    from pythia_sweep.task.schema import load_task
     from pythia_sweep.demo.demo_family import family_exists, train_family
-    from pythia_sweep.tracking import SweepReader
+    from pythia_sweep.tracking.store import SweepReader
 
     cache = os.environ["HF_HUB_CACHE"]
     if not family_exists(cache):

@@ -26,7 +26,7 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     from pythia_sweep.commands.sweep import main as sweep
     from pythia_sweep.demo.demo_family import family_exists, train_family
-    from pythia_sweep.study import load_study
+    from pythia_sweep.run.study import load_study
 
     study = load_study(CONFIG)
     cache = os.environ["HF_HUB_CACHE"]

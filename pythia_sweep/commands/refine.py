@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     from pythia_sweep.errors import PythiaSweepError
 
     try:
-        from pythia_sweep.tracking import SweepReader
+        from pythia_sweep.tracking.store import SweepReader
 
         tracker = SweepReader(args.tracking_uri)
         if args.sweep:
@@ -52,18 +52,18 @@ def main(argv=None) -> int:
                 env = os.environ | {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(Path(config.offline_cache).resolve())}
                 return subprocess.call([sys.executable, "-m", "pythia_sweep.commands.refine", *(sys.argv[1:] if argv is None else argv)], env=env)
         else:
-            from pythia_sweep.task_schema import load_task
+            from pythia_sweep.task.schema import load_task
 
             config = load_config(args.config, task=args.task)
             task = load_task(config.task)
             parent = tracker.existing_sweep(config, task)
         config.use_offline_cache()  # the demo config reads its own cache, offline (before huggingface_hub is imported)
-        from pythia_sweep.checkpoints import published_revisions
+        from pythia_sweep.hub.revisions import published_revisions
 
         metric = args.metric or task.headline.name
         threshold = args.threshold if args.threshold is not None else task.headline.threshold
         published = published_revisions(config.model)
-        from pythia_sweep.refine import metric_value, refine_sweep
+        from pythia_sweep.run.refine import metric_value, refine_sweep
 
         records = [r for r in tracker.load_records(parent) if r.ok] if parent else []
         if not records:

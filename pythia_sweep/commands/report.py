@@ -3,7 +3,7 @@
     python -m jobs.report                      # the latest sweep
     python -m jobs.report --sweep <parent run id, sweep_id or run name>
     make report SWEEP=<parent run id, sweep_id or run name>
-    python -m jobs.report --study <name>       # a study's report: each run's emergence side by side (pythia_sweep/study.py)
+    python -m jobs.report --study <name>       # a study's report: each run's emergence side by side (pythia_sweep/run/study.py)
 
 It only reads the store: a read-only one is read (the report is then not logged back to MLflow), and a store that
 is not there is refused rather than created. A sweep that is not found is answered with the ones there are.

@@ -10,7 +10,7 @@ reports/<model>__<task>/scan-<revision>.html (a layer x head heatmap of the chan
 difference over the corrupted baseline) and .parquet. From the config it uses the model, the task and the
 patching method; it ignores the checkpoints, the groups' layer, single_heads, null_subsets and the
 controls: every head of every layer is patched alone. With --attribution, every head's attribution
-(pythia_sweep/headmap.py: one backward pass for all heads; the config's head_map_method = "ig-inputs" averages it
+(pythia_sweep/measure/headmap.py: one backward pass for all heads; the config's head_map_method = "ig-inputs" averages it
 over head_map_steps points from the corrupted inputs to the clean ones) is set against the scan's exact effects,
 and a line per revision says how they agree.
 """
@@ -37,11 +37,11 @@ def main(argv=None) -> int:
     try:
         config = load_config(args.config, task=args.task)
         config.use_offline_cache()  # the demo config reads its own cache, offline (before huggingface_hub is imported)
-        from pythia_sweep.checkpoints import fetch, not_published_message, published_revisions
-        from pythia_sweep.checkpoint_run import load_model, pick_device, pick_dtype
+        from pythia_sweep.hub.revisions import fetch, not_published_message, published_revisions
+        from pythia_sweep.measure.checkpoint import load_model, pick_device, pick_dtype
         from pythia_sweep.report.build import report_folder, scan_page
-        from pythia_sweep.scan import scan_layers
-        from pythia_sweep.task_schema import load_task
+        from pythia_sweep.measure.scan import scan_layers
+        from pythia_sweep.task.schema import load_task
 
         task = load_task(config.task)
         published = published_revisions(config.model)
@@ -64,11 +64,11 @@ def main(argv=None) -> int:
 def attribution_against_scan(config, task, loaded, rows: list[dict], k: int = 3) -> str:
     """Every head's attribution set against its exact effect in the scan (patched minus the baseline): the line
     --attribution prints."""
-    from pythia_sweep.checkpoint_run import batch_size_for
+    from pythia_sweep.measure.checkpoint import batch_size_for
     from pythia_sweep.errors import ConfigError
-    from pythia_sweep.fastpath import pad_id_of
-    from pythia_sweep.headmap import agreement, attribution, top_heads
-    from pythia_sweep.patching import attention_layout
+    from pythia_sweep.measure.fastpath import pad_id_of
+    from pythia_sweep.measure.headmap import agreement, attribution, top_heads
+    from pythia_sweep.measure.patching import attention_layout
     from pythia_sweep.report.heads import estimated_by
 
     _, method = next(iter(config.methods(task.align).items()))

@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     keep_local_ray_on_loopback(args.address)
     from pythia_sweep.config import SCHEDULES
-    from pythia_sweep.study import load_study
+    from pythia_sweep.run.study import load_study
     from pythia_sweep.errors import PythiaSweepError
 
     checkpoints = args.checkpoints
@@ -75,8 +75,8 @@ def main(argv=None) -> int:
         )  # fmt: skip
         config = study.configs[0]
         config.use_offline_cache()  # the demo config reads its own cache, offline (before huggingface_hub is imported)
-        from pythia_sweep.checkpoints import check_published, published_revisions, resolve_schedule
-        from pythia_sweep.task_schema import load_task
+        from pythia_sweep.hub.revisions import check_published, published_revisions, resolve_schedule
+        from pythia_sweep.task.schema import load_task
 
         task = load_task(config.task)  # a malformed task file: one line, before anything starts
         if args.forget:
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
         published = {c.model: published_revisions(c.model) for c in study.configs}  # before the heavy imports: no Hub, stop at once
         for c in study.configs:  # a revision not published: refused now, before Ray, torch and the store
             check_published(c.model, resolve_schedule(c.model, c.checkpoints, published[c.model]), published[c.model], c.unpublished)
-        from pythia_sweep.sweep import run_study
+        from pythia_sweep.run.driver import run_study
 
         results = run_study(study.configs, task, tracking_uri=args.tracking_uri, ray_address=args.address, published=published,
                             study=study.name if study.named else None)  # fmt: skip
@@ -105,7 +105,7 @@ def main(argv=None) -> int:
 
 def forget(study, task, revisions: list[str], tracking_uri: str | None) -> int:
     """--forget: the named revisions' records removed from each of the config's sweeps (a study's: every model's)."""
-    from pythia_sweep.tracking import SweepReader, SweepRecorder
+    from pythia_sweep.tracking.store import SweepReader, SweepRecorder
 
     for config in study.configs:
         reader = SweepReader(tracking_uri)  # a store that is not there is refused, not created

@@ -43,7 +43,7 @@ from pathlib import Path
 import torch
 
 from pythia_sweep.config import SHIPPED
-from pythia_sweep.task_schema import load_task
+from pythia_sweep.task.schema import load_task
 from pythia_sweep.demo.hub_cache import repo_folder, save_revision
 
 TASKS = SHIPPED / "tasks"  # the package's own task files: found installed or in a checkout

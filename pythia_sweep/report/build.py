@@ -12,7 +12,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 import polars as pl
 
-from pythia_sweep.checkpoints import Checkpoint
+from pythia_sweep.hub.revisions import Checkpoint
 from pythia_sweep.config import SweepConfig
 from pythia_sweep.report.figures import (
     StepAxis,
@@ -26,7 +26,7 @@ from pythia_sweep.report.figures import (
 )
 from pythia_sweep.report.page import html_table, context_tables, render_html
 from pythia_sweep.report.reduce import column, drawn_conditions, reduce
-from pythia_sweep.tracking import SweepReader, SweepRecorder, TrackingStoreError, experiment_name, project_store_uri
+from pythia_sweep.tracking.store import SweepReader, SweepRecorder, TrackingStoreError, experiment_name, project_store_uri
 
 MAKE_UI = "http://127.0.0.1:5000"  # what `make ui` serves: the project's own store (Makefile)
 
@@ -166,7 +166,7 @@ def mlflow_links(reader: SweepReader, parent: str, headline_key: str | None = No
 
 def _published_now(config: SweepConfig) -> list[Checkpoint] | None:
     """The published revisions from the Hub (or the local cache offline), for a sweep saved without them."""
-    from pythia_sweep.checkpoints import published_revisions
+    from pythia_sweep.hub.revisions import published_revisions
 
     try:
         return published_revisions(config.model)
@@ -270,7 +270,7 @@ def circuits_page(revisions: list[str], circuits: list[dict], title: str, stem: 
     """The circuits over training as a page (and circuits.json): the figures of figures.circuit_figures, the first and
     final circuits drawn as layered graphs (`shape`: the model's layers and heads), and the answer in one line with
     labelled facts, as a verdict is written."""
-    from pythia_sweep.circuits import over_training
+    from pythia_sweep.measure.circuits import over_training
     from pythia_sweep.report.figures import circuit_figures, circuit_graph_figure
 
     over = over_training(revisions, circuits)

@@ -13,7 +13,7 @@ from plotly.subplots import make_subplots
 
 from pythia_sweep.report import verdict as verdicts
 from pythia_sweep.report.reduce import column
-from pythia_sweep.tasks import Task
+from pythia_sweep.task.definition import Task
 
 
 PALETTE = ("#1f77b4", "#d62728", "#ff7f0e", "#17becf", "#bcbd22", "#e377c2", "#8c564b")

@@ -4,7 +4,7 @@ whether it falls back; how well the map agreed with exact patching. Pure functio
 
 from __future__ import annotations
 
-from pythia_sweep.conditions import head_name
+from pythia_sweep.measure.conditions import head_name
 from pythia_sweep.records import CheckpointRecord
 
 HEAD_LEVELS_NATS = (1.0, 0.5)  # strong, weak, in nats of log-prob difference: where the headline is not in nats
@@ -130,7 +130,7 @@ def circuit_summary(records: list[CheckpointRecord], usable: list[str], emergenc
     (circuits.over_training), which two to draw (the emergence checkpoint's, or the first found, and the final one),
     and one statement for the verdict: the final circuit, when one was first found, since when its components are
     the same, and which left or joined on the way."""
-    from pythia_sweep.circuits import over_training
+    from pythia_sweep.measure.circuits import over_training
 
     by_revision = {r.revision: r for r in records if r.ok and r.circuit}
     revisions = [rev for rev in usable if rev in by_revision]

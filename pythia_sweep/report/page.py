@@ -10,7 +10,7 @@ from plotly.offline import get_plotlyjs
 
 from pythia_sweep.config import SweepConfig
 from pythia_sweep.records import CheckpointRecord, shown_text
-from pythia_sweep.tasks import Task
+from pythia_sweep.task.definition import Task
 
 
 def context_tables(records: list[CheckpointRecord], task: Task, config: SweepConfig) -> list[tuple[str, str]]:

@@ -13,18 +13,18 @@ from dataclasses import replace
 import numpy as np
 import polars as pl
 
-from pythia_sweep import analysis
-from pythia_sweep.analysis import SIDES, Levels
-from pythia_sweep.checkpoints import Checkpoint, final_revision
-from pythia_sweep.duplicates import IdenticalWeights, identical_weights
-from pythia_sweep.checkpoints import final_step as end_of_training
-from pythia_sweep.conditions import SUMMARY_KINDS
+from pythia_sweep.report import analysis
+from pythia_sweep.report.analysis import SIDES, Levels
+from pythia_sweep.hub.revisions import Checkpoint, final_revision
+from pythia_sweep.hub.duplicates import IdenticalWeights, identical_weights
+from pythia_sweep.hub.revisions import final_step as end_of_training
+from pythia_sweep.measure.conditions import SUMMARY_KINDS
 from pythia_sweep.config import SweepConfig
 from pythia_sweep.records import CheckpointRecord, long_table, per_prompt
 from pythia_sweep.report import verdict as verdicts
 from pythia_sweep.report.heads import circuit_summary, discovery_summary, head_map_summary
-from pythia_sweep.tasks import Contrast, Task
-from pythia_sweep.tracking import flatten
+from pythia_sweep.task.definition import Contrast, Task
+from pythia_sweep.tracking.store import flatten
 
 
 def timeline(records: list[CheckpointRecord], final_step: int | None, twins: list[IdenticalWeights] = ()) -> pl.DataFrame:

@@ -27,9 +27,9 @@ from dataclasses import asdict, dataclass, field, replace
 
 import polars as pl
 
-from pythia_sweep import analysis
-from pythia_sweep.analysis import SIDES, TAIL, Levels
-from pythia_sweep.scoring import NULL_LEVEL, null_test
+from pythia_sweep.report import analysis
+from pythia_sweep.report.analysis import SIDES, TAIL, Levels
+from pythia_sweep.measure.scoring import NULL_LEVEL, null_test
 
 BAND_WORDS = {"early": "the first 25%", "mid": "the middle 50%", "late": "the last 25%"}
 CLEAN_ANSWERED = 0.5  # the clean prompt counts as answered when its success rate is at least this

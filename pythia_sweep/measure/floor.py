@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pythia_sweep.tasks import TokenizedPair
+from pythia_sweep.task.definition import TokenizedPair
 
 
 @dataclass(frozen=True)

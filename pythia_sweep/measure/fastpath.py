@@ -33,7 +33,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from pythia_sweep.errors import NonFiniteNumbers
-from pythia_sweep.patching import AttentionLayout, ForwardStopped, PatchPlan, patched
+from pythia_sweep.measure.patching import AttentionLayout, ForwardStopped, PatchPlan, patched
 
 FORWARD_ARGUMENTS = ("input_ids", "inputs_embeds", "attention_mask", "position_ids", "past_key_values", "use_cache", "logits_to_keep")
 

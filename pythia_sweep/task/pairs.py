@@ -113,7 +113,7 @@ def _template_pairs(source: str, spec: dict, tokenizer) -> list[PromptPair]:
 
 def _splits_as(tokenizer, parts: list[str]) -> bool:
     """True where the joined text tokenizes as exactly one token per part, each the part itself."""
-    from pythia_sweep.prompts import encode
+    from pythia_sweep.task.align import encode
 
     whole = encode(tokenizer, "".join(parts))
     return len(whole) == len(parts) and all(tokenizer.decode([t]) == p for t, p in zip(whole, parts))
@@ -122,7 +122,7 @@ def _splits_as(tokenizer, parts: list[str]) -> bool:
 def word_tokens(tokenizer) -> list[int]:
     """Vocabulary tokens that are a space and a lower-case word, and re-encode to themselves alone: the
     readable random tokens of repeated sequences (each one token wherever it stands after a space)."""
-    from pythia_sweep.prompts import encode
+    from pythia_sweep.task.align import encode
 
     words = []
     for token_id in range(len(tokenizer)):

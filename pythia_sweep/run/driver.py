@@ -31,7 +31,7 @@ import torch
 from ray.exceptions import RayActorError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from pythia_sweep.checkpoints import (
+from pythia_sweep.hub.revisions import (
     Checkpoint,
     check_published,
     fetch,
@@ -43,17 +43,17 @@ from pythia_sweep.checkpoints import (
     weights_of,
 )
 from pythia_sweep.config import SweepConfig
-from pythia_sweep.checkpoint_run import ModelCache, Plan, base_record, discover_groups, plan_checkpoint, preflight, run_checkpoint
-from pythia_sweep.duplicates import measured_revisions
-from pythia_sweep.conditions import head_name
+from pythia_sweep.measure.checkpoint import ModelCache, Plan, base_record, discover_groups, plan_checkpoint, preflight, run_checkpoint
+from pythia_sweep.hub.duplicates import measured_revisions
+from pythia_sweep.measure.conditions import head_name
 from pythia_sweep.errors import PythiaSweepError
-from pythia_sweep.placement import MAX_ATTEMPTS, ip_of, lost_worker_line, node_with_room, where_it_ran
+from pythia_sweep.run.placement import MAX_ATTEMPTS, ip_of, lost_worker_line, node_with_room, where_it_ran
 from pythia_sweep.records import CheckpointRecord
-from pythia_sweep.tasks import Task
-from pythia_sweep.task_schema import load_task
-from pythia_sweep.progress import DownloadBar, checkpoints_bar, quiet_transformers_bars
-from pythia_sweep.tracking import SweepRecorder
-from pythia_sweep.tracking_server import TrackingServerLost
+from pythia_sweep.task.definition import Task
+from pythia_sweep.task.schema import load_task
+from pythia_sweep.run.progress import DownloadBar, checkpoints_bar, quiet_transformers_bars
+from pythia_sweep.tracking.store import SweepRecorder
+from pythia_sweep.tracking.server import TrackingServerLost
 
 FORWARDED_ENV = ("HF_HUB_OFFLINE", "HF_HUB_CACHE", "HF_HOME", "HF_TOKEN", "HF_ENDPOINT", "HF_HUB_DISABLE_PROGRESS_BARS",
                  "TOKENIZERS_PARALLELISM")  # fmt: skip

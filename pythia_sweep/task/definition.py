@@ -28,9 +28,9 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from pythia_sweep.analysis import LEVELS
+from pythia_sweep.levels import LEVELS
 from pythia_sweep.errors import ConfigError
-from pythia_sweep.prompt_pairs import PromptPair, make_pairs
+from pythia_sweep.task.pairs import PromptPair, make_pairs
 
 SUCCESS_RULES = ("mentions", "first-answer")
 ANSWER_TOKENS = ("continuation", "separate")
@@ -137,7 +137,7 @@ class Task:
         """Every pair tokenized once, each answer checked to be a continuation of its prompt, and its
         positions aligned in each of the `aligns` modes (each must leave positions to patch). `part`: the
         prompts measured, the ones a discovery pass chooses heads on, or all (`discovery_split`)."""
-        from pythia_sweep.prompts import align_positions, encode
+        from pythia_sweep.task.align import align_positions, encode
 
         if part not in PROMPT_PARTS:
             raise ValueError(f"part={part!r}: one of {PROMPT_PARTS}")
@@ -166,7 +166,7 @@ class Task:
         return out
 
     def _answer_ids(self, tokenizer, pair: PromptPair, prompt: str, prompt_ids: list[int], answer: str) -> list[int]:
-        from pythia_sweep.prompts import encode
+        from pythia_sweep.task.align import encode
 
         side = "correct" if answer in pair.correct else "wrong"
         where = f"{self.source}: prompts[{pair.id}].{side}"

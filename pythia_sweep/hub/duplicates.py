@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from pythia_sweep.checkpoints import PublishedWeights, step_of
+from pythia_sweep.hub.revisions import PublishedWeights, step_of
 
 
 @dataclass(frozen=True)

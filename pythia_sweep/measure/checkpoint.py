@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from pythia_sweep.checkpoints import (
+from pythia_sweep.hub.revisions import (
     Checkpoint,
     FetchedCheckpoint,
     fetch,
@@ -31,13 +31,13 @@ from pythia_sweep.checkpoints import (
 )
 from pythia_sweep.config import SweepConfig
 from pythia_sweep.errors import ConfigError, DiscoveryFailed, NonFiniteNumbers, RevisionNotPublished
-from pythia_sweep.conditions import Condition, make_conditions, null_plan
-from pythia_sweep.evaluation import choose_executor, run_conditions
-from pythia_sweep.patching import attention_layout
+from pythia_sweep.measure.conditions import Condition, make_conditions, null_plan
+from pythia_sweep.measure.evaluation import choose_executor, run_conditions
+from pythia_sweep.measure.patching import attention_layout
 from pythia_sweep.records import CheckpointRecord
-from pythia_sweep.scoring import summarize_record
-from pythia_sweep.tasks import Task, TokenizedPair
-from pythia_sweep.task_schema import load_task
+from pythia_sweep.measure.scoring import summarize_record
+from pythia_sweep.task.definition import Task, TokenizedPair
+from pythia_sweep.task.schema import load_task
 
 
 def pick_device(choice: str) -> torch.device:
@@ -217,7 +217,7 @@ def preflight(config: SweepConfig, task: Task, metadata_path: str) -> tuple[Plan
     before any run is created. Returns the checkpoint's plan and the number of prompts."""
     from transformers import AutoConfig, AutoTokenizer
 
-    from pythia_sweep.patching import check_model_type
+    from pythia_sweep.measure.patching import check_model_type
 
     model_config = AutoConfig.from_pretrained(metadata_path)
     check_model_type(model_config.model_type)
@@ -249,7 +249,7 @@ def discover_groups(config: SweepConfig, task: Task, revision: str, *, fetched: 
     """The first pass of a task with a group to discover: at `revision` (the model's final checkpoint), on the
     discovery half of the prompts, each `{ discover = N }` group's heads (headmap.discover), with where they were
     found. A checkpoint that cannot be fetched or loaded stops the sweep: nothing can be measured without them."""
-    from pythia_sweep.headmap import discover
+    from pythia_sweep.measure.headmap import discover
 
     try:
         fetched = fetched or fetch(config.model, revision)
@@ -356,7 +356,7 @@ def measure(config: SweepConfig, task: Task, loaded: LoadedModel) -> dict:
     summary = summarize_record(conditions, task.contrasts, rows, config.bootstrap_resamples, config.seed)
     evidence = None
     if config.evidence:  # the second line of evidence: one forward over repeated random tokens
-        from pythia_sweep.evidence import attention_evidence
+        from pythia_sweep.measure.evidence import attention_evidence
 
         positions = getattr(loaded.model.config, "max_position_embeddings", 2048)
         evidence = attention_evidence(loaded.model, loaded.tokenizer, n_sequences=8, length=min(16, (positions - 1) // 2), seed=config.seed)
@@ -365,7 +365,7 @@ def measure(config: SweepConfig, task: Task, loaded: LoadedModel) -> dict:
             raise NonFiniteNumbers(f"non-finite attention evidence (ICL score {evidence['icl_score']:.4g}) in {loaded.dtype}")
     found = None
     if config.head_map:  # every head of every layer: attribution, its top heads and the named ones patched exactly
-        from pythia_sweep.headmap import head_map
+        from pythia_sweep.measure.headmap import head_map
 
         label, method = next(iter(methods.items()))
         named = sorted({tuple(h) for heads in groups.values() for h in heads})
@@ -373,8 +373,8 @@ def measure(config: SweepConfig, task: Task, loaded: LoadedModel) -> dict:
                          top_k=config.head_map_top_k, named=named, executor=executor, steps=config.attribution_steps)  # fmt: skip
     circuit = None
     if config.circuits:  # which components feed which: every edge by attribution, the circuit verified by patching
-        from pythia_sweep.circuits import circuit_at
-        from pythia_sweep.fastpath import pad_id_of
+        from pythia_sweep.measure.circuits import circuit_at
+        from pythia_sweep.measure.fastpath import pad_id_of
 
         circuit = circuit_at(loaded.model, pairs, pad_id_of(loaded.tokenizer), batch_size, config.circuit_target,
                              resamples=config.bootstrap_resamples, seed=config.seed)  # fmt: skip

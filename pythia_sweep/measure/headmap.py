@@ -23,12 +23,12 @@ from collections.abc import Sequence
 import torch
 from scipy.stats import spearmanr
 
-from pythia_sweep.conditions import Condition, head_name
+from pythia_sweep.measure.conditions import Condition, head_name
 from pythia_sweep.errors import ConfigError, NonFiniteNumbers
-from pythia_sweep.evaluation import clean_activations, run_conditions
-from pythia_sweep.fastpath import pad, pad_id_of
-from pythia_sweep.patching import AttentionLayout, captured
-from pythia_sweep.tasks import TokenizedPair
+from pythia_sweep.measure.evaluation import clean_activations, run_conditions
+from pythia_sweep.measure.fastpath import pad, pad_id_of
+from pythia_sweep.measure.patching import AttentionLayout, captured
+from pythia_sweep.task.definition import TokenizedPair
 
 Head = tuple[int, int]  # (layer, head)
 AGREEMENT_FLOOR = 0.5  # a rank correlation below this (or fewer than half the exact top-k found) is flagged

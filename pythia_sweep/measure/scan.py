@@ -4,12 +4,12 @@ same evaluation path, teacher-forced."""
 
 from __future__ import annotations
 
-from pythia_sweep.conditions import Condition, single_head_conditions
+from pythia_sweep.measure.conditions import Condition, single_head_conditions
 from pythia_sweep.config import SweepConfig
-from pythia_sweep.checkpoint_run import LoadedModel, batch_size_for
-from pythia_sweep.evaluation import choose_executor, run_conditions
-from pythia_sweep.patching import attention_layout
-from pythia_sweep.tasks import Task
+from pythia_sweep.measure.checkpoint import LoadedModel, batch_size_for
+from pythia_sweep.measure.evaluation import choose_executor, run_conditions
+from pythia_sweep.measure.patching import attention_layout
+from pythia_sweep.task.definition import Task
 
 
 def scan_layers(config: SweepConfig, task: Task, loaded: LoadedModel, layers: list[int] | None = None) -> list[dict]:

@@ -22,15 +22,15 @@ from collections.abc import Callable, Sequence
 import torch
 from scipy.special import logsumexp
 
-from pythia_sweep.conditions import Condition
+from pythia_sweep.measure.conditions import Condition
 from pythia_sweep.config import EXECUTORS
 from pythia_sweep.errors import ConfigError, NonFiniteNumbers, UnsupportedModel
-from pythia_sweep.fastpath import eos_ids, pad, pad_id_of, score_and_generate, unsupported_reason
-from pythia_sweep.patching import AttentionLayout, capture, empty_plan, fill_plan, head_columns
-from pythia_sweep.prompts import shown_generation
-from pythia_sweep.reference import evaluate_plainly
-from pythia_sweep.scoring import check_finite, describe_rows
-from pythia_sweep.tasks import TokenizedPair
+from pythia_sweep.measure.fastpath import eos_ids, pad, pad_id_of, score_and_generate, unsupported_reason
+from pythia_sweep.measure.patching import AttentionLayout, capture, empty_plan, fill_plan, head_columns
+from pythia_sweep.task.align import shown_generation
+from pythia_sweep.measure.reference import evaluate_plainly
+from pythia_sweep.measure.scoring import check_finite, describe_rows
+from pythia_sweep.task.definition import TokenizedPair
 
 def choose_executor(model, wanted: str) -> tuple[str, str | None]:
     """The executor that runs `model` ("fast" or "plain") and, for plain, why. "auto" takes the fast path where

@@ -30,9 +30,9 @@ from dataclasses import dataclass
 import torch
 
 from pythia_sweep.errors import ConfigError
-from pythia_sweep.fastpath import pad
-from pythia_sweep.headmap import answer_metric
-from pythia_sweep.tasks import TokenizedPair
+from pythia_sweep.measure.fastpath import pad
+from pythia_sweep.measure.headmap import answer_metric
+from pythia_sweep.task.definition import TokenizedPair
 
 BLOCKS = {  # where each architecture keeps what the graph needs, by Hugging Face module path
     "gpt_neox": {"embed": "gpt_neox.embed_in", "layers": "gpt_neox.layers", "attn_norm": "input_layernorm", "mlp_norm": "post_attention_layernorm",

@@ -16,12 +16,12 @@ from collections.abc import Callable, Sequence
 import torch
 from scipy.special import logsumexp
 
-from pythia_sweep.conditions import Condition
-from pythia_sweep.fastpath import eos_ids, pad_id_of
-from pythia_sweep.patching import AttentionLayout, capture, empty_plan, fill_plan, head_columns, patched
-from pythia_sweep.prompts import shown_generation
-from pythia_sweep.scoring import check_finite
-from pythia_sweep.tasks import TokenizedPair
+from pythia_sweep.measure.conditions import Condition
+from pythia_sweep.measure.fastpath import eos_ids, pad_id_of
+from pythia_sweep.measure.patching import AttentionLayout, capture, empty_plan, fill_plan, head_columns, patched
+from pythia_sweep.task.align import shown_generation
+from pythia_sweep.measure.scoring import check_finite
+from pythia_sweep.task.definition import TokenizedPair
 
 
 @torch.inference_mode()

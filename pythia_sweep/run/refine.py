@@ -15,14 +15,14 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from pythia_sweep import analysis
-from pythia_sweep.checkpoints import Checkpoint
+from pythia_sweep.levels import STRONG
+from pythia_sweep.hub.revisions import Checkpoint
 
 
 def metric_value(record, metric: str) -> float:
     """A record's value of `metric`, by the record's own names: a contrast ("strength": its headline
     metric) or any flattened number ("clean/success_rate", "strength/logprob_diff", ...)."""
-    from pythia_sweep.tracking import flatten
+    from pythia_sweep.tracking.store import flatten
 
     if metric in record.contrasts:
         return record.contrasts[metric]["value"]
@@ -48,7 +48,7 @@ def bisect_emergence(
     published: Sequence[Checkpoint],
     known: dict[str, float],
     measure: Callable[[str], float],
-    threshold: float = analysis.STRONG,
+    threshold: float = STRONG,
 ) -> Bracket:
     """Narrow the first crossing of `threshold` to two neighbouring published revisions.
 
@@ -92,7 +92,7 @@ def refine_sweep(config, task, published: Sequence[Checkpoint], records: Iterabl
     number); each probe is a one-checkpoint sweep of the same config, recorded in the same MLflow sweep, and read
     from the record `run_sweep` returns (no store re-read per probe)."""
     from pythia_sweep.errors import PythiaSweepError
-    from pythia_sweep.sweep import run_sweep
+    from pythia_sweep.run.driver import run_sweep
 
     known = {r.revision: metric_value(r, metric) for r in records if r.ok}
     # A probe is one checkpoint: in this process (no Ray to start) unless a cluster or a worker count is asked for

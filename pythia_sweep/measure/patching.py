@@ -31,7 +31,7 @@ import torch
 
 from pythia_sweep.config import SITES
 from pythia_sweep.errors import ConfigError, UnsupportedModel
-from pythia_sweep.prompts import align_positions
+from pythia_sweep.task.align import align_positions
 
 # model_type -> the module whose input is the concatenation of per-head attention outputs.
 OUTPUT_PROJECTION = {

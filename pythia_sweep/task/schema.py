@@ -15,12 +15,12 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from pythia_sweep.analysis import LEVELS
+from pythia_sweep.levels import LEVELS
 from pythia_sweep.config import ALIGNMENTS, read_toml
-from pythia_sweep.prompt_pairs import CORRUPTIONS
+from pythia_sweep.task.pairs import CORRUPTIONS
 from pythia_sweep.errors import ConfigError
-from pythia_sweep.prompt_pairs import PROMPT_KINDS, as_list, check_unique_ids
-from pythia_sweep.tasks import (
+from pythia_sweep.task.pairs import PROMPT_KINDS, as_list, check_unique_ids
+from pythia_sweep.task.definition import (
     ANSWER_TOKENS,
     GENERIC_HYPOTHESES,
     RESERVED,

@@ -30,14 +30,14 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from tqdm import tqdm
 
-from pythia_sweep.checkpoints import Checkpoint
+from pythia_sweep.hub.revisions import Checkpoint
 from pythia_sweep.config import SweepConfig, config_from_dict
 from pythia_sweep.errors import PythiaSweepError
-from pythia_sweep.conditions import SUMMARY_KINDS, head_name
+from pythia_sweep.measure.conditions import SUMMARY_KINDS, head_name
 from pythia_sweep.records import CIRCUIT_METRICS, CONDITION_METRICS, CONTRAST_METRICS, CheckpointRecord, long_table, responses_text
-from pythia_sweep.tasks import Task
-from pythia_sweep.task_schema import task_from_dict
-from pythia_sweep.tracking_server import TrackingServerLost, is_server, retry_budget_s, retry_policy, unreachable
+from pythia_sweep.task.definition import Task
+from pythia_sweep.task.schema import task_from_dict
+from pythia_sweep.tracking.server import TrackingServerLost, is_server, retry_budget_s, retry_policy, unreachable
 
 # One bar per downloaded file is noise when a report reads hundreds of small records; ours counts records.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

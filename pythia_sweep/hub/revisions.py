@@ -42,7 +42,7 @@ from huggingface_hub.errors import (
 from huggingface_hub.utils import are_progress_bars_disabled
 
 from pythia_sweep.errors import CorruptCheckpoint, DiskFull, HubUnreachable, RevisionNotPublished
-from pythia_sweep.hub import hub_call, is_connection_failure, one_line
+from pythia_sweep.hub.retry import hub_call, is_connection_failure, one_line
 
 
 STEP_BRANCH = re.compile(r"^step(\d+)(?:-tokens\d+[KMBT]?)?$")  # Pythia "step1000"; OLMo "step1000-tokens4B"
