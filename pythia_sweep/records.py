@@ -1,44 +1,26 @@
-"""The checkpoint record, typed, and a sweep's numbers as one long table, identity as columns.
+"""The checkpoint record, typed: the one value a checkpoint's result is.
 
-`CheckpointRecord` is the one value a checkpoint's result is: the worker builds it, the driver records it, every
-reader reads it. Its numbers nest by condition, contrast, null and evidence (checkpoint_run.measure); the long table
-flattens them to a row per (revision, condition or contrast, metric). Readers that selected conditions by
-name would have to parse names back ("L06H03" -> layer 6, head 3; a group called `Late_heads` is then
-mistaken for a head). The long table keeps identity as data instead:
-
-  revision, step     which checkpoint
-  method             the measuring method's label ("per-head", "upstream"); None for evidence
-  condition          the condition or contrast name as the task gives it ("baseline", "clean", a group, a contrast, "null03")
-  kind               baseline, clean, group, all, head, null, contrast, evidence, head_map, circuit or edge
-  layer, head        for a single head (kind head) or a head's evidence score; None otherwise
-  metric             success_rate, logprob_diff, prob_diff, restoration; for evidence icl_score, induction, previous_token
-  value, ci_low, ci_high   the number and its 95% interval (None where there is none)
-
-    import pythia_sweep
-    frame = pythia_sweep.load_long_table()            # the latest sweep in the project's store
-    frame.filter(pl.col("kind") == "head", pl.col("metric") == "logprob_diff")
-
-The same table is written beside each report as long.parquet.
+The worker builds it (measure/checkpoint.run_checkpoint), the driver records it (tracking), every reader reads it
+(report, refine). Its statistics are typed (stats.py: per condition, per contrast, the null); numbers.py walks
+every number it holds, with its identity, for the long table, MLflow and the report.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-import polars as pl
+from pythia_sweep.stats import ConditionStats, ContrastStats, NullStats
 
 STATUSES = ("ok", "failed", "duplicate")  # measured; could not be fetched or loaded; identical weights to another
 
 
 @dataclass(frozen=True)
 class CheckpointRecord:
-    """One checkpoint's result: built by the worker (checkpoint_run.run_checkpoint), recorded by the driver (tracking),
+    """One checkpoint's result: built by the worker (measure/checkpoint.run_checkpoint), recorded by the driver (tracking),
     read back by everyone (report, refine, the long table). Small and JSON-able: no tensors cross Ray.
 
-    The measured part (status "ok") is scoring.summarize_record's numbers (`conditions`, `contrasts`, `null`),
+    The measured part (status "ok") is scoring.summarize_record's statistics (`conditions`, `contrasts`, `null`),
     the plan it ran (`settings`), the attention evidence, the prompts and one response row per
     (condition, prompt). `dataclasses.replace` makes a changed copy: a record is never edited in place."""
 
@@ -56,9 +38,9 @@ class CheckpointRecord:
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
     worker: dict | None = None  # host, pid, node, peak memory, threads of the worker that measured it
     settings: dict = field(default_factory=dict)  # groups, layout, prompts, null plan, methods, batch size, device
-    conditions: dict[str, dict] = field(default_factory=dict)  # condition -> kind, heads, method, metrics, intervals
-    contrasts: dict[str, dict] = field(default_factory=dict)  # contrast -> plus, minus, metric, values, intervals
-    null: dict = field(default_factory=dict)  # the null sets' values, band and each group's placement
+    conditions: dict[str, ConditionStats] = field(default_factory=dict)  # condition -> kind, heads, method, each metric's estimate
+    contrasts: dict[str, ContrastStats] = field(default_factory=dict)  # contrast -> plus, minus, metric, each metric's estimate
+    null: NullStats = field(default_factory=NullStats)  # the null sets' bands and each group's placement among them
     evidence: dict | None = None  # ICL score, per-head induction and previous-token scores
     head_map: dict | None = None  # every head's attribution, the exact effects of the heads checked, their agreement
     circuit: dict | None = None  # circuits.circuit_at: every edge's attribution, the circuit kept, its faithfulness by patching
@@ -69,13 +51,21 @@ class CheckpointRecord:
         if self.status not in STATUSES:
             raise ValueError(f"status={self.status!r} is not valid: one of {', '.join(STATUSES)}")
         object.__setattr__(self, "duplicate_of", tuple(self.duplicate_of or ()))
+        for what, values, kind in (("conditions", self.conditions.values(), ConditionStats), ("contrasts", self.contrasts.values(), ContrastStats),
+                                   ("null", [self.null], NullStats)):  # fmt: skip
+            wrong = next((v for v in values if not isinstance(v, kind)), None)
+            if wrong is not None:
+                raise TypeError(f"{what} holds a {type(wrong).__name__}: a {kind.__name__} (stats.py; from JSON: CheckpointRecord.from_json)")
 
     @property
     def ok(self) -> bool:
         return self.status == "ok"
 
     def to_json(self) -> dict:
-        return dataclasses.asdict(self) | {"duplicate_of": list(self.duplicate_of)}
+        plain = dataclasses.asdict(dataclasses.replace(self, conditions={}, contrasts={}, null=NullStats()))
+        return plain | {"duplicate_of": list(self.duplicate_of), "null": self.null.to_json(),
+                        "conditions": {n: c.to_json() for n, c in self.conditions.items()},
+                        "contrasts": {n: c.to_json() for n, c in self.contrasts.items()}}  # fmt: skip
 
     @classmethod
     def from_json(cls, data: dict, where: str = "record.json") -> CheckpointRecord:
@@ -83,85 +73,19 @@ class CheckpointRecord:
         unknown = sorted(set(data) - FIELDS)
         if unknown:
             raise ValueError(f"{where}: {unknown[0]}={data[unknown[0]]!r} is not valid: a record field ({', '.join(sorted(FIELDS))})")
-        return cls(**{k: v for k, v in data.items() if v is not None or k in NULLABLE})
+        typed = {
+            "conditions": {n: ConditionStats.from_json(c, f"{where}: condition {n!r}") for n, c in (data.get("conditions") or {}).items()},
+            "contrasts": {n: ContrastStats.from_json(c, f"{where}: contrast {n!r}") for n, c in (data.get("contrasts") or {}).items()},
+            "null": NullStats.from_json(data.get("null"), f"{where}: null"),
+        }  # fmt: skip
+        return cls(**{k: v for k, v in data.items() if v is not None or k in NULLABLE} | typed)
 
 
 FIELDS = {f.name for f in dataclasses.fields(CheckpointRecord)}
 NULLABLE = {"step", "error", "commit", "weights_digest", "worker", "evidence", "head_map", "circuit"}
 
 
-CONDITION_METRICS = ("success_rate", "logprob_diff", "prob_diff", "restoration")
-CONTRAST_METRICS = ("success_rate", "logprob_diff", "prob_diff")
-ROW_KEY = {"success_rate": "success", "logprob_diff": "logprob_diff", "prob_diff": "prob_diff"}  # a response row's field
-SCHEMA = {
-    "revision": pl.String, "step": pl.Int64, "method": pl.String, "condition": pl.String, "kind": pl.String,
-    "layer": pl.Int64, "head": pl.Int64, "metric": pl.String, "value": pl.Float64, "ci_low": pl.Float64, "ci_high": pl.Float64,
-}  # fmt: skip
-
-
-def _rows(record: CheckpointRecord) -> Iterable[dict]:
-    base = {"revision": record.revision, "step": record.step}
-    for name, c in record.conditions.items():
-        single = c.get("kind") == "head" and len(c.get("heads", [])) == 1
-        layer, head = c["heads"][0] if single else (None, None)
-        for metric in CONDITION_METRICS:
-            if c.get(metric) is None:
-                continue
-            ci = c.get(f"{metric}_ci") or (None, None)
-            yield base | {"method": c.get("method"), "condition": name, "kind": c.get("kind"), "layer": layer, "head": head,
-                          "metric": metric, "value": c[metric], "ci_low": ci[0], "ci_high": ci[1]}  # fmt: skip
-    for name, c in record.contrasts.items():
-        for metric in CONTRAST_METRICS:
-            ci = c.get(f"{metric}_ci") or (None, None)
-            yield base | {"method": c.get("method"), "condition": name, "kind": "contrast", "layer": None, "head": None,
-                          "metric": metric, "value": c.get(metric), "ci_low": ci[0], "ci_high": ci[1]}  # fmt: skip
-    evidence = record.evidence or {}
-    if evidence:
-        empty = {"method": None, "kind": "evidence", "ci_low": None, "ci_high": None}
-        yield base | empty | {"condition": "icl", "layer": None, "head": None, "metric": "icl_score", "value": evidence["icl_score"]}
-        for score in ("induction", "previous_token"):
-            for layer, row in enumerate(evidence[score]):
-                for head, value in enumerate(row):
-                    yield base | empty | {"condition": score, "layer": layer, "head": head, "metric": score, "value": value}
-
-
-def _head_map_rows(record: CheckpointRecord) -> Iterable[dict]:
-    """The head map's numbers: each head's attribution, each checked head's exact effect (nats of logprob_diff)."""
-    found = record.head_map or {}
-    if not found:
-        return
-    base = {"revision": record.revision, "step": record.step, "method": None, "kind": "head_map", "ci_low": None, "ci_high": None}
-    for layer, row in enumerate(found["attribution"]):
-        for head, value in enumerate(row):
-            yield base | {"condition": "attribution", "layer": layer, "head": head, "metric": "logprob_diff_effect", "value": value}
-    for name, value in found["exact"].items():
-        layer, head = found["exact_heads"][name]
-        yield base | {"condition": "exact", "layer": layer, "head": head, "metric": "logprob_diff_effect", "value": value}
-
-
-def _circuit_rows(record: CheckpointRecord) -> Iterable[dict]:
-    """The circuit's numbers: its size, faithfulness (with its interval) and gap (kind "circuit"), and every edge's
-    attribution score in nats (kind "edge", condition "sender->receiver", value 1 for `in_circuit` where kept)."""
-    found = record.circuit or {}
-    if not found:
-        return
-    base = {"revision": record.revision, "step": record.step, "method": None, "layer": None, "head": None}
-    for metric in CIRCUIT_METRICS:
-        ci = found.get(f"{metric}_ci") or (None, None)
-        yield base | {"condition": "circuit", "kind": "circuit", "metric": metric, "value": found.get(metric), "ci_low": ci[0], "ci_high": ci[1]}
-    kept = {f"{u}->{v}" for u, v in found["edges"]}
-    for edge, score in found["every_edge"].items():
-        yield base | {"condition": edge, "kind": "edge", "metric": "attribution", "value": score, "ci_low": None, "ci_high": None}
-        yield base | {"condition": edge, "kind": "edge", "metric": "in_circuit", "value": float(edge in kept), "ci_low": None, "ci_high": None}
-
-
-CIRCUIT_METRICS = ("size", "faithfulness", "gap")  # a circuit's numbers in the long table and MLflow (circuit/<metric>)
-
-
-def long_table(records: Iterable[CheckpointRecord]) -> pl.DataFrame:
-    """Every number of every ok record, one row each (columns: SCHEMA), in the records' order."""
-    rows = [row for r in records if r.ok for row in itertools.chain(_rows(r), _head_map_rows(r), _circuit_rows(r))]
-    return pl.DataFrame(rows, schema=SCHEMA, orient="row")
+ROW_KEY = {"success_rate": "success", "logprob_diff": "logprob_diff", "prob_diff": "prob_diff"}  # a response row's field per metric
 
 
 def per_prompt(record: CheckpointRecord, condition: str, metric: str) -> dict[str, float] | None:

@@ -11,14 +11,15 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from pythia_sweep.report import analysis
+from pythia_sweep import analysis
 from pythia_sweep.hub.revisions import Checkpoint, final_step
 from pythia_sweep.hub.duplicates import identical_weights
 from pythia_sweep.config import SweepConfig
 from pythia_sweep.records import CheckpointRecord
+from pythia_sweep.stats import ConditionStats, ContrastStats, Estimate, NullPosition, NullStats
 from pythia_sweep.report.reduce import reduce
 from pythia_sweep.measure.scoring import null_position, paired_difference_interval, wilson_interval
-from pythia_sweep.report.analysis import TAIL
+from pythia_sweep.analysis import TAIL
 from pythia_sweep.task.schema import load_task
 from pythia_sweep.task.definition import Contrast
 
@@ -33,7 +34,7 @@ IDENTITY = {"model": "EleutherAI/pythia-160m", "sweep_id": "test", "task": TASK.
 def measured(revision, step, plus, minus, *, clean=None, metric="success_rate", null_p=None, possible=None, null_k=20, null_size=6,
              digest=None):  # fmt: skip
     """A record whose "even" and "odd" conditions take the per-prompt values `plus` and `minus` on `metric` (a success
-    is a value above 0 on a log-prob metric), built the way checkpoint_run.measure builds one, with a "strength"
+    is a value above 0 on a log-prob metric), built the way measure/scoring.summarize_record builds one, with a "strength"
     contrast of even - odd on `metric`."""
     n = len(plus)
     clean = [1.0] * n if clean is None else clean
@@ -46,21 +47,21 @@ def measured(revision, step, plus, minus, *, clean=None, metric="success_rate", 
         got = [r for r in rows if r["condition"] == name]
         k = sum(r["success"] for r in got)
         mean = float(np.mean([r["logprob_diff"] for r in got]))
-        return {"kind": kind, "heads": [], "method": "per-head", "success_rate": k / n, "success_rate_ci": list(wilson_interval(k, n)),
-                "logprob_diff": mean, "logprob_diff_ci": None, "prob_diff": mean / 2, "n_prompts": n}  # fmt: skip
+        return ConditionStats(kind=kind, heads=(), prompt="clean" if kind == "clean" else "corrupted", method="per-head", n_prompts=n,
+                              n_trials=n, decoded=True, successes=k, success_rate=Estimate(k / n, wilson_interval(k, n)),
+                              logprob_diff=Estimate(mean), prob_diff=Estimate(mean / 2))  # fmt: skip
 
     even, odd = ([r for r in rows if r["condition"] == c] for c in ("even", "odd"))
-    contrast = {"plus": "even", "minus": "odd", "metric": metric, "method": "per-head"}
+    estimates = {}
     for m, key in (("success_rate", "success"), ("logprob_diff", "logprob_diff"), ("prob_diff", "prob_diff")):
         diffs = [float(a[key]) - float(b[key]) for a, b in zip(even, odd)]
-        contrast[m] = float(np.mean(diffs))
-        contrast[f"{m}_ci"] = list(paired_difference_interval(diffs, [0.0] * n, 400, 0))
-    contrast |= {"value": contrast[metric], "value_ci": contrast[f"{metric}_ci"]}
-    null = {"k": 0, "groups": {}}
+        estimates[m] = Estimate(float(np.mean(diffs)), paired_difference_interval(diffs, [0.0] * n, 400, 0))
+    contrast = ContrastStats(plus="even", minus="odd", metric=metric, method="per-head", **estimates)
+    null = NullStats()
     if null_p is not None:
-        null = {"k": null_k, "size": null_size,
-                "groups": {g: {m: {"p_value": null_p, "percentile": 50.0} for m in ("success_rate", "logprob_diff", "prob_diff")}
-                           for g in ("even", "odd")}}  # fmt: skip
+        null = NullStats(k=null_k, size=null_size,
+                         groups={g: {m: NullPosition(percentile=50.0, p_value=null_p) for m in ("success_rate", "logprob_diff", "prob_diff")}
+                                 for g in ("even", "odd")})  # fmt: skip
     return CheckpointRecord(
         **IDENTITY, revision=revision, step=step, status="ok", weights_digest=digest or f"d{revision}", contrasts={"strength": contrast},
         conditions={"even": cond("even", "group"), "odd": cond("odd", "group"), "baseline": cond("baseline", "baseline"), "clean": cond("clean", "clean")},
@@ -191,8 +192,8 @@ def test_case3_refine_brackets_what_the_verdict_says_and_every_step_named_is_a_c
     truth = {0: 0.0, 64: 0.0, 128: 0.0, 192: 0.02, 256: 0.03, 272: 0.2, 288: 0.81, 304: 0.85, 320: 0.9, 384: 0.93, 448: 0.95}
     swept = [0, 64, 128, 192, 256, 320, 384, 448]
     records = {a: record(f"step{a}", a, truth[a], null_p=0.01) for a in truth}
-    bracket = bisect_emergence(published, {f"step{a}": records[a].contrasts["strength"]["value"] for a in swept},
-                               lambda rev: records[int(rev[4:])].contrasts["strength"]["value"], 0.5)  # fmt: skip
+    bracket = bisect_emergence(published, {f"step{a}": records[a].contrasts["strength"].value for a in swept},
+                               lambda rev: records[int(rev[4:])].contrasts["strength"].value, 0.5)  # fmt: skip
     measured_now = sorted(set(swept) | {int(r[4:]) for r in bracket.fetched})
     s = summary_of([records[a] for a in measured_now], published=published)
     assert (bracket.below, bracket.above) == (s["emergence_interval"]["after_revision"], s["emergence_interval"]["by_revision"]) == ("step272", "step288")
@@ -215,7 +216,7 @@ def test_case5_every_cannot_call_names_what_would_settle_it():
         "too few prompts": [record(f"step{a}", a, v, n=3, null_p=0.01) for a, v in zip(STEPS, [0] * 9 + [1.0])],
         "clean unanswered": timeline_of([0, 0, 0, 0, 0, 0.05, 0.9, 0.95, 1.0, 1.0], null_p=0.01, clean=0.2),
         "null ordinary": timeline_of([0, 0, 0, 0, 0, 0.05, 0.9, 0.95, 1.0, 1.0], null_p=0.19),
-        "null too few sets": [replace(r, null=r.null | {"k": 15}) for r in
+        "null too few sets": [replace(r, null=replace(r.null, k=15)) for r in
                               timeline_of([0, 0, 0, 0, 0, 0.05, 0.9, 0.95, 1.0, 1.0], null_p=1 / 16, possible=15)],  # fmt: skip
         "before the sweep": timeline_of([0.9, 0.9, 0.95, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0], null_p=0.01)[2:],
         "resamples split": timeline_of([0, 0.1, 0.2, 0.3, 0.4, 0.42, 0.45, 0.46, 0.47, 0.52], null_p=0.01, wide=True),
@@ -356,8 +357,8 @@ def test_case7_the_null_is_read_on_the_headlines_own_metric():
     from pythia_sweep.measure.scoring import null_test
     from pythia_sweep.task.definition import Contrast
 
-    null = {"k": 20, "size": 6, "groups": {"g": {"logprob_diff": {"p_value": 0.01, "percentile": 99.0},
-                                                 "prob_diff": {"p_value": 0.4, "percentile": 60.0}}}}  # fmt: skip
+    null = NullStats(k=20, size=6, groups={"g": {"logprob_diff": NullPosition(percentile=99.0, p_value=0.01),
+                                                 "prob_diff": NullPosition(percentile=60.0, p_value=0.4)}})  # fmt: skip
     test = null_test(null, Contrast("gt", "g", "baseline", "prob_diff", (0.5, 0.3, 0.1)), {"possible": 100})
     assert test["metric"] == "prob_diff" and test["p_value"] == 0.4 and test["status"] == "does not beat"
     assert null_test(null, Contrast("gt", "g", "baseline", "logprob_diff", (1, 0.5, 0.2)), {"possible": 100})["p_value"] == 0.01
@@ -370,13 +371,13 @@ def test_a_group_above_every_null_set_is_told_apart_from_an_ordinary_one_when_to
     from pythia_sweep.task.definition import Contrast
 
     contrast = Contrast("c", "g", "baseline", "logprob_diff", (1, 0.5, 0.2))
-    top = {"k": 15, "size": 2, "groups": {"g": {"logprob_diff": {"p_value": 1 / 16, "percentile": 100.0}}}}
+    top = NullStats(k=15, size=2, groups={"g": {"logprob_diff": NullPosition(percentile=100.0, p_value=1 / 16)}})
     test = null_test(top, contrast, {"possible": 15})
     assert test["status"] == "does not beat"
     assert test["statement"] == ("the g group is above all 15 random 2-head sets on logprob diff, but 15 sets cannot give a null p "
                                  "at or below 0.05 (the smallest possible is 0.062; the pool holds only 15 such sets)")  # fmt: skip
     assert "null_subsets = 19 or more could" in null_test(top, contrast, {"possible": 300})["statement"]
-    middling = {**top, "groups": {"g": {"logprob_diff": {"p_value": 0.5, "percentile": 50.0}}}}
+    middling = replace(top, groups={"g": {"logprob_diff": NullPosition(percentile=50.0, p_value=0.5)}})
     assert "does not stand out among 15 random 2-head sets" in null_test(middling, contrast, {"possible": 15})["statement"]
 
 
@@ -419,7 +420,7 @@ def test_two_methods_with_identical_numbers_are_stated_once():
     config = SweepConfig(task="tasks/decimal-robust.toml", bootstrap_resamples=400, method="both")
     records = timeline_of([0, 0, 0, 0, 0, 0.05, 0.9, 0.95, 1.0, 1.0], null_p=0.01)
     for r in records:
-        r.contrasts["upstream/strength"] = dict(r.contrasts["strength"], method="upstream")
+        r.contrasts["upstream/strength"] = replace(r.contrasts["strength"], method="upstream")
     s = reduce(records, TASK, config, PUBLISHED)[0]
     assert s["verdict"].count("emerges") == 1 and "method upstream: identical numbers" in s["verdict"]
 
@@ -435,7 +436,7 @@ def test_case8_a_sweep_recorded_before_the_rule_gives_its_numbers_to_the_owner()
     late[-3] = replace(late[-3], weights_digest="final")
     late[-1] = CheckpointRecord(**IDENTITY, revision="step143000", step=143000, status="duplicate", weights_digest="final",
                                 duplicate_of=("step64000",))  # fmt: skip
-    measured = late[-3].contrasts["strength"]["success_rate"]
+    measured = late[-3].contrasts["strength"].success_rate.value
     summary, frame, long = reduce(late, TASK, CONFIG, PUBLISHED)
     final = frame.filter(frame["revision"] == "step143000").row(0, named=True)
     assert final["analysed"] and final["strength/success_rate"] == measured  # step64000's numbers, now its owner's

@@ -79,13 +79,13 @@ def test_full_record_and_bit_identical_rerun(hub_cache):
     assert first.commit and first.weight_sha256
     assert set(first.timings) == {"fetch_s", "load_s", "compute_s"}
     even = first.conditions["even"]
-    assert even["n_trials"] == 15 and even["n_prompts"] == 1  # 15 identical greedy trials, computed once
+    assert even.n_trials == 15 and even.n_prompts == 1  # 15 identical greedy trials, computed once
     assert {"baseline", "clean", "even", "odd", "all", "L06H00", "L06H11", "null00"} <= set(first.conditions)
     from test_scoring import check_bug_fixed  # the methodology's published check, on the generated texts
 
     text = {r["condition"]: r["response"] for r in first.responses}
-    assert first.contrasts["strength"]["success_rate"] == check_bug_fixed(text["even"]) - check_bug_fixed(text["odd"])
-    assert first.conditions["baseline"]["restoration"] is None  # one prompt: no interval on the clean-corrupted gap
+    assert first.contrasts["strength"].success_rate.value == check_bug_fixed(text["even"]) - check_bug_fixed(text["odd"])
+    assert first.conditions["baseline"].restoration.value is None  # one prompt: no interval on the clean-corrupted gap
     assert first.task["name"] == "decimal-seed"
     assert len(first.responses) == len(first.conditions)  # one distinct row per condition
     second = run_checkpoint(config, "step1000")
@@ -150,27 +150,34 @@ def test_generation_config_beyond_plain_greedy_is_refused_by_name(neox):
 
 
 def test_layer_by_head_scan(neox, tmp_path):
+    import polars as pl
+
     from pythia_sweep.measure.scan import scan_layers
     from pythia_sweep.report.build import scan_page
 
-    rows = scan_layers(SweepConfig(**FAST, task="tasks/decimal-seed.toml"), SEED, neox, layers=[5, 6])
-    assert len(rows) == 1 + 2 * 12 and rows[0]["head"] == -1
-    assert {(r["layer"], r["head"]) for r in rows[1:]} == {(layer, h) for layer in (5, 6) for h in range(12)}
+    scan = scan_layers(SweepConfig(**FAST, task="tasks/decimal-seed.toml"), SEED, neox, layers=[5, 6])
+    rows = scan.heads
+    assert len(rows) == 2 * 12
+    assert {(r["layer"], r["head"]) for r in rows} == {(layer, h) for layer in (5, 6) for h in range(12)}
     from pythia_sweep.measure.reference import evaluate_plainly
 
     method = {"site": "head", "align": SEED.align, "patch_during": "prompt"}
-    picked = [r for r in rows[1:] if r["head"] in (0, 5, 11)]  # each row is its own head, by the plain way
-    conditions = [Condition(f"h{i}", ((r["layer"], r["head"]),), "corrupted", "m", "head", decode=False) for i, r in enumerate(picked)]
+    picked = [r for r in rows if r["head"] in (0, 5, 11)]  # each row is its own head, by the plain way
+    conditions = [Condition("baseline", (), "corrupted", "m", "baseline", decode=False)]
+    conditions += [Condition(f"h{i}", ((r["layer"], r["head"]),), "corrupted", "m", "head", decode=False) for i, r in enumerate(picked)]
     plain = evaluate_plainly(neox.model, neox.tokenizer, attention_layout(neox.model), SEED.tokenize(neox.tokenizer, [SEED.align]),
                              conditions, {"m": method}, SEED.success, max_new_tokens=4)  # fmt: skip
-    for row, reference in zip(picked, plain):
+    assert scan.baseline == pytest.approx(plain[0]["logprob_diff"], abs=1e-4)  # the baseline, the plain way too
+    for row, reference in zip(picked, plain[1:]):
         assert row["logprob_diff"] == pytest.approx(reference["logprob_diff"], abs=1e-4), row
-    assert scan_page(rows, "tiny", tmp_path / "scan").exists()
-    import polars as pl
-
+        assert scan.effects()[(row["layer"], row["head"])] == pytest.approx(reference["logprob_diff"] - plain[0]["logprob_diff"], abs=1e-4)
+    page = scan_page(scan, "tiny", tmp_path / "scan")
+    assert f"corrupted baseline log-prob difference {scan.baseline:+.3f}" in page.read_text()
+    table = pl.read_parquet(page.with_suffix(".parquet"))  # the page's rows: every head, its effect against the baseline
+    assert table.height == 24 and table["delta"].to_list() == pytest.approx([r["logprob_diff"] - scan.baseline for r in rows])
     from pythia_sweep.report.build import scan_figure
 
-    fig = scan_figure(pl.DataFrame(rows[1:]).with_columns(pl.col("logprob_diff").alias("delta")), "tiny")
+    fig = scan_figure(pl.DataFrame(rows).with_columns(pl.col("logprob_diff").alias("delta")), "tiny")
     assert fig.layout.height >= 420 and list(fig.layout.yaxis.tickvals) == ["layer 5", "layer 6"]  # both layers labelled
     assert len(fig.layout.xaxis.tickvals) == 12 and fig.data[0].colorbar.len == 1.0
 
@@ -212,8 +219,8 @@ def test_auto_batch_size_is_resolved_and_recorded(hub_cache):
     fixed = run_checkpoint(SweepConfig(**FAST, task="tasks/decimal-seed.toml", single_heads=False, batch_size=2), "step1")
     assert auto.settings["batch_size"] >= 1 and fixed.settings["batch_size"] == 2
     for name, stats in auto.conditions.items():  # batching never changes a result
-        assert stats["success_rate"] == fixed.conditions[name]["success_rate"]
-        assert stats["logprob_diff"] == pytest.approx(fixed.conditions[name]["logprob_diff"], abs=1e-4)
+        assert stats.success_rate == fixed.conditions[name].success_rate
+        assert stats.logprob_diff.value == pytest.approx(fixed.conditions[name].logprob_diff.value, abs=1e-4)
 
 
 @pytest.mark.parametrize("family", ["neox", "llama"])
@@ -297,7 +304,7 @@ def test_the_plain_executor_gives_the_fast_ones_record(neox):
     for a, b in zip(fast["responses"], plain["responses"]):
         assert a["logprob_diff"] == pytest.approx(b["logprob_diff"], abs=1e-4)
     for name, values in fast["conditions"].items():
-        assert values["success_rate"] == plain["conditions"][name]["success_rate"], name
+        assert values.success_rate == plain["conditions"][name].success_rate, name
 
 
 def test_a_model_the_fast_path_cannot_run_is_measured_the_plain_way(neox):

@@ -41,4 +41,4 @@ def test_two_sweeps_on_one_store_both_finish_with_every_record(hub_cache, tmp_pa
         assert all(r.data.tags["checkpoint_status"] == "ok" and r.info.status == "FINISHED" for r in runs)
         records = reader.load_records(parent.info.run_id)
         layer = int(parent.data.params["layer"])
-        assert {h[0] for r in records for h in r.conditions["even"]["heads"]} == {layer}
+        assert {h[0] for r in records for h in r.conditions["even"].heads} == {layer}

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import INDUCTION_STEPS
-from pythia_sweep.report import analysis
+from pythia_sweep import analysis
 from pythia_sweep.config import SweepConfig
 from pythia_sweep.measure.checkpoint import ModelCache, run_checkpoint
 from pythia_sweep.measure.evidence import attention_evidence
@@ -80,7 +80,7 @@ def measure_family(repo: str) -> tuple[list[float], list[float]]:
     for step in STEPS:
         record = run_checkpoint(config, f"step{step}", task=task, models=models)
         assert record.status == "ok", record.error
-        headline.append(record.contrasts[task.headline.name]["value"])
+        headline.append(record.contrasts[task.headline.name].value)
         icl.append(attention_evidence(models.loaded.model, models.loaded.tokenizer)["icl_score"])
     return headline, icl
 

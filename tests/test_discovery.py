@@ -102,8 +102,8 @@ def test_the_planted_head_is_discovered_and_measured_on_the_other_prompts(plante
         assert record.settings["discovered"] == {"carrier": [list(PLANTED)]}
         assert record.settings["groups"]["carrier"] == [list(PLANTED)]
         assert set(record.prompts).isdisjoint(found_on) and record.settings["n_prompts"] == 2  # held out
-        nulls = [c for c in record.conditions.values() if c["kind"] == "null"]
-        assert len(nulls) == 6 and all(list(PLANTED) not in [list(h) for h in c["heads"]] for c in nulls)
+        nulls = [c for c in record.conditions.values() if c.kind == "null"]
+        assert len(nulls) == 6 and all(list(PLANTED) not in [list(h) for h in c.heads] for c in nulls)
         assert record.settings["null"]["excluded"] == [list(PLANTED)]
     report = build_report(result.parent_run_id, tracking_uri=uri, reports_dir=str(tmp_path / "reports"))
     assert "The carrier group was found, not written: at step2, on 2 prompts held out from the 2 measured, carrier = 4.7" in report.verdict

@@ -9,7 +9,7 @@ import tomllib
 import pytest
 import torch
 
-from pythia_sweep.measure.conditions import head_name
+from pythia_sweep.stats import head_name
 from pythia_sweep.errors import ConfigError
 from pythia_sweep.measure.fastpath import pad_id_of
 from pythia_sweep.measure.headmap import attribution, exact_effects, head_map, top_heads
@@ -161,9 +161,9 @@ def test_a_checkpoint_record_carries_the_map_and_the_long_table_every_head(neox)
 
     from pythia_sweep.measure.checkpoint import measure
     from pythia_sweep.config import SweepConfig
-    from pythia_sweep.records import CheckpointRecord, long_table
+    from pythia_sweep.numbers import long_table, named, numbers
+    from pythia_sweep.records import CheckpointRecord
     from pythia_sweep.task.schema import load_task
-    from pythia_sweep.tracking.store import flatten
 
     seed_task = load_task("tasks/decimal-seed.toml")  # groups even / odd of layer 6
     config = SweepConfig(model="tiny-test/neox", null_subsets=2, max_new_tokens=4, bootstrap_resamples=200, evidence=False,
@@ -172,17 +172,18 @@ def test_a_checkpoint_record_carries_the_map_and_the_long_table_every_head(neox)
     found = measured["head_map"]
     layout = attention_layout(neox.model)
     assert len(found["attribution"]) == layout.n_layers and {len(r) for r in found["attribution"]} == {layout.n_heads}
-    named = {head_name(6, h) for h in range(layout.n_heads)}  # even and odd: every head of layer 6
-    assert named <= set(found["exact"]) and len(found["exact"]) <= len(named) + 4
+    named_heads = {head_name(6, h) for h in range(layout.n_heads)}  # even and odd: every head of layer 6
+    assert named_heads <= set(found["exact"]) and len(found["exact"]) <= len(named_heads) + 4
     record = CheckpointRecord(model=config.model, revision="step1000", step=1000, sweep_id="x", task={}, status="ok", **measured)
     rows = long_table([record]).filter(kind="head_map")
     assert rows.filter(condition="attribution").height == layout.n_layers * layout.n_heads
     assert rows.filter(condition="exact").height == len(found["exact"])
     exact = rows.filter(condition="exact", layer=6, head=3)["value"].item()
     assert exact == pytest.approx(found["exact"][head_name(6, 3)])
-    assert "head_map/top_k_found" in flatten(record, compared_only=True)
-    assert flatten(record, compared_only=True)["head_map/exact/L06H03"] == pytest.approx(found["exact"][head_name(6, 3)])  # charted against step
-    assert "head_map/attribution/L06H03" in flatten(record) and "head_map/attribution/L06H03" not in flatten(record, compared_only=True)
+    compared, every = named(n for n in numbers(record) if n.compared), named(numbers(record))
+    assert "head_map/top_k_found" in compared
+    assert compared["head_map/exact/L06H03"] == pytest.approx(found["exact"][head_name(6, 3)])  # charted against step
+    assert "head_map/attribution/L06H03" in every and "head_map/attribution/L06H03" not in compared
 
     plain = SweepConfig(model="tiny-test/neox")
     assert plain.sweep_id("d") == "5d28600e974e"  # pinned, the value before the map and the circuits existed: old sweeps resume

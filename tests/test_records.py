@@ -8,7 +8,7 @@ import pytest
 
 from pythia_sweep.config import SweepConfig
 from pythia_sweep.measure.checkpoint import run_checkpoint
-from pythia_sweep.records import SCHEMA, long_table
+from pythia_sweep.numbers import SCHEMA, long_table
 from pythia_sweep.task.schema import task_from_dict
 
 from conftest import NEOX_REPO
@@ -37,14 +37,15 @@ def test_every_number_of_the_record_is_one_row_with_its_identity(measured):
     long = long_table([measured, failed])  # a failed record has no numbers
     assert dict(long.schema) == SCHEMA and set(long["revision"]) == {"step1000"}
     heads = long.filter((pl.col("kind") == "head") & (pl.col("metric") == "logprob_diff"))
-    expected = {tuple(c["heads"][0]): c["logprob_diff"] for c in measured.conditions.values() if c["kind"] == "head"}
+    expected = {c.heads[0]: c.logprob_diff.value for c in measured.conditions.values() if c.kind == "head"}
     assert {(r["layer"], r["head"]): r["value"] for r in heads.iter_rows(named=True)} == expected
     assert sorted(expected) == [(5, h) for h in range(12)]  # every head of the layer the groups touch
     groups = long.filter(pl.col("condition").is_in(["Late_heads", "L_other"]))
-    assert set(groups["kind"]) == {"group"} and groups["layer"].is_null().all()  # names that look like heads are groups
+    # names that look like heads are groups (and where the null places them), never a head
+    assert set(groups["kind"]) == {"group", "null_position"} and groups["layer"].is_null().all() and groups["head"].is_null().all()
     gap = long.filter((pl.col("kind") == "contrast") & (pl.col("metric") == "logprob_diff")).row(0, named=True)
-    assert gap["condition"] == "gap" and gap["value"] == measured.contrasts["gap"]["logprob_diff"]
-    assert (gap["ci_low"], gap["ci_high"]) == tuple(measured.contrasts["gap"]["logprob_diff_ci"])
+    assert gap["condition"] == "gap" and gap["value"] == measured.contrasts["gap"].logprob_diff.value
+    assert (gap["ci_low"], gap["ci_high"]) == measured.contrasts["gap"].logprob_diff.ci
     induction = long.filter((pl.col("kind") == "evidence") & (pl.col("metric") == "induction"))
     assert len(induction) == len(measured.evidence["induction"]) * len(measured.evidence["induction"][0])
 
@@ -54,8 +55,8 @@ def test_the_demo_names_carrying_heads_from_the_table_not_from_names(measured):
 
     frame = pl.DataFrame({"revision": ["step1000"], "analysed": [True]})
     top = carrying_heads(SimpleNamespace(frame=frame, long=long_table([measured])), k=12)
-    base = measured.conditions["baseline"]["logprob_diff"]
-    gains = sorted(((tuple(c["heads"][0]), c["logprob_diff"] - base) for c in measured.conditions.values() if c["kind"] == "head"),
+    base = measured.conditions["baseline"].logprob_diff.value
+    gains = sorted(((c.heads[0], c.logprob_diff.value - base) for c in measured.conditions.values() if c.kind == "head"),
                    key=lambda g: -g[1])  # fmt: skip
     assert [((layer, head), pytest.approx(gain)) for layer, head, gain in top] == [(h, pytest.approx(g)) for h, g in gains]
 
@@ -71,3 +72,31 @@ def test_a_record_round_trips_through_json_and_an_unknown_field_is_refused(measu
         CheckpointRecord.from_json(data | {"statuss": "ok"})
     with pytest.raises(ValueError, match="status='done' is not valid: one of ok, failed, duplicate"):
         replace(measured, status="done")
+    typo = json.loads(json.dumps(measured.to_json()))
+    typo["conditions"]["Late_heads"]["logprob_dif"] = 1.0  # the statistics are typed too: a stray key is refused by name
+    with pytest.raises(ValueError, match=r"record.json: condition 'Late_heads': logprob_dif=1.0 is not valid: one of decoded, heads"):
+        CheckpointRecord.from_json(typo)
+    with pytest.raises(TypeError, match="conditions holds a dict: a ConditionStats"):
+        replace(measured, conditions={"Late_heads": typo["conditions"]["Late_heads"]})
+
+
+def test_mlflow_names_the_long_table_and_the_report_columns_are_views_of_one_walk(measured):
+    """Every number once: its flat name is unique, the long table holds it with its identity, MLflow gets the
+    compared part by the same names, and the report's timeline columns are the same names and values."""
+    from pythia_sweep.numbers import named, numbers
+    from pythia_sweep.report.reduce import timeline
+
+    walked = list(numbers(measured))
+    names = [n.name for n in walked if n.name is not None]
+    assert len(names) == len(set(names))  # one name, one number
+    long = long_table([measured])
+    assert long.height == len(walked)
+    keyed = {(r["kind"], r["condition"], r["metric"], r["layer"], r["head"]): r["value"] for r in long.iter_rows(named=True)}
+    assert len(keyed) == long.height and all(keyed[(n.kind, n.condition, n.metric, n.layer, n.head)] == n.value for n in walked)
+    row = timeline([measured], 2000).row(0, named=True)
+    shown = named(n for n in walked if n.kind != "time")
+    assert {k: row[k] for k in shown} == shown and not any(f"time/{stage}" in row for stage in measured.timings)
+    assert shown["gap/logprob_diff_ci_low"] == measured.contrasts["gap"].logprob_diff.ci[0]
+    compared = named(n for n in walked if n.compared)  # what a checkpoint's MLflow run is given
+    assert "Late_heads/success_rate" in compared and "gap/logprob_diff" in compared and "time/compute_s" in compared
+    assert not any(n.name in compared for n in walked if n.kind in ("head", "null") or n.layer is not None and n.kind == "evidence")

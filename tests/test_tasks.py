@@ -73,11 +73,11 @@ def test_shipped_tasks_load_validate_and_run_on_the_tiny_model(hub_cache, name):
     rows = {(r["condition"], r["prompt_id"]): r for r in record.responses}
     for name, c in record.conditions.items():
         accepted = [task.success(rows[(name, pid)]["response"], p.correct, p.wrong) for pid, p in pairs.items()]
-        assert c["success_rate"] == pytest.approx(sum(accepted) / len(accepted)), name
+        assert c.success_rate.value == pytest.approx(sum(accepted) / len(accepted)), name
     key = {"success_rate": "success", "logprob_diff": "logprob_diff", "prob_diff": "prob_diff"}[task.headline.metric]
     plus, minus = task.headline.plus, task.headline.minus
     paired = [float(rows[(plus, pid)][key]) - float(rows[(minus, pid)][key]) for pid in pairs]
-    assert record.contrasts[contrast]["value"] == pytest.approx(sum(paired) / len(paired))
+    assert record.contrasts[contrast].value == pytest.approx(sum(paired) / len(paired))
 
 
 def _tokenizer():

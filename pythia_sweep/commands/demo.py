@@ -61,6 +61,7 @@ def main(argv=None) -> int:
     from pythia_sweep.run.driver import run_sweep
     from pythia_sweep.task.schema import load_task
     from pythia_sweep.demo.demo_family import family_exists, train_family
+    from pythia_sweep.stats import head_label
     from pythia_sweep.tracking.store import SweepReader
 
     cache = os.environ["HF_HUB_CACHE"]
@@ -78,7 +79,7 @@ def main(argv=None) -> int:
     result = run_sweep(config, task, published=published)
     report = build_report(result.parent_run_id, tracking_uri=result.tracking_uri)
     summary = report.summary
-    heads = ", ".join(f"{layer}.{head} ({gain:+.2f} nats)" for layer, head, gain in carrying_heads(report))
+    heads = ", ".join(f"{head_label(layer, head)} ({gain:+.2f} nats)" for layer, head, gain in carrying_heads(report))
     print(f"   heads that move the answer most (layer.head, patched alone at the last checkpoint): {heads}")
 
     point = summary["emergence_point"]

@@ -50,18 +50,18 @@ def main(argv=None) -> int:
             if revision not in {c.revision for c in published}:
                 raise RevisionNotPublished(not_published_message(config.model, revision, published))
             loaded = load_model(fetch(config.model, revision).path, device, pick_dtype(config.dtype, device))
-            rows = scan_layers(config, task, loaded)
+            scan = scan_layers(config, task, loaded)
             folder = Path(args.reports_dir) / report_folder(config.model, task.name)
-            path = scan_page(rows, f"{config.model} at {revision}", folder / f"scan-{revision}")
+            path = scan_page(scan, f"{config.model} at {revision}", folder / f"scan-{revision}")
             print(f"scan of {revision}: {path}")
             if args.attribution:
-                print(f"  {revision}: {attribution_against_scan(config, task, loaded, rows)}")
+                print(f"  {revision}: {attribution_against_scan(config, task, loaded, scan)}")
     except PythiaSweepError as error:
         return refused(error)
     return 0
 
 
-def attribution_against_scan(config, task, loaded, rows: list[dict], k: int = 3) -> str:
+def attribution_against_scan(config, task, loaded, scan, k: int = 3) -> str:
     """Every head's attribution set against its exact effect in the scan (patched minus the baseline): the line
     --attribution prints."""
     from pythia_sweep.measure.checkpoint import batch_size_for
@@ -70,6 +70,7 @@ def attribution_against_scan(config, task, loaded, rows: list[dict], k: int = 3)
     from pythia_sweep.measure.headmap import agreement, attribution, top_heads
     from pythia_sweep.measure.patching import attention_layout
     from pythia_sweep.report.heads import estimated_by
+    from pythia_sweep.stats import head_label
 
     _, method = next(iter(config.methods(task.align).items()))
     if method["site"] != "head":
@@ -77,16 +78,15 @@ def attribution_against_scan(config, task, loaded, rows: list[dict], k: int = 3)
     pairs = task.tokenize(loaded.tokenizer, {method["align"]})
     scores = attribution(loaded.model, attention_layout(loaded.model), pairs, method["align"], pad_id_of(loaded.tokenizer),
                          batch_size_for(config, loaded, pairs), config.attribution_steps)  # fmt: skip
-    baseline = next(r["logprob_diff"] for r in rows if r["head"] == -1)
-    exact = {(r["layer"], r["head"]): r["logprob_diff"] - baseline for r in rows if r["head"] >= 0}
+    exact = scan.effects()
     agree = agreement(scores, exact, k)
     by_size = sorted(exact, key=lambda h: abs(exact[h]), reverse=True)[:k]
-    name = lambda heads: ", ".join(f"{layer}.{head}" for layer, head in heads)  # noqa: E731
+    name = lambda heads: ", ".join(head_label(*h) for h in heads)  # noqa: E731
     rho = "undefined" if agree["rank_correlation"] is None else f"{agree['rank_correlation']:.2f}"
     top = by_size[0]
     return (f"{estimated_by({'method': config.head_map_method, 'steps': config.head_map_steps})} against exact patching over all {len(exact)} heads: rank correlation {rho}; top {k} by size: "
             f"exact {name(by_size)}, attribution {name(top_heads(scores, k))} ({agree['top_k_found']} of {k} found); "
-            f"head {top[0]}.{top[1]}: exact {exact[top]:+.2f} nats, attribution {float(scores[top]):+.2f}")  # fmt: skip
+            f"head {head_label(*top)}: exact {exact[top]:+.2f} nats, attribution {float(scores[top]):+.2f}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -14,8 +14,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-Head = tuple[int, int]  # (layer, head)
-SUMMARY_KINDS = ("baseline", "clean", "group", "all")  # the few a person reads as lines and compares across runs
+from pythia_sweep.stats import Head, MethodSet, head_name
+
 
 
 @dataclass(frozen=True)
@@ -32,10 +32,6 @@ class Condition:
         for layer, head in self.heads:
             layers[layer].append(head)
         return {layer: tuple(heads) for layer, heads in sorted(layers.items())}
-
-
-def head_name(layer: int, head: int) -> str:
-    return f"L{layer:02d}H{head:02d}"
 
 
 def null_subsets(candidates: Sequence[Head], size: int, count: int, seed: int, exclude: Sequence[Sequence[Head]] = ()) -> list[tuple[Head, ...]]:
@@ -65,14 +61,14 @@ def make_conditions(
     `null_layers` (default: the layers the groups touch), less `null_exclude` (a discovered group's heads); a set
     equal to a named group is never drawn, so a group that is every head of those layers has no null (`null_plan`
     counts the sets possible)."""
-    primary = methods[0]
+    method_set = MethodSet(tuple(methods))
+    primary = method_set.primary
     layers = sorted({layer for heads in groups.values() for layer, _ in heads})
     every_head = tuple((layer, h) for layer in layers for h in range(n_heads))
     conditions = [Condition("baseline", (), "corrupted", primary, "baseline"), Condition("clean", (), "clean", primary, "clean")]
-    for label in methods:
-        prefix = "" if label == primary else f"{label}/"
-        conditions += [Condition(prefix + name, heads, "corrupted", label, "group") for name, heads in groups.items()]
-        conditions.append(Condition(prefix + "all", every_head, "corrupted", label, "all"))
+    for label in method_set.labels:
+        conditions += [Condition(method_set.named(label, name), heads, "corrupted", label, "group") for name, heads in groups.items()]
+        conditions.append(Condition(method_set.named(label, "all"), every_head, "corrupted", label, "all"))
     if single_heads:
         conditions += single_head_conditions(layers, n_heads, primary)
     plan = null_plan(groups, n_heads, null_layers, null_group, null_exclude)

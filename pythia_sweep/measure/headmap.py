@@ -23,7 +23,8 @@ from collections.abc import Sequence
 import torch
 from scipy.stats import spearmanr
 
-from pythia_sweep.measure.conditions import Condition, head_name
+from pythia_sweep.measure.conditions import Condition
+from pythia_sweep.stats import head_label, head_name
 from pythia_sweep.errors import ConfigError, NonFiniteNumbers
 from pythia_sweep.measure.evaluation import clean_activations, run_conditions
 from pythia_sweep.measure.fastpath import pad, pad_id_of
@@ -60,7 +61,7 @@ def attribution(model, layout: AttentionLayout, pairs: Sequence[TokenizedPair], 
         chunk = pairs[start : start + per_batch]
         scores = _batch_attribution(model, layout, chunk, align, clean, pad_id, device, steps)
         if not torch.isfinite(scores).all():  # a head map of NaNs ranks nothing: the batch fails, named
-            bad = [f"{layer}.{head}" for layer, head in torch.nonzero(~torch.isfinite(scores)).tolist()]
+            bad = [head_label(layer, head) for layer, head in torch.nonzero(~torch.isfinite(scores)).tolist()]
             raise NonFiniteNumbers(f"non-finite head-map attribution for heads {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''} "
                                    f"on prompts {', '.join(tp.pair.id for tp in chunk[:3])} in {model.dtype}")  # fmt: skip
         total += scores

@@ -23,7 +23,8 @@ import numpy as np
 from scipy import stats
 
 from pythia_sweep.errors import NonFiniteNumbers
-from pythia_sweep.records import CONTRAST_METRICS, ROW_KEY
+from pythia_sweep.records import ROW_KEY
+from pythia_sweep.stats import CONTRAST_METRICS, ConditionStats, ContrastStats, Estimate, MethodSet, NullBand, NullPosition, NullStats
 
 MEAN_METRICS = ("logprob_diff", "prob_diff")  # per-row numbers averaged over prompts
 NULL_METRICS = CONTRAST_METRICS  # the null places a group on whichever metric its headline is taken on
@@ -119,26 +120,21 @@ def restoration_interval(
 
 def summarize_condition(rows: list[dict], corrupted: list[dict], clean: list[dict], resamples: int, seed: int,
                         restoration_defined: bool = True) -> dict:  # fmt: skip
-    """Every metric of one condition and its interval, over distinct prompts (rows in prompt order)."""
+    """Every metric of one condition and its interval, over distinct prompts (rows in prompt order): the counts and
+    the `Estimate` of each metric, the measured fields of a ConditionStats."""
     n = len(rows)
     out = {"n_prompts": n, "n_trials": int(sum(r["weight"] for r in rows)), "decoded": any(r["success"] is not None for r in rows)}
     if out["decoded"]:
         k = int(sum(r["success"] for r in rows))
-        out |= {"successes": k, "success_rate": k / n if n else float("nan"), "success_rate_ci": list(wilson_interval(k, n))}
+        out |= {"successes": k, "success_rate": Estimate(k / n if n else float("nan"), wilson_interval(k, n))}
     else:  # teacher-forced only: no generation was read, so there is no success rate
-        out |= {"successes": None, "success_rate": None, "success_rate_ci": None}
+        out |= {"successes": None, "success_rate": Estimate()}
     for metric in MEAN_METRICS:
         values = [r[metric] for r in rows]
-        ci = bootstrap_mean_interval(values, resamples, seed)
-        out[metric] = float(np.mean(values)) if n else float("nan")
-        out[f"{metric}_ci"] = list(ci) if ci else None
+        out[metric] = Estimate(float(np.mean(values)) if n else float("nan"), bootstrap_mean_interval(values, resamples, seed))
     diffs = [[r["logprob_diff"] for r in side] for side in (rows, corrupted, clean)]
-    if restoration_defined:
-        ci = restoration_interval(*diffs, resamples, seed)
-        out["restoration"] = restoration(*diffs)
-        out["restoration_ci"] = list(ci) if ci else None
-    else:  # clean and corrupted do not differ beyond noise: a ratio over that gap would be noise too
-        out["restoration"] = out["restoration_ci"] = None
+    # clean and corrupted not differing beyond noise: a ratio over that gap would be noise too, so no restoration
+    out["restoration"] = Estimate(restoration(*diffs), restoration_interval(*diffs, resamples, seed)) if restoration_defined else Estimate()
     return out
 
 
@@ -157,91 +153,86 @@ def null_position(observed: float, null: Sequence[float]) -> dict:
 
 
 def summarize_record(conditions, contrasts, rows: list[dict], resamples: int, seed: int) -> dict:
-    """Per-condition statistics, every contrast per method, and the null control: a record's numbers.
+    """Per-condition statistics, every contrast per method, and the null control: a record's numbers, typed
+    (`conditions`: name -> ConditionStats, `contrasts`: name -> ContrastStats, `null`: NullStats).
 
     `conditions` in their fixed order (condition i's bootstrap is seeded `seed + i`); `contrasts` are the
-    task's, taken for each method (named `<method>/<contrast>` beyond the first method).
+    task's, taken for each method (named with the method's prefix beyond the first method: MethodSet.named).
     """
     by_condition: dict[str, list[dict]] = {}
     for row in rows:
         by_condition.setdefault(row["condition"], []).append(row)
     corrupted, clean = by_condition["baseline"], by_condition["clean"]
     defined = restoration_is_defined([r["logprob_diff"] for r in clean], [r["logprob_diff"] for r in corrupted], resamples, seed)
-    condition_stats = {}
-    for i, cond in enumerate(conditions):
-        condition_stats[cond.name] = {
-            "kind": cond.kind, "heads": [list(h) for h in cond.heads], "prompt": cond.prompt, "method": cond.method,
-            **summarize_condition(by_condition[cond.name], corrupted, clean, resamples, seed + i, defined),
-        }  # fmt: skip
-    methods = list(dict.fromkeys(c.method for c in conditions))
+    condition_stats = {
+        cond.name: ConditionStats(kind=cond.kind, heads=tuple(tuple(h) for h in cond.heads), prompt=cond.prompt, method=cond.method,
+                                  **summarize_condition(by_condition[cond.name], corrupted, clean, resamples, seed + i, defined))
+        for i, cond in enumerate(conditions)
+    }  # fmt: skip
+    methods = MethodSet(tuple(dict.fromkeys(c.method for c in conditions)))
     contrast_stats = {}
-    for label in methods:
-        prefix = "" if label == methods[0] else f"{label}/"
+    for label in methods.labels:
         for contrast in contrasts:
-            plus = prefix + contrast.plus
-            minus = contrast.minus if contrast.minus == "baseline" else prefix + contrast.minus
-            entry = {"plus": plus, "minus": minus, "metric": contrast.metric, "method": label}
+            plus = methods.named(label, contrast.plus)
+            minus = contrast.minus if contrast.minus == "baseline" else methods.named(label, contrast.minus)
+            estimates = {}
             for metric in CONTRAST_METRICS:
                 key = ROW_KEY[metric]
-                entry[metric] = condition_stats[plus][metric] - condition_stats[minus][metric]
-                ci = paired_difference_interval(
-                    [r[key] for r in by_condition[plus]], [r[key] for r in by_condition[minus]], resamples, seed
-                )
-                entry[f"{metric}_ci"] = list(ci) if ci else None
-            entry["value"] = entry[contrast.metric]
-            entry["value_ci"] = entry[f"{contrast.metric}_ci"]
-            contrast_stats[prefix + contrast.name] = entry
-    nulls = [c.name for c in conditions if c.kind == "null"]
-    null: dict = {"k": len(nulls), "groups": {}}
-    if nulls:
-        size = len(next(c for c in conditions if c.kind == "null").heads)
-        null["size"] = size
-        for metric in NULL_METRICS:
-            values = [condition_stats[n][metric] for n in nulls]
-            if any(v is None for v in values):  # a metric not read for every null set (not decoded): no band
-                continue
-            null[metric] = values
-            null[f"{metric}_q05"] = float(np.quantile(values, 0.05))
-            null[f"{metric}_q95"] = float(np.quantile(values, 0.95))
-        for c in conditions:  # only a group of the null sets' size can be placed among them
-            if c.kind == "group" and c.method == methods[0] and len(c.heads) == size:
-                null["groups"][c.name] = {m: null_position(condition_stats[c.name][m], null[m]) for m in NULL_METRICS if m in null}
-    return {"conditions": condition_stats, "contrasts": contrast_stats, "null": null}
+                value = condition_stats[plus].estimate(metric).value - condition_stats[minus].estimate(metric).value
+                ci = paired_difference_interval([r[key] for r in by_condition[plus]], [r[key] for r in by_condition[minus]], resamples, seed)
+                estimates[metric] = Estimate(value, ci)
+            contrast_stats[methods.named(label, contrast.name)] = ContrastStats(plus=plus, minus=minus, metric=contrast.metric, method=label,
+                                                                                **estimates)  # fmt: skip
+    nulls = [c for c in conditions if c.kind == "null"]
+    if not nulls:
+        return {"conditions": condition_stats, "contrasts": contrast_stats, "null": NullStats()}
+    size = len(nulls[0].heads)
+    bands = {}
+    for metric in NULL_METRICS:
+        values = [condition_stats[c.name].estimate(metric).value for c in nulls]
+        if any(v is None for v in values):  # a metric not read for every null set (not decoded): no band
+            continue
+        bands[metric] = NullBand(tuple(values), float(np.quantile(values, 0.05)), float(np.quantile(values, 0.95)))
+    groups = {  # only a group of the null sets' size can be placed among them
+        c.name: {m: NullPosition(**null_position(condition_stats[c.name].estimate(m).value, band.values)) for m, band in bands.items()}
+        for c in conditions if c.kind == "group" and c.method == methods.primary and len(c.heads) == size
+    }  # fmt: skip
+    return {"conditions": condition_stats, "contrasts": contrast_stats, "null": NullStats(len(nulls), size, bands, groups)}
 
 
 NULL_LEVEL = 0.05  # a group beats the null when p <= this
 
 
-def null_test(null: dict | None, contrast, null_settings: dict | None = None) -> dict:
+def null_test(null: NullStats | None, contrast, null_settings: dict | None = None) -> dict:
     """The one reading of the null control for a verdict: the headline's plus group placed among the random
     head sets on the headline's own metric. Status "beats" / "does not beat" (p <= NULL_LEVEL or not),
     "no null possible" (no other set of that size exists in the pool: the group is all of it), "not run"
     (the sweep drew no null sets), or "not applicable" (the plus side is no group of the null's size)."""
-    null = null or {}
+    null = null or NullStats()
     metric, group = contrast.metric, contrast.plus
     possible = (null_settings or {}).get("possible")
-    out = {"group": group, "metric": metric, "p_value": None, "percentile": None, "k": null.get("k", 0), "size": null.get("size"),
+    out = {"group": group, "metric": metric, "p_value": None, "percentile": None, "k": null.k, "size": null.size,
            "possible": possible, "at_floor": False}  # fmt: skip
-    if not null.get("k"):
+    if not null.k:
         if possible == 0:
             return out | {"status": "no null possible",
                           "statement": f"no other set of {null_settings.get('size', 'as many')} heads exists "
                                        f"among {null_settings.get('pool_description', 'the pool')} (the {group} group is all of them; "
                                        "null_pool = \"all-layers\" in the task draws from every layer)"}  # fmt: skip
         return out | {"status": "not run", "statement": "the sweep drew no random head sets (null_subsets = 0)"}
-    position = null.get("groups", {}).get(group, {}).get(metric)
-    if position is None or position["p_value"] is None:
+    position = null.position(group, metric)
+    if position is None or position.p_value is None:
         return out | {"status": "not applicable",
-                      "statement": f"the {group} side is not a group of the null sets' size ({null.get('size')} heads)"}  # fmt: skip
-    p, floor = position["p_value"], 1 / (null["k"] + 1)
+                      "statement": f"the {group} side is not a group of the null sets' size ({null.size} heads)"}  # fmt: skip
+    p, floor = position.p_value, 1 / (null.k + 1)
     status = "beats" if p <= NULL_LEVEL else "does not beat"
-    sets = f"{null['k']} random {null['size']}-head sets on {metric.replace('_', ' ')}"
+    sets = f"{null.k} random {null.size}-head sets on {metric.replace('_', ' ')}"
     if status == "does not beat" and p <= floor:  # above every set drawn: too few sets, not an ordinary group
-        why = (f"the pool holds only {possible} such sets" if possible is not None and possible <= null["k"] else
+        why = (f"the pool holds only {possible} such sets" if possible is not None and possible <= null.k else
                f"null_subsets = {math.ceil(1 / NULL_LEVEL) - 1} or more could")  # fmt: skip
-        statement = (f"the {group} group is above all {sets}, but {null['k']} sets cannot give a null p at or below "
+        statement = (f"the {group} group is above all {sets}, but {null.k} sets cannot give a null p at or below "
                      f"{NULL_LEVEL:g} (the smallest possible is {floor:.2g}; {why})")  # fmt: skip
     else:
         statement = (f"the {group} group {'stands' if status == 'beats' else 'does not stand'} out among {sets} "
-                     f"(null p = {p:.2g}; the smallest possible with {null['k']} sets is {floor:.2g})")  # fmt: skip
-    return out | {"status": status, "p_value": p, "percentile": position["percentile"], "statement": statement, "at_floor": p <= floor}
+                     f"(null p = {p:.2g}; the smallest possible with {null.k} sets is {floor:.2g})")  # fmt: skip
+    return out | {"status": status, "p_value": p, "percentile": position.percentile, "statement": statement, "at_floor": p <= floor}

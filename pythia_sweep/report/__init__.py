@@ -3,6 +3,6 @@ summary) -> verdict (what the numbers support, in words) -> figures (plotly) -> 
 HTML page) -> build (read a sweep from MLflow, write parquet, JSON and HTML, log the summary back).
 
 Every label comes from the sweep's task (its question, groups and contrasts) and every column from the
-records' own names (tracking.flatten) or the long table (records.long_table): nothing here knows which task it
+records' own names (numbers.named) or the long table (numbers.long_table): nothing here knows which task it
 draws. The page is self-contained (plotly.js embedded) so it opens offline.
 """

@@ -38,7 +38,7 @@ class Report:
     summary: dict
     verdict: str
     frame: pl.DataFrame  # one row per checkpoint (results.parquet)
-    long: pl.DataFrame  # one row per number (long.parquet, records.long_table)
+    long: pl.DataFrame  # one row per number (long.parquet, numbers.long_table)
     links: MlflowLinks  # where to look in the MLflow UI
     logged: bool = True  # written back to the sweep's parent run (not on a read-only store)
 
@@ -98,9 +98,10 @@ def build_report(
     columns = {"revision": "revision", "step": "step", "status": "status", key: task.headline.name,
                f"{key}_ci_low": "interval low", f"{key}_ci_high": "interval high",
                **{f"{n}/success_rate": f"{n}: success" for n in shown}}  # fmt: skip
+    signed = {key, f"{key}_ci_low", f"{key}_ci_high"}  # the headline and its interval carry a sign; rates do not
     checkpoints = []
     for row in frame.select([c for c in columns if c in frame.columns]).to_dicts():
-        checkpoints.append({columns[k]: (f"{v:+.3f}" if k.startswith(key) else f"{v:.3f}") if isinstance(v, float) else v for k, v in row.items()})
+        checkpoints.append({columns[k]: (f"{v:+.3f}" if k in signed else f"{v:.3f}") if isinstance(v, float) else v for k, v in row.items()})
     links = mlflow_links(reader, parent, summary["headline"])
     subtitle = (f"{config.model} · task {task.name} ({task.source}) · sweep_id {summary['sweep_id']} · MLflow parent run {parent} · "
                 f"method {config.method} · {len(frame)} checkpoints · final step {final_step}")  # fmt: skip
@@ -232,11 +233,10 @@ def timeline_series(summary: dict, frame: pl.DataFrame, keep, label) -> list[dic
     return out
 
 
-def scan_page(rows: list[dict], title: str, stem: Path) -> Path:
-    """The layer x head scan as a heatmap page (and a parquet of its rows)."""
-    frame = pl.DataFrame(rows)
-    baseline = frame.filter(pl.col("head") == -1)["logprob_diff"][0]
-    heads = frame.filter(pl.col("head") >= 0).with_columns((pl.col("logprob_diff") - baseline).alias("delta"))
+def scan_page(scan, title: str, stem: Path) -> Path:
+    """The layer x head scan (measure/scan.Scan) as a heatmap page of each head's effect (and a parquet of its rows)."""
+    baseline = scan.baseline
+    heads = pl.DataFrame(scan.heads).with_columns((pl.col("logprob_diff") - baseline).alias("delta"))
     fig = scan_figure(heads, title)
     stem.parent.mkdir(parents=True, exist_ok=True)
     heads.write_parquet(stem.with_suffix(".parquet"))

@@ -13,6 +13,7 @@ from plotly.subplots import make_subplots
 
 from pythia_sweep.report import verdict as verdicts
 from pythia_sweep.report.reduce import column
+from pythia_sweep.stats import head_label
 from pythia_sweep.task.definition import Task
 
 
@@ -250,7 +251,7 @@ def head_map_figures(summary: dict) -> list[go.Figure]:
     if timelines:
         lim, said = scale([v for t in timelines for v in t["values"]])
         fig = go.Figure(go.Heatmap(
-            z=[t["values"] for t in timelines], x=heads["revisions"], y=[f"head {t['layer']}.{t['head']} ({t['course']})" for t in timelines],
+            z=[t["values"] for t in timelines], x=heads["revisions"], y=[f"head {head_label(t['layer'], t['head'])} ({t['course']})" for t in timelines],
             colorscale="RdBu", zmid=0, zmin=-lim, zmax=lim, colorbar={"title": "attribution<br>(nats)"},
             hovertemplate="%{y} at %{x}<br>attribution %{z:+.3f} nats<extra></extra>",
         ))  # fmt: skip

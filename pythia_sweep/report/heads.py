@@ -4,7 +4,7 @@ whether it falls back; how well the map agreed with exact patching. Pure functio
 
 from __future__ import annotations
 
-from pythia_sweep.measure.conditions import head_name
+from pythia_sweep.stats import head_label, head_name
 from pythia_sweep.records import CheckpointRecord
 
 HEAD_LEVELS_NATS = (1.0, 0.5)  # strong, weak, in nats of log-prob difference: where the headline is not in nats
@@ -86,7 +86,7 @@ def _statement(timelines: list[dict], agreement: dict, source: str, method: str 
     if not strong:
         return f"no head passes the strong level, {checked}"
     named = ", ".join(
-        f"{t['layer']}.{t['head']} from {t['first_strong_revision']} (peak {t['peak']:+.2f} nats at {t['peak_revision']}"
+        f"{head_label(t['layer'], t['head'])} from {t['first_strong_revision']} (peak {t['peak']:+.2f} nats at {t['peak_revision']}"
         + (f", {t['final']:+.2f} at the end: it rises and falls" if t["course"] == "rises and falls" else "") + ")"
         for t in strong[:6]
     )  # fmt: skip
@@ -114,7 +114,7 @@ def discovery_summary(records: list[CheckpointRecord]) -> dict | None:
     found, null = measured[-1].settings["discovery"], measured[-1].settings["null"]
     parts = []
     for name, group in found["groups"].items():
-        heads = ", ".join(f"{layer}.{head} ({group['exact'][head_name(layer, head)]:+.2f} nats patched alone)" for layer, head in group["heads"])
+        heads = ", ".join(f"{head_label(layer, head)} ({group['exact'][head_name(layer, head)]:+.2f} nats patched alone)" for layer, head in group["heads"])
         parts.append(f"{name} = {heads}, the {group['size']} largest of {group['checked']} heads patched exactly")
     statement = (f"The {' and '.join(found['groups'])} group was found, not written: at {found['revision']}, on {len(found['prompts'])} "
                  f"prompts held out from the {measured[-1].settings['n_prompts']} measured, {'; '.join(parts)}; its null draws "

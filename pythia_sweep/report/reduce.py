@@ -13,23 +13,23 @@ from dataclasses import replace
 import numpy as np
 import polars as pl
 
-from pythia_sweep.report import analysis
-from pythia_sweep.report.analysis import SIDES, Levels
+from pythia_sweep import analysis
+from pythia_sweep.analysis import SIDES, Levels
 from pythia_sweep.hub.revisions import Checkpoint, final_revision
 from pythia_sweep.hub.duplicates import IdenticalWeights, identical_weights
 from pythia_sweep.hub.revisions import final_step as end_of_training
-from pythia_sweep.measure.conditions import SUMMARY_KINDS
+from pythia_sweep.stats import SUMMARY_KINDS, NullStats
 from pythia_sweep.config import SweepConfig
-from pythia_sweep.records import CheckpointRecord, long_table, per_prompt
+from pythia_sweep.numbers import long_table, named, numbers
+from pythia_sweep.records import CheckpointRecord, per_prompt
 from pythia_sweep.report import verdict as verdicts
 from pythia_sweep.report.heads import circuit_summary, discovery_summary, head_map_summary
 from pythia_sweep.task.definition import Contrast, Task
-from pythia_sweep.tracking.store import flatten
 
 
 def timeline(records: list[CheckpointRecord], final_step: int | None, twins: list[IdenticalWeights] = ()) -> pl.DataFrame:
     """One row per checkpoint, ordered by step: status, hashes, whether it is analysed (and why not), and every
-    number of the record under its flattened name ('<condition>/<metric>', '<contrast>/<metric>', intervals).
+    number of the record under its flat name (numbers.named) ('<condition>/<metric>', '<contrast>/<metric>', intervals).
 
     `final_step` (checkpoints.final_step) sets the training fractions; `twins` (duplicates.identical_weights)
     says which revisions are one checkpoint: only the revision a measurement belongs to is analysed."""
@@ -60,7 +60,7 @@ def timeline(records: list[CheckpointRecord], final_step: int | None, twins: lis
             "excluded_because": reason,
             "n_prompts": r.settings.get("n_prompts"),
         }
-        row |= {k: v for k, v in flatten(r).items() if not k.startswith("time/")}
+        row |= named(n for n in numbers(r) if n.kind != "time")
         rows.append(row)
     frame = pl.DataFrame(rows, infer_schema_length=None)
     return frame.sort("step", nulls_last=True) if len(frame) else frame
@@ -71,9 +71,8 @@ def drawn_conditions(records: list[CheckpointRecord]) -> list[str]:
     the baseline is measured with), by each condition's own kind and method fields."""
     shown: dict[str, None] = {}
     for r in records:
-        conditions = r.conditions
-        primary = (conditions.get("baseline") or {}).get("method")
-        shown |= {n: None for n, c in conditions.items() if c.get("kind") in SUMMARY_KINDS and c.get("method") == primary}
+        baseline = r.conditions.get("baseline")
+        shown |= {n: None for n, c in r.conditions.items() if c.kind in SUMMARY_KINDS and baseline and c.method == baseline.method}
     return list(shown)
 
 
@@ -87,7 +86,7 @@ def per_prompt_matrix(records: dict[str, CheckpointRecord], revisions: list[str]
     columns = []
     for revision in revisions:
         c = records[revision].contrasts[contrast]
-        plus, minus = (per_prompt(records[revision], c[side], c["metric"]) for side in ("plus", "minus"))
+        plus, minus = (per_prompt(records[revision], side, c.metric) for side in (c.plus, c.minus))
         if plus is None or minus is None:
             return None
         columns.append({pid: plus[pid] - minus[pid] for pid in plus if pid in minus})
@@ -289,7 +288,7 @@ def _attribute_to_owners(records: list[CheckpointRecord], twins: list[IdenticalW
         by_revision[owner.revision] = replace(measured, revision=owner.revision, step=owner.step, commit=owner.commit, error=None,
                                               duplicate_of=())  # fmt: skip
         by_revision[measured.revision] = replace(
-            measured, status="duplicate", duplicate_of=(owner.revision,), conditions={}, contrasts={}, null={}, evidence=None,
+            measured, status="duplicate", duplicate_of=(owner.revision,), conditions={}, contrasts={}, null=NullStats(), evidence=None,
             responses=[], error=f"identical weight files to {owner.revision}, to which the measurement belongs",
         )  # fmt: skip
     return sorted(by_revision.values(), key=lambda r: (r.step is None, r.step or 0))

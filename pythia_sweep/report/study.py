@@ -22,6 +22,7 @@ import plotly.graph_objects as go
 from pythia_sweep.report.build import Report, _json_default, build_report, timeline_series
 from pythia_sweep.report.figures import PALETTE, StepAxis, compare_figure
 from pythia_sweep.report.page import html_table, render_html
+from pythia_sweep.stats import head_label
 from pythia_sweep.tracking.store import SweepReader
 
 CALL_COLORS = {"emerges": "#2ca02c", "reversed": "#9467bd", "no emergence": "#7f7f7f", "cannot call": "#d62728"}
@@ -105,7 +106,7 @@ def run_entry(label: str, report: Report) -> dict:
         "after": interval.get("after"), "by": interval.get("by"), "after_revision": interval.get("after_revision"),
         "by_revision": interval.get("by_revision"), "share_crossing": interval.get("share_crossing"), "final_value": s["final_value"],
         "final_step": s["final_step"], "top_heads": top,
-        "discovered": {g: [f"{a}.{b}" for a, b in h] for g, h in ((s.get("discovery") or {}).get("groups") or {}).items()},
+        "discovered": {g: [head_label(a, b) for a, b in h] for g, h in ((s.get("discovery") or {}).get("groups") or {}).items()},
         "failed_revisions": [f["revision"] for f in s["quality"]["failed_revisions"]], "report": str(report.html_path),
         "unpublished": [u["revision"] for u in s.get("asked_for_not_published", [])],
     }  # fmt: skip
@@ -115,7 +116,7 @@ def top_heads(attribution: list[list[float]], k: int = 3, share: float = 0.25) -
     """The heads of a layer x head map that matter most: up to k by size, each at least `share` of the largest."""
     cells = sorted(((abs(v), layer, head) for layer, row in enumerate(attribution) for head, v in enumerate(row)), reverse=True)
     largest = cells[0][0] if cells else 0.0
-    return [f"{layer}.{head}" for size, layer, head in cells[:k] if largest > 0 and size >= share * largest]
+    return [head_label(layer, head) for size, layer, head in cells[:k] if largest > 0 and size >= share * largest]
 
 
 def spread(runs: list[dict]) -> dict:

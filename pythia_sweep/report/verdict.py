@@ -27,9 +27,10 @@ from dataclasses import asdict, dataclass, field, replace
 
 import polars as pl
 
-from pythia_sweep.report import analysis
-from pythia_sweep.report.analysis import SIDES, TAIL, Levels
+from pythia_sweep import analysis
+from pythia_sweep.analysis import SIDES, TAIL, Levels
 from pythia_sweep.measure.scoring import NULL_LEVEL, null_test
+from pythia_sweep.stats import NullStats
 
 BAND_WORDS = {"early": "the first 25%", "mid": "the middle 50%", "late": "the last 25%"}
 CLEAN_ANSWERED = 0.5  # the clean prompt counts as answered when its success rate is at least this
@@ -196,7 +197,7 @@ def claim(res: dict, clean: dict | None, nulls: dict[int, dict] | None, context:
     return Claim(("emerges" if sign == 1 else "reversed") if not reasons else "cannot call", sign, tuple(reasons))
 
 
-def nulls_by_side(null_record: dict | None, contrast, settings: dict | None) -> dict[str, dict]:
+def nulls_by_side(null_record: NullStats | None, contrast, settings: dict | None) -> dict[str, dict]:
     """The null test for each side's group: the plus group for an emergence, the minus group for a reversal (a
     reversal against the baseline has no group to place among random sets: "not applicable", said)."""
     out = {"plus": null_test(null_record, contrast, settings)}

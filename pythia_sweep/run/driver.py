@@ -45,7 +45,7 @@ from pythia_sweep.hub.revisions import (
 from pythia_sweep.config import SweepConfig
 from pythia_sweep.measure.checkpoint import ModelCache, Plan, base_record, discover_groups, plan_checkpoint, preflight, run_checkpoint
 from pythia_sweep.hub.duplicates import measured_revisions
-from pythia_sweep.measure.conditions import head_name
+from pythia_sweep.stats import head_name
 from pythia_sweep.errors import PythiaSweepError
 from pythia_sweep.run.placement import MAX_ATTEMPTS, ip_of, lost_worker_line, node_with_room, where_it_ran
 from pythia_sweep.records import CheckpointRecord

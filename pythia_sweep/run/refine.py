@@ -15,20 +15,21 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from pythia_sweep import analysis
 from pythia_sweep.levels import STRONG
+from pythia_sweep.numbers import named, numbers
+from pythia_sweep.stats import SUMMARY_KINDS
 from pythia_sweep.hub.revisions import Checkpoint
 
 
 def metric_value(record, metric: str) -> float:
     """A record's value of `metric`, by the record's own names: a contrast ("strength": its headline
-    metric) or any flattened number ("clean/success_rate", "strength/logprob_diff", ...)."""
-    from pythia_sweep.tracking.store import flatten
-
+    metric) or any named number ("clean/success_rate", "strength/logprob_diff", "evidence/icl_score", ...)."""
     if metric in record.contrasts:
-        return record.contrasts[metric]["value"]
-    flat = flatten(record)
+        return record.contrasts[metric].value
+    flat = named(n for n in numbers(record) if n.kind != "time")
     if metric not in flat:
-        known = sorted(record.contrasts) + sorted(k for k in flat if not k.startswith(("time/", "null/")) and "_ci_" not in k)[:12]
+        known = sorted(record.contrasts) + sorted(n.name for n in numbers(record) if n.kind in SUMMARY_KINDS + ("contrast",))[:12]
         raise ValueError(f"metric={metric!r} is not in this sweep's records: use one of {', '.join(known)} ...")
     return flat[metric]
 
@@ -88,7 +89,7 @@ def bisect_emergence(
 
 def refine_sweep(config, task, published: Sequence[Checkpoint], records: Iterable, metric: str, threshold: float, *,
                  tracking_uri: str, ray_address: str | None = None) -> Bracket:  # fmt: skip
-    """Bisect a recorded sweep: its ok `records` are the known points of `metric` (a contrast or any flattened
+    """Bisect a recorded sweep: its ok `records` are the known points of `metric` (a contrast or any named
     number); each probe is a one-checkpoint sweep of the same config, recorded in the same MLflow sweep, and read
     from the record `run_sweep` returns (no store re-read per probe)."""
     from pythia_sweep.errors import PythiaSweepError

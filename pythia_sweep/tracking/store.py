@@ -8,8 +8,8 @@ as metrics; the full record as an artifact). A checkpoint is recorded at most on
 is idempotent, which makes retried work and resumed sweeps safe.
 
 Two roles, split by who calls them: `SweepRecorder` (the driver writes a sweep) and `SweepReader` (the
-report and refine read one back). `flatten` names every number of a record once: the same key is the MLflow
-metric, the parquet column and the report's label.
+report and refine read one back). The metrics a checkpoint run gets are the `compared` part of numbers.numbers,
+by their flat names (numbers.named): the same name is the report's column.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from tqdm import tqdm
 from pythia_sweep.hub.revisions import Checkpoint
 from pythia_sweep.config import SweepConfig, config_from_dict
 from pythia_sweep.errors import PythiaSweepError
-from pythia_sweep.measure.conditions import SUMMARY_KINDS, head_name
-from pythia_sweep.records import CIRCUIT_METRICS, CONDITION_METRICS, CONTRAST_METRICS, CheckpointRecord, long_table, responses_text
+from pythia_sweep.numbers import long_table, named, numbers
+from pythia_sweep.records import CheckpointRecord, responses_text
 from pythia_sweep.task.definition import Task
 from pythia_sweep.task.schema import task_from_dict
 from pythia_sweep.tracking.server import TrackingServerLost, is_server, retry_budget_s, retry_policy, unreachable
@@ -73,70 +73,6 @@ def experiment_name(model: str, task_name: str) -> str:
 def legacy_experiment_name(model: str, task_name: str) -> str:
     """The name stores made before the task came first; such an experiment is renamed when next used."""
     return f"{model}/{task_name}"
-
-
-def _ci(metrics: dict, key: str, interval) -> None:
-    if interval:
-        metrics[f"{key}_ci_low"], metrics[f"{key}_ci_high"] = interval
-
-
-def flatten(record: CheckpointRecord, compared_only: bool = False) -> dict[str, float]:
-    """Every number of an ok record under one name: '<condition>/<metric>', '<contrast>/<metric>',
-    'null/<metric>_q05', 'null/<group>/<metric>_p', 'time/<stage>', each interval as _ci_low/_ci_high.
-
-    `compared_only`: the part a person compares across runs in the UI (rates, differences, contrasts, their
-    intervals, the null's band and p-values, timings), chosen by each condition's kind, not by its name: single
-    heads, null sets and per-head evidence stay in the record, the parquet and the long table."""
-    metrics: dict[str, float] = {}
-    for name, c in record.conditions.items():
-        if compared_only and c.get("kind") not in SUMMARY_KINDS:  # single heads, null sets: record and parquet only
-            continue
-        for metric in CONDITION_METRICS:
-            if c.get(metric) is not None:
-                metrics[f"{name}/{metric}"] = c[metric]
-            _ci(metrics, f"{name}/{metric}", c.get(f"{metric}_ci"))
-    for name, c in record.contrasts.items():
-        for metric in CONTRAST_METRICS:
-            metrics[f"{name}/{metric}"] = c[metric]
-            _ci(metrics, f"{name}/{metric}", c.get(f"{metric}_ci"))
-    null = record.null or {}
-    for key, value in null.items():
-        if key.endswith(("_q05", "_q95")):
-            metrics[f"null/{key}"] = value
-    for group, positions in null.get("groups", {}).items():
-        for metric, position in positions.items():
-            if position["p_value"] is not None:
-                metrics[f"null/{group}/{metric}_p"] = position["p_value"]
-                metrics[f"null/{group}/{metric}_percentile"] = position["percentile"]
-    evidence = record.evidence or {}
-    if evidence:
-        metrics["evidence/icl_score"] = evidence["icl_score"]
-        for score in ("induction", "previous_token"):
-            table = evidence[score]
-            metrics[f"evidence/{score}_max"] = max(max(row) for row in table)
-            if compared_only:
-                continue
-            for layer, row in enumerate(table):
-                for head, value in enumerate(row):
-                    metrics[f"evidence/{score}/L{layer:02d}H{head:02d}"] = value
-    found = record.head_map or {}
-    if found:  # the agreement is compared across runs; each head's attribution stays in the record and the parquet
-        metrics["head_map/top_k_found"] = found["top_k_found"]
-        if found["rank_correlation"] is not None:
-            metrics["head_map/rank_correlation"] = found["rank_correlation"]
-        for name, (layer, head) in found["exact_heads"].items():  # the checked heads' exact effects, charted against step
-            metrics[f"head_map/exact/{head_name(layer, head)}"] = found["exact"][name]
-        if not compared_only:
-            for layer, row in enumerate(found["attribution"]):
-                for head, value in enumerate(row):
-                    metrics[f"head_map/attribution/{head_name(layer, head)}"] = value
-    circuit = record.circuit or {}
-    for metric in CIRCUIT_METRICS if circuit else ():  # size, faithfulness and gap against step; no circuit: none of them but the gap
-        metrics[f"circuit/{metric}"] = circuit.get(metric)
-        _ci(metrics, f"circuit/{metric}", circuit.get(f"{metric}_ci"))
-    for key, value in record.timings.items():
-        metrics[f"time/{key}"] = value
-    return {k: float(v) for k, v in metrics.items() if v is not None}
 
 
 def is_final(run) -> bool:
@@ -417,7 +353,8 @@ class SweepRecorder(_Store):
             tags["error"] = record.error[:5000]
         if record.duplicate_of:  # which revisions are one checkpoint is duplicates.identical_weights' rule
             tags["duplicate_of"] = ",".join(record.duplicate_of)
-        metrics = flatten(record, compared_only=True) if record.ok else {}
+        compared = [n for n in numbers(record) if n.compared]
+        metrics = named(compared)
         if record.step is not None:
             metrics["training_step"] = float(record.step)  # numeric: the runs table sorts by it
         run_name = f"step{record.step:07d}" if record.step is not None else revision  # sorts as text too
@@ -436,7 +373,7 @@ class SweepRecorder(_Store):
         if record.responses:
             self.client.log_text(run_id, responses_text(record), "responses.txt")
         if record.step is not None:
-            trend = [Metric(k, v, now, record.step) for k, v in metrics.items() if not k.startswith(("time/", "training_step"))]
+            trend = [Metric(k, v, now, record.step) for k, v in named(n for n in compared if n.kind != "time").items()]
             if previous and trend and self._charted(parent, trend[-1].key, record.step):
                 trend = []  # a write cut off after the parent's chart had this step: once is enough
             for start in range(0, len(trend), 900):
@@ -615,7 +552,7 @@ def ui_query(params: dict[str, str]) -> str:
 
 
 def load_long_table(sweep: str | None = None, *, tracking_uri: str | None = None):
-    """A sweep's long table (records.long_table; parent run id, sweep_id or name; default the latest), read from
+    """A sweep's long table (numbers.long_table; parent run id, sweep_id or name; default the latest), read from
     the tracking store: a polars frame."""
     reader = SweepReader(tracking_uri)
     return long_table(reader.load_records(reader.find_sweep(sweep)))
