@@ -1,25 +1,27 @@
 """How one sweep measures: a frozen, validated record of every choice that changes a number.
 
-What is asked (prompts, answers, head groups, contrasts) is the task file the config names (tasks.py);
-how it is measured (model, checkpoints, patching method, controls) is here. A sweep's identity
-(`sweep_id`) hashes the fields that change results together with the task's content, so rerunning the same
-config resumes the same sweep, and any change that would alter a number, the task file's included, starts
-a new one.
+What is asked (prompts, answers, head groups, contrasts) is the task file the config names (task/definition.py);
+how it is measured (model, checkpoints, patching method, controls) is here. Each field's declared type is checked,
+strictly, on construction (pythia_sweep/validation.py): the refusal names the field, the value and what is allowed.
+A sweep's identity (`sweep_id`) hashes the fields that change results together with the task's content, so
+rerunning the same config resumes the same sweep, and any change that would alter a number, the task file's
+included, starts a new one.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import hashlib
-import json
 import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_type_hints
 
-from pythia_sweep.errors import ConfigError
+from pydantic import Field, create_model
+
+from pythia_sweep.digest import content_digest
+from pythia_sweep.errors import ConfigError, did_you_mean
+from pythia_sweep.validation import STRICT, at_least, one_of, validated
 
 SCHEDULES = ("seed", "log", "all")
 SITES = ("head", "post-projection")
@@ -28,9 +30,9 @@ PATCH_DURING = ("prompt", "every-step")
 METHODS = ("per-head", "upstream", "both")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
-EXECUTORS = ("auto", "fast", "plain")  # evaluation.choose_executor
-UNPUBLISHED = ("refuse", "list")  # what a scheduled revision the model does not publish does (checkpoints.check_published)
-HEAD_MAP_METHODS = ("attribution", "ig-inputs")  # headmap.attribution: the gradient at the corrupted run, or averaged along the inputs' path
+EXECUTORS = ("auto", "fast", "plain")  # measure/evaluation.choose_executor
+UNPUBLISHED = ("refuse", "list")  # what a scheduled revision the model does not publish does (hub/revisions.check_published)
+HEAD_MAP_METHODS = ("attribution", "ig-inputs")  # measure/headmap.attribution: the gradient at the corrupted run, or averaged along the inputs' path
 
 # The upstream (methodology) way of measuring, kept runnable so the two can be compared.
 UPSTREAM_METHOD = {"site": "post-projection", "align": "prefix", "patch_during": "every-step"}
@@ -40,93 +42,65 @@ UPSTREAM_METHOD = {"site": "post-projection", "align": "prefix", "patch_during":
 # before them keep their sweep_id (and resume) while they are left at their defaults.
 ADDED_LATER = ("head_map", "head_map_top_k", "head_map_method", "head_map_steps", "circuits", "circuit_target")
 
+# The declared types a field's value is checked by (pythia_sweep/validation.py: strict, so 1 is not a bool and "6"
+# not a layer); each type's description is its refusal.
+Str = Annotated[str, Field(description="a str")]
+Flag = Annotated[bool, Field(description="a bool")]
+Checkpoints = Annotated[Literal[SCHEDULES] | tuple[str, ...], Field(description=f"one of {SCHEDULES} or a list of revisions")]
+Share = Annotated[float, Field(gt=0, le=1, description="a share of the gap, above 0 and at most 1 (e.g. 0.8)")]
+
 
 @dataclass(frozen=True)
 class SweepConfig:
-    model: str = "EleutherAI/pythia-160m"  # Hub repo id whose step* branches are the checkpoints
-    checkpoints: str | tuple[str, ...] = "log"  # a schedule name (seed/log/all) or explicit revisions
-    task: str = "tasks/decimal-robust.toml"  # the task file: prompts, answers, success rule, head groups, contrasts
-    layer: int | None = None  # moves the task's groups written without a layer (None: the task's own `layer`)
-    site: str = "head"  # "head": input of the output projection, per head; "post-projection": upstream slices
-    align: str | None = None  # clean/corrupted position alignment (None: the task's own `align`)
-    patch_during: str = "prompt"  # "prompt": patch at prefill only; "every-step": also each decoding step
-    method: str = "per-head"  # "per-head" (site/align/patch_during above), "upstream", or "both" side by side
-    single_heads: bool = True  # also patch each head of the layer alone (the report's heatmap)
-    null_subsets: int = 20  # random head sets of the first group's size per checkpoint (the null control)
-    evidence: bool = True  # also score attention patterns (ICL, previous-token, induction) on repeated random tokens
-    max_new_tokens: int = 20  # greedy generation length
-    batch_size: int = 0  # rows per batch; 0 = sized to the device's free memory (checkpoint_run.rows_per_batch)
-    bootstrap_resamples: int = 2000  # resamples for bootstrap intervals
-    seed: int = 0  # seeds the null subsets and the bootstrap: a rerun reproduces every number
-    device: str = "auto"  # "auto" picks cuda when present, else cpu
-    dtype: str = "auto"  # "auto": float32 on CPU, bfloat16 on a GPU that supports it (else float16); a NaN or inf reruns wider
-    workers: int | str = "auto"  # "auto": Ray, one worker per GPU (up to two CPU ones without); N: N Ray workers; 0: no Ray, in this process
-    name: str = ""  # a human label for the sweep (MLflow run name); defaults to model-task-method
-    offline_cache: str = ""  # read checkpoints offline from this Hugging Face cache (the demo family's); "" = the Hub
-    executor: str = "auto"  # "auto": the fast path where the model supports it, else the plain way; "fast"; "plain"
-    head_map: bool = False  # also every head of every layer by attribution patching, its top heads checked exactly (headmap.py)
-    head_map_top_k: int = 8  # heads the map patches exactly (with the task's named heads) to check the attribution
-    head_map_method: str = "attribution"  # "ig-inputs": integrated gradients over the input embeddings (EAP-IG-inputs), same-length prompts
-    head_map_steps: int = 5  # ig-inputs: points on the path from the corrupted inputs to the clean ones (m)
-    circuits: bool = False  # also each checkpoint's circuit: every edge by attribution, the fewest top edges whose patched run recovers circuit_target (circuits.py)
-    circuit_target: float = 0.8  # the share of the clean-minus-corrupted gap a circuit must recover, measured by patching
-    unpublished: str = "refuse"  # a revision asked for that the model does not publish: "refuse" stops the command; "list": not measured, listed as asked for
+    model: Str = "EleutherAI/pythia-160m"  # Hub repo id whose step* branches are the checkpoints
+    checkpoints: Checkpoints = "log"  # a schedule name (seed/log/all) or explicit revisions
+    task: Str = "tasks/decimal-robust.toml"  # the task file: prompts, answers, success rule, head groups, contrasts
+    layer: at_least(0) | None = None  # moves the task's groups written without a layer (None: the task's own `layer`)
+    site: one_of(SITES) = "head"  # "head": input of the output projection, per head; "post-projection": upstream slices
+    align: one_of(ALIGNMENTS) | None = None  # clean/corrupted position alignment (None: the task's own `align`)
+    patch_during: one_of(PATCH_DURING) = "prompt"  # "prompt": patch at prefill only; "every-step": also each decoding step
+    method: one_of(METHODS) = "per-head"  # "per-head" (site/align/patch_during above), "upstream", or "both" side by side
+    single_heads: Flag = True  # also patch each head of the layer alone (the report's heatmap)
+    null_subsets: at_least(0) = 20  # random head sets of the first group's size per checkpoint (the null control)
+    evidence: Flag = True  # also score attention patterns (ICL, previous-token, induction) on repeated random tokens
+    max_new_tokens: at_least(1) = 20  # greedy generation length
+    batch_size: at_least(0) = 0  # rows per batch; 0 = sized to the device's free memory (measure/checkpoint.rows_per_batch)
+    bootstrap_resamples: at_least(100) = 2000  # resamples for bootstrap intervals
+    seed: at_least(0) = 0  # seeds the null subsets and the bootstrap: a rerun reproduces every number
+    device: one_of(DEVICES) = "auto"  # "auto" picks cuda when present, else cpu
+    dtype: one_of(DTYPES) = "auto"  # "auto": float32 on CPU, bfloat16 on a GPU that supports it (else float16); a NaN or inf reruns wider
+    workers: at_least(0) | Literal["auto"] = "auto"  # "auto": Ray, one worker per GPU (up to two CPU ones without); N: N Ray workers; 0: no Ray, in this process
+    name: Str = ""  # a human label for the sweep (MLflow run name); defaults to model-task-method
+    offline_cache: Str = ""  # read checkpoints offline from this Hugging Face cache (the demo family's); "" = the Hub
+    executor: one_of(EXECUTORS) = "auto"  # "auto": the fast path where the model supports it, else the plain way; "fast"; "plain"
+    head_map: Flag = False  # also every head of every layer by attribution patching, its top heads checked exactly (measure/headmap.py)
+    head_map_top_k: at_least(1) = 8  # heads the map patches exactly (with the task's named heads) to check the attribution
+    head_map_method: one_of(HEAD_MAP_METHODS) = "attribution"  # "ig-inputs": integrated gradients over the input embeddings (EAP-IG-inputs), same-length prompts
+    head_map_steps: at_least(1) = 5  # ig-inputs: points on the path from the corrupted inputs to the clean ones (m)
+    circuits: Flag = False  # also each checkpoint's circuit: every edge by attribution, the fewest top edges whose patched run recovers circuit_target (measure/circuits.py)
+    circuit_target: Share = 0.8  # the share of the clean-minus-corrupted gap a circuit must recover, measured by patching
+    unpublished: one_of(UNPUBLISHED) = "refuse"  # a revision asked for that the model does not publish: "refuse" stops the command; "list": not measured, listed as asked for
 
     def __post_init__(self) -> None:
         if isinstance(self.model, list) or (isinstance(self.model, str) and "{" in self.model):
             raise ConfigError("model", self.model, "one Hub repo id here: a study's config (several models, a pattern) is run by "
                               "python -m jobs.sweep, which sweeps each of them (pythia_sweep/run/study.py)")  # fmt: skip
-        _check_type("model", self.model, str)
-        if self.model.count("/") != 1 or not all(self.model.split("/")):
-            raise ConfigError("model", self.model, "a Hub repo id of the form 'org/name'")
         if isinstance(self.checkpoints, list):
             object.__setattr__(self, "checkpoints", tuple(self.checkpoints))
-        if isinstance(self.checkpoints, str):
-            if self.checkpoints not in SCHEDULES:
-                raise ConfigError("checkpoints", self.checkpoints, f"one of {SCHEDULES} or a list of revisions")
-        elif isinstance(self.checkpoints, tuple):
-            if not self.checkpoints or not all(isinstance(r, str) and r for r in self.checkpoints):
+        validated(DECLARED, {f.name: getattr(self, f.name) for f in dataclasses.fields(self)})  # every field by its type
+        if self.model.count("/") != 1 or not all(self.model.split("/")):
+            raise ConfigError("model", self.model, "a Hub repo id of the form 'org/name'")
+        if isinstance(self.checkpoints, tuple):
+            if not self.checkpoints or not all(self.checkpoints):
                 raise ConfigError("checkpoints", self.checkpoints, "a non-empty list of revision names")
             if len(set(self.checkpoints)) != len(self.checkpoints):
                 raise ConfigError("checkpoints", self.checkpoints, "revisions without repeats")
-        else:
-            raise ConfigError("checkpoints", self.checkpoints, f"one of {SCHEDULES} or a list of revisions")
-        _check_type("task", self.task, str)
         if not self.task.endswith(".toml") and not (SHIPPED / "tasks" / f"{self.task}.toml").is_file():
             raise ConfigError("task", self.task, f"a task file (.toml), or a shipped task's name ({shipped_names('tasks')})")
-        if self.layer is not None:
-            _check_int("layer", self.layer, minimum=0)
-        _check_choice("site", self.site, SITES)
-        if self.align is not None:
-            _check_choice("align", self.align, ALIGNMENTS)
-        _check_choice("patch_during", self.patch_during, PATCH_DURING)
-        _check_choice("method", self.method, METHODS)
-        _check_choice("device", self.device, DEVICES)
-        _check_choice("dtype", self.dtype, DTYPES)
-        _check_choice("executor", self.executor, EXECUTORS)
-        _check_choice("unpublished", self.unpublished, UNPUBLISHED)
-        _check_type("single_heads", self.single_heads, bool)
-        _check_type("evidence", self.evidence, bool)
-        _check_type("head_map", self.head_map, bool)
-        _check_int("head_map_top_k", self.head_map_top_k, minimum=1)
-        _check_choice("head_map_method", self.head_map_method, HEAD_MAP_METHODS)
-        _check_int("head_map_steps", self.head_map_steps, minimum=1)
-        _check_type("circuits", self.circuits, bool)
-        if isinstance(self.circuit_target, bool) or not isinstance(self.circuit_target, (int, float)) or not 0 < self.circuit_target <= 1:
-            raise ConfigError("circuit_target", self.circuit_target, "a share of the gap, above 0 and at most 1 (e.g. 0.8)")
-        _check_int("null_subsets", self.null_subsets, minimum=0)
-        _check_int("max_new_tokens", self.max_new_tokens, minimum=1)
-        _check_int("batch_size", self.batch_size, minimum=0)
-        _check_int("bootstrap_resamples", self.bootstrap_resamples, minimum=100)
-        _check_int("seed", self.seed, minimum=0)
-        if self.workers != "auto":
-            _check_int("workers", self.workers, minimum=0)
-        _check_type("name", self.name, str)
-        _check_type("offline_cache", self.offline_cache, str)
 
     @property
     def attribution_steps(self) -> int:
-        """headmap.attribution's `steps`: 0 for attribution patching, m for EAP-IG-inputs."""
+        """measure/headmap.attribution's `steps`: 0 for attribution patching, m for EAP-IG-inputs."""
         return self.head_map_steps if self.head_map_method == "ig-inputs" else 0
 
     def methods(self, task_align: str = "shared-text") -> dict[str, dict[str, str]]:
@@ -149,7 +123,7 @@ class SweepConfig:
         defaults = SweepConfig.__dataclass_fields__
         fields = {k: v for k, v in self.to_dict().items() if k not in ignored
                   and not (k in ADDED_LATER and v == defaults[k].default)} | {"task_digest": task_digest}  # fmt: skip
-        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
+        return content_digest(fields)
 
     def label(self, task_name: str) -> str:
         layer = "" if self.layer is None else f"-L{self.layer}"
@@ -176,22 +150,10 @@ class SweepConfig:
         return dataclasses.replace(self, **changes)
 
 
-def _check_type(name: str, value: object, kind: type) -> None:
-    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-        raise ConfigError(name, value, f"a {kind.__name__}")
-
-
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(name, value, f"an integer >= {minimum}")
-
-
-def _check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(name, value, f"one of {', '.join(allowed)}")
-
-
 FIELDS = {f.name for f in dataclasses.fields(SweepConfig)}
+# The fields' declared types as a strict pydantic model: what SweepConfig.__post_init__ checks each value against.
+DECLARED = create_model("SweepConfigTypes", __config__=STRICT,
+                        **{name: (hint, ...) for name, hint in get_type_hints(SweepConfig, include_extras=True).items()})  # fmt: skip
 MOVED_TO_TASK = {  # settings that moved into task files: say where they went
     "preset": 'task = "tasks/decimal-robust.toml" (or decimal-seed.toml): prompt sets are task files now',
     "trials": "weight = N on a prompt pair of the task file",
@@ -210,9 +172,7 @@ def config_from_dict(values: dict[str, Any]) -> SweepConfig:
         moved = MOVED_TO_TASK.get(key) or (MOVED_HEADS if str(key).endswith("_heads") else None)
         if moved:
             raise ConfigError("setting", key, f"no longer a run setting; use {moved}")
-        close = difflib.get_close_matches(str(key), sorted(FIELDS), n=1)
-        hint = f"did you mean {close[0]}? " if close else ""
-        raise ConfigError("setting", key, f"{hint}a known setting ({', '.join(sorted(FIELDS))})")
+        raise ConfigError("setting", key, f"{did_you_mean(key, sorted(FIELDS))}a known setting ({', '.join(sorted(FIELDS))})")
     try:
         return SweepConfig(**values)
     except ConfigError:

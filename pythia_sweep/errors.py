@@ -1,5 +1,17 @@
 """The project's own error types: every refusal names the field, the value seen and what is allowed."""
 
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+def did_you_mean(key: object, known: Iterable[str]) -> str:
+    """The hint an unknown key's refusal opens with: `"did you mean layer? "`, or nothing when no known key is close.
+    One rule for every table a user writes (a task file's, a run config's)."""
+    close = difflib.get_close_matches(str(key), list(known), n=1, cutoff=0.6)
+    return f"did you mean {close[0]}? " if close else ""
+
 
 class PythiaSweepError(Exception):
     """Base class: anything the user can fix by changing their input or environment."""

@@ -51,9 +51,10 @@ def test_repeated_tokens_corruptions_change_what_they_say(corrupt):
     (the corrupted answer) and the answer word stands where it stood."""
     from pythia_sweep.demo.demo_family import demo_tokenizer
     from pythia_sweep.task.pairs import make_pairs, word_tokens
+    from pythia_sweep.task.prompts_schema import RepeatedTokensPrompts
 
     tok = demo_tokenizer([])  # each of its words one token
-    spec = {"kind": "repeated-tokens", "count": 6, "length": 8, "repeat": 3, "seed": 1, "corrupt": corrupt}
+    spec = RepeatedTokensPrompts.model_validate({"kind": "repeated-tokens", "count": 6, "length": 8, "repeat": 3, "seed": 1, "corrupt": corrupt})
     words = {tok.decode([t]) for t in word_tokens(tok)}
     for pair in make_pairs("t.toml", spec, tok):
         clean, corrupted = _split(pair.clean, words), _split(pair.corrupted, words)

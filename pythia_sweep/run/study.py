@@ -15,21 +15,25 @@ import itertools
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import Field
 
 from pythia_sweep.config import SweepConfig, config_from_dict, read_toml
 from pythia_sweep.errors import ConfigError
+from pythia_sweep.validation import ShortName, validated
 
 RANGE = re.compile(r"\{(\d+)\.\.(\d+)\}")  # {1..9}: both ends included, as a shell's brace expansion
-STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+# What a study's `model` may be: checked by this declared type, its description the refusal.
+MODELS = Annotated[str | Annotated[list[str], Field(min_length=1)],
+                   Field(description='a Hub repo id, a pattern such as "EleutherAI/pythia-160m-seed{1..9}", or a non-empty list of them')]  # fmt: skip
 
 
 def expand_models(spec: Any, field: str = "model") -> list[str]:
     """Every repo id a `model` setting names, in order: a string or a list of strings, each with any number of
     `{a..b}` ranges (a <= b). Refuses an empty list, a range backwards, a brace left unexpanded and a repeat."""
+    validated(MODELS, spec, field)
     names = [spec] if isinstance(spec, str) else spec
-    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-        raise ConfigError(field, spec, 'a Hub repo id, a pattern such as "EleutherAI/pythia-160m-seed{1..9}", or a non-empty list of them')
     out = []
     for name in names:
         ranges = RANGE.findall(name)
@@ -69,8 +73,7 @@ def load_study(path: str | Path, **overrides: Any) -> Study:
     spec = given.pop("model", values.get("model", SweepConfig.model))
     where = f"{path}: " if "model" not in overrides or overrides["model"] is None else ""
     models = expand_models(spec, f"{where}model")
-    if name is not None and (not isinstance(name, str) or not STUDY_NAME.fullmatch(name)):
-        raise ConfigError(f"{path}: study", name, "a short name of letters, digits, '-', '_' or '.'")
+    validated(ShortName | None, name, f"{path}: study")
     configs = []
     for model in models:
         try:

@@ -15,8 +15,8 @@ an answer or a group:
                checkpoint, chosen by a first pass over it (headmap.discover) before the sweep.
   [[contrasts]] named differences of two groups (plus - minus) on one metric: the task's headline numbers.
 
-The conditions of a checkpoint follow from it (conditions.py). This module is the task's model; reading and
-checking a file is task_schema.py (`load_task`), making prompt pairs prompt_pairs.py. A task is validated
+The conditions of a checkpoint follow from it (measure/conditions.py). This module is the task's model; reading and
+checking a file is task/schema.py (`load_task`), making prompt pairs task/pairs.py. A task is validated
 twice: its shape when the file is read, and against a model when its tokenizer and config are known
 (`Task.tokenize`, `Task.resolve_groups`): every answer must tokenize as a continuation of its prompt, every
 head must exist. Refusals name the file, the field, the value and what is allowed.
@@ -27,10 +27,15 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
-from pythia_sweep.levels import LEVELS
 from pythia_sweep.errors import ConfigError
+from pythia_sweep.levels import LEVELS
 from pythia_sweep.task.pairs import PromptPair, make_pairs
+
+if TYPE_CHECKING:  # the checked tables a Task carries (task/schema.py builds it from them)
+    from pythia_sweep.task.prompts_schema import Prompts
+    from pythia_sweep.task.schema import Group
 
 SUCCESS_RULES = ("mentions", "first-answer")
 ANSWER_TOKENS = ("continuation", "separate")
@@ -115,7 +120,9 @@ class Task:
     question: str  # one line: what the sweep asks (report title)
     source: str  # the file it was read from
     digest: str  # hash of the parsed content: editing the task starts a new sweep
-    data: dict = field(repr=False, compare=False)  # the parsed file: what travels to workers
+    data: dict = field(repr=False, compare=False)  # the parsed file as written: what the store keeps, what `digest` hashes
+    prompts: Prompts = field(repr=False, compare=False)  # the checked [prompts] table
+    groups: dict[str, Group] = field(repr=False, compare=False)  # the checked [groups]: each a HeadTable or a HeadList
     layer: int | None = None  # default layer of groups written as heads only
     align: str = "shared-text"  # default alignment of clean and corrupted positions
     same_length: bool = False  # clean and corrupted must tokenize to the same length
@@ -131,7 +138,7 @@ class Task:
     # -- prompts ----------------------------------------------------------------------------------------
     def pairs(self, tokenizer=None) -> list[PromptPair]:
         """The task's prompt pairs (a tokenizer is needed for repeated-token prompts and tokenization filters)."""
-        return make_pairs(self.source, self.data["prompts"], tokenizer)
+        return make_pairs(self.source, self.prompts, tokenizer)
 
     def tokenize(self, tokenizer, aligns: Sequence[str] = (), part: str = "measured") -> list[TokenizedPair]:
         """Every pair tokenized once, each answer checked to be a continuation of its prompt, and its
@@ -195,7 +202,7 @@ class Task:
     @property
     def to_discover(self) -> dict[str, int]:
         """The groups the task leaves to be found, and how many heads each: `{ discover = N }`."""
-        return {name: spec["discover"] for name, spec in self.data["groups"].items() if isinstance(spec, dict) and "discover" in spec}
+        return {name: group.discover for name, group in self.groups.items() if group.to_discover}
 
     def with_discovered(self, heads: dict[str, Sequence[Sequence[int]]], discovery: dict | None = None) -> Task:
         """This task with its `{ discover = N }` groups filled in (group -> [(layer, head), ...]; each must hold N
@@ -214,24 +221,16 @@ class Task:
         """Named groups as (layer, head) tuples for a model of this shape; `layer` overrides the task's default."""
         default_layer = self.layer if layer is None else layer
         groups = {}
-        for name, spec in self.data["groups"].items():
-            where = f"{self.source}: groups.{name}"
-            if isinstance(spec, dict) and "discover" in spec:
+        for name, group in self.groups.items():
+            where, spec = f"{self.source}: groups.{name}", self.data["groups"][name]
+            if group.to_discover:
                 if name not in self.discovered:
-                    raise ConfigError(where, spec, "its heads found first (sweep.run_sweep's discovery pass; Task.with_discovered)")
+                    raise ConfigError(where, spec, "its heads found first (run/driver.run_sweep's discovery pass; Task.with_discovered)")
                 pairs = list(self.discovered[name])
-            elif isinstance(spec, dict):
-                group_layer = spec.get("layer", default_layer)
-                if group_layer is None:
-                    raise ConfigError(where, spec, "a layer: give `layer = N` in the group or at the top of the task")
-                heads = spec["heads"]
-                if isinstance(heads, dict):  # a stride over the layer's heads, sized to the model
-                    heads = list(range(heads.get("from", 0), heads.get("to", n_heads), heads.get("step", 1)))
-                elif heads == "all":
-                    heads = list(range(n_heads))
-                pairs = [(group_layer, h) for h in heads]
             else:
-                pairs = [tuple(p) for p in spec]
+                pairs = group.heads_at(n_heads, default_layer)
+                if pairs is None:
+                    raise ConfigError(where, spec, "a layer: give `layer = N` in the group or at the top of the task")
             for lay, head in pairs:
                 if not 0 <= lay < n_layers:
                     raise ConfigError(where, [list(p) for p in pairs], f"layers in 0..{n_layers - 1} (the model has {n_layers} layers)")
@@ -244,7 +243,7 @@ class Task:
 
     @property
     def group_names(self) -> list[str]:
-        return list(self.data["groups"])
+        return list(self.groups)
 
     @property
     def headline(self) -> Contrast:
@@ -253,9 +252,5 @@ class Task:
     def describe(self) -> dict:
         """What a record or a report needs to know of the task, JSON-able."""
         return {"name": self.name, "question": self.question, "source": self.source, "digest": self.digest}
-
-
-# Every table of a task file, and the keys it may hold: anything else is refused with a "did you mean".
-# The largest |value| a contrast can reach on each metric: a level above it can never be crossed.
 
 

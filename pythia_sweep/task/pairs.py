@@ -14,8 +14,12 @@ import itertools
 import random
 import string
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pythia_sweep.errors import ConfigError
+
+if TYPE_CHECKING:  # the checked [prompts] tables (task/prompts_schema.py), read here by attribute
+    from pythia_sweep.task.prompts_schema import PairsPrompts, Prompts, RepeatedTokensPrompts, TemplatesPrompts
 
 
 @dataclass(frozen=True)
@@ -32,26 +36,19 @@ def as_list(value) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def _pair_from_table(i: int, p: dict) -> PromptPair:
-    return PromptPair(
-        str(p.get("id", f"p{i}")), p["clean"], p["corrupted"], tuple(as_list(p["correct"])), tuple(as_list(p["wrong"])),
-        int(p.get("weight", 1)),
-    )  # fmt: skip
-
-
-def _value_rows(spec: dict, source: str) -> list[dict]:
+def _value_rows(spec: TemplatesPrompts, source: str) -> list[dict]:
     """Rows of named values: written out (`values`), or the product of named tables (`tables`)."""
-    if "values" in spec:
-        return [dict(row) for row in spec["values"]]
+    if spec.values is not None:
+        return [dict(row) for row in spec.values]
     names, columns = [], []
-    for name, table in spec["tables"].items():
-        if isinstance(table, dict):  # {range = [lo, hi], format = "{:02d}"}: integers lo..hi inclusive
-            lo, hi = table["range"]
-            table = [table.get("format", "{}").format(n) for n in range(lo, hi + 1)]
+    for name, table in spec.tables.items():
+        if not isinstance(table, list):  # {range = [lo, hi], format = "{:02d}"}: integers lo..hi inclusive
+            lo, hi = table.range
+            table = [table.format.format(n) for n in range(lo, hi + 1)]
         names.append(name)
         columns.append(table)
     rows = [dict(zip(names, combo)) for combo in itertools.product(*columns)]
-    distinct = spec.get("distinct", [])  # fields that must differ within a row (two names of one prompt)
+    distinct = spec.distinct  # fields that must differ within a row (two names of one prompt)
     kept = [row for row in rows if len({row[k] for k in distinct}) == len(distinct)]
     if not kept:
         raise ConfigError(f"{source}: prompts.distinct", distinct, f"fields whose values can differ (no row of {len(rows)} keeps them distinct)")
@@ -69,10 +66,10 @@ def _answers(spec, values: dict, where: str) -> tuple[str, ...]:
     """Answer templates, or a number range {numbers = "{n:02d}", above|from = .., up_to|below = ..}."""
     out = []
     for item in as_list(spec):
-        if isinstance(item, dict):
-            lo = int(_fill(str(item["above"]), values, where)) + 1 if "above" in item else int(_fill(str(item.get("from", 0)), values, where))
-            hi = int(_fill(str(item["below"]), values, where)) - 1 if "below" in item else int(_fill(str(item["up_to"]), values, where))
-            out += [item["numbers"].format(n=n) for n in range(lo, hi + 1)]
+        if not isinstance(item, str):  # a number range
+            lo = int(_fill(str(item.above), values, where)) + 1 if item.above is not None else int(_fill(str(item.from_), values, where))
+            hi = int(_fill(str(item.below), values, where)) - 1 if item.below is not None else int(_fill(str(item.up_to), values, where))
+            out += [item.numbers.format(n=n) for n in range(lo, hi + 1)]
         else:
             out.append(_fill(item, values, where))
     if not out:
@@ -80,29 +77,25 @@ def _answers(spec, values: dict, where: str) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _template_pairs(source: str, spec: dict, tokenizer) -> list[PromptPair]:
+def _template_pairs(source: str, spec: TemplatesPrompts, tokenizer) -> list[PromptPair]:
     rows = _value_rows(spec, source)
-    combos = [(t, r) for t in range(len(spec["templates"])) for r in range(len(rows))]
-    count = spec.get("count", 0)
-    if count and count < len(combos):
-        combos = sorted(random.Random(spec.get("seed", 0)).sample(combos, count))
-    id_format = spec.get("id", "t{template}-r{row}")
-    keep_if = spec.get("keep_if_single_tokens")
-    if keep_if and isinstance(keep_if[0], str):
-        keep_if = [keep_if]
+    combos = [(t, r) for t in range(len(spec.templates)) for r in range(len(rows))]
+    if spec.count and spec.count < len(combos):
+        combos = sorted(random.Random(spec.seed).sample(combos, spec.count))
+    keep_if = spec.keep_if_single_tokens
     pairs, dropped = [], 0
     for t, r in combos:
-        template, values = spec["templates"][t], {**rows[r]}
+        template, values = spec.templates[t], {**rows[r]}
         where = f"{source}: prompts"
         if keep_if and tokenizer is not None and not all(_splits_as(tokenizer, [_fill(p, values, where) for p in parts]) for parts in keep_if):
             dropped += 1
             continue
         pairs.append(PromptPair(
-            _fill(id_format, {**values, "template": t, "row": r}, f"{where}.id"),
-            _fill(template["clean"], values, f"{where}.templates[{t}].clean"),
-            _fill(template["corrupted"], values, f"{where}.templates[{t}].corrupted"),
-            _answers(spec["correct"], values, f"{where}.correct"), _answers(spec["wrong"], values, f"{where}.wrong"),
-            int(spec.get("weight", 1)),
+            _fill(spec.id, {**values, "template": t, "row": r}, f"{where}.id"),
+            _fill(template.clean, values, f"{where}.templates[{t}].clean"),
+            _fill(template.corrupted, values, f"{where}.templates[{t}].corrupted"),
+            _answers(spec.correct, values, f"{where}.correct"), _answers(spec.wrong, values, f"{where}.wrong"),
+            spec.weight,
         ))  # fmt: skip
     if not pairs:
         raise ConfigError(f"{source}: prompts.keep_if_single_tokens", keep_if,
@@ -144,7 +137,7 @@ CORRUPTIONS = {
 }
 
 
-def _repeated_token_pairs(source: str, spec: dict, tokenizer) -> list[PromptPair]:
+def _repeated_token_pairs(source: str, spec: RepeatedTokensPrompts, tokenizer) -> list[PromptPair]:
     """Olsson et al.'s repeated random sequences: a sequence of `length` random words, then its first `repeat` words
     again; the clean answer is the word that followed them in the first occurrence. The corrupted prompt changes the
     first occurrence (`corrupt`, CORRUPTIONS) so that induction predicts another word, which is its answer; both
@@ -152,19 +145,18 @@ def _repeated_token_pairs(source: str, spec: dict, tokenizer) -> list[PromptPair
     if tokenizer is None:
         raise ConfigError(f"{source}: prompts.kind", "repeated-tokens", "a tokenizer to draw words from (given per model)")
     words = [tokenizer.decode([t]) for t in word_tokens(tokenizer)]
-    length, count = spec["length"], spec["count"]
+    length, count, repeat = spec.length, spec.count, spec.repeated
     if len(words) < length + 1:
         raise ConfigError(f"{source}: prompts.length", length,
                           f"at most {len(words) - 1} for this tokenizer ({len(words)} single-token words)")  # fmt: skip
-    rng = random.Random(spec.get("seed", 0))
-    repeat = spec.get("repeat", length // 2)
-    prefix = spec.get("prefix", "")
+    rng = random.Random(spec.seed)
+    prefix = spec.prefix
     pairs = []
     for i in range(count):
         drawn = rng.sample(words, length + 1)
         seq, other = drawn[:length], drawn[length]
         answer = seq[repeat]
-        if spec.get("corrupt", "answer") == "previous":
+        if spec.corrupt == "previous":
             corrupted_seq = list(seq)
             corrupted_seq[repeat - 1], corrupted_seq[length - 2] = seq[length - 2], seq[repeat - 1]
             other = seq[length - 1]  # what now follows the repeated prefix's last word
@@ -185,15 +177,15 @@ def check_unique_ids(ids: list[str], where: str, bad) -> None:
         seen[pid] = i
 
 
-def _written_pairs(source: str, spec: dict, tokenizer) -> list[PromptPair]:
-    return [_pair_from_table(i, p) for i, p in enumerate(spec["pairs"])]
+def _written_pairs(source: str, spec: PairsPrompts, tokenizer) -> list[PromptPair]:
+    return [PromptPair(p.id or f"p{i}", p.clean, p.corrupted, tuple(as_list(p.correct)), tuple(as_list(p.wrong)), p.weight)
+            for i, p in enumerate(spec.pairs)]  # fmt: skip
 
 
 GENERATORS = {"pairs": _written_pairs, "templates": _template_pairs, "repeated-tokens": _repeated_token_pairs}
-PROMPT_KINDS = tuple(GENERATORS)
 
 
-def make_pairs(source: str, spec: dict, tokenizer=None) -> list[PromptPair]:
-    """A [prompts] table's pairs (`source` names the file in refusals; a tokenizer is needed for repeated-token
+def make_pairs(source: str, spec: Prompts, tokenizer=None) -> list[PromptPair]:
+    """A checked [prompts] table's pairs (`source` names the file in refusals; a tokenizer is needed for repeated-token
     prompts and tokenization filters)."""
-    return GENERATORS[spec["kind"]](source, spec, tokenizer)
+    return GENERATORS[spec.kind](source, spec, tokenizer)
