@@ -18,7 +18,7 @@ from pythia_sweep.analysis import SIDES, Levels
 from pythia_sweep.hub.revisions import Checkpoint, final_revision
 from pythia_sweep.hub.duplicates import IdenticalWeights, identical_weights
 from pythia_sweep.hub.revisions import final_step as end_of_training
-from pythia_sweep.stats import SUMMARY_KINDS, NullStats
+from pythia_sweep.stats import SUMMARY_KINDS, MethodSet, NullStats
 from pythia_sweep.config import SweepConfig
 from pythia_sweep.numbers import long_table, named, numbers
 from pythia_sweep.records import CheckpointRecord, per_prompt
@@ -168,19 +168,20 @@ def summarize(frame: pl.DataFrame, records: list[CheckpointRecord], task: Task, 
     usable = frame.filter(pl.col("analysed"))
     final = by_revision[usable["revision"][-1]] if len(usable) else None
     clean = verdicts.clean_check(usable)
-    methods = methods or [""]
+    methods = MethodSet(tuple(methods or [""]))
     results, claims = {}, {}
-    for m, method in enumerate(methods):
+    for method in methods.labels:
+        primary = method == methods.primary
         for contrast in task.contrasts:
-            name = contrast.name if m == 0 else f"{method}/{contrast.name}"
-            if f"{name}/{contrast.metric}" in frame.columns or m == 0:
+            name = methods.named(method, contrast.name)
+            if f"{name}/{contrast.metric}" in frame.columns or primary:
                 res = series_summary(usable, by_revision, name, contrast, final_step, resamples, seed)
                 # the null sets are patched with the primary method: its reading is the group's, whichever method patched the group
                 nulls = verdicts.nulls_by_side(final.null if final else None, contrast, final.settings.get("null") if final else None)
                 claim = verdicts.claim(res, clean, nulls, context)
                 claims[res["key"]] = claim
                 results[res["key"]] = res | called_series(res, claim, final_step, task.hypotheses) | {
-                    "base_contrast": contrast.name, "method": method, "primary": m == 0}  # fmt: skip
+                    "base_contrast": contrast.name, "method": method, "primary": primary}  # fmt: skip
     headline_key = f"{task.headline.name}/{task.headline.metric}"
     head = results[headline_key]
     nulls = verdicts.nulls_by_side(final.null if final else None, task.headline, final.settings.get("null") if final else None)
