@@ -15,8 +15,9 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from pythia_sweep.levels import STRONG
 from pythia_sweep.hub.revisions import Checkpoint
+from pythia_sweep.levels import STRONG
+from pythia_sweep.report import analysis  # emergence_index, crossing_events: the bisection brackets the crossing the report calls
 
 
 def metric_value(record, metric: str) -> float:
