@@ -98,7 +98,7 @@ def induction_family():
 
 @pytest.fixture(scope="session")
 def neox(hub_cache):
-    from pythia_sweep.hub.revisions import fetch
+    from pythia_sweep.hub.fetch import fetch
     from pythia_sweep.measure.checkpoint import load_model
 
     return load_model(fetch(NEOX_REPO, "step1000").path, torch.device("cpu"), torch.float32)
@@ -106,7 +106,7 @@ def neox(hub_cache):
 
 @pytest.fixture(scope="session")
 def llama(hub_cache):
-    from pythia_sweep.hub.revisions import fetch
+    from pythia_sweep.hub.fetch import fetch
     from pythia_sweep.measure.checkpoint import load_model
 
     return load_model(fetch(LLAMA_REPO, "step1").path, torch.device("cpu"), torch.float32)

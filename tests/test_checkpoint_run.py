@@ -5,7 +5,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from pythia_sweep.hub.revisions import SEED_SCHEDULE, fetch, published_revisions, resolve_schedule
+from pythia_sweep.hub.fetch import fetch
+from pythia_sweep.hub.revisions import SEED_SCHEDULE, published_revisions, resolve_schedule
 from pythia_sweep.config import SweepConfig
 from pythia_sweep.measure.checkpoint import run_checkpoint
 from pythia_sweep.measure.conditions import Condition

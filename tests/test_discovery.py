@@ -77,6 +77,7 @@ def test_the_planted_head_is_discovered_and_measured_on_the_other_prompts(plante
     found; the parent run keeps the discovery. Resumed in this process with one more checkpoint, the sweep measures
     the same head and never runs the pass again."""
     import pythia_sweep.run.driver as sweep_module
+    import pythia_sweep.run.worker as worker_module
     from pythia_sweep.config import SweepConfig
     from pythia_sweep.report.build import build_report
     from pythia_sweep.tracking.store import SweepReader
@@ -112,7 +113,7 @@ def test_the_planted_head_is_discovered_and_measured_on_the_other_prompts(plante
     def not_again(*args, **kwargs):
         raise AssertionError("the discovery pass ran again on a resumed sweep")
 
-    monkeypatch.setattr(sweep_module, "discover_groups", not_again)
+    monkeypatch.setattr(worker_module, "discover_groups", not_again)
     again = sweep_module.run_sweep(config.replace(checkpoints=("step0", "step1", "step2"), workers=0), task, tracking_uri=uri, progress=False)
     assert again.parent_run_id == result.parent_run_id and again.recorded == ["step1"]
     assert again.records[0].settings["discovered"] == {"carrier": [list(PLANTED)]}

@@ -11,7 +11,7 @@ import torch
 
 from conftest import NEOX_REPO
 from pythia_sweep.measure import checkpoint as checkpoint_run
-from pythia_sweep.hub.revisions import fetch
+from pythia_sweep.hub.fetch import fetch
 from pythia_sweep.config import SweepConfig
 from pythia_sweep.errors import NonFiniteNumbers
 from pythia_sweep.task.schema import load_task

@@ -14,7 +14,8 @@ import pytest
 from conftest import NEOX_REPO, STEPS
 from hub_fixtures import hub, run_online  # noqa: F401 - `hub` is a fixture
 
-from pythia_sweep.hub.revisions import fetch, published_weights, weights_of
+from pythia_sweep.hub.fetch import fetch
+from pythia_sweep.hub.weights import published_weights, weights_of
 from pythia_sweep.hub.duplicates import measured_revisions
 from pythia_sweep.hub.retry import HUB_ATTEMPTS
 from pythia_sweep.errors import CorruptCheckpoint
@@ -24,7 +25,7 @@ from support.hub_server import HubServer
 WEIGHTS = "model.safetensors"
 FETCH = f"""
 import os
-from pythia_sweep.hub.revisions import fetch
+from pythia_sweep.hub.fetch import fetch
 f = fetch({NEOX_REPO!r}, "step1000")
 result = {{"path": f.path, "sha": f.weight_sha256, "files": sorted(os.listdir(f.path))}}
 """
@@ -64,7 +65,8 @@ def test_fetch_downloads_a_revision_over_http_into_an_empty_cache(hub, hub_cache
 
 def test_metadata_digest_equals_the_digest_of_the_downloaded_weights(hub, tmp_path):
     code = f"""
-from pythia_sweep.hub.revisions import fetch, published_weights
+from pythia_sweep.hub.fetch import fetch
+from pythia_sweep.hub.weights import published_weights
 before = published_weights({NEOX_REPO!r}, "step2")
 fetched = fetch({NEOX_REPO!r}, "step2")
 result = [(w.weights_digest, w.weight_sha256, w.commit) for w in (before, fetched)]
@@ -91,7 +93,7 @@ def test_large_truncated_download_is_resumed_with_a_range_request(tmp_path):
     write_revision(tmp_path / "served", "tiny-test/large", "step1", tmp_path / "src")
     with HubServer(tmp_path / "served") as server:
         server.corrupt_next("tiny-test/large", WEIGHTS, mode="truncate")  # cut after half the body
-        code = "from pythia_sweep.hub.revisions import fetch\nresult = fetch('tiny-test/large', 'step1').weight_sha256"
+        code = "from pythia_sweep.hub.fetch import fetch\nresult = fetch('tiny-test/large', 'step1').weight_sha256"
         assert run_online(server, tmp_path / "client", code)["result"] == {WEIGHTS: hashlib.sha256(weights).hexdigest()}
         gets = [(r.status, r.range) for r in server.requests if r.method == "GET" and "/resolve/" in r.path]
         assert gets == [(200, None), (206, f"bytes={chunk}-")]  # resumed after the one whole chunk it had
@@ -119,7 +121,8 @@ def test_download_still_corrupt_after_one_refetch_is_refused_naming_revision_and
 
 def test_hub_down_at_start_is_one_clear_line_and_works_again_once_back(hub, tmp_path):
     code = f"""
-from pythia_sweep.hub.revisions import fetch, published_revisions
+from pythia_sweep.hub.fetch import fetch
+from pythia_sweep.hub.revisions import published_revisions
 result = {{}}
 calls = {{"list": lambda: published_revisions({NEOX_REPO!r}), "fetch": lambda: fetch({NEOX_REPO!r}, "step1")}}
 for name, call in calls.items():
@@ -180,7 +183,8 @@ def test_429_and_503_are_answered_with_backoff_then_succeed(hub, hub_cache, tmp_
 def test_a_hub_that_keeps_answering_503_is_refused_after_bounded_retries(hub, tmp_path):
     hub.fail_next(100, status=503, retry_after=0)
     code = f"""
-from pythia_sweep.hub.revisions import fetch, published_revisions
+from pythia_sweep.hub.fetch import fetch
+from pythia_sweep.hub.revisions import published_revisions
 result = []
 for call in (lambda: published_revisions({NEOX_REPO!r}), lambda: fetch({NEOX_REPO!r}, "step1")):
     try:
@@ -221,7 +225,7 @@ shutil.disk_usage = lambda path: Usage(10**12, 10**12 - {free}, {free})
 
 def test_duplicates_are_found_from_the_hubs_metadata_without_downloading(hub, tmp_path):
     code = f"""
-from pythia_sweep.hub.revisions import weights_of
+from pythia_sweep.hub.weights import weights_of
 from pythia_sweep.hub.duplicates import measured_revisions
 result = [measured_revisions(weights_of("tiny-test/neox-dup", ["step4", "step2"])),
           measured_revisions(weights_of({NEOX_REPO!r}, {[f"step{s}" for s in STEPS]!r}))]
@@ -251,7 +255,7 @@ def test_revisions_are_duplicates_only_when_every_weight_file_is_identical(tmp_p
                 "main": "step2"}  # fmt: skip
     asked = ["main", "step1000", "step4", "step2", "step1", "step0", "step8"]  # step8 is not published: left out
     with HubServer(root) as server:
-        code = f"from pythia_sweep.hub.revisions import weights_of\nfrom pythia_sweep.hub.duplicates import measured_revisions\nresult = measured_revisions(weights_of('tiny-test/shards', {asked}))"
+        code = f"from pythia_sweep.hub.weights import weights_of\nfrom pythia_sweep.hub.duplicates import measured_revisions\nresult = measured_revisions(weights_of('tiny-test/shards', {asked}))"
         assert run_online(server, tmp_path / "client", code)["result"] == expected
         assert server.bytes_served == {} and not [r for r in server.requests if "/resolve/" in r.path]
         assert len(server.requests) == len(asked)  # one metadata request per revision
@@ -274,7 +278,7 @@ def test_a_revision_fetched_online_is_used_offline_from_the_cache(tmp_path):
     client = tmp_path / "client"
     with HubServer(tmp_path / "served") as server:
         code = """
-from pythia_sweep.hub.revisions import fetch
+from pythia_sweep.hub.fetch import fetch
 result = [fetch("tiny-test/both", revision).weights_digest for revision in ("step1", "step2")]
 """
         online = run_online(server, client, code)["result"]

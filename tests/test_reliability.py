@@ -52,7 +52,7 @@ def test_unusable_store_refuses_before_any_checkpoint(hub_cache, tmp_path, make_
 
 def test_ray_that_cannot_start_leaves_no_running_sweep(hub_cache, tmp_path, monkeypatch):
     """The store opens while Ray starts; when Ray fails, the parent run is closed FAILED, not left RUNNING."""
-    import pythia_sweep.run.driver as sweep
+    import pythia_sweep.run.cluster as sweep
 
     def no_cluster(address=None):
         raise ConnectionError("no Ray cluster at 127.0.0.1:1")
@@ -189,7 +189,7 @@ def test_ctrl_c_in_the_middle_of_a_record_lands_after_it_and_the_sweep_closes_ki
 
 
 def test_disk_without_room_is_refused_naming_size_and_place(tmp_path):
-    from pythia_sweep.hub.revisions import check_free_space
+    from pythia_sweep.hub.fetch import check_free_space
     from pythia_sweep.errors import DiskFull
 
     check_free_space(1000, tmp_path / "hub", "revision 'step1'")  # fits: no error

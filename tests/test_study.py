@@ -26,7 +26,7 @@ def seed_families(induction_family, tmp_path_factory):
     (PolyPythias' data- and weight-seed repos share step1, EleutherAI/pythia #203)."""
     from transformers import AutoTokenizer, GPTNeoXForCausalLM
 
-    from pythia_sweep.hub.revisions import fetch
+    from pythia_sweep.hub.fetch import fetch
     from pythia_sweep.demo.hub_cache import save_revision, write_revision
 
     cache, work = os.environ["HF_HUB_CACHE"], tmp_path_factory.mktemp("seeds")

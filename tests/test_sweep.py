@@ -198,7 +198,7 @@ def test_memory_does_not_grow_from_checkpoint_to_checkpoint(hub_cache):
     import gc
 
     from pythia_sweep.hub.revisions import published_revisions
-    from pythia_sweep.run.driver import CheckpointMeasurer, Item
+    from pythia_sweep.run.worker import CheckpointMeasurer, Item
 
     config = SweepConfig(**FAST, evidence=True)
     published = published_revisions(NEOX_REPO)

@@ -83,7 +83,7 @@ def test_shipped_tasks_load_validate_and_run_on_the_tiny_model(hub_cache, name):
 def _tokenizer():
     from transformers import AutoTokenizer
 
-    from pythia_sweep.hub.revisions import fetch
+    from pythia_sweep.hub.fetch import fetch
 
     return AutoTokenizer.from_pretrained(fetch(NEOX_REPO, "step1000").path)
 

@@ -37,7 +37,8 @@ def main(argv=None) -> int:
     try:
         config = load_config(args.config, task=args.task)
         config.use_offline_cache()  # the demo config reads its own cache, offline (before huggingface_hub is imported)
-        from pythia_sweep.hub.revisions import fetch, not_published_message, published_revisions
+        from pythia_sweep.hub.fetch import fetch
+        from pythia_sweep.hub.revisions import not_published_message, published_revisions
         from pythia_sweep.measure.checkpoint import load_model, pick_device, pick_dtype
         from pythia_sweep.report.build import report_folder, scan_page
         from pythia_sweep.measure.scan import scan_layers

@@ -1,7 +1,7 @@
 """Which revisions are one checkpoint: the duplicate rule, in one place, that every reader calls.
 
 Public Pythia branches serve byte-identical weights under several names (EleutherAI/pythia #83, #198, #205,
-#206). The sweep asks the Hub's metadata for each revision's weight hashes (checkpoints.weights_of) before
+#206). The sweep asks the Hub's metadata for each revision's weight hashes (weights.weights_of) before
 downloading anything and measures each distinct set once (`measured_revisions`); the report reads the same
 rule back from the records (`identical_weights`), so a legacy sweep's numbers move to the owner too.
 """
@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from pythia_sweep.hub.revisions import PublishedWeights, step_of
+from pythia_sweep.hub.revisions import step_of
+from pythia_sweep.hub.weights import PublishedWeights
 
 
 @dataclass(frozen=True)

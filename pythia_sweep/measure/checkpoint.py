@@ -21,14 +21,8 @@ from pathlib import Path
 
 import torch
 
-from pythia_sweep.hub.revisions import (
-    Checkpoint,
-    FetchedCheckpoint,
-    fetch,
-    not_published_message,
-    published_revisions,
-    step_of,
-)
+from pythia_sweep.hub.fetch import FetchedCheckpoint, fetch
+from pythia_sweep.hub.revisions import Checkpoint, not_published_message, published_revisions, step_of
 from pythia_sweep.config import SweepConfig
 from pythia_sweep.errors import ConfigError, DiscoveryFailed, NonFiniteNumbers, RevisionNotPublished
 from pythia_sweep.measure.conditions import Condition, make_conditions, null_plan

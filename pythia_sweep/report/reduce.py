@@ -15,9 +15,8 @@ import polars as pl
 
 from pythia_sweep import analysis
 from pythia_sweep.analysis import SIDES, Levels
-from pythia_sweep.hub.revisions import Checkpoint, final_revision
+from pythia_sweep.hub.revisions import Checkpoint, TrainingEnd
 from pythia_sweep.hub.duplicates import IdenticalWeights, identical_weights
-from pythia_sweep.hub.revisions import final_step as end_of_training
 from pythia_sweep.stats import SUMMARY_KINDS, MethodSet, NullStats
 from pythia_sweep.config import SweepConfig
 from pythia_sweep.numbers import long_table, named, numbers
@@ -263,8 +262,8 @@ def reduce(records: list[CheckpointRecord], task: Task, config: SweepConfig, pub
     ends (checkpoints.final_step: the published list, else the last ok record), which revisions are one
     checkpoint (duplicates.identical_weights), and which null test a verdict cites (scoring.null_test)."""
     ok = [r for r in records if r.ok]
-    final_step = final_step or end_of_training(published, [r.step for r in ok])
-    final = final_revision(published) if published else (max(ok, key=lambda r: r.step or -1).revision if ok else None)
+    end = TrainingEnd.of(published, [Checkpoint(r.revision, r.step) for r in ok])
+    final_step, final = final_step or end.step, end.revision
     digests = {r.revision: r.weights_digest for r in records if r.status in ("ok", "duplicate")}
     twins = identical_weights(digests, final)
     records = _attribute_to_owners(records, twins)

@@ -18,7 +18,7 @@ class DownloadBar(tqdm_ray.tqdm):
     distributed tqdm sends each update as a line of its own and the driver draws the bar, live. Its rows
     start below the first (`position=1`), which the driver's checkpoints bar holds.
 
-    huggingface_hub creates it as a `tqdm_class` (`DownloadBar.named(label)`, checkpoints.fetch's `progress`)
+    huggingface_hub creates it as a `tqdm_class` (`DownloadBar.named(label)`, hub.fetch.fetch's `progress`)
     and drives it as a plain HTTP download does (a context manager, `update(n)` per chunk) or a Xet one does
     (`update(n)` per bytes written, `update_transfer`, the postfix setters, `total`, `close`).
     """
