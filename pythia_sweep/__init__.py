@@ -1,16 +1,26 @@
 """pythia_sweep: when during training does an attention-head mechanism appear?
 
-Stages, one module each, in the order the data flows:
-tasks (what is asked: prompts, answers, head groups, contrasts, from a task file) ->
-checkpoints (which revisions, fetched how; the duplicate and final-step rules) -> prompts (aligned
-clean/corrupted token positions) -> patching (replace chosen heads' outputs) -> evaluation (batched conditions
-over prompts) -> scoring (success, log-prob and probability differences, restoration, intervals, contrasts,
-the null test) -> checkpoint_run (one checkpoint end to end) -> sweep (Ray: every checkpoint) -> tracking (MLflow) ->
-records (the long table) -> analysis -> report/ (reduce, verdict, figures, page, build: polars + plotly).
-`demo/` is what `make demo` runs offline: the demo model family and a writer of the Hub's cache layout.
+A folder per stage, in the order the data flows; each imports only what sits above it in this list:
 
-In a notebook, a sweep's numbers as one polars frame: `pythia_sweep.load_long_table()` (records.long_table,
-read by tracking.load_long_table).
+  (top level)  the shared vocabulary: levels (a contrast's levels, its sign rule), stats (a checkpoint's statistics,
+               typed), records (the checkpoint record), numbers (every number of a record, one walk: the long table,
+               MLflow's names, the report's columns), analysis (crossings and their interval), config (the run
+               config), digest, validation and errors
+  task/        what is asked: a task file read and checked (schema, prompts_schema), the task (definition), its
+               prompt pairs (pairs) and their aligned token positions (align)
+  hub/         where checkpoints come from: published revisions and the end of training (revisions), weight files and
+               their hashes (weights), fetching (fetch), which revisions are one checkpoint (duplicates), retries (retry)
+  measure/     one checkpoint: its conditions, patching, the fast path beside the plain reference, scoring, the head
+               map, attention evidence, circuits, the scan, and the checkpoint end to end (checkpoint)
+  tracking/    MLflow: the store, its writer (the driver's) and reader (the report's), a tracking server
+  run/         the driver: every checkpoint of every model on Ray workers or here, with progress; studies; refine
+  report/      the emergence report: reduce (polars), verdict, figures (plotly), page, build, study
+  commands/    the command line: `pythia-sweep <command>`, or `python -m jobs.<command>` in a checkout
+  demo/        what `make demo` runs offline: the demo model family and a writer of the Hub's cache layout
+  shipped/     the task files and run configs that come with the package
+
+In a notebook, a sweep's numbers as one polars frame: `pythia_sweep.load_long_table()` (numbers.long_table, read
+from the store by the tracking reader).
 """
 
 __version__ = "0.1.0"
