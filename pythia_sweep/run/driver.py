@@ -52,7 +52,7 @@ from pythia_sweep.records import CheckpointRecord
 from pythia_sweep.task.definition import Task
 from pythia_sweep.task.schema import load_task
 from pythia_sweep.run.progress import DownloadBar, checkpoints_bar, quiet_transformers_bars
-from pythia_sweep.tracking.store import SweepRecorder
+from pythia_sweep.tracking.writer import SweepRecorder
 from pythia_sweep.tracking.server import TrackingServerLost
 
 FORWARDED_ENV = ("HF_HUB_OFFLINE", "HF_HUB_CACHE", "HF_HOME", "HF_TOKEN", "HF_ENDPOINT", "HF_HUB_DISABLE_PROGRESS_BARS",
