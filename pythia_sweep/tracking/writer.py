@@ -8,6 +8,7 @@ it); a sweep made by a newer pythia_sweep is refused rather than resumed.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import signal
@@ -183,6 +184,8 @@ class SweepRecorder(Store):
         if record.duplicate_of:  # which revisions are one checkpoint is duplicates.identical_weights' rule
             tags["duplicate_of"] = ",".join(record.duplicate_of)
         metrics = flatten(record, compared_only=True) if record.ok else {}
+        # the parent's charts against training step: the same numbers without the record's timings (data, not key spelling)
+        charted = flatten(dataclasses.replace(record, timings={}), compared_only=True) if record.ok else {}
         if record.step is not None:
             metrics["training_step"] = float(record.step)  # numeric: the runs table sorts by it
         run_name = f"step{record.step:07d}" if record.step is not None else revision  # sorts as text too
@@ -201,7 +204,7 @@ class SweepRecorder(Store):
         if record.responses:
             self.client.log_text(run_id, responses_text(record), "responses.txt")
         if record.step is not None:
-            trend = [Metric(k, v, now, record.step) for k, v in metrics.items() if not k.startswith(("time/", "training_step"))]
+            trend = [Metric(k, v, now, record.step) for k, v in charted.items()]
             if previous and trend and self._charted(parent, trend[-1].key, record.step):
                 trend = []  # a write cut off after the parent's chart had this step: once is enough
             for start in range(0, len(trend), 900):
