@@ -28,6 +28,6 @@ __version__ = "0.1.0"
 
 def load_long_table(sweep: str | None = None, *, tracking_uri: str | None = None):
     """A sweep's long table (see pythia_sweep.records): parent run id, sweep_id or name; default the latest."""
-    from pythia_sweep.tracking.store import load_long_table as load
+    from pythia_sweep.tracking.reader import load_long_table as load
 
     return load(sweep, tracking_uri=tracking_uri)

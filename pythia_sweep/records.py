@@ -99,11 +99,9 @@ def per_prompt(record: CheckpointRecord, condition: str, metric: str) -> dict[st
 
 
 def shown_text(row: dict) -> str:
-    """A response row's generation as a person reads it: with its special tokens (prompts.shown_generation); a
-    record written before rows kept it shows the scored response, said to be without them."""
-    if "generation" in row:
-        return repr(row["generation"])
-    return repr(row["response"]) + " (special tokens not kept in this record)"
+    """A response row's generation as a person reads it: with its special tokens (prompts.shown_generation); the
+    rows of a record written before they kept it are given it by tracking/legacy.py."""
+    return repr(row["generation"])
 
 
 def responses_text(record: CheckpointRecord) -> str:

@@ -22,6 +22,7 @@ from pythia_sweep.measure.scoring import null_position, paired_difference_interv
 from pythia_sweep.analysis import TAIL
 from pythia_sweep.task.schema import load_task
 from pythia_sweep.task.definition import Contrast
+from pythia_sweep.tracking.legacy import upgrade_records
 
 TASK = load_task("tasks/decimal-robust.toml")
 CONFIG = SweepConfig(task="tasks/decimal-robust.toml", bootstrap_resamples=400)
@@ -437,7 +438,7 @@ def test_case8_a_sweep_recorded_before_the_rule_gives_its_numbers_to_the_owner()
     late[-1] = CheckpointRecord(**IDENTITY, revision="step143000", step=143000, status="duplicate", weights_digest="final",
                                 duplicate_of=("step64000",))  # fmt: skip
     measured = late[-3].contrasts["strength"].success_rate.value
-    summary, frame, long = reduce(late, TASK, CONFIG, PUBLISHED)
+    summary, frame, long = reduce(upgrade_records(late, PUBLISHED), TASK, CONFIG, PUBLISHED)  # as the reader reads an untagged sweep
     final = frame.filter(frame["revision"] == "step143000").row(0, named=True)
     assert final["analysed"] and final["strength/success_rate"] == measured  # step64000's numbers, now its owner's
     assert frame.filter(frame["revision"] == "step64000")["analysed"].item() is False

@@ -272,7 +272,7 @@ def test_a_sweep_with_circuits_records_charts_and_reports_them(induction_family,
     from pythia_sweep.config import SweepConfig
     from pythia_sweep.report.build import build_report
     from pythia_sweep.run.driver import run_sweep
-    from pythia_sweep.tracking.store import SweepReader
+    from pythia_sweep.tracking.reader import SweepReader
     from support.browser import chromium, figures_of
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import NEOX_REPO
 
-from pythia_sweep.tracking.store import SweepReader
+from pythia_sweep.tracking.reader import SweepReader
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]

@@ -80,7 +80,7 @@ def test_the_planted_head_is_discovered_and_measured_on_the_other_prompts(plante
     import pythia_sweep.run.worker as worker_module
     from pythia_sweep.config import SweepConfig
     from pythia_sweep.report.build import build_report
-    from pythia_sweep.tracking.store import SweepReader
+    from pythia_sweep.tracking.reader import SweepReader
 
     task = _task()
     uri = f"sqlite:///{tmp_path}/mlflow.db"

@@ -185,7 +185,7 @@ def records_on_server(spaces: Namespaces, env: dict, folder: Path, sweep: str | 
     """Read back from the tracking server, on the head's network: the sweep's checkpoint runs and its records."""
     script = (
         "import json, sys\n"
-        "from pythia_sweep.tracking.store import SweepReader\n"
+        "from pythia_sweep.tracking.reader import SweepReader\n"
         f"reader = SweepReader('http://{HEAD}:5000')\n"
         f"parent = reader.find_sweep({sweep!r})\n"
         "runs = [(r.data.tags['revision'], r.info.status, r.data.tags['checkpoint_status']) for r in reader.checkpoint_runs(parent)]\n"

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from pythia_sweep.demo.demo_family import DEMO_REPO, train_family
 from pythia_sweep.demo.hub_cache import repo_folder
 from support.hub_server import HubServer
-from pythia_sweep.tracking.store import SweepReader
+from pythia_sweep.tracking.reader import SweepReader
 
 pytestmark = pytest.mark.slow
 

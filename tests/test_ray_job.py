@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pythia_sweep.tracking.store import SweepReader
+from pythia_sweep.tracking.reader import SweepReader
 
 from conftest import NEOX_REPO
 from support.servers import BIN, free_port, wait_for

@@ -50,6 +50,7 @@ def read_only(folder: Path, command: list[str]) -> list[str]:
     return ["unshare", "-m", "sh", "-c", mount, str(folder), *command]
 
 
+@pytest.mark.slow  # runs jobs.report / pythia-sweep in a subprocess
 def test_a_report_is_built_from_a_read_only_store_and_writes_nothing_there(store, tmp_path):
     folder, uri, _, second = store
     before = digest(folder)
@@ -69,6 +70,7 @@ def test_a_report_is_built_from_a_read_only_store_and_writes_nothing_there(store
     assert digest(folder) == before  # nothing written (a writer's mlflow.lock there could not even be opened for writing)
 
 
+@pytest.mark.slow  # runs jobs.report / pythia-sweep in a subprocess
 def test_a_reader_never_creates_a_store(store, tmp_path):
     """From a folder without mlruns/: one line saying there is no store there, and still none afterwards."""
     from pythia_sweep import load_long_table

@@ -16,7 +16,9 @@ from pythia_sweep.measure.checkpoint import run_checkpoint
 from pythia_sweep.demo.hub_cache import repo_folder, save_revision
 from pythia_sweep.run.driver import run_sweep
 from pythia_sweep.task.schema import load_task
-from pythia_sweep.tracking.store import SweepReader as Tracker, SweepRecorder, TrackingStoreError
+from pythia_sweep.tracking.reader import SweepReader as Tracker
+from pythia_sweep.tracking.writer import SweepRecorder
+from pythia_sweep.tracking.store import TrackingStoreError
 
 from conftest import NEOX_REPO
 

@@ -14,7 +14,8 @@ import ray
 from pythia_sweep.config import SweepConfig
 from pythia_sweep.report.build import build_report, compare_sweeps
 from pythia_sweep.run.driver import run_sweep
-from pythia_sweep.tracking.store import SweepReader as Tracker, TrackingStoreError
+from pythia_sweep.tracking.reader import SweepReader as Tracker
+from pythia_sweep.tracking.store import TrackingStoreError
 
 from conftest import NEOX_REPO
 from support.browser import FIGURES_JS, chromium

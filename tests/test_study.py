@@ -53,7 +53,8 @@ def test_a_study_reports_each_runs_emergence_its_interval_the_spread_and_the_def
     import ray
 
     from pythia_sweep.commands.sweep import main
-    from pythia_sweep.tracking.store import SweepReader, study_tag
+    from pythia_sweep.tracking.reader import SweepReader
+    from pythia_sweep.tracking.links import study_tag
 
     config = tmp_path / "study.toml"
     schedule = ", ".join(f'"step{s}"' for s in INDUCTION_STEPS)

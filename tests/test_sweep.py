@@ -10,7 +10,8 @@ import ray
 from pythia_sweep.config import SweepConfig
 from pythia_sweep.run.driver import run_sweep
 from pythia_sweep.task.schema import load_task
-from pythia_sweep.tracking.store import SweepReader as Tracker, SweepRecorder
+from pythia_sweep.tracking.reader import SweepReader as Tracker
+from pythia_sweep.tracking.writer import SweepRecorder
 
 from conftest import NEOX_REPO
 
@@ -134,7 +135,7 @@ def test_identical_weights_are_flagged_in_records_and_report(hub_cache, tmp_path
 def test_an_experiment_named_the_old_way_is_renamed_and_reused(tmp_path):
     """Stores made before experiments were named task first ("<model>/<task>") keep their sweeps: the experiment
     is renamed to "<task> · <model>" and tagged, not duplicated."""
-    from pythia_sweep.tracking.store import SweepRecorder
+    from pythia_sweep.tracking.writer import SweepRecorder
 
     recorder = SweepRecorder(f"sqlite:///{tmp_path}/mlflow.db")
     old = recorder.client.create_experiment("org/model/my-task")

@@ -164,7 +164,7 @@ def test_a_task_the_code_has_never_seen_sweeps_with_its_own_names(hub_cache, tmp
 
     from pythia_sweep.report.build import build_report
     from pythia_sweep.run.driver import run_sweep
-    from pythia_sweep.tracking.store import SweepReader
+    from pythia_sweep.tracking.reader import SweepReader
 
     path = tmp_path / "capitals.toml"
     path.write_text(OWN_TASK)

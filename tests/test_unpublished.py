@@ -89,7 +89,7 @@ def listed_sweep(hub_cache, tmp_path_factory):
 
 
 def test_revisions_asked_for_on_purpose_are_listed_not_recorded_as_failed(listed_sweep):
-    from pythia_sweep.tracking.store import SweepReader
+    from pythia_sweep.tracking.reader import SweepReader
 
     _, uri, result, report = listed_sweep
     assert result.failed == [] and sorted(result.recorded) == ["step0", "step1000"]
@@ -106,7 +106,8 @@ def test_forget_removes_a_revisions_records_from_the_sweep(listed_sweep, capsys)
     from pythia_sweep.commands.sweep import main
     from pythia_sweep.measure.checkpoint import base_record
     from pythia_sweep.task.schema import load_task
-    from pythia_sweep.tracking.store import SweepReader, SweepRecorder
+    from pythia_sweep.tracking.reader import SweepReader
+    from pythia_sweep.tracking.writer import SweepRecorder
 
     config_file, uri, result, _ = listed_sweep
     config = load_config(config_file)

@@ -194,7 +194,7 @@ def project(repo: str, revisions: list[str], store: str, reports: Path, **settin
     from pythia_sweep.config import SweepConfig
     from pythia_sweep.report.build import build_report
     from pythia_sweep.run.driver import run_sweep
-    from pythia_sweep.tracking.store import SweepReader
+    from pythia_sweep.tracking.reader import SweepReader
 
     config = SweepConfig(model=repo, checkpoints=tuple(revisions), method="per-head", **settings)
     start = time.perf_counter()

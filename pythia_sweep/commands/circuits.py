@@ -112,7 +112,8 @@ def _found(args) -> tuple[list[str], list[dict], tuple[str, str], tuple[int, int
 
 def _recorded(args) -> tuple[list[str], list[dict], tuple[str, str], tuple[int, int]]:
     """The circuits a sweep recorded, in training order; refused by name when it recorded none."""
-    from pythia_sweep.tracking.store import SweepReader, TrackingStoreError
+    from pythia_sweep.tracking.reader import SweepReader
+    from pythia_sweep.tracking.store import TrackingStoreError
 
     reader = SweepReader(args.tracking_uri)
     parent = reader.find_sweep(args.sweep)

@@ -62,7 +62,7 @@ def main(argv=None) -> int:
     from pythia_sweep.task.schema import load_task
     from pythia_sweep.demo.demo_family import family_exists, train_family
     from pythia_sweep.stats import head_label
-    from pythia_sweep.tracking.store import SweepReader
+    from pythia_sweep.tracking.reader import SweepReader
 
     cache = os.environ["HF_HUB_CACHE"]
     if not family_exists(cache):

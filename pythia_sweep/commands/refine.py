@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     from pythia_sweep.errors import PythiaSweepError
 
     try:
-        from pythia_sweep.tracking.store import SweepReader
+        from pythia_sweep.tracking.reader import SweepReader
 
         tracker = SweepReader(args.tracking_uri)
         if args.sweep:

@@ -105,7 +105,8 @@ def main(argv=None) -> int:
 
 def forget(study, task, revisions: list[str], tracking_uri: str | None) -> int:
     """--forget: the named revisions' records removed from each of the config's sweeps (a study's: every model's)."""
-    from pythia_sweep.tracking.store import SweepReader, SweepRecorder
+    from pythia_sweep.tracking.reader import SweepReader
+    from pythia_sweep.tracking.writer import SweepRecorder
 
     for config in study.configs:
         reader = SweepReader(tracking_uri)  # a store that is not there is refused, not created

@@ -26,7 +26,10 @@ from pythia_sweep.report.figures import (
 )
 from pythia_sweep.report.page import html_table, context_tables, render_html
 from pythia_sweep.report.reduce import column, drawn_conditions, reduce
-from pythia_sweep.tracking.store import SweepReader, SweepRecorder, TrackingStoreError, experiment_name, project_store_uri
+from pythia_sweep.tracking.reader import SweepReader
+from pythia_sweep.tracking.writer import SweepRecorder
+from pythia_sweep.tracking.store import StoreKind, TrackingStoreError, project_store_uri, store_kind
+from pythia_sweep.tracking.links import experiment_name
 
 MAKE_UI = "http://127.0.0.1:5000"  # what `make ui` serves: the project's own store (Makefile)
 
@@ -155,7 +158,7 @@ def mlflow_links(reader: SweepReader, parent: str, headline_key: str | None = No
     """The headline (with its interval) charted against training step, the sweep's checkpoint runs sorted by training
     step, and its parent run's charts against step; on the tracking server, or on `make ui` (MAKE_UI) for the
     project's own store."""
-    served = reader.uri.startswith(("http://", "https://"))
+    served = store_kind(reader.uri) is StoreKind.SERVER
     ui = None if served else MAKE_UI if reader.uri == project_store_uri() else None
     if not served and ui is None:
         return MlflowLinks((), f"parent run {parent} in {reader.uri} (mlflow ui --backend-store-uri {reader.uri})")

@@ -8,8 +8,6 @@ the numbers support is verdict.py's. A checkpoint not analysed says why (`exclud
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import polars as pl
 
@@ -24,6 +22,7 @@ from pythia_sweep.records import CheckpointRecord, per_prompt
 from pythia_sweep.report import verdict as verdicts
 from pythia_sweep.report.heads import circuit_summary, discovery_summary, head_map_summary
 from pythia_sweep.task.definition import Contrast, Task
+from pythia_sweep.tracking.status import final_status
 
 
 def timeline(records: list[CheckpointRecord], final_step: int | None, twins: list[IdenticalWeights] = ()) -> pl.DataFrame:
@@ -264,31 +263,11 @@ def reduce(records: list[CheckpointRecord], task: Task, config: SweepConfig, pub
     ok = [r for r in records if r.ok]
     end = TrainingEnd.of(published, [Checkpoint(r.revision, r.step) for r in ok])
     final_step, final = final_step or end.step, end.revision
-    digests = {r.revision: r.weights_digest for r in records if r.status in ("ok", "duplicate")}
+    digests = {r.revision: r.weights_digest for r in records if final_status(r.status)}
     twins = identical_weights(digests, final)
-    records = _attribute_to_owners(records, twins)
     frame = timeline(records, final_step, twins)
     context = verdicts.SweepContext(refine=f"python -m jobs.refine --sweep {config.sweep_id(task.digest)}",
                                     earliest_published=published[0].revision if published else None, null_pool=task.null_pool)  # fmt: skip
     summary = summarize(frame, records, task, final_step, list(config.methods(task.align)), twins, config.bootstrap_resamples, config.seed,
                         context)  # fmt: skip
     return summary, frame, long_table(records)
-
-
-def _attribute_to_owners(records: list[CheckpointRecord], twins: list[IdenticalWeights]) -> list[CheckpointRecord]:
-    """Where the revision a measurement belongs to was not the one measured (a sweep recorded before the
-    duplicate rule gave `main`'s weights to the final step measured them at the earliest twin), the numbers
-    move to their owner and the measured twin becomes its duplicate: the same weights, the same numbers."""
-    by_revision = {r.revision: r for r in records}
-    for group in twins:
-        owner = by_revision.get(group.owner)
-        measured = next((by_revision[m] for m in group.members if m in by_revision and by_revision[m].ok), None)
-        if owner is None or owner.ok or measured is None:
-            continue
-        by_revision[owner.revision] = replace(measured, revision=owner.revision, step=owner.step, commit=owner.commit, error=None,
-                                              duplicate_of=())  # fmt: skip
-        by_revision[measured.revision] = replace(
-            measured, status="duplicate", duplicate_of=(owner.revision,), conditions={}, contrasts={}, null=NullStats(), evidence=None,
-            responses=[], error=f"identical weight files to {owner.revision}, to which the measurement belongs",
-        )  # fmt: skip
-    return sorted(by_revision.values(), key=lambda r: (r.step is None, r.step or 0))

@@ -23,7 +23,7 @@ from pythia_sweep.report.build import Report, _json_default, build_report, timel
 from pythia_sweep.report.figures import PALETTE, StepAxis, compare_figure
 from pythia_sweep.report.page import html_table, render_html
 from pythia_sweep.stats import head_label
-from pythia_sweep.tracking.store import SweepReader
+from pythia_sweep.tracking.reader import SweepReader
 
 CALL_COLORS = {"emerges": "#2ca02c", "reversed": "#9467bd", "no emergence": "#7f7f7f", "cannot call": "#d62728"}
 

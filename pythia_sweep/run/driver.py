@@ -26,7 +26,7 @@ from pythia_sweep.run.stopwatch import Stopwatch
 from pythia_sweep.run.worker import Item
 from pythia_sweep.task.definition import Task
 from pythia_sweep.task.schema import load_task
-from pythia_sweep.tracking.store import SweepRecorder
+from pythia_sweep.tracking.writer import SweepRecorder
 
 
 def run_sweep(

@@ -25,7 +25,7 @@ from pythia_sweep.records import CheckpointRecord
 from pythia_sweep.run.stopwatch import Stopwatch
 from pythia_sweep.task.definition import Task
 from pythia_sweep.tracking.server import TrackingServerLost
-from pythia_sweep.tracking.store import SweepRecorder
+from pythia_sweep.tracking.writer import SweepRecorder
 
 
 @dataclass

@@ -30,10 +30,6 @@ class TrackingServerLost(PythiaSweepError):
         self.uri, self.revision = uri, revision
 
 
-def is_server(uri: str) -> bool:
-    return uri.startswith(("http://", "https://"))
-
-
 def unreachable(uri: str, timeout_s: float = 5) -> str | None:
     """Why the tracking server at `uri` does not answer its health endpoint now (None: it answers)."""
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -37,7 +38,7 @@ def wait_for(url: str, proc: subprocess.Popen | None = None, timeout: float = 12
 class MlflowServer:
     """`mlflow server` on 127.0.0.1 over a SQLite store in `folder`, artifacts served through it. `stop` kills its
     whole process group (the server and its workers) as a crash would; `start` again serves the same store on the
-    same port."""
+    same port; `wait_for_a_client`, while it is stopped, says when a client is trying to reach it."""
 
     def __init__(self, folder: Path, port: int | None = None):
         self.folder, self.port = Path(folder), port or free_port()
@@ -56,6 +57,31 @@ class MlflowServer:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=60)
         self.proc = None
+
+    def wait_for_a_client(self, timeout: float = 300) -> None:
+        """While stopped: until a client connects to its port, proof that the client is waiting on the server now
+        (no guessing how long its work takes). The connection is reset at once, as a server killed mid-request
+        resets it; the client's retries then meet a refused port until `start`."""
+        assert self.proc is None, "the server is serving: stop it first"
+        with socket.socket() as listener:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            deadline = time.time() + 60
+            while True:  # the killed group's last processes may hold the port for a moment
+                try:
+                    listener.bind(("127.0.0.1", self.port))
+                    break
+                except OSError:
+                    if time.time() > deadline:
+                        raise
+                    time.sleep(0.1)
+            listener.listen(1)
+            listener.settimeout(timeout)
+            try:
+                client, _ = listener.accept()
+            except TimeoutError:
+                raise AssertionError(f"no client tried {self.uri} within {timeout:.0f} s") from None
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # closed with a reset
+            client.close()
 
     def __enter__(self) -> MlflowServer:
         return self.start()
