@@ -43,7 +43,8 @@ from pythia_sweep.hub.revisions import (
     weights_of,
 )
 from pythia_sweep.config import SweepConfig
-from pythia_sweep.measure.checkpoint import ModelCache, Plan, base_record, discover_groups, plan_checkpoint, preflight, run_checkpoint
+from pythia_sweep.measure.checkpoint import Plan, base_record, discover_groups, plan_checkpoint, preflight, run_checkpoint
+from pythia_sweep.measure.loading import ModelCache
 from pythia_sweep.hub.duplicates import measured_revisions
 from pythia_sweep.measure.conditions import head_name
 from pythia_sweep.errors import PythiaSweepError
