@@ -99,7 +99,7 @@ def induction_family():
 @pytest.fixture(scope="session")
 def neox(hub_cache):
     from pythia_sweep.hub.fetch import fetch
-    from pythia_sweep.measure.checkpoint import load_model
+    from pythia_sweep.measure.loading import load_model
 
     return load_model(fetch(NEOX_REPO, "step1000").path, torch.device("cpu"), torch.float32)
 
@@ -107,7 +107,7 @@ def neox(hub_cache):
 @pytest.fixture(scope="session")
 def llama(hub_cache):
     from pythia_sweep.hub.fetch import fetch
-    from pythia_sweep.measure.checkpoint import load_model
+    from pythia_sweep.measure.loading import load_model
 
     return load_model(fetch(LLAMA_REPO, "step1").path, torch.device("cpu"), torch.float32)
 
@@ -118,7 +118,7 @@ def ending_at_once(loaded):
     token, which the scored response (decoded without special tokens) shows as an empty string."""
     import copy
 
-    from pythia_sweep.measure.checkpoint import LoadedModel
+    from pythia_sweep.measure.loading import LoadedModel
 
     model = copy.deepcopy(loaded.model)
     eos = model.generation_config.eos_token_id

@@ -52,7 +52,7 @@ def test_bench_smoke_prints_the_table_with_the_three_targets(tmp_path):
 
 
 def test_break_even_counts_checkpoints_until_start_up_is_paid_for():
-    from pythia_sweep.commands.bench import break_even
+    from pythia_sweep.commands.bench_tables import break_even
 
     assert break_even(direct=20.0, startup=10.0, warm=1.0) == 10  # (10 + 10 * 1) / 10 = 2.0 = 20 / 10
     assert break_even(direct=20.0, startup=0.0, warm=1.0) == 1
@@ -61,7 +61,7 @@ def test_break_even_counts_checkpoints_until_start_up_is_paid_for():
 
 def test_the_bench_tables_say_a_fixed_input_as_computed_by_hand():
     """The tables `make bench` prints, on numbers fixed here: ratios and units worked out by hand, not by the code."""
-    from pythia_sweep.commands.bench import circuit_table, head_map_table
+    from pythia_sweep.commands.bench_tables import circuit_table, head_map_table
 
     head_map = {"heads": 144, "prompts": 8, "task": "tasks/decimal-robust.toml", "attribution": {"flops": 150e9, "s": 0.75},
                 "exact": {"flops": 4500e9, "s": 15.0}, "work_ratio": 30.0, "time_ratio": 20.0}  # fmt: skip

@@ -184,7 +184,7 @@ def test_layer_by_head_scan(neox, tmp_path):
 
 
 def test_model_skeleton_is_reused_and_weights_loaded_in_place(hub_cache):
-    from pythia_sweep.measure.checkpoint import ModelCache, load_model
+    from pythia_sweep.measure.loading import ModelCache, load_model
 
     cache = ModelCache()
     first = cache.load(fetch(NEOX_REPO, "step0").path, torch.device("cpu"), torch.float32)
@@ -202,7 +202,7 @@ def test_model_skeleton_is_reused_and_weights_loaded_in_place(hub_cache):
 def test_batch_size_follows_free_memory_and_model_size():
     from transformers import GPTNeoXConfig
 
-    from pythia_sweep.measure.checkpoint import rows_per_batch
+    from pythia_sweep.measure.loading import rows_per_batch
 
     pythia_160m = GPTNeoXConfig(vocab_size=50304, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
     pythia_1b = GPTNeoXConfig(vocab_size=50304, hidden_size=2048, num_hidden_layers=16, num_attention_heads=8, intermediate_size=8192)
@@ -313,7 +313,8 @@ def test_a_model_the_fast_path_cannot_run_is_measured_the_plain_way(neox):
     falls back to the plain way and says why, "fast" refuses by name, and the rows are those of the plain way."""
     from transformers import MistralConfig, MistralForCausalLM
 
-    from pythia_sweep.measure.checkpoint import LoadedModel, measure
+    from pythia_sweep.measure.checkpoint import measure
+    from pythia_sweep.measure.loading import LoadedModel
     from pythia_sweep.errors import UnsupportedModel
     from pythia_sweep.measure.evaluation import choose_executor
     from pythia_sweep.measure.fastpath import unsupported_reason
@@ -383,7 +384,7 @@ def test_a_batch_that_does_not_fit_is_run_again_with_half_its_rows(neox, monkeyp
         raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
 
     monkeypatch.setattr(evaluation, "score_and_generate", no_device)
-    from pythia_sweep.measure.checkpoint import ModelCache
+    from pythia_sweep.measure.loading import ModelCache
 
     cache = ModelCache()
     cache.loaded, cache.key = neox, None  # reuse the loaded fixture: the failure is in measuring, not loading

@@ -10,9 +10,10 @@ import types
 import pytest
 import torch
 
-from pythia_sweep.measure.circuits import BLOCKS, Graph, _wired, edge_attribution, graph_of
+from pythia_sweep.measure.circuits.attribution import edge_attribution
+from pythia_sweep.measure.circuits.graph import BLOCKS, Graph, graph_of, wired
 from pythia_sweep.errors import ConfigError
-from pythia_sweep.measure.fastpath import pad_id_of
+from pythia_sweep.measure.batch import pad_id_of
 from pythia_sweep.task.schema import task_from_dict
 
 from test_headmap import NAMES_TASK
@@ -57,7 +58,7 @@ def _metric_with(model, pairs, sender: str, receiver: str, t: float) -> float:
         for answer in tp.answers["corrupted"]:
             outputs = {}
             for side in ("clean", "corrupted"):
-                with torch.no_grad(), _wired(model, graph, live=False) as seen:
+                with torch.no_grad(), wired(model, graph, live=False) as seen:
                     model(input_ids=torch.tensor([tp.ids[side] + answer]), use_cache=False)
                 outputs[side] = seen["out"]
             if sender.startswith("a"):  # a head: its share of the output projection
@@ -115,7 +116,8 @@ def test_a_planted_path_is_found_and_only_it_and_measured_by_patching(neox):
     answer changes only through the embeddings -> layer 2's attention -> head 2.5 -> logits. Edge attribution scores
     those two edges alone; the circuit found is them; patching measures it whole (faithfulness 1), and either edge
     alone recovers nothing."""
-    from pythia_sweep.measure.circuits import circuit_metric, faithfulness, find_circuit
+    from pythia_sweep.measure.circuits.faithfulness import circuit_metric, faithfulness
+    from pythia_sweep.measure.circuits.search import find_circuit
 
     model, pairs, pad_id = _model(neox)
     with torch.no_grad():
@@ -148,7 +150,7 @@ def test_a_planted_path_is_found_and_only_it_and_measured_by_patching(neox):
         assert measure(kept) == pytest.approx(0.0, abs=1e-9), alone
     # patched alone into the corrupted run (the patch attribution estimates), either edge carries the whole gap: what
     # lies downstream of it is computed from it, where a circuit keeping one edge gives it a corrupted sender
-    from pythia_sweep.measure.circuits import edges_alone
+    from pythia_sweep.measure.circuits.faithfulness import edges_alone
 
     gap = float(metrics["clean"].mean() - metrics["corrupted"].mean())
     moved = edges_alone(model, pairs, [("emb", "a2"), ("a2.5", "logits"), ("emb", "a1")], pad_id)
@@ -160,7 +162,7 @@ def test_a_planted_path_is_found_and_only_it_and_measured_by_patching(neox):
 def test_the_circuit_run_is_the_clean_run_with_every_edge_and_the_corrupted_run_with_none(architecture, neox, llama):
     """The patched run rebuilds every receiver's input from its senders' outputs: kept whole it must be the clean run,
     kept empty the corrupted run, to float precision, whatever the blocks' wiring."""
-    from pythia_sweep.measure.circuits import circuit_metric
+    from pythia_sweep.measure.circuits.faithfulness import circuit_metric
 
     loaded = llama if architecture == "llama" else neox
     model, pairs, pad_id = _model(loaded, None if architecture == "llama" else architecture == "neox-parallel")
@@ -172,7 +174,7 @@ def test_the_circuit_run_is_the_clean_run_with_every_edge_and_the_corrupted_run_
 
 
 def test_over_training_says_overlaps_and_when_each_component_joins_and_leaves():
-    from pythia_sweep.measure.circuits import jaccard, over_training
+    from pythia_sweep.measure.circuits.over_training import jaccard, over_training
 
     def c(edges):
         return {"edges": [list(e) for e in edges], "nodes": sorted({u for u, _ in edges}), "size": len(edges), "faithfulness": 0.9,
@@ -226,7 +228,7 @@ def test_jobs_circuits_finds_the_induction_circuit_over_training(induction_famil
 
 def test_no_circuit_is_sought_where_the_corrupted_prompt_answers_as_the_clean_one(neox):
     """A gap whose interval reaches zero has no share to recover: no circuit, and the reason names the gap."""
-    from pythia_sweep.measure.circuits import circuit_at
+    from pythia_sweep.measure.circuits.search import circuit_at
 
     model, pairs, pad_id = _model(neox)
     same = [dataclasses.replace(tp, ids={**tp.ids, "clean": tp.ids["corrupted"]}) for tp in pairs]  # clean = corrupted
@@ -329,7 +331,7 @@ def _published(edges_in: dict[str, bool], n_layers=2, n_heads=8) -> dict:
 def test_a_published_graph_is_read_in_this_graphs_names_and_granularity(tmp_path):
     import json
 
-    from pythia_sweep.measure.circuits import against_published, read_published_graph
+    from pythia_sweep.measure.circuits.over_training import against_published, read_published_graph
 
     path = tmp_path / "256.json"
     path.write_text(json.dumps(_published({"input->a0.h7<q>": True, "input->a0.h7<k>": True, "a0.h7->a1.h3<k>": True,
@@ -352,7 +354,7 @@ def test_where_the_effect_is_linear_an_edge_score_is_its_exact_patch(neox):
     """With the final norm an identity and single-token answers, the metric is a difference of two logits, linear in
     the residual the logits read: an edge into the logits patched alone (the exact patch, `edges_alone`) moves it by
     exactly its attribution score, to float precision. Edges into a layer's input are not linear and are not asked to."""
-    from pythia_sweep.measure.circuits import edges_alone
+    from pythia_sweep.measure.circuits.faithfulness import edges_alone
 
     model, pairs, pad_id = _model(neox)
     single = [tp for tp in pairs if all(len(a) == 1 for a in tp.answers["corrupted"])]

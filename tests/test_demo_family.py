@@ -11,7 +11,8 @@ import torch
 from conftest import INDUCTION_STEPS
 from pythia_sweep import analysis
 from pythia_sweep.config import SweepConfig
-from pythia_sweep.measure.checkpoint import ModelCache, run_checkpoint
+from pythia_sweep.measure.checkpoint import run_checkpoint
+from pythia_sweep.measure.loading import ModelCache
 from pythia_sweep.measure.evidence import attention_evidence
 from pythia_sweep.task.pairs import word_tokens
 from pythia_sweep.task.schema import load_task

@@ -11,6 +11,7 @@ import torch
 
 from conftest import NEOX_REPO
 from pythia_sweep.measure import checkpoint as checkpoint_run
+from pythia_sweep.measure import loading
 from pythia_sweep.hub.fetch import fetch
 from pythia_sweep.config import SweepConfig
 from pythia_sweep.errors import NonFiniteNumbers
@@ -34,23 +35,23 @@ def overflowing(model: torch.nn.Module) -> torch.nn.Module:
 def test_auto_picks_bfloat16_on_a_gpu_that_supports_it(monkeypatch):
     cuda = torch.device("cuda")
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    assert checkpoint_run.pick_dtype("auto", cuda) == torch.bfloat16
+    assert loading.pick_dtype("auto", cuda) == torch.bfloat16
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
-    assert checkpoint_run.pick_dtype("auto", cuda) == torch.float16
-    assert checkpoint_run.pick_dtype("auto", torch.device("cpu")) == torch.float32
+    assert loading.pick_dtype("auto", cuda) == torch.float16
+    assert loading.pick_dtype("auto", torch.device("cpu")) == torch.float32
 
 
 def test_a_float16_overflow_fails_its_batch_naming_its_rows(neox):
     """The fast path, the plain way and the head map each refuse the overflowing float16 model's numbers."""
     from pythia_sweep.measure.evaluation import run_conditions
     from pythia_sweep.measure.headmap import attribution
-    from pythia_sweep.measure.fastpath import pad_id_of
+    from pythia_sweep.measure.batch import pad_id_of
     from pythia_sweep.measure.patching import attention_layout
 
     config = SweepConfig(**FAST)
     task = load_task(config.task)
     model = overflowing(copy.deepcopy(neox.model)).to(torch.float16)
-    loaded = checkpoint_run.LoadedModel(model, neox.tokenizer, neox.device, torch.float16)
+    loaded = loading.LoadedModel(model, neox.tokenizer, neox.device, torch.float16)
     layout = attention_layout(model)
     plan = checkpoint_run.plan_checkpoint(config, task, layout.n_layers, layout.n_heads)
     pairs = task.tokenize(loaded.tokenizer, {m["align"] for m in plan.methods.values()})
@@ -69,14 +70,15 @@ def test_a_float16_overflow_fails_its_batch_naming_its_rows(neox):
 @pytest.fixture
 def float16_on_cpu(monkeypatch, hub_cache):
     """Checkpoints loaded overflowing (`overflowing`), in float16 where "auto" is asked for: a GPU's half precision, here."""
-    load = checkpoint_run.load_model
+    load = loading.load_model
 
     def load_overflowing(path, device, dtype):
         loaded = load(path, device, torch.float32)  # scaled in float32, then cast: the scaled weights themselves are finite
         model = overflowing(loaded.model).to(dtype)
-        return checkpoint_run.LoadedModel(model, loaded.tokenizer, device, dtype)
+        return loading.LoadedModel(model, loaded.tokenizer, device, dtype)
 
-    monkeypatch.setattr(checkpoint_run, "load_model", load_overflowing)
+    for module in (checkpoint_run, loading):  # where a checkpoint loads, and where the worker's ModelCache does
+        monkeypatch.setattr(module, "load_model", load_overflowing)
     monkeypatch.setattr(checkpoint_run, "pick_dtype", lambda choice, device: torch.float16 if choice == "auto" else getattr(torch, choice))
 
 
@@ -98,9 +100,9 @@ def test_an_overflowing_checkpoint_is_measured_again_in_float32_and_says_so(floa
 def test_an_infinity_in_float32_too_fails_the_checkpoint_naming_the_condition(float16_on_cpu, neox):
     """A hook that writes inf into the final layer norm's output whatever the dtype: float16, then float32, then a failed record."""
     fetched = fetch(NEOX_REPO, "step1000")
-    models = checkpoint_run.ModelCache()
+    models = loading.ModelCache()
 
-    class Poisoned(checkpoint_run.ModelCache):
+    class Poisoned(loading.ModelCache):
         def load(self, path, device, dtype):
             loaded = models.load(path, device, dtype)
             loaded.model.gpt_neox.final_layer_norm.register_forward_hook(lambda module, args, out: out * math.inf)

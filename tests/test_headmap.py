@@ -11,7 +11,7 @@ import torch
 
 from pythia_sweep.stats import head_name
 from pythia_sweep.errors import ConfigError
-from pythia_sweep.measure.fastpath import pad_id_of
+from pythia_sweep.measure.batch import pad_id_of
 from pythia_sweep.measure.headmap import attribution, exact_effects, head_map, top_heads
 from pythia_sweep.measure.patching import PatchPlan, attention_layout, capture, head_columns, patched
 from pythia_sweep.task.schema import task_from_dict

@@ -59,7 +59,7 @@ def main(argv=None) -> int:
 
     try:
         revisions, circuits, (model, task_name), shape = (_recorded(args) if args.sweep else _found(args))
-        from pythia_sweep.measure.circuits import against_published
+        from pythia_sweep.measure.circuits.over_training import against_published
         from pythia_sweep.report.build import circuits_page, report_folder
 
         published = against_published(revisions, circuits, args.against, *shape) if args.against else None
@@ -83,11 +83,11 @@ def _found(args) -> tuple[list[str], list[dict], tuple[str, str], tuple[int, int
 
     config = load_config(args.config, task=args.task)
     config.use_offline_cache()  # the demo config reads its own cache, offline (before huggingface_hub is imported)
-    from pythia_sweep.measure.checkpoint import batch_size_for, load_model, pick_device, pick_dtype
+    from pythia_sweep.measure.loading import batch_size_for, load_model, pick_device, pick_dtype
     from pythia_sweep.hub.fetch import fetch
     from pythia_sweep.hub.revisions import not_published_message, published_revisions
-    from pythia_sweep.measure.circuits import circuit_at
-    from pythia_sweep.measure.fastpath import pad_id_of
+    from pythia_sweep.measure.circuits.search import circuit_at
+    from pythia_sweep.measure.batch import pad_id_of
     from pythia_sweep.task.schema import load_task
 
     task = load_task(config.task)

@@ -39,7 +39,7 @@ def main(argv=None) -> int:
         config.use_offline_cache()  # the demo config reads its own cache, offline (before huggingface_hub is imported)
         from pythia_sweep.hub.fetch import fetch
         from pythia_sweep.hub.revisions import not_published_message, published_revisions
-        from pythia_sweep.measure.checkpoint import load_model, pick_device, pick_dtype
+        from pythia_sweep.measure.loading import load_model, pick_device, pick_dtype
         from pythia_sweep.report.build import report_folder, scan_page
         from pythia_sweep.measure.scan import scan_layers
         from pythia_sweep.task.schema import load_task
@@ -65,9 +65,9 @@ def main(argv=None) -> int:
 def attribution_against_scan(config, task, loaded, scan, k: int = 3) -> str:
     """Every head's attribution set against its exact effect in the scan (patched minus the baseline): the line
     --attribution prints."""
-    from pythia_sweep.measure.checkpoint import batch_size_for
+    from pythia_sweep.measure.loading import batch_size_for
     from pythia_sweep.errors import ConfigError
-    from pythia_sweep.measure.fastpath import pad_id_of
+    from pythia_sweep.measure.batch import pad_id_of
     from pythia_sweep.measure.headmap import agreement, attribution, top_heads
     from pythia_sweep.measure.patching import attention_layout
     from pythia_sweep.report.heads import estimated_by

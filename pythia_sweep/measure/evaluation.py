@@ -25,7 +25,8 @@ from scipy.special import logsumexp
 from pythia_sweep.measure.conditions import Condition
 from pythia_sweep.config import EXECUTORS
 from pythia_sweep.errors import ConfigError, NonFiniteNumbers, UnsupportedModel
-from pythia_sweep.measure.fastpath import eos_ids, pad, pad_id_of, score_and_generate, unsupported_reason
+from pythia_sweep.measure.batch import eos_ids, pad, pad_id_of
+from pythia_sweep.measure.fastpath import score_and_generate, unsupported_reason
 from pythia_sweep.measure.patching import AttentionLayout, capture, empty_plan, fill_plan, head_columns
 from pythia_sweep.task.align import shown_generation
 from pythia_sweep.measure.reference import evaluate_plainly
@@ -84,7 +85,7 @@ def evaluate(
     layer (the reference the shared path is tested against). A batch that runs out of device memory is run
     again with half its rows, down to one row; `batching` (if given) gets the rows per batch used and how many
     halvings it took. A batch that gives a NaN or an infinity (logits, an answer's log-probability) raises
-    NonFiniteNumbers naming its rows: checkpoint_run measures the checkpoint again in a wider dtype.
+    NonFiniteNumbers naming its rows: checkpoint.run_checkpoint measures the checkpoint again in a wider dtype.
     """
     batching = {} if batching is None else batching
     device = next(model.parameters()).device
@@ -162,7 +163,7 @@ def evaluate(
                     "prompt_id": pair.id,
                     "weight": pair.weight,
                     "response": response,  # what the success rule reads: decoded without special tokens
-                    "generation": shown,  # what a person reads: special tokens shown (prompts.shown_generation)
+                    "generation": shown,  # what a person reads: special tokens shown (task.align.shown_generation)
                     "success": None if response is None else bool(success(response, pair.correct, pair.wrong)),
                     "logprob_correct": float(logsumexp(correct)),  # log sum p over the correct answers
                     "logprob_wrong": float(logsumexp(wrong)),

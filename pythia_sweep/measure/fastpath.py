@@ -33,6 +33,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from pythia_sweep.errors import NonFiniteNumbers
+from pythia_sweep.measure.batch import distinct_rows, non_finite_rows, pad
 from pythia_sweep.measure.patching import AttentionLayout, ForwardStopped, PatchPlan, patched
 
 FORWARD_ARGUMENTS = ("input_ids", "inputs_embeds", "attention_mask", "position_ids", "past_key_values", "use_cache", "logits_to_keep")
@@ -55,15 +56,6 @@ def unsupported_reason(model) -> str | None:
     if kinds:
         return f"its cache has {', '.join(sorted(kinds))} layers (the fast path copies plain DynamicLayer caches only)"
     return None
-
-
-def _distinct(keys: Sequence) -> tuple[list[int], list[int]]:
-    """The first index of each distinct key (in order), and for every key the position of its distinct one."""
-    first: dict = {}
-    for i, key in enumerate(keys):
-        first.setdefault(key, i)
-    order = {key: u for u, key in enumerate(first)}
-    return list(first.values()), [order[key] for key in keys]
 
 
 @dataclass
@@ -149,7 +141,7 @@ def score_and_generate(
     cache = DynamicCache(config=model.config)
     below = None
     if depth > 0:
-        firsts, rows = (torch.tensor(v, device=device) for v in _distinct([tuple(p) for p in prompts]))
+        firsts, rows = (torch.tensor(v, device=device) for v in distinct_rows([tuple(p) for p in prompts]))
         lower = DynamicCache(config=model.config)
         hidden = run_below(model, depth, lower, input_ids=input_ids[firsts], attention_mask=attention[firsts], position_ids=positions[firsts])
         below = SharedBelow(depth, rows, [(lower.layers[i].keys, lower.layers[i].values) for i in range(depth)])
@@ -289,7 +281,7 @@ def _continuation_logprobs(model, layout, site, plans, cache, logits, attention,
                 out = model(input_ids=input_ids, attention_mask=branch_attention, position_ids=positions, past_key_values=branch_cache)
         else:
             keys = [(below.rows[r].item(), tuple(inputs[i])) for i, (r, _) in enumerate(part)]  # (prompt, continuation)
-            picks, spread = (torch.tensor(v, device=attention.device) for v in _distinct(keys))
+            picks, spread = (torch.tensor(v, device=attention.device) for v in distinct_rows(keys))
             lower = below.cache_for(model, below.rows[rows[picks]])
             hidden = run_below(model, below.depth, lower, input_ids=input_ids[picks], attention_mask=branch_attention[picks], position_ids=positions[picks])
             with patched(model, layout, site, steps), layers_from(model, below.depth):
@@ -300,31 +292,3 @@ def _continuation_logprobs(model, layout, site, plans, cache, logits, attention,
                 rest = torch.tensor(continuations[r][j][1:], device=logp.device)
                 totals[r][j] += logp[i, torch.arange(len(rest), device=logp.device), rest].sum().item()
     return totals
-
-
-def non_finite_rows(values: torch.Tensor) -> list[int]:
-    """The rows of (B, ...) `values` holding a NaN or an infinity."""
-    return torch.nonzero(~torch.isfinite(values).flatten(1).all(-1)).flatten().tolist()
-
-
-def eos_ids(model) -> torch.Tensor:
-    """The token ids that end generation, as `generate` reads them from the generation config."""
-    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
-    return torch.tensor(eos, dtype=torch.long, device=next(model.parameters()).device)
-
-
-def pad_id_of(tokenizer) -> int:
-    """The id padding is written with: the tokenizer's pad token, else its end-of-text (Pythia has no pad token)."""
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-
-
-def pad(seqs: list[list[int]], pad_id: int, left: bool, device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in seqs)
-    input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(seqs), width), dtype=torch.long)
-    for r, s in enumerate(seqs):
-        span = slice(width - len(s), width) if left else slice(0, len(s))
-        input_ids[r, span] = torch.tensor(s)
-        attention[r, span] = 1
-    return input_ids.to(device), attention.to(device)

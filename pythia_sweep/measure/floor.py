@@ -69,7 +69,7 @@ def needed_flops(
     shapes: Shapes, pairs: Sequence[TokenizedPair], conditions, max_new_tokens: int
 ) -> dict[str, dict[str, float]]:
     """The work a checkpoint needs, per part: {"flops": ..., "rows": tokens per matmul call (the shape the
-    throughput is taken at: "prefill" or "decode")}. `conditions` as `make_conditions` makes them."""
+    throughput is taken at: "prefill" or "decode")}. `conditions` as conditions.make_conditions makes them."""
     patched = [layer for c in conditions for layer, _ in c.heads]
     lowest, deepest = min(patched, default=0), max(patched, default=0)
     per_layer = shapes.layer_flops

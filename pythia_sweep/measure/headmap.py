@@ -27,7 +27,7 @@ from pythia_sweep.measure.conditions import Condition
 from pythia_sweep.stats import head_label, head_name
 from pythia_sweep.errors import ConfigError, NonFiniteNumbers
 from pythia_sweep.measure.evaluation import clean_activations, run_conditions
-from pythia_sweep.measure.fastpath import pad, pad_id_of
+from pythia_sweep.measure.batch import pad, pad_id_of
 from pythia_sweep.measure.patching import AttentionLayout, captured
 from pythia_sweep.task.definition import TokenizedPair
 
@@ -194,7 +194,7 @@ def discover(model, tokenizer, layout, pairs, label: str, method: dict, success,
              executor: str = "fast", steps: int = 0) -> dict:  # fmt: skip
     """A group left to be found (`{ discover = N }`): the N heads whose exact effect (patched alone) raises the answer
     most, among the heads attribution ranks highest (at least 2N of them are patched exactly). Run on the discovery
-    half of the prompts (tasks.discovery_split), at the model's final checkpoint, before the sweep."""
+    half of the prompts (task.definition.discovery_split), at the model's final checkpoint, before the sweep."""
     found = head_map(model, tokenizer, layout, pairs, label, method, success, batch_size=batch_size, top_k=max(top_k, 2 * size),
                      executor=executor, steps=steps)  # fmt: skip
     by_effect = sorted(found["exact"], key=lambda name: found["exact"][name], reverse=True)[:size]

@@ -3,7 +3,7 @@
 Two runs of the same model: the *clean* prompt (whose answer is the one we want) and the *corrupted* prompt
 (whose answer differs). We record the per-head attention outputs of the patched layers on the clean run
 and, on the corrupted run, overwrite the chosen heads' outputs with them at aligned positions (see
-prompts.py for the alignment). Everything else in the corrupted run is left alone. Heads may sit in several
+task/align.py for the alignment). Everything else in the corrupted run is left alone. Heads may sit in several
 layers at once: each layer's patch comes from the clean run of that layer.
 
 Which activation is replaced (the `site`):
@@ -165,7 +165,7 @@ def patched(model: torch.nn.Module, layout: AttentionLayout, site: str, plans: d
 
 
 class ForwardStopped(Exception):
-    """Raised by a hook to end a forward pass whose later layers nobody needs (here and in evaluation.run_below)."""
+    """Raised by a hook to end a forward pass whose later layers nobody needs (here and in fastpath.run_below)."""
 
 
 @contextlib.contextmanager

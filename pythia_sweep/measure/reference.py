@@ -17,7 +17,7 @@ import torch
 from scipy.special import logsumexp
 
 from pythia_sweep.measure.conditions import Condition
-from pythia_sweep.measure.fastpath import eos_ids, pad_id_of
+from pythia_sweep.measure.batch import eos_ids, pad_id_of
 from pythia_sweep.measure.patching import AttentionLayout, capture, empty_plan, fill_plan, head_columns, patched
 from pythia_sweep.task.align import shown_generation
 from pythia_sweep.measure.scoring import check_finite

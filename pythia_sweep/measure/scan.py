@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from pythia_sweep.measure.conditions import Condition, single_head_conditions
 from pythia_sweep.config import SweepConfig
-from pythia_sweep.measure.checkpoint import LoadedModel, batch_size_for
+from pythia_sweep.measure.loading import LoadedModel, batch_size_for
 from pythia_sweep.measure.evaluation import choose_executor, run_conditions
 from pythia_sweep.measure.patching import attention_layout
 from pythia_sweep.stats import Head

@@ -273,7 +273,7 @@ def circuits_page(revisions: list[str], circuits: list[dict], title: str, stem: 
     """The circuits over training as a page (and circuits.json): the figures of figures.circuit_figures, the first and
     final circuits drawn as layered graphs (`shape`: the model's layers and heads), and the answer in one line with
     labelled facts, as a verdict is written."""
-    from pythia_sweep.measure.circuits import over_training
+    from pythia_sweep.measure.circuits.over_training import over_training
     from pythia_sweep.report.figures import circuit_figures, circuit_graph_figure
 
     over = over_training(revisions, circuits)

@@ -130,7 +130,7 @@ def circuit_summary(records: list[CheckpointRecord], usable: list[str], emergenc
     (circuits.over_training), which two to draw (the emergence checkpoint's, or the first found, and the final one),
     and one statement for the verdict: the final circuit, when one was first found, since when its components are
     the same, and which left or joined on the way."""
-    from pythia_sweep.measure.circuits import over_training
+    from pythia_sweep.measure.circuits.over_training import over_training
 
     by_revision = {r.revision: r for r in records if r.ok and r.circuit}
     revisions = [rev for rev in usable if rev in by_revision]

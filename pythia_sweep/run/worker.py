@@ -26,7 +26,8 @@ import torch
 from pythia_sweep.config import SweepConfig
 from pythia_sweep.hub.fetch import fetch
 from pythia_sweep.hub.revisions import Checkpoint
-from pythia_sweep.measure.checkpoint import ModelCache, discover_groups, run_checkpoint
+from pythia_sweep.measure.checkpoint import discover_groups, run_checkpoint
+from pythia_sweep.measure.loading import ModelCache
 from pythia_sweep.records import CheckpointRecord
 from pythia_sweep.run.progress import DownloadBar, quiet_transformers_bars
 from pythia_sweep.task.definition import Task
