@@ -380,7 +380,8 @@ def test_circuit_roles_say_whether_a_role_stays_while_its_heads_change():
 
     def record(revision, nodes, previous, induction):
         scores = lambda marked: [[marked.get((layer, head), 0.1) for head in range(4)] for layer in range(2)]  # noqa: E731
-        return SimpleNamespace(revision=revision, circuit={"nodes": nodes}, evidence={"previous_token": scores(previous), "induction": scores(induction)})
+        return SimpleNamespace(revision=revision, circuit={"nodes": nodes}, evidence={"previous_token": scores(previous), "induction": scores(induction)},
+                               settings={"n_layers": 2, "n_heads": 4})  # fmt: skip
 
     records = [record("step1", ["a0.1", "a1.2", "emb"], {(0, 1): 0.9}, {(1, 2): 0.8}),
                record("step2", ["a0.1", "a1.3", "emb"], {(0, 1): 0.9}, {(1, 2): 0.8, (1, 3): 0.7}),  # a1.2 still an induction head, not in the circuit

@@ -44,6 +44,11 @@ class Graph:
                           [f"a{layer}.{h}" for h in range(self.n_heads)] + [f"m{layer}"]]  # fmt: skip
 
     @property
+    def head_of(self) -> dict[str, tuple[int, int]]:
+        """Each head sender's (layer, head), by the name the graph gave it: readers look names up, never parse them."""
+        return {f"a{layer}.{h}": (layer, h) for layer in range(self.n_layers) for h in range(self.n_heads)}
+
+    @property
     def receivers(self) -> list[str]:
         return [name for layer in range(self.n_layers) for name in (f"a{layer}", f"m{layer}")] + ["logits"]
 
