@@ -294,10 +294,11 @@ def test_the_plain_executor_gives_the_fast_ones_record(neox):
     reference, one prompt at a time with `generate`) and "auto" (the fast path, which this model supports)
     give the same responses and numbers; the record says which ran."""
     from pythia_sweep.measure.checkpoint import measure
+    from pythia_sweep.measure.plan import compile_for
 
     config = SweepConfig(**FAST, task="tasks/decimal-seed.toml", evidence=False)
-    fast = measure(config, SEED, neox)
-    plain = measure(config.replace(executor="plain"), SEED, neox)
+    fast = measure(config, compile_for(config, SEED, neox), neox)
+    plain = measure(config.replace(executor="plain"), compile_for(config.replace(executor="plain"), SEED, neox), neox)
     assert (fast["settings"]["executor"], fast["settings"]["executor_reason"]) == ("fast", None)
     assert plain["settings"]["executor"] == "plain" and "asked for" in plain["settings"]["executor_reason"]
     assert [(r["condition"], r["prompt_id"], r["response"]) for r in fast["responses"]] == [
@@ -314,6 +315,7 @@ def test_a_model_the_fast_path_cannot_run_is_measured_the_plain_way(neox):
     from transformers import MistralConfig, MistralForCausalLM
 
     from pythia_sweep.measure.checkpoint import measure
+    from pythia_sweep.measure.plan import compile_for
     from pythia_sweep.measure.loading import LoadedModel
     from pythia_sweep.errors import UnsupportedModel
     from pythia_sweep.measure.evaluation import choose_executor
@@ -332,9 +334,10 @@ def test_a_model_the_fast_path_cannot_run_is_measured_the_plain_way(neox):
     with pytest.raises(UnsupportedModel, match=r'executor = "fast" cannot run this model: its cache has DynamicSlidingWindowLayer'):
         choose_executor(windowed, "fast")
     config = SweepConfig(**FAST, task="tasks/decimal-seed.toml", evidence=False)
-    record = measure(config, SEED, LoadedModel(windowed, neox.tokenizer, torch.device("cpu"), torch.float32))
+    loaded = LoadedModel(windowed, neox.tokenizer, torch.device("cpu"), torch.float32)
+    record = measure(config, compile_for(config, SEED, loaded), loaded)
     assert record["settings"]["executor"] == "plain" and "sliding" in record["settings"]["executor_reason"].lower()
-    same = measure(config.replace(executor="plain"), SEED, LoadedModel(windowed, neox.tokenizer, torch.device("cpu"), torch.float32))
+    same = measure(config.replace(executor="plain"), compile_for(config.replace(executor="plain"), SEED, loaded), loaded)
     assert [r["logprob_diff"] for r in record["responses"]] == [r["logprob_diff"] for r in same["responses"]]
 
 
@@ -344,13 +347,15 @@ def test_a_generation_of_special_tokens_is_kept_visible_beside_the_scored_respon
     from conftest import ending_at_once
 
     from pythia_sweep.measure.checkpoint import measure
+    from pythia_sweep.measure.plan import compile_for
 
     ends = ending_at_once(neox)
     eos = ends.tokenizer.decode([ends.model.generation_config.eos_token_id])
     assert eos == "<|endoftext|>"
     config = SweepConfig(**FAST | {"null_subsets": 0}, task="tasks/decimal-seed.toml", evidence=False)
     for executor in ("fast", "plain"):
-        rows = [r for r in measure(config.replace(executor=executor), SEED, ends)["responses"] if r["response"] is not None]
+        chosen = config.replace(executor=executor)
+        rows = [r for r in measure(chosen, compile_for(chosen, SEED, ends), ends)["responses"] if r["response"] is not None]
         assert rows and all(r["response"] == "" and r["generation"] == eos for r in rows), (executor, rows[:2])
 
 
@@ -360,9 +365,10 @@ def test_a_batch_that_does_not_fit_is_run_again_with_half_its_rows(neox, monkeyp
     the record says the rows per batch used. A checkpoint where even one row does not fit is a failed record."""
     import pythia_sweep.measure.evaluation as evaluation
     from pythia_sweep.measure.checkpoint import measure
+    from pythia_sweep.measure.plan import compile_for
 
     config = SweepConfig(**FAST, task="tasks/decimal-robust.toml", evidence=False, batch_size=8)
-    plain = measure(config, ROBUST, neox)
+    plain = measure(config, compile_for(config, ROBUST, neox), neox)
     real, calls = evaluation.score_and_generate, []
 
     def small_device(model, layout, site, plans, prompts, *args, **kwargs):
@@ -372,7 +378,7 @@ def test_a_batch_that_does_not_fit_is_run_again_with_half_its_rows(neox, monkeyp
         return real(model, layout, site, plans, prompts, *args, **kwargs)
 
     monkeypatch.setattr(evaluation, "score_and_generate", small_device)
-    halved = measure(config, ROBUST, neox)
+    halved = measure(config, compile_for(config, ROBUST, neox), neox)
     assert plain["settings"]["out_of_memory_halvings"] == 0 and plain["settings"]["rows_per_batch"] == 16
     assert halved["settings"]["out_of_memory_halvings"] >= 2 and halved["settings"]["rows_per_batch"] <= 3
     assert calls[:3] == [16, 8, 4] and max(c for c in calls[3:]) <= 3  # 16 -> 8 -> 4 -> 2: then it fits, and stays small
@@ -391,3 +397,23 @@ def test_a_batch_that_does_not_fit_is_run_again_with_half_its_rows(neox, monkeyp
     monkeypatch.setattr(cache, "load", lambda *a, **k: neox)
     failed = run_checkpoint(config, "step1000", task=ROBUST, models=cache)
     assert failed.status == "failed" and failed.error.startswith("OutOfMemoryError: one row at a time does not fit on cpu")
+
+
+def test_a_task_is_compiled_once_per_model_not_once_per_checkpoint(hub_cache, monkeypatch):
+    """A worker keeps its compiled plans (plan.CompiledTasks): the task's prompts are tokenized once for a model's
+    checkpoints (the same tokenizer, the same shape), again for a new cache, and measuring reads the plan alone."""
+    from pythia_sweep.measure.loading import ModelCache
+    from pythia_sweep.measure.plan import CompiledTasks
+    from pythia_sweep.task.definition import Task
+
+    tokenized = []
+    tokenize = Task.tokenize
+    monkeypatch.setattr(Task, "tokenize", lambda self, *args, **kw: tokenized.append(self.name) or tokenize(self, *args, **kw))
+    config = SweepConfig(**FAST, task="tasks/decimal-seed.toml", single_heads=False, evidence=False)
+    models, plans = ModelCache(), CompiledTasks()
+    records = [run_checkpoint(config, revision, task=SEED, models=models, plans=plans) for revision in ("step0", "step1", "step2")]
+    assert all(r.ok for r in records) and tokenized == ["decimal-seed"]  # three checkpoints, one compile
+    again = run_checkpoint(config, "step2", task=SEED, models=models)  # no plans kept: compiled for this checkpoint
+    assert tokenized == ["decimal-seed"] * 2 and again.conditions == records[2].conditions
+    monkeypatch.setattr(Task, "tokenize", lambda *args, **kw: pytest.fail("measure re-entered the task"))
+    assert run_checkpoint(config, "step4", task=SEED, models=models, plans=plans).ok

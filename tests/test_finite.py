@@ -11,6 +11,7 @@ import torch
 
 from conftest import NEOX_REPO
 from pythia_sweep.measure import checkpoint as checkpoint_run
+from pythia_sweep.measure.plan import plan_checkpoint
 from pythia_sweep.measure import loading
 from pythia_sweep.hub.fetch import fetch
 from pythia_sweep.config import SweepConfig
@@ -53,7 +54,7 @@ def test_a_float16_overflow_fails_its_batch_naming_its_rows(neox):
     model = overflowing(copy.deepcopy(neox.model)).to(torch.float16)
     loaded = loading.LoadedModel(model, neox.tokenizer, neox.device, torch.float16)
     layout = attention_layout(model)
-    plan = checkpoint_run.plan_checkpoint(config, task, layout.n_layers, layout.n_heads)
+    plan = plan_checkpoint(config, task, layout.n_layers, layout.n_heads)
     pairs = task.tokenize(loaded.tokenizer, {m["align"] for m in plan.methods.values()})
     for executor in ("fast", "plain"):
         with pytest.raises(NonFiniteNumbers, match=r"non-finite .* in torch\.float16") as caught:

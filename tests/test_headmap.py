@@ -160,6 +160,7 @@ def test_a_checkpoint_record_carries_the_map_and_the_long_table_every_head(neox)
     import json
 
     from pythia_sweep.measure.checkpoint import measure
+    from pythia_sweep.measure.plan import compile_for
     from pythia_sweep.config import SweepConfig
     from pythia_sweep.numbers import long_table, named, numbers
     from pythia_sweep.records import CheckpointRecord
@@ -168,7 +169,7 @@ def test_a_checkpoint_record_carries_the_map_and_the_long_table_every_head(neox)
     seed_task = load_task("tasks/decimal-seed.toml")  # groups even / odd of layer 6
     config = SweepConfig(model="tiny-test/neox", null_subsets=2, max_new_tokens=4, bootstrap_resamples=200, evidence=False,
                          head_map=True, head_map_top_k=4)  # fmt: skip
-    measured = measure(config, seed_task, neox)
+    measured = measure(config, compile_for(config, seed_task, neox), neox)
     found = measured["head_map"]
     layout = attention_layout(neox.model)
     assert len(found["attribution"]) == layout.n_layers and {len(r) for r in found["attribution"]} == {layout.n_heads}

@@ -223,6 +223,7 @@ def test_report_examples_show_special_tokens(neox, browser, tmp_path):
     from conftest import ending_at_once
 
     from pythia_sweep.measure.checkpoint import base_record, measure
+    from pythia_sweep.measure.plan import compile_for
     from pythia_sweep.records import shown_text
     from pythia_sweep.report.page import context_tables, render_html
     from pythia_sweep.task.schema import load_task
@@ -231,7 +232,8 @@ def test_report_examples_show_special_tokens(neox, browser, tmp_path):
     config = SweepConfig(model=NEOX_REPO, task="tasks/decimal-seed.toml", null_subsets=0, max_new_tokens=4,
                          bootstrap_resamples=200, evidence=False)  # fmt: skip
     task = load_task(config.task)
-    record = replace(base_record(config, task, "step1000"), status="ok", **measure(config, task, ending_at_once(neox)))
+    loaded = ending_at_once(neox)
+    record = replace(base_record(config, task, "step1000"), status="ok", **measure(config, compile_for(config, task, loaded), loaded))
     assert {shown_text(r) for r in record.responses if r["response"] is not None} == {"'<|endoftext|>'"}
     path = tmp_path / "examples.html"
     path.write_text(render_html("examples", "", {"answer": "", "facts": []}, [], context_tables([record], task, config)))

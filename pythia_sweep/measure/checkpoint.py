@@ -1,9 +1,9 @@
 """One checkpoint end to end, no Ray: fetch, load, run every condition of a task, score, return a small record.
 
-In the order a sweep meets them: the plan of a checkpoint from the model's shape alone (`plan_checkpoint`), checked
+In the order a sweep meets them: the task compiled for the model (plan.py), checked against its config and tokenizer
 before any weights are loaded (`preflight`); the discovery pass that finds a task's `{ discover = N }` groups at the
 final checkpoint (`discover_groups`); then each checkpoint fetched, loaded (loading.py) and measured (`run_checkpoint`,
-`measure`). The record is a `records.CheckpointRecord`, JSON-able (no tensors): the sweep ships it from a worker to the
+`measure`, which reads the compiled plan, never the task). The record is a `records.CheckpointRecord`, JSON-able (no tensors): the sweep ships it from a worker to the
 driver, the driver logs it to MLflow, the report reads it back. A checkpoint that cannot be fetched or loaded is a
 record too, with status "failed" and the error text, so a sweep goes on past it.
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import torch
 
@@ -25,43 +25,14 @@ from pythia_sweep.hub.fetch import FetchedCheckpoint, fetch
 from pythia_sweep.hub.revisions import Checkpoint, not_published_message, published_revisions, step_of
 from pythia_sweep.config import SweepConfig
 from pythia_sweep.errors import ConfigError, DiscoveryFailed, NonFiniteNumbers, RevisionNotPublished
-from pythia_sweep.measure.conditions import Condition, make_conditions, null_plan
 from pythia_sweep.measure.evaluation import choose_executor, run_conditions
 from pythia_sweep.measure.loading import LoadedModel, ModelCache, batch_size_for, dtype_name, load_model, pick_device, pick_dtype, widening
 from pythia_sweep.measure.patching import attention_layout
+from pythia_sweep.measure.plan import CompiledTasks, Plan, compile_task
 from pythia_sweep.records import CheckpointRecord
 from pythia_sweep.measure.scoring import summarize_record
 from pythia_sweep.task.definition import Task
 from pythia_sweep.task.schema import load_task
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What one checkpoint runs, known from the model's shape alone: the groups, methods, conditions and null."""
-
-    groups: dict[str, tuple[tuple[int, int], ...]]
-    methods: dict[str, dict[str, str]]
-    conditions: list[Condition]
-    null: dict  # conditions.null_plan: the null sets' group, size, pool layers and how many are possible
-    shape: tuple[int, int] = (0, 0)  # the model's (layers, heads per layer) it was planned for
-
-    def describe(self, n_prompts: int) -> str:
-        decoded = sum(c.decode for c in self.conditions)
-        return (f"{n_prompts} prompt{'s' * (n_prompts != 1)} x {len(self.conditions)} conditions = {n_prompts * len(self.conditions):,} rows per checkpoint "
-                f"({decoded * n_prompts:,} decoded, the rest teacher-forced)")  # fmt: skip
-
-
-def plan_checkpoint(config: SweepConfig, task: Task, n_layers: int, n_heads: int) -> Plan:
-    """The conditions of a checkpoint of this task on a model of this shape (the pre-flight and the worker agree)."""
-    groups = task.resolve_groups(n_layers, n_heads, config.layer)
-    methods = config.methods(task.align)
-    null_layers = range(n_layers) if task.null_pool == "all-layers" else None
-    found = [h for heads in task.discovered.values() for h in heads]  # never drawn into the null as "random" heads
-    conditions = make_conditions(
-        groups, list(methods), n_heads, single_heads=config.single_heads, null_count=config.null_subsets, seed=config.seed,
-        null_layers=null_layers, null_group=task.headline.plus, null_exclude=found,
-    )  # fmt: skip
-    return Plan(groups, methods, conditions, null_plan(groups, n_heads, null_layers, task.headline.plus, found), (n_layers, n_heads))
 
 
 def preflight(config: SweepConfig, task: Task, metadata_path: str) -> tuple[Plan, int]:
@@ -79,12 +50,11 @@ def preflight(config: SweepConfig, task: Task, metadata_path: str) -> tuple[Plan
     if config.layer is not None and not 0 <= config.layer < n_layers:
         raise ConfigError("layer", config.layer, f"a layer index in 0..{n_layers - 1} ({config.model} has {n_layers} layers)")
     checked = task.with_discovered(stand_in_heads(task, n_layers, n_heads)) if task.to_discover and not task.discovered else task
-    plan = plan_checkpoint(config, checked, n_layers, n_heads)
     tokenizer = AutoTokenizer.from_pretrained(metadata_path)
-    pairs = task.tokenize(tokenizer, {m["align"] for m in plan.methods.values()})
+    plan = compile_task(config, checked, tokenizer, n_layers, n_heads)
     if task.to_discover:
         task.tokenize(tokenizer, {m["align"] for m in plan.methods.values()}, part="discovery")
-    return plan, len(pairs)
+    return plan, len(plan.pairs)
 
 
 def stand_in_heads(task: Task, n_layers: int, n_heads: int) -> dict[str, list[tuple[int, int]]]:
@@ -152,12 +122,14 @@ def run_checkpoint(
     cache_dir: str | None = None,
     fetched: FetchedCheckpoint | None = None,
     models: ModelCache | None = None,
+    plans: CompiledTasks | None = None,
 ) -> CheckpointRecord:
     """Measure one revision on the task (default: the config's task file); returns a full record, or a
     failure record naming what went wrong.
 
     `published` (the repo's revisions) is looked up when not given; `fetched` skips the download when a
-    worker has prefetched it; `models` lets a worker reuse its model skeleton across revisions. Invalid
+    worker has prefetched it; `models` lets a worker reuse its model skeleton across revisions, `plans` its compiled
+    task (plan.CompiledTasks: compiled once, not per checkpoint). Invalid
     settings (a group's layer or head out of range, a task the tokenizer cannot take) raise instead: they
     are the sweep's error, not this checkpoint's.
     """
@@ -181,9 +153,10 @@ def run_checkpoint(
         raise
     except Exception as error:  # noqa: BLE001 - a checkpoint's failure is data, the sweep goes on
         return replace(record, error=f"{type(error).__name__}: {error}", timings={"fetch_s": time.perf_counter() - t0})
+    plan = (plans or CompiledTasks()).plan(config, task, loaded)  # the same files in a wider dtype: the same plan
     reload = lambda dtype: models.load(fetched.path, device, dtype) if models else load_model(fetched.path, device, dtype)  # noqa: E731
     try:
-        measured, loaded, narrower = widening(loaded, reload, lambda loaded: measure(config, task, loaded), revision)
+        measured, loaded, narrower = widening(loaded, reload, lambda loaded: measure(config, plan, loaded), revision)
     except NonFiniteNumbers as error:  # float32 too: the checkpoint fails, its condition named
         return replace(record, error=f"NonFiniteNumbers: {error}",
                        timings={"fetch_s": t1 - t0, "load_s": t2 - t1, "compute_s": time.perf_counter() - t2})  # fmt: skip
@@ -194,20 +167,21 @@ def run_checkpoint(
     return replace(record, status="ok", **measured, timings={"fetch_s": t1 - t0, "load_s": t2 - t1, "compute_s": time.perf_counter() - t2})
 
 
-def measure(config: SweepConfig, task: Task, loaded: LoadedModel) -> dict:
-    """Run every condition of the task on a loaded model; the measured fields of a CheckpointRecord (status "ok")."""
+def measure(config: SweepConfig, plan: Plan, loaded: LoadedModel) -> dict:
+    """Run every condition of the compiled task (plan.Plan) on a loaded model; the measured fields of a CheckpointRecord
+    (status "ok"). The task itself is not read here: what a checkpoint needs of it is in the plan."""
     layout = attention_layout(loaded.model)
-    plan = plan_checkpoint(config, task, layout.n_layers, layout.n_heads)
-    groups, methods, conditions = plan.groups, plan.methods, plan.conditions
-    pairs = task.tokenize(loaded.tokenizer, {m["align"] for m in methods.values()})
+    if plan.shape != (layout.n_layers, layout.n_heads):
+        raise ValueError(f"plan.shape={plan.shape} is not valid: the loaded model's {(layout.n_layers, layout.n_heads)} (compile the task for it)")
+    groups, methods, conditions, pairs = plan.groups, plan.methods, plan.conditions, list(plan.pairs)
     batch_size = batch_size_for(config, loaded, pairs)
     executor, why_plain = choose_executor(loaded.model, config.executor)
     batches: dict = {}  # rows per batch used, and halvings after running out of memory (evaluation.evaluate)
     rows = run_conditions(
-        executor, loaded.model, loaded.tokenizer, layout, pairs, conditions, methods, task.success,
+        executor, loaded.model, loaded.tokenizer, layout, pairs, conditions, methods, plan.success,
         max_new_tokens=config.max_new_tokens, batch_size=batch_size, batching=batches,
     )  # fmt: skip
-    summary = summarize_record(conditions, task.contrasts, rows, config.bootstrap_resamples, config.seed)
+    summary = summarize_record(conditions, plan.contrasts, rows, config.bootstrap_resamples, config.seed)
     evidence = None
     if config.evidence:  # the second line of evidence: one forward over repeated random tokens
         from pythia_sweep.measure.evidence import attention_evidence
@@ -223,7 +197,7 @@ def measure(config: SweepConfig, task: Task, loaded: LoadedModel) -> dict:
 
         label, method = next(iter(methods.items()))
         named = sorted({tuple(h) for heads in groups.values() for h in heads})
-        found = head_map(loaded.model, loaded.tokenizer, layout, pairs, label, method, task.success, batch_size=batch_size,
+        found = head_map(loaded.model, loaded.tokenizer, layout, pairs, label, method, plan.success, batch_size=batch_size,
                          top_k=config.head_map_top_k, named=named, executor=executor, steps=config.attribution_steps)  # fmt: skip
     circuit = None
     if config.circuits:  # which components feed which: every edge by attribution, the circuit verified by patching
@@ -239,11 +213,9 @@ def measure(config: SweepConfig, task: Task, loaded: LoadedModel) -> dict:
             "n_heads": layout.n_heads,
             "module": layout.module_template,
             "n_prompts": len(pairs),
-            "null": {"group": plan.null["group"], "size": plan.null["size"], "pool_layers": plan.null["layers"],
-                     "excluded": plan.null["excluded"], "possible": plan.null["possible"],
-                     "pool_description": _pool_words(plan.null["layers"], len(plan.null["excluded"]))},
-            "discovered": {name: [list(h) for h in heads] for name, heads in task.discovered.items()},  # found, not written
-            "discovery": task.discovery or None,  # where and on which prompts (discover_groups)
+            "null": plan.null_settings(),
+            "discovered": {name: [list(h) for h in heads] for name, heads in plan.discovered.items()},  # found, not written
+            "discovery": plan.discovery,  # where and on which prompts (discover_groups)
             "methods": methods,
             "max_new_tokens": config.max_new_tokens,
             "decoded": [c.name for c in conditions if c.decode],  # the others are teacher-forced only
@@ -266,8 +238,3 @@ def measure(config: SweepConfig, task: Task, loaded: LoadedModel) -> dict:
         },  # fmt: skip
         "responses": rows,
     }
-
-
-def _pool_words(layers: list[int], excluded: int = 0) -> str:
-    words = ("the heads of layer " if len(layers) == 1 else "the heads of layers ") + ", ".join(map(str, layers))
-    return words + (f" other than the {excluded} discovered" if excluded else "")

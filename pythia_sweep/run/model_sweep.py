@@ -19,7 +19,8 @@ from pythia_sweep.hub.duplicates import measured_revisions
 from pythia_sweep.hub.fetch import fetch_metadata
 from pythia_sweep.hub.revisions import Checkpoint, TrainingEnd, check_published, nearest_published, published_revisions, resolve_schedule
 from pythia_sweep.hub.weights import PublishedWeights, weights_of
-from pythia_sweep.measure.checkpoint import Plan, base_record, plan_checkpoint, preflight
+from pythia_sweep.measure.checkpoint import base_record, preflight
+from pythia_sweep.measure.plan import Plan, plan_checkpoint
 from pythia_sweep.stats import head_label, head_name
 from pythia_sweep.records import CheckpointRecord
 from pythia_sweep.run.stopwatch import Stopwatch

@@ -28,6 +28,7 @@ from pythia_sweep.hub.fetch import fetch
 from pythia_sweep.hub.revisions import Checkpoint
 from pythia_sweep.measure.checkpoint import discover_groups, run_checkpoint
 from pythia_sweep.measure.loading import ModelCache
+from pythia_sweep.measure.plan import CompiledTasks
 from pythia_sweep.records import CheckpointRecord
 from pythia_sweep.run.progress import DownloadBar, quiet_transformers_bars
 from pythia_sweep.task.definition import Task
@@ -71,6 +72,7 @@ class CheckpointMeasurer:
         self.downloads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
         self.prefetched: dict[tuple[str, str], Future] = {}
         self.models = ModelCache()  # the model skeleton, reused across this worker's checkpoints
+        self.plans = CompiledTasks()  # each model's task compiled once, not once per checkpoint
         quiet_transformers_bars()
         self.ready_at = time.time()
 
@@ -97,7 +99,8 @@ class CheckpointMeasurer:
         if self.before_checkpoint:
             self.before_checkpoint(item.revision)
         run = self.runs[item.model]
-        record = run_checkpoint(run.config, item.revision, task=run.task, published=run.published, fetched=fetched, models=self.models)
+        record = run_checkpoint(run.config, item.revision, task=run.task, published=run.published, fetched=fetched, models=self.models,
+                                plans=self.plans)
         worker = {
             "host": socket.gethostname(), "pid": os.getpid(), "in_process": self.in_process,
             "node": None if self.in_process else ray.get_runtime_context().get_node_id(),
