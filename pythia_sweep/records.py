@@ -43,7 +43,7 @@ class CheckpointRecord:
     null: NullStats = field(default_factory=NullStats)  # the null sets' bands and each group's placement among them
     evidence: dict | None = None  # ICL score, per-head induction and previous-token scores
     head_map: dict | None = None  # every head's attribution, the exact effects of the heads checked, their agreement
-    circuit: dict | None = None  # circuits.circuit_at: every edge's attribution, the circuit kept, its faithfulness by patching
+    circuit: dict | None = None  # measure/circuits/search.circuit_at: every edge's attribution, the circuit kept, its faithfulness by patching
     prompts: dict[str, dict] = field(default_factory=dict)  # prompt id -> clean, corrupted, answers
     responses: list[dict] = field(default_factory=list)  # one row per (condition, prompt)
 
@@ -99,7 +99,7 @@ def per_prompt(record: CheckpointRecord, condition: str, metric: str) -> dict[st
 
 
 def shown_text(row: dict) -> str:
-    """A response row's generation as a person reads it: with its special tokens (prompts.shown_generation); the
+    """A response row's generation as a person reads it: with its special tokens (task/align.shown_generation); the
     rows of a record written before they kept it are given it by tracking/legacy.py."""
     return repr(row["generation"])
 

@@ -1,6 +1,6 @@
 """The analysis plan and the verdict's claims on constructed sweeps whose answers are known.
 
-The records are built the way checkpoint_run.measure builds them (per-prompt response rows, per-condition rates,
+The records are built the way measure/checkpoint.measure builds them (per-prompt response rows, per-condition rates,
 contrasts naming their two sides, the null's placement), so the reducer reads them exactly as it reads a
 sweep's: the emergence-step interval resamples these prompts."""
 

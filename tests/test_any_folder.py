@@ -1,6 +1,6 @@
 """Issue 33, item 2: any folder works. A project (and its venv) in a folder whose name has a space: every make target
 passes its paths whole, and the demo's first sweep runs there with Ray workers (Ray starts a worker that has a
-runtime_env through `bash -c` with the interpreter's path unquoted: sweep.worker_env quotes it)."""
+runtime_env through `bash -c` with the interpreter's path unquoted: run/worker.worker_env quotes it)."""
 
 import os
 import shutil

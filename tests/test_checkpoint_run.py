@@ -290,7 +290,7 @@ def _answers(prompts, pid):
 
 
 def test_the_plain_executor_gives_the_fast_ones_record(neox):
-    """checkpoint_run.measure through the one interface (evaluation.run_conditions): executor "plain" (the
+    """measure/checkpoint.measure through the one interface (evaluation.run_conditions): executor "plain" (the
     reference, one prompt at a time with `generate`) and "auto" (the fast path, which this model supports)
     give the same responses and numbers; the record says which ran."""
     from pythia_sweep.measure.checkpoint import measure

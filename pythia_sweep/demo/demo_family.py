@@ -24,7 +24,7 @@ significant). Measured with the defaults (seed 0; `make demo`, 2026-12-05): the 
 doubling of training steps to step 448, and the heads found at step448 are 1.0 and 1.4.
 
 The tokenizer (byte-level BPE, like GPT-NeoX's) is trained on the decimal texts and a list of common words, so
-that `prompt_pairs.word_tokens` finds the single-token " word" tokens the induction task's prompts are made of.
+that `task/pairs.word_tokens` finds the single-token " word" tokens the induction task's prompts are made of.
 Revisions are saved at log-spaced steps and densely through the phase change, as `step*` branches of a local
 Hugging Face cache in the Hub's layout (demo/hub_cache.py): a demo sweep runs exactly the code path a Pythia
 sweep runs, and `refine` has published revisions to bisect over.

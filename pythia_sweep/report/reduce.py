@@ -1,7 +1,7 @@
 """A sweep's records -> a timeline (one row per checkpoint), the analysis plan and the summary.
 
 `reduce` keeps one record per checkpoint and orders them by training step. Each policy is one function it
-calls: where training ends (checkpoints.final_step), which revisions are one checkpoint and whose the
+calls: where training ends (hub/revisions.TrainingEnd), which revisions are one checkpoint and whose the
 measurement is (duplicates.identical_weights), which null test the verdict cites (scoring.null_test, for each side of a contrast: verdict.nulls_by_side); what
 the numbers support is verdict.py's. A checkpoint not analysed says why (`excluded_because`).
 """
@@ -29,7 +29,7 @@ def timeline(records: list[CheckpointRecord], final_step: int | None, twins: lis
     """One row per checkpoint, ordered by step: status, hashes, whether it is analysed (and why not), and every
     number of the record under its flat name (numbers.named) ('<condition>/<metric>', '<contrast>/<metric>', intervals).
 
-    `final_step` (checkpoints.final_step) sets the training fractions; `twins` (duplicates.identical_weights)
+    `final_step` (hub/revisions.TrainingEnd) sets the training fractions; `twins` (duplicates.identical_weights)
     says which revisions are one checkpoint: only the revision a measurement belongs to is analysed."""
     excluded = {}
     for group in twins:
@@ -258,7 +258,7 @@ def evidence_summary(usable: pl.DataFrame, head: dict) -> dict | None:
 def reduce(records: list[CheckpointRecord], task: Task, config: SweepConfig, published: list[Checkpoint] | None,
            final_step: int | None = None) -> tuple[dict, pl.DataFrame, pl.DataFrame]:  # fmt: skip
     """A sweep's records -> (summary, timeline, long table), by the one rule for each policy: where training
-    ends (checkpoints.final_step: the published list, else the last ok record), which revisions are one
+    ends (hub/revisions.TrainingEnd: the published list, else the last ok record), which revisions are one
     checkpoint (duplicates.identical_weights), and which null test a verdict cites (scoring.null_test)."""
     ok = [r for r in records if r.ok]
     end = TrainingEnd.of(published, [Checkpoint(r.revision, r.step) for r in ok])

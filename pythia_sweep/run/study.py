@@ -6,7 +6,7 @@ whose `model` names several repos: a list, or a pattern with a numeric range (Po
     study = "pythia-160m-seeds"                          # the study's name (default: the config file's name)
 
 Each model is swept as it would be alone (its own parent run and sweep_id, resumed on its own); the study is a tag on
-those parent runs (tracking.study_tag), and sweep.run_study schedules all their checkpoints over the same workers.
+those parent runs (tracking/links.study_tag), and run/driver.run_study schedules all their checkpoints over the same workers.
 """
 
 from __future__ import annotations

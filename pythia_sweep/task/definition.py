@@ -206,7 +206,7 @@ class Task:
 
     def with_discovered(self, heads: dict[str, Sequence[Sequence[int]]], discovery: dict | None = None) -> Task:
         """This task with its `{ discover = N }` groups filled in (group -> [(layer, head), ...]; each must hold N
-        heads), and the pass that found them (checkpoint_run.discover_groups; None for stand-ins)."""
+        heads), and the pass that found them (measure/checkpoint.discover_groups; None for stand-ins)."""
         for name, size in self.to_discover.items():
             if name not in heads or len(heads[name]) != size:
                 raise ConfigError(f"{self.source}: groups.{name}", heads.get(name), f"{size} discovered heads (discover = {size})")
@@ -214,7 +214,7 @@ class Task:
         return replace(self, discovered=found, discovery=discovery or {})
 
     def found_by(self, discovery: dict) -> Task:
-        """This task with the heads a discovery pass (checkpoint_run.discover_groups) chose."""
+        """This task with the heads a discovery pass (measure/checkpoint.discover_groups) chose."""
         return self.with_discovered({name: group["heads"] for name, group in discovery["groups"].items()}, discovery)
 
     def resolve_groups(self, n_layers: int, n_heads: int, layer: int | None = None) -> dict[str, tuple[tuple[int, int], ...]]:
