@@ -57,8 +57,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from pythia_sweep.hub.weights import blob_sha256
+
 LFS_POINTER = "version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n"
-SHA256_NAME = re.compile(r"^[0-9a-f]{64}$")  # an LFS blob in the cache is named by its content's sha256
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
 API_ROUTE = re.compile(r"^/api/models/(?P<repo>[^/]+(?:/[^/]+)??)(?:/(?P<op>refs|revision|tree)(?:/(?P<rest>.*))?)?$")
 RESOLVE_ROUTE = re.compile(r"^/(?P<repo>[^/]+(?:/[^/]+)?)/resolve/(?P<rev>[^/]+)/(?P<file>.+)$")
@@ -128,7 +129,7 @@ class CacheRepos:
                 continue
             blob = link.resolve()
             size = blob.stat().st_size
-            lfs = blob.name if SHA256_NAME.match(blob.name) else None
+            lfs = blob_sha256(blob)  # an LFS blob in the cache is named by its content's sha256 (the package's one rule)
             if lfs:
                 oid = _git_blob_id(LFS_POINTER.format(sha256=lfs, size=size).encode())
             else:
