@@ -63,10 +63,11 @@ def _batch_edges(model, graph: Graph, chunk: Sequence[TokenizedPair], pad_id: in
     paths = BLOCKS[model.config.model_type]
     layers = model.get_submodule(paths["layers"])
     scores = torch.zeros(len(graph.senders), len(graph.receivers), dtype=torch.float64)
+    heads = graph.head_of  # the heads' scores come per layer below, from the output projection's slices
     for j, v in enumerate(graph.receivers):
         g = grads[v].to(exact)  # (R, T, D): the gradient at v's input (zero where nothing read depends on it: padding)
         for i, u in enumerate(graph.senders):
-            if u.startswith("a") or not graph.feeds(u, v):
+            if u in heads or not graph.feeds(u, v):
                 continue
             scores[i, j] = float(((clean["out"][u].to(exact) - corr["out"][u].detach().to(exact)) * g).sum())
         for layer in range(graph.n_layers):
