@@ -243,7 +243,7 @@ def test_case5_every_cannot_call_names_what_would_settle_it():
 
 
 def test_case5_the_null_fix_knows_when_nothing_in_the_sweep_can_help():
-    from pythia_sweep.report.verdict import SweepContext, null_fix
+    from pythia_sweep.report.claim import SweepContext, null_fix
 
     at_floor = {"at_floor": True, "k": 15, "size": 2, "possible": 15}
     assert null_fix(at_floor, SweepContext(null_pool="all-layers")).kind == "nothing"

@@ -154,7 +154,7 @@ def test_layer_by_head_scan(neox, tmp_path):
     import polars as pl
 
     from pythia_sweep.measure.scan import scan_layers
-    from pythia_sweep.report.build import scan_page
+    from pythia_sweep.report.scan_page import scan_page
 
     scan = scan_layers(SweepConfig(**FAST, task="tasks/decimal-seed.toml"), SEED, neox, layers=[5, 6])
     rows = scan.heads
@@ -176,7 +176,7 @@ def test_layer_by_head_scan(neox, tmp_path):
     assert f"corrupted baseline log-prob difference {scan.baseline:+.3f}" in page.read_text()
     table = pl.read_parquet(page.with_suffix(".parquet"))  # the page's rows: every head, its effect against the baseline
     assert table.height == 24 and table["delta"].to_list() == pytest.approx([r["logprob_diff"] - scan.baseline for r in rows])
-    from pythia_sweep.report.build import scan_figure
+    from pythia_sweep.report.scan_page import scan_figure
 
     fig = scan_figure(pl.DataFrame(rows).with_columns(pl.col("logprob_diff").alias("delta")), "tiny")
     assert fig.layout.height >= 420 and list(fig.layout.yaxis.tickvals) == ["layer 5", "layer 6"]  # both layers labelled

@@ -127,8 +127,9 @@ def test_refine_rebuilds_the_report_and_the_terminal_and_report_agree_after_it(s
     import ray
 
     from pythia_sweep.config import load_config
-    from pythia_sweep.report.build import build_report, compare_sweeps
-    from pythia_sweep.report.figures import CONTRAST_UNITS
+    from pythia_sweep.report.build import build_report
+    from pythia_sweep.report.compare import compare_sweeps
+    from pythia_sweep.report.timeline_figures import CONTRAST_UNITS
     from pythia_sweep.run.driver import run_sweep
     from support.browser import chromium, figures_of
 

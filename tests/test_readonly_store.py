@@ -74,7 +74,7 @@ def test_a_report_is_built_from_a_read_only_store_and_writes_nothing_there(store
 def test_a_reader_never_creates_a_store(store, tmp_path):
     """From a folder without mlruns/: one line saying there is no store there, and still none afterwards."""
     from pythia_sweep import load_long_table
-    from pythia_sweep.report.build import compare_sweeps
+    from pythia_sweep.report.compare import compare_sweeps
 
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     command = str(Path(sys.executable).parent / "pythia-sweep")  # outside the checkout the command is the installed one

@@ -12,7 +12,8 @@ import pytest
 import ray
 
 from pythia_sweep.config import SweepConfig
-from pythia_sweep.report.build import build_report, compare_sweeps
+from pythia_sweep.report.build import build_report
+from pythia_sweep.report.compare import compare_sweeps
 from pythia_sweep.run.driver import run_sweep
 from pythia_sweep.tracking.reader import SweepReader as Tracker
 from pythia_sweep.tracking.store import TrackingStoreError

@@ -60,7 +60,8 @@ def main(argv=None) -> int:
     try:
         revisions, circuits, (model, task_name), shape = (_recorded(args) if args.sweep else _found(args))
         from pythia_sweep.measure.circuits.over_training import against_published
-        from pythia_sweep.report.build import circuits_page, report_folder
+        from pythia_sweep.report.build import report_folder
+        from pythia_sweep.report.circuits_page import circuits_page
 
         published = against_published(revisions, circuits, args.against, *shape) if args.against else None
         if args.against and not published:

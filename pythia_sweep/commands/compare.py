@@ -17,7 +17,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="reports/compare.html", help="output page")
     args = parser.parse_args(argv)
     from pythia_sweep.errors import PythiaSweepError
-    from pythia_sweep.report.build import compare_sweeps
+    from pythia_sweep.report.compare import compare_sweeps
 
     try:
         path = compare_sweeps(args.sweeps, tracking_uri=args.tracking_uri, out=args.out)

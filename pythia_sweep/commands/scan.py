@@ -40,7 +40,8 @@ def main(argv=None) -> int:
         from pythia_sweep.hub.fetch import fetch
         from pythia_sweep.hub.revisions import not_published_message, published_revisions
         from pythia_sweep.measure.loading import load_model, pick_device, pick_dtype
-        from pythia_sweep.report.build import report_folder, scan_page
+        from pythia_sweep.report.build import report_folder
+        from pythia_sweep.report.scan_page import scan_page
         from pythia_sweep.measure.scan import scan_layers
         from pythia_sweep.task.schema import load_task
 

@@ -20,6 +20,7 @@ from pythia_sweep.config import SweepConfig
 from pythia_sweep.numbers import long_table, named, numbers
 from pythia_sweep.records import CheckpointRecord, per_prompt
 from pythia_sweep.report import verdict as verdicts
+from pythia_sweep.report.claim import Claim, SweepContext, clean_check, nulls_by_side
 from pythia_sweep.report.heads import circuit_summary, discovery_summary, head_map_summary
 from pythia_sweep.task.definition import Contrast, Task
 from pythia_sweep.tracking.status import final_status
@@ -135,7 +136,7 @@ def series_summary(usable: pl.DataFrame, records: dict[str, CheckpointRecord], c
     }
 
 
-def called_series(res: dict, claim: verdicts.Claim, final_step: int | None, hypotheses: dict) -> dict:
+def called_series(res: dict, claim: Claim, final_step: int | None, hypotheses: dict) -> dict:
     """The series as its claim reads it, on the side called (or measured): the emergence point and interval, the
     bands of training the interval spans and the stage (only when it is one band), the shape, the events."""
     sign = claim.sign or 1
@@ -158,14 +159,14 @@ def called_series(res: dict, claim: verdicts.Claim, final_step: int | None, hypo
 
 def summarize(frame: pl.DataFrame, records: list[CheckpointRecord], task: Task, final_step: int | None, methods: list[str] | None = None,
               twins: list[IdenticalWeights] = (), resamples: int = 2000, seed: int = 0,
-              context: verdicts.SweepContext = verdicts.SweepContext()) -> dict:  # fmt: skip
+              context: SweepContext = SweepContext()) -> dict:  # fmt: skip
     """Everything the analysis plan asks for, machine-readable: for the headline contrast, and for every
     contrast of every method the sweep ran (`results`, keyed '<contrast>/<metric>'), each with its claim."""
     by_revision = {r.revision: r for r in records}
     failed = frame.filter(pl.col("status") == "failed")
     usable = frame.filter(pl.col("analysed"))
     final = by_revision[usable["revision"][-1]] if len(usable) else None
-    clean = verdicts.clean_check(usable)
+    clean = clean_check(usable)
     methods = MethodSet(tuple(methods or [""]))
     results, claims = {}, {}
     for method in methods.labels:
@@ -175,14 +176,14 @@ def summarize(frame: pl.DataFrame, records: list[CheckpointRecord], task: Task, 
             if f"{name}/{contrast.metric}" in frame.columns or primary:
                 res = series_summary(usable, by_revision, name, contrast, final_step, resamples, seed)
                 # the null sets are patched with the primary method: its reading is the group's, whichever method patched the group
-                nulls = verdicts.nulls_by_side(final.null if final else None, contrast, final.settings.get("null") if final else None)
-                claim = verdicts.claim(res, clean, nulls, context)
+                nulls = nulls_by_side(final.null if final else None, contrast, final.settings.get("null") if final else None)
+                claim = Claim.of(res, clean, nulls, context)
                 claims[res["key"]] = claim
                 results[res["key"]] = res | called_series(res, claim, final_step, task.hypotheses) | {
                     "base_contrast": contrast.name, "method": method, "primary": primary}  # fmt: skip
     headline_key = f"{task.headline.name}/{task.headline.metric}"
     head = results[headline_key]
-    nulls = verdicts.nulls_by_side(final.null if final else None, task.headline, final.settings.get("null") if final else None)
+    nulls = nulls_by_side(final.null if final else None, task.headline, final.settings.get("null") if final else None)
     summary = {
         "task": task.describe(),
         "headline": headline_key,
@@ -266,8 +267,8 @@ def reduce(records: list[CheckpointRecord], task: Task, config: SweepConfig, pub
     digests = {r.revision: r.weights_digest for r in records if final_status(r.status)}
     twins = identical_weights(digests, final)
     frame = timeline(records, final_step, twins)
-    context = verdicts.SweepContext(refine=f"python -m jobs.refine --sweep {config.sweep_id(task.digest)}",
-                                    earliest_published=published[0].revision if published else None, null_pool=task.null_pool)  # fmt: skip
+    context = SweepContext(refine=f"python -m jobs.refine --sweep {config.sweep_id(task.digest)}",
+                           earliest_published=published[0].revision if published else None, null_pool=task.null_pool)  # fmt: skip
     summary = summarize(frame, records, task, final_step, list(config.methods(task.align)), twins, config.bootstrap_resamples, config.seed,
                         context)  # fmt: skip
     return summary, frame, long_table(records)

@@ -19,8 +19,10 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
-from pythia_sweep.report.build import Report, _json_default, build_report, timeline_series
-from pythia_sweep.report.figures import PALETTE, StepAxis, compare_figure
+from pythia_sweep.report.build import Report, _json_default, build_report
+from pythia_sweep.report.compare import timeline_series
+from pythia_sweep.report.plotting import PALETTE, StepAxis
+from pythia_sweep.report.timeline_figures import compare_figure
 from pythia_sweep.report.page import html_table, render_html
 from pythia_sweep.stats import head_label
 from pythia_sweep.tracking.reader import SweepReader
