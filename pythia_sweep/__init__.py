@@ -14,7 +14,7 @@ A folder per stage, in the order the data flows; each imports only what sits abo
                map, attention evidence, circuits, the scan, and the checkpoint end to end (checkpoint)
   tracking/    MLflow: the store, its writer (the driver's) and reader (the report's), a tracking server
   run/         the driver: every checkpoint of every model on Ray workers or here, with progress; studies; refine
-  report/      the emergence report: reduce (polars), verdict, figures (plotly), page, build, study
+  report/      the emergence report: reduce (polars), claim and verdict, figures (plotly), pages, build, study
   commands/    the command line: `pythia-sweep <command>`, or `python -m jobs.<command>` in a checkout
   demo/        what `make demo` runs offline: the demo model family and a writer of the Hub's cache layout
   shipped/     the task files and run configs that come with the package

@@ -2,8 +2,8 @@
 
 `reduce` keeps one record per checkpoint and orders them by training step. Each policy is one function it
 calls: where training ends (hub/revisions.TrainingEnd), which revisions are one checkpoint and whose the
-measurement is (duplicates.identical_weights), which null test the verdict cites (scoring.null_test, for each side of a contrast: verdict.nulls_by_side); what
-the numbers support is verdict.py's. A checkpoint not analysed says why (`excluded_because`).
+measurement is (duplicates.identical_weights), which null test the verdict cites (scoring.null_test, for each side of a contrast: claim.nulls_by_side); what
+the numbers support is claim.py's rule, put in words by verdict.py. A checkpoint not analysed says why (`excluded_because`).
 """
 
 from __future__ import annotations

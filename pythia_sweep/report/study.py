@@ -203,7 +203,7 @@ def _interval_words(run: dict) -> str:
 
 
 def log_steps(runs: list[dict]) -> bool:
-    """Training steps on a log axis where training runs long (figures.StepAxis, on the longest run)."""
+    """Training steps on a log axis where training runs long (plotting.StepAxis, on the longest run)."""
     return StepAxis.for_final_step(max((r["final_step"] or 0) for r in runs)).log
 
 
