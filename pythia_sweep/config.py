@@ -113,6 +113,10 @@ class SweepConfig:
             return {"upstream": dict(UPSTREAM_METHOD)}
         return {"per-head": per_head, "upstream": dict(UPSTREAM_METHOD)}
 
+    def primary_method(self, task_align: str = "shared-text") -> tuple[str, dict[str, str]]:
+        """The primary method's (label, settings): the one the baseline, the null, the head map and discovery use."""
+        return next(iter(self.methods(task_align).items()))
+
     def sweep_id(self, task_digest: str) -> str:
         """A short hash of every field that changes a checkpoint's result, and of the task's content. Not the
         schedule: sweeps of one setting share their records, so a denser schedule (or `refine`) reuses what is

@@ -31,7 +31,7 @@ def head_map_work(repo: str, revision: str, task_file: str = ROBUST_TASK, n_prom
 
     loaded = load_model(snapshot_download(repo, revision=revision), DEVICE, DTYPE)
     task = load_task(task_file)
-    label, method = next(iter(SweepConfig(model=repo, task=task_file).methods(task.align).items()))
+    label, method = SweepConfig(model=repo, task=task_file).primary_method(task.align)
     pairs = task.tokenize(loaded.tokenizer, {method["align"]})[:n_prompts]
     layout = attention_layout(loaded.model)
     heads = [(layer, head) for layer in range(layout.n_layers) for head in range(layout.n_heads)]
@@ -77,7 +77,7 @@ def circuit_work(repo: str, revision: str, task_file: str = ROBUST_TASK, n_promp
 
     loaded = load_model(snapshot_download(repo, revision=revision), DEVICE, DTYPE)
     task = load_task(task_file)
-    _, method = next(iter(SweepConfig(model=repo, task=task_file).methods(task.align).items()))
+    _, method = SweepConfig(model=repo, task=task_file).primary_method(task.align)
     pairs = task.tokenize(loaded.tokenizer, {method["align"]})[:n_prompts]
     even = [dataclasses.replace(tp, ids={side: tp.ids[side][-min(map(len, tp.ids.values())):] for side in tp.ids}) for tp in pairs]
     pad_id, layout, graph = pad_id_of(loaded.tokenizer), attention_layout(loaded.model), graph_of(loaded.model)

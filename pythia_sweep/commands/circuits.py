@@ -101,7 +101,7 @@ def _found(args) -> tuple[list[str], list[dict], tuple[str, str], tuple[int, int
     circuits = []
     for revision in revisions:
         loaded = load_model(fetch(config.model, revision).path, device, pick_dtype(config.dtype, device))
-        _, method = next(iter(config.methods(task.align).items()))
+        _, method = config.primary_method(task.align)
         pairs = task.tokenize(loaded.tokenizer, {method["align"]})
         circuit = circuit_at(loaded.model, pairs, pad_id_of(loaded.tokenizer), batch_size_for(config, loaded, pairs), args.target,
                              seed=config.seed)  # fmt: skip

@@ -74,7 +74,7 @@ def attribution_against_scan(config, task, loaded, scan, k: int = 3) -> str:
     from pythia_sweep.report.heads import estimated_by
     from pythia_sweep.stats import head_label
 
-    _, method = next(iter(config.methods(task.align).items()))
+    _, method = config.primary_method(task.align)
     if method["site"] != "head":
         raise ConfigError("site", method["site"], "head for --attribution (it estimates patching the heads' outputs)")
     pairs = task.tokenize(loaded.tokenizer, {method["align"]})

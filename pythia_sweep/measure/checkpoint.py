@@ -86,7 +86,7 @@ def discover_groups(config: SweepConfig, task: Task, revision: str, *, fetched: 
         raise DiscoveryFailed(f"the heads of {', '.join(task.to_discover)} are found at {config.model}'s final checkpoint "
                               f"{revision}, which could not be used: {type(error).__name__}: {error}") from error  # fmt: skip
     layout = attention_layout(loaded.model)
-    label, method = next(iter(config.methods(task.align).items()))
+    label, method = config.primary_method(task.align)
     pairs = task.tokenize(loaded.tokenizer, {method["align"]}, part="discovery")
     executor, _ = choose_executor(loaded.model, config.executor)
 
@@ -195,7 +195,7 @@ def measure(config: SweepConfig, plan: Plan, loaded: LoadedModel) -> dict:
     if config.head_map:  # every head of every layer: attribution, its top heads and the named ones patched exactly
         from pythia_sweep.measure.headmap import head_map
 
-        label, method = next(iter(methods.items()))
+        label, method = next(iter(methods.items()))  # the plan's methods, primary first (config.primary_method)
         named = sorted({tuple(h) for heads in groups.values() for h in heads})
         found = head_map(loaded.model, loaded.tokenizer, layout, pairs, label, method, plan.success, batch_size=batch_size,
                          top_k=config.head_map_top_k, named=named, executor=executor, steps=config.attribution_steps)  # fmt: skip

@@ -36,7 +36,7 @@ def scan_layers(config: SweepConfig, task: Task, loaded: LoadedModel, layers: li
     in the first layer's batch.
     """
     layout = attention_layout(loaded.model)
-    label, method = next(iter(config.methods(task.align).items()))
+    label, method = config.primary_method(task.align)
     pairs = task.tokenize(loaded.tokenizer, {method["align"]})
     batch_size = batch_size_for(config, loaded, pairs)  # once: the same prompts at every layer
     executor, _ = choose_executor(loaded.model, config.executor)
