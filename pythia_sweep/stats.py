@@ -61,6 +61,18 @@ class Estimate:
         return {metric: self.value, f"{metric}_ci": list(self.ci) if self.ci else None}
 
 
+def _pick(stats, metric: str, metrics: tuple[str, ...]) -> Estimate:
+    """One metric's estimate of a ConditionStats or ContrastStats; a metric it does not hold is refused by name."""
+    if metric not in metrics:
+        raise ValueError(f"metric={metric!r} is not valid: one of {', '.join(metrics)}")
+    return getattr(stats, metric)
+
+
+def _estimates_json(stats, metrics: tuple[str, ...]) -> dict:
+    """Each metric's value and interval side by side, as the record's JSON has always held them."""
+    return {k: v for metric in metrics for k, v in _pick(stats, metric, metrics).to_json(metric).items()}
+
+
 def _refuse_unknown(data: Mapping, known: set[str], what: str) -> None:
     unknown = sorted(set(data) - known)
     if unknown:
@@ -86,9 +98,7 @@ class ConditionStats:
     restoration: Estimate = Estimate()
 
     def estimate(self, metric: str) -> Estimate:
-        if metric not in CONDITION_METRICS:
-            raise ValueError(f"metric={metric!r} is not valid: one of {', '.join(CONDITION_METRICS)}")
-        return getattr(self, metric)
+        return _pick(self, metric, CONDITION_METRICS)
 
     @property
     def single_head(self) -> Head | None:
@@ -96,11 +106,9 @@ class ConditionStats:
         return self.heads[0] if self.kind == "head" and len(self.heads) == 1 else None
 
     def to_json(self) -> dict:
-        out = {"kind": self.kind, "heads": [list(h) for h in self.heads], "prompt": self.prompt, "method": self.method,
-               "n_prompts": self.n_prompts, "n_trials": self.n_trials, "decoded": self.decoded, "successes": self.successes}  # fmt: skip
-        for metric in CONDITION_METRICS:
-            out |= self.estimate(metric).to_json(metric)
-        return out
+        return {"kind": self.kind, "heads": [list(h) for h in self.heads], "prompt": self.prompt, "method": self.method,
+                "n_prompts": self.n_prompts, "n_trials": self.n_trials, "decoded": self.decoded, "successes": self.successes,
+                **_estimates_json(self, CONDITION_METRICS)}  # fmt: skip
 
     @classmethod
     def from_json(cls, data: Mapping, where: str = "condition") -> ConditionStats:
@@ -128,9 +136,7 @@ class ContrastStats:
     prob_diff: Estimate = Estimate()
 
     def estimate(self, metric: str) -> Estimate:
-        if metric not in CONTRAST_METRICS:
-            raise ValueError(f"metric={metric!r} is not valid: one of {', '.join(CONTRAST_METRICS)}")
-        return getattr(self, metric)
+        return _pick(self, metric, CONTRAST_METRICS)
 
     @property
     def value(self) -> float | None:
@@ -138,9 +144,7 @@ class ContrastStats:
         return self.estimate(self.metric).value
 
     def to_json(self) -> dict:
-        out = {"plus": self.plus, "minus": self.minus, "metric": self.metric, "method": self.method}
-        for metric in CONTRAST_METRICS:
-            out |= self.estimate(metric).to_json(metric)
+        out = {"plus": self.plus, "minus": self.minus, "metric": self.metric, "method": self.method, **_estimates_json(self, CONTRAST_METRICS)}
         return out | {"value": self.value, "value_ci": out[f"{self.metric}_ci"]}  # the headline value, for readers of the JSON
 
     @classmethod

@@ -9,10 +9,23 @@ from __future__ import annotations
 import time
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from pythia_sweep.commands.bench_work import DEVICE, DTYPE, ROBUST_TASK
 
 HEAD_MAP_PROMPTS = 8  # decimal-robust's first prompts: exact patching of every head costs a forward per head and prompt
+
+
+def work_and_time(runs: dict) -> dict[str, dict[str, float]]:
+    """Each run's floating-point work (a first call under FlopCounterMode, which also warms it) and its time (a second call)."""
+    out = {}
+    for name, run in runs.items():
+        with FlopCounterMode(display=False) as counter:
+            run()
+        start = time.perf_counter()
+        run()
+        out[name] = {"flops": counter.get_total_flops(), "s": time.perf_counter() - start}
+    return out
 
 
 def head_map_work(repo: str, revision: str, task_file: str = ROBUST_TASK, n_prompts: int = HEAD_MAP_PROMPTS) -> dict:
@@ -20,7 +33,6 @@ def head_map_work(repo: str, revision: str, task_file: str = ROBUST_TASK, n_prom
     patching of every head alone (the engine's way, teacher-forced), at the same rows: the floating-point work
     each does (torch's FlopCounterMode, the backward included) and its seconds (a second, uncounted run)."""
     from huggingface_hub import snapshot_download
-    from torch.utils.flop_counter import FlopCounterMode
 
     from pythia_sweep.measure.loading import load_model
     from pythia_sweep.config import SweepConfig
@@ -40,12 +52,7 @@ def head_map_work(repo: str, revision: str, task_file: str = ROBUST_TASK, n_prom
         "exact": lambda: exact_effects(loaded.model, loaded.tokenizer, layout, pairs, heads, label, method, task.success, batch_size=64),
     }  # fmt: skip
     out = {"heads": len(heads), "prompts": len(pairs), "task": task_file}
-    for name, run in runs.items():
-        with FlopCounterMode(display=False) as counter:
-            run()
-        start = time.perf_counter()
-        run()
-        out[name] = {"flops": counter.get_total_flops(), "s": time.perf_counter() - start}
+    out |= work_and_time(runs)
     out["work_ratio"] = out["exact"]["flops"] / out["attribution"]["flops"]
     out["time_ratio"] = out["exact"]["s"] / out["attribution"]["s"]
     return out
@@ -62,7 +69,6 @@ def circuit_work(repo: str, revision: str, task_file: str = ROBUST_TASK, n_promp
     import dataclasses
 
     from huggingface_hub import snapshot_download
-    from torch.utils.flop_counter import FlopCounterMode
 
     from pythia_sweep.measure.loading import load_model
     from pythia_sweep.measure.circuits.attribution import edge_attribution
@@ -98,11 +104,6 @@ def circuit_work(repo: str, revision: str, task_file: str = ROBUST_TASK, n_promp
         "search": search,
     }
     out = {"edges_possible": int(graph.mask().sum()), "prompts": len(even), "tokens": len(even[0].ids["clean"]), "task": task_file, "top": top}
-    for name, run in runs.items():
-        with FlopCounterMode(display=False) as counter:
-            run()
-        start = time.perf_counter()
-        run()
-        out[name] = {"flops": counter.get_total_flops(), "s": time.perf_counter() - start}
+    out |= work_and_time(runs)
     out["checks_in_search"] = len(checks)
     return out

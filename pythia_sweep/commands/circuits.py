@@ -84,12 +84,14 @@ def _found(args) -> tuple[list[str], list[dict], tuple[str, str], tuple[int, int
 
     config = load_config(args.config, task=args.task)
     config.use_offline_cache()  # the demo config reads its own cache, offline (before huggingface_hub is imported)
-    from pythia_sweep.measure.loading import batch_size_for, load_model, pick_device, pick_dtype
+    from pythia_sweep.measure.loading import batch_size_for, load_model, pick_device, pick_dtype, quiet_transformers_bars
     from pythia_sweep.hub.fetch import fetch
     from pythia_sweep.hub.revisions import not_published_message, published_revisions
     from pythia_sweep.measure.circuits.search import circuit_at
     from pythia_sweep.measure.batch import pad_id_of
     from pythia_sweep.task.schema import load_task
+
+    quiet_transformers_bars()  # a line per checkpoint below says what was loaded; transformers' own bars are noise
 
     task = load_task(config.task)
     published = {c.revision: c.step for c in published_revisions(config.model)}

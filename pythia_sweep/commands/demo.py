@@ -87,18 +87,19 @@ def main(argv=None) -> int:
         records = SweepReader(result.tracking_uri).load_records(result.parent_run_id)
         bracket = refine_sweep(config, task, published, records, task.headline.name, task.headline.threshold,
                                tracking_uri=result.tracking_uri)  # fmt: skip
-        print(f"\n2. refine: bisect the saved revisions between {point['previous_revision']} and {point['revision']}; measured "
-              f"{len(bracket.fetched)} more ({', '.join(bracket.fetched) or 'none'}). Expected: the verdict's interval narrows to "
-              "neighbouring saved revisions", flush=True)  # fmt: skip
+        done = (f"measured {len(bracket.fetched)} more ({', '.join(bracket.fetched)}), down to neighbouring saved revisions"
+                if bracket.fetched else "they are neighbouring saved revisions already: nothing more to measure")  # fmt: skip
+        print(f"\n2. refine: the mean first crosses between {point['previous_revision']} and {point['revision']}; {done}.\n"
+              "   The verdict's `when` below is over prompt resamples and the checkpoint grid, so it may open earlier", flush=True)  # fmt: skip
         report = build_report(result.parent_run_id, tracking_uri=result.tracking_uri)  # the probes are in the sweep now
     said(report)
 
     decimal = load_task(DECIMAL)
-    print(f"\n3. {decimal.question}  ({DECIMAL}, same family)", flush=True)
+    print(f"\n3. {decimal.question}  ({DECIMAL}, same family)\n"
+          "   expected on this family: it learns the bug (Q: ... A: prompts answered the wrong way) and nothing trained to\n"
+          "   repair it, so no emergence; the verdict can say so only where the model answers the plain question", flush=True)  # fmt: skip
     result = run_sweep(load_config(CONFIG, task=DECIMAL), decimal, published=published)
     report = build_report(result.parent_run_id, tracking_uri=result.tracking_uri)
-    print("   expected on this family: it learns the bug (Q: ... A: prompts answered the wrong way) and nothing trained to\n"
-          "   repair it, so no emergence; the verdict can say so only where the model answers the plain question")  # fmt: skip
     said(report)
 
     found = load_task(DISCOVER)

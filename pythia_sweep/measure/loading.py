@@ -107,6 +107,15 @@ class LoadedModel:
     dtype: torch.dtype
 
 
+def quiet_transformers_bars() -> None:
+    """Off transformers' own bars ("Loading weights" per checkpoint, drawn by every worker into the driver's
+    terminal): the sweep's checkpoints bar, or a command's line per checkpoint, tells that story. huggingface_hub's
+    download bars stay (run/progress.DownloadBar)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_tqdm_hook(lambda factory, args, kwargs: factory(*args, **{**kwargs, "disable": True}))
+
+
 def load_model(path: str, device: torch.device, dtype: torch.dtype) -> LoadedModel:
     """Tokenizer and causal LM from a fetched snapshot folder, in eval mode on `device`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer

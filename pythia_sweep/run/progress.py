@@ -49,14 +49,6 @@ class DownloadBar(tqdm_ray.tqdm):
         self.close()
 
 
-def quiet_transformers_bars() -> None:
-    """Off transformers' own bars ("Loading weights" per checkpoint, drawn by every worker into the driver's
-    terminal): the sweep's checkpoints bar tells that story. huggingface_hub's download bars stay (DownloadBar)."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_tqdm_hook(lambda factory, args, kwargs: factory(*args, **{**kwargs, "disable": True}))
-
-
 def checkpoints_bar(total: int, shown: bool, name_models: bool = False):
     """The checkpoints bar on a terminal; off one (a log file, `ray job submit`'s output), where a bar rewritten
     with carriage returns is one unreadable line, a line per finished checkpoint instead (naming its model too

@@ -27,10 +27,10 @@ from pythia_sweep.config import SweepConfig
 from pythia_sweep.hub.fetch import fetch
 from pythia_sweep.hub.revisions import Checkpoint
 from pythia_sweep.measure.checkpoint import discover_groups, run_checkpoint
-from pythia_sweep.measure.loading import ModelCache
+from pythia_sweep.measure.loading import ModelCache, quiet_transformers_bars
 from pythia_sweep.measure.plan import CompiledTasks
 from pythia_sweep.records import CheckpointRecord
-from pythia_sweep.run.progress import DownloadBar, quiet_transformers_bars
+from pythia_sweep.run.progress import DownloadBar
 from pythia_sweep.task.definition import Task
 
 FORWARDED_ENV = ("HF_HUB_OFFLINE", "HF_HUB_CACHE", "HF_HOME", "HF_TOKEN", "HF_ENDPOINT", "HF_HUB_DISABLE_PROGRESS_BARS",
