@@ -16,6 +16,7 @@ before. A checkpoint that still gives one in float32 fails, with the condition n
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 import time
 from dataclasses import replace
 
@@ -57,6 +58,12 @@ def preflight(config: SweepConfig, task: Task, metadata_path: str) -> tuple[Plan
     return plan, len(plan.pairs)
 
 
+def loader(path: str, device: torch.device, models: ModelCache | None) -> Callable[[torch.dtype], LoadedModel]:
+    """Load a fetched checkpoint at a dtype (the first, and a wider one after a NaN): through the worker's model cache
+    where it has one, so a revision of the same shape reuses its skeleton."""
+    return lambda dtype: models.load(path, device, dtype) if models else load_model(path, device, dtype)
+
+
 def stand_in_heads(task: Task, n_layers: int, n_heads: int) -> dict[str, list[tuple[int, int]]]:
     """Heads to check a task with groups to discover against a model's shape before they are found (the pre-flight):
     the first N heads. Refuses a group asking for more heads than the model has, or for every one of them."""
@@ -78,8 +85,8 @@ def discover_groups(config: SweepConfig, task: Task, revision: str, *, fetched: 
     try:
         fetched = fetched or fetch(config.model, revision)
         device = pick_device(config.device)
-        dtype = pick_dtype(config.dtype, device)
-        loaded = models.load(fetched.path, device, dtype) if models else load_model(fetched.path, device, dtype)
+        reload = loader(fetched.path, device, models)
+        loaded = reload(pick_dtype(config.dtype, device))
     except ConfigError:
         raise
     except Exception as error:  # noqa: BLE001 - said in one line, the sweep cannot go on
@@ -98,7 +105,6 @@ def discover_groups(config: SweepConfig, task: Task, revision: str, *, fetched: 
             for name, size in task.to_discover.items()
         }  # fmt: skip
 
-    reload = lambda dtype: models.load(fetched.path, device, dtype) if models else load_model(fetched.path, device, dtype)  # noqa: E731
     try:
         groups, _, _ = widening(loaded, reload, find, f"the discovery pass at {revision}")
     except NonFiniteNumbers as error:
@@ -146,15 +152,14 @@ def run_checkpoint(
         record = replace(record, commit=fetched.commit, weight_sha256=fetched.weight_sha256, weights_digest=fetched.weights_digest)
         t1 = time.perf_counter()
         device = pick_device(config.device)
-        dtype = pick_dtype(config.dtype, device)
-        loaded = models.load(fetched.path, device, dtype) if models else load_model(fetched.path, device, dtype)
+        reload = loader(fetched.path, device, models)
+        loaded = reload(pick_dtype(config.dtype, device))
         t2 = time.perf_counter()
     except ConfigError:
         raise
     except Exception as error:  # noqa: BLE001 - a checkpoint's failure is data, the sweep goes on
         return replace(record, error=f"{type(error).__name__}: {error}", timings={"fetch_s": time.perf_counter() - t0})
     plan = (plans or CompiledTasks()).plan(config, task, loaded)  # the same files in a wider dtype: the same plan
-    reload = lambda dtype: models.load(fetched.path, device, dtype) if models else load_model(fetched.path, device, dtype)  # noqa: E731
     try:
         measured, loaded, narrower = widening(loaded, reload, lambda loaded: measure(config, plan, loaded), revision)
     except NonFiniteNumbers as error:  # float32 too: the checkpoint fails, its condition named
