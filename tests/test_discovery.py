@@ -55,20 +55,24 @@ def _task(**changes):
 def planted_family(hub_cache, tmp_path_factory):
     """Three revisions of a tiny GPT-NeoX; at the last one head 4.7 carries the output (its output projection's
     columns x20, every other head's x0.3), so it is the one head a discovery can rightly choose."""
+    work = tmp_path_factory.mktemp("planted")
+    _publish_planted(hub_cache, REPO, work, seed=10)
+    return hub_cache
+
+
+def _publish_planted(hub_cache, repo, work, seed):
     from pythia_sweep.demo.hub_cache import save_revision
 
-    work = tmp_path_factory.mktemp("planted")
     tok = _tokenizer()
     for i, step in enumerate((0, 1, 2)):
-        model = _neox(len(tok), seed=10 + i)
+        model = _neox(len(tok), seed=seed + i)
         if step == 2:
             with torch.no_grad():
                 for layer, block in enumerate(model.gpt_neox.layers):
                     dense, width = block.attention.dense.weight, model.config.hidden_size // model.config.num_attention_heads
                     for h in range(model.config.num_attention_heads):
                         dense[:, h * width : (h + 1) * width] *= 20.0 if (layer, h) == PLANTED else 0.3
-        save_revision(model, tok, hub_cache, REPO, f"step{step}", work / str(step))
-    return hub_cache
+        save_revision(model, tok, hub_cache, repo, f"step{step}", work / f"{repo.replace('/', '--')}-{step}")
 
 
 def test_the_planted_head_is_discovered_and_measured_on_the_other_prompts(planted_family, tmp_path, monkeypatch):
@@ -117,6 +121,39 @@ def test_the_planted_head_is_discovered_and_measured_on_the_other_prompts(plante
     again = sweep_module.run_sweep(config.replace(checkpoints=("step0", "step1", "step2"), workers=0), task, tracking_uri=uri, progress=False)
     assert again.parent_run_id == result.parent_run_id and again.recorded == ["step1"]
     assert again.records[0].settings["discovered"] == {"carrier": [list(PLANTED)]}
+
+
+@pytest.mark.slow
+def test_a_study_on_ray_measures_each_model_with_its_own_heads_found_now_or_read_back(planted_family, tmp_path):
+    """A study of two runs on one Ray worker: the first run's heads found now, on that worker, the second's read back from
+    its earlier, unfinished sweep. The worker that ran the pass measures both, each with its own heads: the heads read
+    back are handed to it (before, it measured the second run with a task whose heads it never saw, and the sweep
+    stopped with "its heads found first")."""
+    import ray
+
+    from pythia_sweep.config import SweepConfig
+    from pythia_sweep.run.driver import run_study, run_sweep
+    from pythia_sweep.tracking.reader import SweepReader
+
+    twin = f"{REPO}-twin"
+    _publish_planted(planted_family, twin, tmp_path / "twin", seed=20)
+    task, uri = _task(), f"sqlite:///{tmp_path}/mlflow.db"
+    settings = dict(null_subsets=4, max_new_tokens=2, bootstrap_resamples=100, evidence=False, head_map_top_k=4)
+    earlier = run_sweep(SweepConfig(model=twin, checkpoints=("step2",), workers=0, **settings), task, tracking_uri=uri, progress=False)
+    assert earlier.recorded == ["step2"]  # its heads found and saved; step0 still to measure
+    configs = [SweepConfig(model=m, checkpoints=("step0", "step2"), workers=1, **settings) for m in (REPO, twin)]
+    try:
+        first, second = run_study(configs, task, tracking_uri=uri, progress=False, study="planted-pair")
+    finally:
+        ray.shutdown()
+    assert second.parent_run_id == earlier.parent_run_id and second.recorded == ["step0"] and not second.errors
+    reader = SweepReader(uri)
+    records = {(r.model, r.revision): r for p in (first.parent_run_id, second.parent_run_id) for r in reader.load_records(p)}
+    assert set(records) == {(REPO, "step0"), (REPO, "step2"), (twin, "step0"), (twin, "step2")} and all(r.ok for r in records.values())
+    assert len({r.worker["pid"] for k, r in records.items() if k != (twin, "step2")}) == 1  # one worker measured the study
+    for model in (REPO, twin):
+        heads = reader.discovery(first.parent_run_id if model == REPO else second.parent_run_id)["groups"]["carrier"]["heads"]
+        assert {str(records[(model, s)].settings["discovered"]) for s in ("step0", "step2")} == {str({"carrier": heads})}
 
 
 def test_a_group_to_discover_is_refused_where_it_cannot_be_one():

@@ -39,7 +39,7 @@ class MeasureHere:
 
     def use(self, model: str, task: Task) -> None:
         """Measure `model`'s checkpoints with `task` (its heads found, now or by an earlier run of the sweep)."""
-        self.measurer.runs[model].task = task
+        self.measurer.use(model, task)
 
     def measure(self, queue: deque, record: Callable[[CheckpointRecord], None], bar) -> None:
         """One checkpoint after another, the next one's weights prefetched while the current one computes. A setting
@@ -77,7 +77,11 @@ class MeasureOnRay:
         return answer(self.ready_made[0].discover.remote(model, final))
 
     def use(self, model: str, task: Task) -> None:
-        """Nothing to hand over: workers made from here on are given each task as it is then (`runs`)."""
+        """The task handed to the worker made for the discovery passes, if there is one: it was made before this model's
+        heads were known (read back from an earlier run, or found on it; either way it holds them after this). Workers
+        made from here on are given each task as it is then (`runs`)."""
+        if self.ready_made:
+            answer(self.ready_made[0].use.remote(model, task))
 
     def measure(self, queue: deque, record: Callable[[CheckpointRecord], None], bar) -> None:
         resource = "GPU" if "num_gpus" in self.resources else "CPU"

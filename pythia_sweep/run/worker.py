@@ -117,6 +117,10 @@ class CheckpointMeasurer:
         run.task = run.task.found_by(found)
         return found
 
+    def use(self, model: str, task: Task) -> None:
+        """Measure `model`'s checkpoints with `task`, its heads found (here or by an earlier run of the sweep)."""
+        self.runs[model].task = task
+
     def ready(self) -> dict:
         """When this worker was up, its imports and set-up done (`at`, time.time()), and its node (`node`, `ip`):
         the driver times worker start-up and says where a lost worker ran."""
