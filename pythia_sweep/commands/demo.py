@@ -14,6 +14,7 @@ checkpoints (`jobs.circuits`) and print how it changes. The reports' paths are p
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -40,6 +41,23 @@ def carrying_heads(report, k: int = 3) -> list[tuple[int, int, float]]:
     base = at.filter(pl.col("kind") == "baseline")["value"].item()
     heads = at.filter(pl.col("kind") == "head").sort("value", descending=True).head(k)
     return [(row["layer"], row["head"], row["value"] - base) for row in heads.iter_rows(named=True)]
+
+
+class Indented:
+    """A text stream that writes to `out` with every line indented: a command's own lines, shown under a demo step as
+    they come (not held back until it ends)."""
+
+    def __init__(self, out, indent: str = "   "):
+        self.out, self.indent, self.at_line_start = out, indent, True
+
+    def write(self, text: str) -> int:
+        for piece in text.splitlines(keepends=True):
+            self.out.write((self.indent if self.at_line_start and piece.strip() else "") + piece)
+            self.at_line_start = piece.endswith("\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self.out.flush()
 
 
 def said(report) -> None:
@@ -115,7 +133,8 @@ def main(argv=None) -> int:
           "   where the induction head attends, its key)\n"
           "   expected: no circuit at step0 (nothing to explain); once induction forms, the previous-token head's edge into\n"
           "   layer 1 (a0.H->a1) in the circuit, and patched alone it recovers most of the gap", flush=True)  # fmt: skip
-    circuits([CONFIG, "--task", KCOMP, "--revisions", *CIRCUIT_STEPS])
+    with contextlib.redirect_stdout(Indented(sys.stdout)):  # its lines under step 5, as the other steps' are
+        circuits([CONFIG, "--task", KCOMP, "--revisions", *CIRCUIT_STEPS])
     print(f"\ndemo finished in {time.perf_counter() - start:.0f}s")
     return 0
 
