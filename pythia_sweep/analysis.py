@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
-from pythia_sweep.levels import LEVELS, MODERATE, SIDES, STRONG, WEAK, Levels  # noqa: F401  (the analysis's own vocabulary)
+from pythia_sweep.levels import SIDES, STRONG, WEAK, Levels  # noqa: F401  (Levels: the analysis's vocabulary, read through it by the report)
 
 
 def emergence_index(strengths: Sequence[float], threshold: float = STRONG, sign: int = 1) -> int | None:

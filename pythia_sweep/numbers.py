@@ -38,7 +38,7 @@ from pythia_sweep.records import CheckpointRecord
 from pythia_sweep.stats import CONDITION_METRICS, CONTRAST_METRICS, SUMMARY_KINDS, Estimate, head_name
 
 CIRCUIT_METRICS = ("size", "faithfulness", "gap")  # a circuit's numbers (circuit/<metric>)
-EVIDENCE_SCORES = ("induction", "previous_token")  # per-head attention-pattern scores (measure/evidence.py)
+EVIDENCE_SCORES = ("induction", "previous_token")  # per-head attention-pattern scores: the keys measure/evidence.attention_evidence returns
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,12 @@ class Number:
     ci_high: float | None = None
     name: str | None = None  # its flat name; None: in the long table only
     compared: bool = False  # on the checkpoint's MLflow run, compared across runs
+
+    @property
+    def measured(self) -> bool:
+        """A number of the model, not of the machine: every kind but a stage's seconds (the report's columns, the
+        parent's charts against training step and refine read these only)."""
+        return self.kind != "time"
 
 
 SCHEMA = {
@@ -140,9 +146,7 @@ def _circuit(found: dict | None, number) -> Iterator[Number]:
     if not found:
         return
     for metric in CIRCUIT_METRICS:
-        ci = found.get(f"{metric}_ci")
-        yield number("circuit", "circuit", metric, None, estimate=Estimate(found.get(metric), tuple(ci) if ci else None),
-                     name=f"circuit/{metric}", compared=True)  # fmt: skip
+        yield number("circuit", "circuit", metric, None, estimate=Estimate.of(found, metric), name=f"circuit/{metric}", compared=True)
     kept = {f"{u}->{v}" for u, v in found["edges"]}
     for edge, score in found["every_edge"].items():
         yield number(edge, "edge", "attribution", score)

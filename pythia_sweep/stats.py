@@ -23,6 +23,16 @@ def head_label(layer: int, head: int) -> str:
     """A head as a person reads it in a sentence or a figure ("6.3", layer then head)."""
     return f"{layer}.{head}"
 
+
+def head_sender(layer: int, head: int) -> str:
+    """A head as the circuit graph names it, a sender ("a6.3": layer 6's attention, head 3)."""
+    return f"a{layer}.{head}"
+
+
+def head_senders(n_layers: int, n_heads: int) -> dict[str, Head]:
+    """Each head's name in the circuit graph and its (layer, head): readers look names up, never parse them."""
+    return {head_sender(layer, head): (layer, head) for layer in range(n_layers) for head in range(n_heads)}
+
 SUMMARY_KINDS = ("baseline", "clean", "group", "all")  # the condition kinds a person reads as lines and compares across runs
 CONDITION_METRICS = ("success_rate", "logprob_diff", "prob_diff", "restoration")
 CONTRAST_METRICS = ("success_rate", "logprob_diff", "prob_diff")

@@ -28,23 +28,30 @@ def work_and_time(runs: dict) -> dict[str, dict[str, float]]:
     return out
 
 
-def head_map_work(repo: str, revision: str, task_file: str = ROBUST_TASK, n_prompts: int = HEAD_MAP_PROMPTS) -> dict:
-    """The whole-model map of one checkpoint (headmap.attribution: two forwards and one backward) against exact
-    patching of every head alone (the engine's way, teacher-forced), at the same rows: the floating-point work
-    each does (torch's FlopCounterMode, the backward included) and its seconds (a second, uncounted run)."""
+def first_prompts(repo: str, revision: str, task_file: str, n_prompts: int):
+    """The checkpoint loaded as a sweep loads it, the task, its primary method (label, settings) and the task's first
+    `n_prompts` pairs tokenized for that method: the node map's and the circuit's work is measured on the same prompts."""
     from huggingface_hub import snapshot_download
 
-    from pythia_sweep.measure.loading import load_model
     from pythia_sweep.config import SweepConfig
-    from pythia_sweep.measure.batch import pad_id_of
-    from pythia_sweep.measure.headmap import attribution, exact_effects
-    from pythia_sweep.measure.patching import attention_layout
+    from pythia_sweep.measure.loading import load_model
     from pythia_sweep.task.schema import load_task
 
     loaded = load_model(snapshot_download(repo, revision=revision), DEVICE, DTYPE)
     task = load_task(task_file)
     label, method = SweepConfig(model=repo, task=task_file).primary_method(task.align)
-    pairs = task.tokenize(loaded.tokenizer, {method["align"]})[:n_prompts]
+    return loaded, task, (label, method), task.tokenize(loaded.tokenizer, {method["align"]})[:n_prompts]
+
+
+def head_map_work(repo: str, revision: str, task_file: str = ROBUST_TASK, n_prompts: int = HEAD_MAP_PROMPTS) -> dict:
+    """The whole-model map of one checkpoint (headmap.attribution: two forwards and one backward) against exact
+    patching of every head alone (the engine's way, teacher-forced), at the same rows: the floating-point work
+    each does (torch's FlopCounterMode, the backward included) and its seconds (a second, uncounted run)."""
+    from pythia_sweep.measure.batch import pad_id_of
+    from pythia_sweep.measure.headmap import attribution, exact_effects
+    from pythia_sweep.measure.patching import attention_layout
+
+    loaded, task, (label, method), pairs = first_prompts(repo, revision, task_file, n_prompts)
     layout = attention_layout(loaded.model)
     heads = [(layer, head) for layer in range(layout.n_layers) for head in range(layout.n_heads)]
     runs = {
@@ -68,42 +75,34 @@ def circuit_work(repo: str, revision: str, task_file: str = ROBUST_TASK, n_promp
     work's shape, not a meaningful circuit."""
     import dataclasses
 
-    from huggingface_hub import snapshot_download
-
-    from pythia_sweep.measure.loading import load_model
+    from pythia_sweep.measure.batch import pad_id_of
     from pythia_sweep.measure.circuits.attribution import edge_attribution
     from pythia_sweep.measure.circuits.faithfulness import circuit_metric, faithfulness
     from pythia_sweep.measure.circuits.graph import graph_of
     from pythia_sweep.measure.circuits.search import find_circuit
-    from pythia_sweep.config import SweepConfig
-    from pythia_sweep.measure.batch import pad_id_of
     from pythia_sweep.measure.headmap import attribution
     from pythia_sweep.measure.patching import attention_layout
-    from pythia_sweep.task.schema import load_task
 
-    loaded = load_model(snapshot_download(repo, revision=revision), DEVICE, DTYPE)
-    task = load_task(task_file)
-    _, method = SweepConfig(model=repo, task=task_file).primary_method(task.align)
-    pairs = task.tokenize(loaded.tokenizer, {method["align"]})[:n_prompts]
+    loaded, _, (_, method), pairs = first_prompts(repo, revision, task_file, n_prompts)
     even = [dataclasses.replace(tp, ids={side: tp.ids[side][-min(map(len, tp.ids.values())):] for side in tp.ids}) for tp in pairs]
-    pad_id, layout, graph = pad_id_of(loaded.tokenizer), attention_layout(loaded.model), graph_of(loaded.model)
+    pad_id, layout, mask = pad_id_of(loaded.tokenizer), attention_layout(loaded.model), graph_of(loaded.model).mask()
     scores = edge_attribution(loaded.model, even, pad_id, batch_size=64)
-    order = [int(i) for i in torch.argsort(scores.abs().flatten(), descending=True) if graph.mask().flatten()[i]][:top]
-    kept = torch.zeros(graph.mask().numel(), dtype=torch.bool)
+    order = [int(i) for i in torch.argsort(scores.abs().flatten(), descending=True) if mask.flatten()[i]][:top]
+    kept = torch.zeros(mask.numel(), dtype=torch.bool)
     kept[order] = True
     checks = []
 
     def search():
         checks.clear()
-        return find_circuit(scores, graph.mask(), lambda k: checks.append(1) or faithfulness(circuit_metric(loaded.model, even, k, pad_id)))
+        return find_circuit(scores, mask, lambda k: checks.append(1) or faithfulness(circuit_metric(loaded.model, even, k, pad_id)))
 
     runs = {
         "edges": lambda: edge_attribution(loaded.model, even, pad_id, batch_size=64),
         "nodes": lambda: attribution(loaded.model, layout, even, method["align"], pad_id, batch_size=64),
-        "check": lambda: circuit_metric(loaded.model, even, kept.view(graph.mask().shape), pad_id),
+        "check": lambda: circuit_metric(loaded.model, even, kept.view(mask.shape), pad_id),
         "search": search,
     }
-    out = {"edges_possible": int(graph.mask().sum()), "prompts": len(even), "tokens": len(even[0].ids["clean"]), "task": task_file, "top": top}
+    out = {"edges_possible": int(mask.sum()), "prompts": len(even), "tokens": len(even[0].ids["clean"]), "task": task_file, "top": top}
     out |= work_and_time(runs)
     out["checks_in_search"] = len(checks)
     return out

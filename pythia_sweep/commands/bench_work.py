@@ -64,11 +64,18 @@ def make_checkpoints(repo: str, n: int, shape: dict) -> list[str]:
     return revisions
 
 
-def direct_way(repo: str, revisions: list[str]) -> list[float]:
-    """The methodology as written: one generate call per trial, a hook slicing the post-projection output."""
+def load_plainly(repo: str, revision: str):
+    """A revision's model and tokenizer as a user's own script loads them (no skeleton kept, no hashes checked): the
+    direct way's and the floor's load, which their times include."""
     from huggingface_hub import snapshot_download
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    path = snapshot_download(repo, revision=revision)
+    return AutoModelForCausalLM.from_pretrained(path, dtype=DTYPE).to(DEVICE).eval(), AutoTokenizer.from_pretrained(path)
+
+
+def direct_way(repo: str, revisions: list[str]) -> list[float]:
+    """The methodology as written: one generate call per trial, a hook slicing the post-projection output."""
     from pythia_sweep.task.schema import load_task
 
     task = load_task(SEED_TASK)  # the methodology's pair and its success check, from the task file
@@ -77,9 +84,7 @@ def direct_way(repo: str, revisions: list[str]) -> list[float]:
     times = []
     for revision in revisions:
         start = time.perf_counter()
-        path = snapshot_download(repo, revision=revision)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPE).to(DEVICE).eval()
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        model, tokenizer = load_plainly(repo, revision)
         groups = task.resolve_groups(model.config.num_hidden_layers, model.config.num_attention_heads)
         dense = model.gpt_neox.layers[task.layer].attention.dense
         saved = {}
@@ -122,17 +127,14 @@ def task_rows(task_file: str, shape: dict, **settings) -> list[str]:
 def floor(repo: str, revisions: list[str], rows: list[str], new_tokens: int = 1, batch: int = 64) -> list[float]:
     """Loading the weights plus one batched forward over `rows`, and (new_tokens > 1) the further greedy
     steps over a KV cache that generating that many tokens takes; no hooks, no scoring, no bookkeeping."""
-    from huggingface_hub import snapshot_download
-    from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+    from transformers import DynamicCache
 
     from pythia_sweep.measure.batch import pad
 
     times = []
     for revision in revisions:
         start = time.perf_counter()
-        path = snapshot_download(repo, revision=revision)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPE).to(DEVICE).eval()
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        model, tokenizer = load_plainly(repo, revision)
         for i in range(0, len(rows), batch):
             ids, mask = pad([tokenizer(t)["input_ids"] for t in rows[i : i + batch]], 0, left=True, device=DEVICE)
             cache = DynamicCache(config=model.config)

@@ -94,16 +94,17 @@ def _found(args) -> tuple[list[str], list[dict], tuple[str, str], tuple[int, int
     quiet_transformers_bars()  # a line per checkpoint below says what was loaded; transformers' own bars are noise
 
     task = load_task(config.task)
-    published = {c.revision: c.step for c in published_revisions(config.model)}
+    listed = published_revisions(config.model)
+    published = {c.revision: c.step for c in listed}
     missing = [r for r in args.revisions if r not in published]
     if missing:
-        raise RevisionNotPublished(not_published_message(config.model, missing[0], published_revisions(config.model)))
+        raise RevisionNotPublished(not_published_message(config.model, missing[0], listed))
     revisions = sorted(args.revisions, key=lambda r: published[r])
     device = pick_device(config.device)
+    _, method = config.primary_method(task.align)
     circuits = []
     for revision in revisions:
         loaded = load_model(fetch(config.model, revision).path, device, pick_dtype(config.dtype, device))
-        _, method = config.primary_method(task.align)
         pairs = task.tokenize(loaded.tokenizer, {method["align"]})
         circuit = circuit_at(loaded.model, pairs, pad_id_of(loaded.tokenizer), batch_size_for(config, loaded, pairs), args.target,
                              seed=config.seed)  # fmt: skip

@@ -80,7 +80,6 @@ def main(argv=None) -> int:
     from pythia_sweep.task.schema import load_task
     from pythia_sweep.demo.demo_family import family_exists, train_family
     from pythia_sweep.stats import head_label
-    from pythia_sweep.tracking.reader import SweepReader
 
     cache = os.environ["HF_HUB_CACHE"]
     if not family_exists(cache):
@@ -102,8 +101,7 @@ def main(argv=None) -> int:
 
     point = summary["emergence_point"]
     if point and point.get("previous_revision"):
-        records = SweepReader(result.tracking_uri).load_records(result.parent_run_id)
-        bracket = refine_sweep(config, task, published, records, task.headline.name, task.headline.threshold,
+        bracket = refine_sweep(config, task, published, list(report.records), task.headline.name, task.headline.threshold,
                                tracking_uri=result.tracking_uri)  # fmt: skip
         done = (f"measured {len(bracket.fetched)} more ({', '.join(bracket.fetched)}), down to neighbouring saved revisions"
                 if bracket.fetched else "they are neighbouring saved revisions already: nothing more to measure")  # fmt: skip

@@ -30,6 +30,7 @@ from pythia_sweep.measure.evaluation import choose_executor, run_conditions
 from pythia_sweep.measure.loading import LoadedModel, ModelCache, batch_size_for, dtype_name, load_model, pick_device, pick_dtype, widening
 from pythia_sweep.measure.patching import attention_layout
 from pythia_sweep.measure.plan import CompiledTasks, Plan, compile_task
+from pythia_sweep.numbers import EVIDENCE_SCORES
 from pythia_sweep.records import CheckpointRecord
 from pythia_sweep.measure.scoring import summarize_record
 from pythia_sweep.task.definition import Task
@@ -193,14 +194,14 @@ def measure(config: SweepConfig, plan: Plan, loaded: LoadedModel) -> dict:
 
         positions = getattr(loaded.model.config, "max_position_embeddings", 2048)
         evidence = attention_evidence(loaded.model, loaded.tokenizer, n_sequences=8, length=min(16, (positions - 1) // 2), seed=config.seed)
-        scores = [evidence["icl_score"]] + [v for score in ("induction", "previous_token") for row in evidence[score] for v in row]
+        scores = [evidence["icl_score"]] + [v for score in EVIDENCE_SCORES for row in evidence[score] for v in row]
         if not all(math.isfinite(v) for v in scores):
             raise NonFiniteNumbers(f"non-finite attention evidence (ICL score {evidence['icl_score']:.4g}) in {loaded.dtype}")
     found = None
     if config.head_map:  # every head of every layer: attribution, its top heads and the named ones patched exactly
         from pythia_sweep.measure.headmap import head_map
 
-        label, method = next(iter(methods.items()))  # the plan's methods, primary first (config.primary_method)
+        label, method = plan.primary, methods[plan.primary]
         named = sorted({tuple(h) for heads in groups.values() for h in heads})
         found = head_map(loaded.model, loaded.tokenizer, layout, pairs, label, method, plan.success, batch_size=batch_size,
                          top_k=config.head_map_top_k, named=named, executor=executor, steps=config.attribution_steps)  # fmt: skip

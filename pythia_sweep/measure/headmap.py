@@ -24,14 +24,13 @@ import torch
 from scipy.stats import spearmanr
 
 from pythia_sweep.measure.conditions import Condition
-from pythia_sweep.stats import head_label, head_name
+from pythia_sweep.stats import Head, head_label, head_name
 from pythia_sweep.errors import ConfigError, NonFiniteNumbers
 from pythia_sweep.measure.evaluation import clean_activations, run_conditions
 from pythia_sweep.measure.batch import pad, pad_id_of
 from pythia_sweep.measure.patching import AttentionLayout, captured
 from pythia_sweep.task.definition import TokenizedPair
 
-Head = tuple[int, int]  # (layer, head)
 AGREEMENT_FLOOR = 0.5  # a rank correlation below this (or fewer than half the exact top-k found) is flagged
 
 

@@ -24,6 +24,7 @@ class Plan:
 
     groups: dict[str, tuple[tuple[int, int], ...]]
     methods: dict[str, dict[str, str]]
+    primary: str  # the primary method's label (config.primary_method): the head map's and the null's
     conditions: list[Condition]
     null: dict  # conditions.null_plan: the null sets' group, size, pool layers and how many are possible
     shape: tuple[int, int] = (0, 0)  # the model's (layers, heads per layer) it was planned for
@@ -56,7 +57,7 @@ def plan_checkpoint(config: SweepConfig, task: Task, n_layers: int, n_heads: int
         groups, list(methods), n_heads, single_heads=config.single_heads, null_count=config.null_subsets, seed=config.seed,
         null_layers=null_layers, null_group=task.headline.plus, null_exclude=found,
     )  # fmt: skip
-    return Plan(groups, methods, conditions, null_plan(groups, n_heads, null_layers, task.headline.plus, found), (n_layers, n_heads))
+    return Plan(groups, methods, config.primary_method(task.align)[0], conditions, null_plan(groups, n_heads, null_layers, task.headline.plus, found), (n_layers, n_heads))
 
 
 def compile_task(config: SweepConfig, task: Task, tokenizer, n_layers: int, n_heads: int) -> Plan:
@@ -76,8 +77,9 @@ def compile_for(config: SweepConfig, task: Task, loaded) -> Plan:
 
 class CompiledTasks:
     """A worker's plans, kept across its checkpoints: one per (task, tokenizer, model shape). The tokenizer is the
-    loaded one (loading.ModelCache gives a new tokenizer object only when its files change), so a checkpoint whose
-    tokenizer differs is compiled again; the task is held with its plan, so its identity cannot be reused."""
+    loaded object: loading.ModelCache keeps it across the revisions whose weights it copies in place, and a full reload
+    (another shape or tokenizer, a wider dtype after a NaN) brings a new one, compiled for again. The task and the
+    tokenizer are held with their plan, so their identities cannot be reused."""
 
     def __init__(self):
         self.plans: dict[tuple, tuple[Task, object, Plan]] = {}
@@ -86,5 +88,5 @@ class CompiledTasks:
         layout = attention_layout(loaded.model)
         key = (config.sweep_id(task.digest), id(task), id(loaded.tokenizer), layout.n_layers, layout.n_heads)
         if key not in self.plans:
-            self.plans[key] = (task, loaded.tokenizer, compile_task(config, task, loaded.tokenizer, layout.n_layers, layout.n_heads))
+            self.plans[key] = (task, loaded.tokenizer, compile_for(config, task, loaded))
         return self.plans[key][2]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import html
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import polars as pl
 
 from pythia_sweep.hub.revisions import Checkpoint
 from pythia_sweep.config import SweepConfig
+from pythia_sweep.records import CheckpointRecord
 from pythia_sweep.report.circuit_figures import circuit_figures, circuit_graph_figure
 from pythia_sweep.report.head_figures import evidence_figures, head_map_figures, heatmap_figure
 from pythia_sweep.report.page import html_table, context_tables, render_html
@@ -39,6 +39,7 @@ class Report:
     long: pl.DataFrame  # one row per number (long.parquet, numbers.long_table)
     links: MlflowLinks  # where to look in the MLflow UI
     logged: bool = True  # written back to the sweep's parent run (not on a read-only store)
+    records: tuple[CheckpointRecord, ...] = ()  # the records it was built from, as read (a study and refine read them again from here)
 
     @property
     def mlflow_link(self) -> str:
@@ -73,7 +74,7 @@ def build_report(
     folder.mkdir(parents=True, exist_ok=True)
     frame.write_parquet(folder / "results.parquet")
     long.write_parquet(folder / "long.parquet")
-    (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     shown = drawn_conditions(records)
     colors = colors_for(shown)
     axis = StepAxis.for_final_step(final_step)
@@ -126,7 +127,7 @@ def build_report(
             step_of = {r.revision: r.step for r in records}
             recorder.log_series(parent, {f"circuit/{key}": {step_of[c["revision"]]: c[key] for c in summary["circuit"]["over_training"]["checkpoints"]}
                                          for key in ("edges_vs_final", "nodes_vs_final", "edges_vs_previous", "nodes_vs_previous")})  # fmt: skip
-    return Report(folder, html_path.resolve(), summary, summary["verdict"], frame, long, links, logged)
+    return Report(folder, html_path.resolve(), summary, summary["verdict"], frame, long, links, logged, tuple(records))
 
 
 @dataclass(frozen=True)
@@ -176,7 +177,3 @@ def report_folder(model: str, task_name: str) -> str:
     return f"{model.replace('/', '__')}__{task_name}"
 
 
-def _json_default(value):
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return str(value)

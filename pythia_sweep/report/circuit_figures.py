@@ -8,6 +8,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from pythia_sweep.report.plotting import PALETTE, band, line_style
+from pythia_sweep.stats import head_senders
 
 
 def circuit_figures(over: dict, circuits: list[dict], target: float) -> list[go.Figure]:
@@ -51,6 +52,7 @@ def circuit_graph_figure(circuits: list[dict], n_layers: int, n_heads: int) -> g
     fig = make_subplots(rows=1, cols=len(circuits), subplot_titles=[f"{c['revision']}: {c['size']} edges, faithfulness {c['faithfulness']:.2f}"
                                                                    for c in circuits], horizontal_spacing=0.04)  # fmt: skip
     mid = (n_heads - 1) / 2
+    head_of = head_senders(n_layers, n_heads)
 
     def place(name: str) -> tuple[float, float]:
         """Where a component sits: a head by its layer and index, a layer's attention input just before its heads,
@@ -59,8 +61,8 @@ def circuit_graph_figure(circuits: list[dict], n_layers: int, n_heads: int) -> g
             return 0.0, mid
         if name == "logits":
             return 2.0 * n_layers + 1, mid
-        if "." in name:  # a head, as a sender
-            layer, head = (int(x) for x in name[1:].split("."))
+        if name in head_of:  # a head, as a sender
+            layer, head = head_of[name]
             return 2.0 * layer + 1, float(head)
         layer = int(name[1:])
         return (2.0 * layer + 1.8, mid + 0.5) if name[0] == "m" else (2.0 * layer + 0.5, mid)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pythia_sweep.report.build import _json_default
 from pythia_sweep.report.circuit_figures import circuit_figures, circuit_graph_figure, published_overlap_figure
 from pythia_sweep.report.page import render_html
 
@@ -55,7 +54,7 @@ def circuits_page(revisions: list[str], circuits: list[dict], title: str, stem: 
             f"at this granularity)" for p in published)})  # fmt: skip
     stem.parent.mkdir(parents=True, exist_ok=True)
     summary = {"revisions": revisions, "circuits": circuits, "over_training": over, "answer": answer, "facts": facts, "published": published}
-    stem.with_suffix(".json").write_text(json.dumps(summary, indent=2, default=_json_default))
+    stem.with_suffix(".json").write_text(json.dumps(summary, indent=2, default=str))
     path = stem.with_suffix(".html")
     drawn = list({id(c): c for c in (found[:1] + found[-1:])}.values())  # the first circuit found and the final one, as graphs
     figures = circuit_figures(over, circuits, target) + ([circuit_graph_figure(drawn, *shape)] if drawn else [])

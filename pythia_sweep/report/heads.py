@@ -4,8 +4,7 @@ whether it falls back; how well the map agreed with exact patching. Pure functio
 
 from __future__ import annotations
 
-from pythia_sweep.stats import head_label, head_name
-from pythia_sweep.measure.circuits.graph import Graph
+from pythia_sweep.stats import head_label, head_name, head_senders
 from pythia_sweep.records import CheckpointRecord
 
 HEAD_LEVELS_NATS = (1.0, 0.5)  # strong, weak, in nats of log-prob difference: where the headline is not in nats
@@ -181,7 +180,7 @@ def circuit_roles(records: list[CheckpointRecord]) -> dict | None:
         return None
     runs: dict[str, list[dict]] = {}
     for r in records:
-        head_of = Graph(r.settings["n_layers"], r.settings["n_heads"], parallel=True).head_of  # names to (layer, head)
+        head_of = head_senders(r.settings["n_layers"], r.settings["n_heads"])  # the circuit's names to (layer, head)
         heads = {n: head_of[n] for n in r.circuit["nodes"] if n in head_of}
         for role, score in ROLES.items():
             carriers = sorted(n for n, (layer, head) in heads.items() if r.evidence[score][layer][head] > ROLE_SHARE)

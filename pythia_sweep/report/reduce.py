@@ -15,7 +15,7 @@ from pythia_sweep import analysis
 from pythia_sweep.analysis import SIDES, Levels
 from pythia_sweep.hub.revisions import Checkpoint, TrainingEnd
 from pythia_sweep.hub.duplicates import IdenticalWeights, identical_weights
-from pythia_sweep.stats import SUMMARY_KINDS, MethodSet, NullStats
+from pythia_sweep.stats import SUMMARY_KINDS, MethodSet
 from pythia_sweep.config import SweepConfig
 from pythia_sweep.numbers import long_table, named, numbers
 from pythia_sweep.records import CheckpointRecord, per_prompt
@@ -59,7 +59,7 @@ def timeline(records: list[CheckpointRecord], final_step: int | None, twins: lis
             "excluded_because": reason,
             "n_prompts": r.settings.get("n_prompts"),
         }
-        row |= named(n for n in numbers(r) if n.kind != "time")
+        row |= named(n for n in numbers(r) if n.measured)
         rows.append(row)
     frame = pl.DataFrame(rows, infer_schema_length=None)
     return frame.sort("step", nulls_last=True) if len(frame) else frame
@@ -76,6 +76,7 @@ def drawn_conditions(records: list[CheckpointRecord]) -> list[str]:
 
 
 def column(frame: pl.DataFrame, name: str) -> list:
+    """A timeline column's values, or one None per checkpoint where no checkpoint had that number."""
     return frame[name].to_list() if name in frame.columns else [None] * len(frame)
 
 
@@ -168,6 +169,8 @@ def summarize(frame: pl.DataFrame, records: list[CheckpointRecord], task: Task, 
     final = by_revision[usable["revision"][-1]] if len(usable) else None
     clean = clean_check(usable)
     methods = MethodSet(tuple(methods or [""]))
+    # the null sets are patched with the primary method: its reading is the group's, whichever method patched the group
+    null_of = {c.name: nulls_by_side(final.null if final else None, c, final.settings.get("null") if final else None) for c in task.contrasts}
     results, claims = {}, {}
     for method in methods.labels:
         primary = method == methods.primary
@@ -175,15 +178,13 @@ def summarize(frame: pl.DataFrame, records: list[CheckpointRecord], task: Task, 
             name = methods.named(method, contrast.name)
             if f"{name}/{contrast.metric}" in frame.columns or primary:
                 res = series_summary(usable, by_revision, name, contrast, final_step, resamples, seed)
-                # the null sets are patched with the primary method: its reading is the group's, whichever method patched the group
-                nulls = nulls_by_side(final.null if final else None, contrast, final.settings.get("null") if final else None)
-                claim = Claim.of(res, clean, nulls, context)
+                claim = Claim.of(res, clean, null_of[contrast.name], context)
                 claims[res["key"]] = claim
                 results[res["key"]] = res | called_series(res, claim, final_step, task.hypotheses) | {
                     "base_contrast": contrast.name, "method": method, "primary": primary}  # fmt: skip
     headline_key = f"{task.headline.name}/{task.headline.metric}"
     head = results[headline_key]
-    nulls = nulls_by_side(final.null if final else None, task.headline, final.settings.get("null") if final else None)
+    nulls = null_of[task.headline.name]
     summary = {
         "task": task.describe(),
         "headline": headline_key,

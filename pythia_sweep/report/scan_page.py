@@ -13,8 +13,8 @@ from pythia_sweep.report.page import render_html
 
 def scan_page(scan, title: str, stem: Path) -> Path:
     """The layer x head scan (measure/scan.Scan) as a heatmap page of each head's effect (and a parquet of its rows)."""
-    baseline = scan.baseline
-    heads = pl.DataFrame(scan.heads).with_columns((pl.col("logprob_diff") - baseline).alias("delta"))
+    baseline, effects = scan.baseline, scan.effects()
+    heads = pl.DataFrame([row | {"delta": effects[(row["layer"], row["head"])]} for row in scan.heads])
     fig = scan_figure(heads, title)
     stem.parent.mkdir(parents=True, exist_ok=True)
     heads.write_parquet(stem.with_suffix(".parquet"))
@@ -30,7 +30,8 @@ def scan_figure(heads: pl.DataFrame, title: str) -> go.Figure:
     labelled, and a colour bar as tall as the map (a 2-layer scan is no longer a 200 px strip)."""
     layers = sorted(heads["layer"].unique().to_list())
     n_heads = heads["head"].max() + 1
-    z = [[heads.filter((pl.col("layer") == layer) & (pl.col("head") == h))["delta"][0] for h in range(n_heads)] for layer in layers]
+    delta = {(layer, head): d for layer, head, d in heads.select("layer", "head", "delta").iter_rows()}
+    z = [[delta[(layer, h)] for h in range(n_heads)] for layer in layers]
     lim = max(abs(v) for row in z for v in row) or 1.0
     y = [f"layer {layer}" for layer in layers]
     fig = go.Figure(go.Heatmap(z=z, x=[f"head {h}" for h in range(n_heads)], y=y, colorscale="RdBu", zmid=0, zmin=-lim, zmax=lim,

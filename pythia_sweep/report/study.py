@@ -19,7 +19,7 @@ from pathlib import Path
 
 import plotly.graph_objects as go
 
-from pythia_sweep.report.build import Report, _json_default, build_report
+from pythia_sweep.report.build import Report, build_report
 from pythia_sweep.report.compare import timeline_series
 from pythia_sweep.report.plotting import PALETTE, StepAxis
 from pythia_sweep.report.timeline_figures import compare_figure
@@ -45,7 +45,7 @@ def build_study_report(study: str, *, tracking_uri: str | None = None, reports_d
     reader = SweepReader(tracking_uri)
     parents = reader.study_sweeps(study)
     reports = [build_report(parent, tracking_uri=reader.uri, reports_dir=reports_dir) for parent in parents]
-    records = {parent: reader.load_records(parent) for parent in parents}
+    records = {parent: list(report.records) for parent, report in zip(parents, reports)}
     labels = short_names([r.summary["config"]["model"] for r in reports])
     runs = [run_entry(label, report) for label, report in zip(labels, reports)]
     summary = {
@@ -55,7 +55,7 @@ def build_study_report(study: str, *, tracking_uri: str | None = None, reports_d
     summary["statement"] = statement(summary)
     folder = Path(reports_dir) / f"study-{study}"
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default))
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     figures = [emergence_figure(runs, summary)]
     series = [one | {"color": PALETTE[i % len(PALETTE)]} for i, (label, report) in enumerate(zip(labels, reports))
               for one in timeline_series(report.summary, report.frame, lambda res: res["primary"],

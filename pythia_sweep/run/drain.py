@@ -78,8 +78,8 @@ class MeasureOnRay:
 
     def use(self, model: str, task: Task) -> None:
         """The task handed to the worker made for the discovery passes, if there is one: it was made before this model's
-        heads were known (read back from an earlier run, or found on it; either way it holds them after this). Workers
-        made from here on are given each task as it is then (`runs`)."""
+        heads were known (found on it, or read back from an earlier run). Workers made from here on are given each task
+        as it is then (`runs`)."""
         if self.ready_made:
             answer(self.ready_made[0].use.remote(model, task))
 

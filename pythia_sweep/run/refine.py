@@ -27,7 +27,7 @@ def metric_value(record, metric: str) -> float:
     metric) or any named number ("clean/success_rate", "strength/logprob_diff", "evidence/icl_score", ...)."""
     if metric in record.contrasts:
         return record.contrasts[metric].value
-    flat = named(n for n in numbers(record) if n.kind != "time")
+    flat = named(n for n in numbers(record) if n.measured)
     if metric not in flat:
         known = sorted(record.contrasts) + sorted(n.name for n in numbers(record) if n.kind in SUMMARY_KINDS + ("contrast",))[:12]
         raise ValueError(f"metric={metric!r} is not in this sweep's records: use one of {', '.join(known)} ...")

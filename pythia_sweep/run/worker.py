@@ -111,11 +111,10 @@ class CheckpointMeasurer:
         return replace(record, timings=record.timings | {"wait_for_weights_s": waited}, worker=worker)
 
     def discover(self, model: str, revision: str) -> dict:
-        """The discovery pass of `model` at `revision` (measure.checkpoint.discover_groups); this worker then measures with its heads."""
+        """The discovery pass of `model` at `revision` (measure.checkpoint.discover_groups). The driver saves what it
+        found and hands back the task with those heads (`use`), as it does for heads read back from an earlier run."""
         run = self.runs[model]
-        found = discover_groups(run.config, run.task, revision, fetched=self._fetched(model, revision), models=self.models)
-        run.task = run.task.found_by(found)
-        return found
+        return discover_groups(run.config, run.task, revision, fetched=self._fetched(model, revision), models=self.models)
 
     def use(self, model: str, task: Task) -> None:
         """Measure `model`'s checkpoints with `task`, its heads found (here or by an earlier run of the sweep)."""

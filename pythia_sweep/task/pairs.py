@@ -178,8 +178,8 @@ def check_unique_ids(ids: list[str], where: str, bad) -> None:
 
 
 def _written_pairs(source: str, spec: PairsPrompts, tokenizer) -> list[PromptPair]:
-    return [PromptPair(p.id or f"p{i}", p.clean, p.corrupted, tuple(as_list(p.correct)), tuple(as_list(p.wrong)), p.weight)
-            for i, p in enumerate(spec.pairs)]  # fmt: skip
+    return [PromptPair(pid, p.clean, p.corrupted, tuple(as_list(p.correct)), tuple(as_list(p.wrong)), p.weight)
+            for pid, p in zip(spec.ids(), spec.pairs)]  # fmt: skip
 
 
 GENERATORS = {"pairs": _written_pairs, "templates": _template_pairs, "repeated-tokens": _repeated_token_pairs}

@@ -36,9 +36,13 @@ class PairsPrompts(Table):
     pairs: Annotated[list[Annotated[PairTable, Field(description="a {clean, corrupted, correct, wrong} table")]],
                      Field(min_length=1, description="a non-empty list of {clean, corrupted, correct, wrong} tables")]  # fmt: skip
 
+    def ids(self) -> list[str]:
+        """Each pair's id: its own, or its place in the list (p0, p1, ...)."""
+        return [p.id or f"p{i}" for i, p in enumerate(self.pairs)]
+
     @model_validator(mode="after")
     def _ids_once(self):
-        check_unique_ids([p.id or f"p{i}" for i, p in enumerate(self.pairs)], "pairs[].id", lambda at, v, a: Refusal((at,), v, a))
+        check_unique_ids(self.ids(), "pairs[].id", lambda at, v, a: Refusal((at,), v, a))
         return self
 
 

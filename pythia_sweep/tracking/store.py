@@ -31,7 +31,6 @@ from mlflow.tracking import MlflowClient
 
 from pythia_sweep.config import SweepConfig
 from pythia_sweep.errors import PythiaSweepError
-from pythia_sweep.records import CheckpointRecord
 from pythia_sweep.task.definition import Task
 from pythia_sweep.tracking import legacy
 from pythia_sweep.tracking.links import experiment_name
@@ -169,6 +168,7 @@ class Store:
         version this code does not know is refused, naming the sweep."""
         if parent not in self._versions:
             run = self.client.get_run(parent)
+            self._experiments[parent] = run.info.experiment_id  # the same run: not fetched again for its records
             tag = run.data.tags.get(VERSION_TAG)
             if tag is not None and (not tag.isdigit() or int(tag) > STORE_VERSION):
                 raise StoreVersionError(
@@ -201,9 +201,10 @@ class Store:
             return []
         return json.loads(Path(path).read_text())
 
-    def existing_sweep(self, config: SweepConfig, task: Task) -> str | None:
-        """The parent run of an earlier sweep with the same settings and task (same `sweep_id`), if any."""
-        exp = self.experiment_for(config.model, task.name)
+    def existing_sweep(self, config: SweepConfig, task: Task, exp: str | None = None) -> str | None:
+        """The parent run of an earlier sweep with the same settings and task (same `sweep_id`), if any; `exp`: its
+        experiment's id where the caller has it already."""
+        exp = exp or self.experiment_for(config.model, task.name)
         runs = self.client.search_runs(
             [exp], filter_string=f"tags.sweep_id = '{config.sweep_id(task.digest)}' and tags.kind = 'sweep'",
             order_by=["attributes.start_time DESC"], max_results=1,

@@ -21,6 +21,7 @@ from pythia_sweep.config import SweepConfig
 from pythia_sweep.hub.revisions import Checkpoint
 from pythia_sweep.numbers import named, numbers
 from pythia_sweep.records import CheckpointRecord, responses_text
+from pythia_sweep.stats import head_label
 from pythia_sweep.task.definition import Task
 from pythia_sweep.tracking.links import study_tag
 from pythia_sweep.tracking.server import TrackingServerLost, retry_budget_s, retry_policy, unreachable
@@ -62,7 +63,7 @@ class SweepRecorder(Store):
         Hub published are saved with it, so the report knows where training ends without asking the Hub. `study`:
         the study it is part of, a tag (`study.<name>` = "1": a sweep may be part of several studies)."""
         exp = self.experiment_for(config.model, task.name)
-        run_id = self.existing_sweep(config, task)
+        run_id = self.existing_sweep(config, task, exp)
         if run_id:
             self.store_version(run_id)  # a sweep a newer pythia_sweep wrote is refused, not resumed
             self.client.update_run(run_id, status="RUNNING")
@@ -74,6 +75,7 @@ class SweepRecorder(Store):
         tags = {"kind": "sweep", "sweep_id": config.sweep_id(task.digest), "model": config.model, "task": task.name,
                 VERSION_TAG: str(STORE_VERSION), **({study_tag(study): "1"} if study else {})}  # fmt: skip
         run = self.client.create_run(exp, run_name=config.label(task.name), tags=tags)
+        self._experiments[run.info.run_id], self._versions[run.info.run_id] = exp, STORE_VERSION
         params = [Param(k, json.dumps(v) if not isinstance(v, str) else v) for k, v in config.to_dict().items()]
         self.client.log_batch(run.info.run_id, params=params + [Param("task_digest", task.digest)])
         self.client.log_dict(run.info.run_id, config.to_dict(), "config.json")
@@ -117,7 +119,7 @@ class SweepRecorder(Store):
         for the MLflow UI's columns; readers read discovery.json."""
         self.client.log_dict(parent, found, "discovery.json")
         for name, group in found["groups"].items():
-            self.client.set_tag(parent, f"discovered.{name}", " ".join(f"{layer}.{head}" for layer, head in group["heads"]))
+            self.client.set_tag(parent, f"discovered.{name}", " ".join(head_label(layer, head) for layer, head in group["heads"]))
         self.client.set_tag(parent, "discovered_at", found["revision"])
 
     def _mark_active(self, run_id: str, published: list[Checkpoint] | None = None) -> None:
@@ -185,7 +187,7 @@ class SweepRecorder(Store):
             tags["duplicate_of"] = ",".join(record.duplicate_of)
         compared = [n for n in numbers(record) if n.compared]  # what a person compares across runs (numbers.py)
         metrics = named(compared)
-        charted = named(n for n in compared if n.kind != "time")  # the parent's charts against training step: no timings
+        charted = named(n for n in compared if n.measured)  # the parent's charts against training step: no timings
         if record.step is not None:
             metrics["training_step"] = float(record.step)  # numeric: the runs table sorts by it
         run_name = f"step{record.step:07d}" if record.step is not None else revision  # sorts as text too

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from pythia_sweep.errors import ConfigError
+from pythia_sweep.stats import head_sender, head_senders
 
 BLOCKS = {  # where each architecture keeps what the graph needs, by Hugging Face module path
     "gpt_neox": {"embed": "gpt_neox.embed_in", "layers": "gpt_neox.layers", "attn_norm": "input_layernorm", "mlp_norm": "post_attention_layernorm",
@@ -41,12 +42,12 @@ class Graph:
     @property
     def senders(self) -> list[str]:
         return ["emb"] + [name for layer in range(self.n_layers) for name in
-                          [f"a{layer}.{h}" for h in range(self.n_heads)] + [f"m{layer}"]]  # fmt: skip
+                          [head_sender(layer, h) for h in range(self.n_heads)] + [f"m{layer}"]]  # fmt: skip
 
     @property
     def head_of(self) -> dict[str, tuple[int, int]]:
-        """Each head sender's (layer, head), by the name the graph gave it: readers look names up, never parse them."""
-        return {f"a{layer}.{h}": (layer, h) for layer in range(self.n_layers) for h in range(self.n_heads)}
+        """Each head sender's (layer, head), by the name the graph gave it (stats.head_senders)."""
+        return head_senders(self.n_layers, self.n_heads)
 
     @property
     def receivers(self) -> list[str]:
