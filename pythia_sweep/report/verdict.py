@@ -129,7 +129,7 @@ def series_facts(res: dict, claims: dict[str, Claim], final_step: int | None, co
 def _agreement(primary: dict, other: dict, claims: dict[str, Claim]) -> str:
     """How another method's series stands to the primary's: identical, agreeing, or disagreeing and why."""
     if other["series"] == primary["series"]:
-        return "identical numbers"
+        return f"identical numbers to {primary['method']}'s at every analysed checkpoint"
     a, b = claims[primary["key"]], claims[other["key"]]
     said = b.call + (f" ({b.reasons[0].short()})" if b.reasons else "")
     if a.call == b.call and a.sign == b.sign:
